@@ -1,0 +1,1 @@
+"""The citycard command line (click).  Thin: every command is a few lines over the library."""

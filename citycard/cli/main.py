@@ -1,0 +1,101 @@
+"""Entry point: global options, error handling, session opening."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import IO
+
+import click
+
+from .. import __version__
+from ..errors import CitycardError
+from ..transport import CardSession
+from ..transport.processors import T0Fetch
+from ..transport.transcript import Transcript
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass
+class AppContext:
+    transcript_path: str | None = None
+    _transcript_file: IO[str] | None = field(default=None, repr=False)
+
+    def open_session(self, reader: str | None = None, *, fetch: bool = True) -> CardSession:
+        """Connect to a reader and build the processing stack (T=0 fetch, transcript)."""
+        from ..transport.pcsc import PcscTransport, choose_default_reader
+
+        transport = PcscTransport(reader if reader is not None else choose_default_reader())
+        transport.connect()
+        procs: list = [T0Fetch()] if fetch else []
+        transcript = self._transcript()
+        if transcript is not None:
+            transcript.header(transport.name, transport.atr)
+            procs.append(transcript)
+        return CardSession(transport, procs)
+
+    def _transcript(self) -> Transcript | None:
+        if self.transcript_path is None and not logging.getLogger("citycard.apdu").isEnabledFor(logging.DEBUG):
+            return None
+        if self.transcript_path is not None and self._transcript_file is None:
+            try:
+                self._transcript_file = open(self.transcript_path, "a", encoding="utf-8")
+            except OSError as exc:
+                raise CitycardError(f"--transcript {self.transcript_path}: {exc.strerror}") from None
+        return Transcript(self._transcript_file)
+
+    def close(self) -> None:
+        if self._transcript_file is not None:
+            self._transcript_file.close()
+            self._transcript_file = None
+
+
+class CitycardGroup(click.Group):
+    """Turns a :class:`CitycardError` into one line on stderr and exit code 2 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except CitycardError as exc:
+            click.echo(f"citycard: error: {exc}", err=True)
+            raise click.exceptions.Exit(2) from None
+
+
+@click.group(cls=CitycardGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="citycard")
+@click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="WARNING",
+              show_default=True, help="Logging to stderr; DEBUG shows every APDU (sensitive data masked).")
+@click.option("--transcript", "transcript", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Append every APDU exchanged to FILE (keys and PINs masked).")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str, transcript: str | None) -> None:
+    """citycard: personalize multi-application city cards and talk to them in APDUs."""
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    app = AppContext(transcript_path=transcript)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def _register() -> None:
+    from . import apdu_cmd, calc, readers
+
+    cli.add_command(readers.readers)
+    cli.add_command(apdu_cmd.apdu)
+    cli.add_command(calc.calc)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(args=argv, prog_name="citycard")
+    except BrokenPipeError:
+        # stdout closed early (e.g. piped into head): exit quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -1,0 +1,82 @@
+"""Line protection (secure messaging) of a command, FMCOS style (SPEC.md §1.4, §1.6, D6).
+
+* The protected command sets CLA b3 (``00``→``04``, ``80``→``84``).
+* MAC input: ``CLA INS P1 P2 (Lc+4) ‖ data`` padded with ``80 00..`` (always).
+  IV = 4-byte challenge ‖ ``00000000`` (an 8-byte challenge is used as is).
+  An 8-byte key gives ISO 9797-1 algorithm 1 (DES), a 16-byte key algorithm 3
+  (retail MAC); the MAC is the leftmost 4 bytes.
+* Enciphered data: ``LD ‖ data ‖ 80 00..`` ECB-enciphered with the same key
+  (DES or 3DES by key length).  The ``80`` is always added, as for the MAC.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from ..apdu import CommandApdu
+from ..errors import InputError
+from .cipher import Alg, check_key, ecb_decrypt, ecb_encrypt
+from .mac import mac_alg1, mac_alg3, pad, unpad2
+
+
+def _iv(challenge: bytes, bs: int) -> bytes:
+    if len(challenge) not in (4, 8, 16) or len(challenge) > bs:
+        raise InputError(f"challenge: {len(challenge)} bytes, expected 4 or {bs}")
+    return challenge + bytes(bs - len(challenge))
+
+
+def line_mac(key: bytes, challenge: bytes, data: bytes, alg: Alg = "des") -> bytes:
+    """The 4-byte line-protection MAC of ``data`` (D6)."""
+    check_key(key, alg, "line-protection key")
+    if alg == "sm4":
+        return mac_alg1(key, data, iv=_iv(challenge, 16), alg="sm4")[:4]
+    iv = _iv(challenge, 8)
+    if len(key) == 8:
+        return mac_alg1(key, data, iv=iv)[:4]
+    if len(key) == 16:
+        return mac_alg3(key, data, iv=iv)[:4]
+    raise InputError("line-protection key: 24-byte keys are not used by FMCOS")
+
+
+def encipher(key: bytes, data: bytes, alg: Alg = "des") -> bytes:
+    """``E(LD ‖ data ‖ 80 00..)`` in ECB."""
+    if len(data) > 255:
+        raise InputError(f"data of {len(data)} bytes is too long to encipher (LD is one byte)")
+    bs = 16 if alg == "sm4" else 8
+    return ecb_encrypt(key, pad(bytes((len(data),)) + data, 2, bs), alg)
+
+
+def decipher(key: bytes, ciphertext: bytes, alg: Alg = "des") -> bytes:
+    """Inverse of :func:`encipher`; raises :class:`InputError` on bad LD or padding."""
+    plain = ecb_decrypt(key, ciphertext, alg)
+    ld = plain[0]
+    body = unpad2(plain[1:])
+    if ld != len(body):
+        raise InputError(f"deciphered LD {ld} does not match {len(body)} data bytes")
+    return body
+
+
+def protect(cmd: CommandApdu, key: bytes, challenge: bytes, *, encrypt: bool = False,
+            alg: Alg = "des") -> CommandApdu:
+    """The line-protected form of ``cmd``: CLA|04, data enciphered if asked, MAC appended."""
+    data = encipher(key, cmd.data, alg) if encrypt and cmd.data else cmd.data
+    lc = len(data) + 4
+    if lc > 255:
+        raise InputError(f"protected command data of {lc} bytes exceeds a short APDU")
+    cla = cmd.cla | 0x04
+    mac = line_mac(key, challenge, bytes((cla, cmd.ins, cmd.p1, cmd.p2, lc)) + data, alg)
+    return CommandApdu(cla, cmd.ins, cmd.p1, cmd.p2, data + mac, cmd.ne, sensitive=cmd.sensitive)
+
+
+def check_protected(cmd: CommandApdu, key: bytes, challenge: bytes, alg: Alg = "des") -> bytes:
+    """Card side: verify the MAC of a protected command; return its (still enciphered) data.
+
+    Raises :class:`InputError` when the command is too short or the MAC is wrong.
+    """
+    if len(cmd.data) < 4:
+        raise InputError("protected command carries no MAC")
+    body, mac = cmd.data[:-4], cmd.data[-4:]
+    header = bytes((cmd.cla, cmd.ins, cmd.p1, cmd.p2, len(cmd.data)))
+    if not hmac.compare_digest(line_mac(key, challenge, header + body, alg), mac):
+        raise InputError("line-protection MAC mismatch")
+    return body

@@ -1,0 +1,41 @@
+"""Transports and the APDU processing stack (DESIGN.md, "Transport stack").
+
+A :class:`Transport` moves raw APDU bytes to a card and back.  A
+:class:`CardSession` wraps one with processors, each doing one job:
+
+* :class:`~citycard.transport.processors.T0Fetch` — ``61xx`` → GET RESPONSE,
+  ``6Cxx`` → resend with the right Le;
+* :class:`~citycard.transport.transcript.Transcript` — logs every exchange on the
+  wire, masking the data of sensitive commands.
+
+Every command citycard sends goes through the same stack.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from .session import CardSession
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """The small protocol every card connection implements."""
+
+    name: str
+
+    def connect(self) -> None: ...
+
+    def transmit(self, apdu: bytes) -> bytes:
+        """Send one command APDU, return response data ‖ SW1 SW2."""
+        ...
+
+    @property
+    def atr(self) -> bytes: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["Transport", "CardSession"]

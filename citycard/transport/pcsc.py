@@ -1,0 +1,196 @@
+"""PC/SC transport over pyscard's low-level ``smartcard.scard`` API.
+
+Readers are chosen by exact name, by a case-insensitive name fragment that
+matches exactly one reader, or by index (``"0"``, ``"1"``, ...).  Errors say why
+nothing was found and how to fix it (pcscd not running, no reader configured).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..errors import NoReaderError, TransportError
+
+try:
+    from smartcard import scard
+except ImportError:  # pragma: no cover - pyscard is a hard dependency
+    scard = None  # type: ignore[assignment]
+
+_PROTOCOLS = {1: "T=0", 2: "T=1"}
+
+
+def _hr(hresult: int) -> int:
+    return hresult & 0xFFFFFFFF
+
+
+def _explain(hresult: int) -> str:
+    code = _hr(hresult)
+    if code == _hr(scard.SCARD_E_NO_SERVICE):
+        sock = os.environ.get("PCSCLITE_CSOCK_NAME")
+        where = f" at {sock}" if sock else ""
+        return (f"PC/SC service not available{where}: pcscd is not running; "
+                "start it (as root: `pcscd`, or `systemctl start pcscd`) or use --sim IMAGE")
+    if code == _hr(scard.SCARD_E_NO_READERS_AVAILABLE):
+        return ("pcscd is running but has no reader: plug one in, or configure the vpcd virtual "
+                "reader (/etc/reader.conf.d/vpcd, see shared/PCSC.md) and run `citycard sim serve IMAGE`")
+    return f"{scard.SCardGetErrorMessage(hresult)} (0x{code:08X})"
+
+
+class PcscContext:
+    """An established PC/SC context (one per process is plenty)."""
+
+    def __init__(self) -> None:
+        if scard is None:  # pragma: no cover
+            raise TransportError("pyscard is not installed")
+        hr, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+        if hr != scard.SCARD_S_SUCCESS:
+            raise NoReaderError(_explain(hr))
+        self.handle = ctx
+
+    def readers(self) -> list[str]:
+        hr, names = scard.SCardListReaders(self.handle, [])
+        if hr == scard.SCARD_E_NO_READERS_AVAILABLE or (hr == scard.SCARD_S_SUCCESS and not names):
+            return []
+        if hr != scard.SCARD_S_SUCCESS:
+            raise NoReaderError(_explain(hr))
+        return list(names)
+
+    def status(self, names: list[str]) -> list[ReaderStatus]:
+        if not names:
+            return []
+        states = [(n, scard.SCARD_STATE_UNAWARE) for n in names]
+        hr, result = scard.SCardGetStatusChange(self.handle, 0, states)
+        if hr not in (scard.SCARD_S_SUCCESS, scard.SCARD_E_TIMEOUT):
+            raise TransportError(_explain(hr))
+        out = []
+        for name, state, atr in result:
+            out.append(ReaderStatus(name, bool(state & scard.SCARD_STATE_PRESENT),
+                                    bool(state & scard.SCARD_STATE_EXCLUSIVE) or bool(state & scard.SCARD_STATE_INUSE),
+                                    bytes(atr) if state & scard.SCARD_STATE_PRESENT else b""))
+        return out
+
+    def release(self) -> None:
+        if self.handle is not None:
+            scard.SCardReleaseContext(self.handle)
+            self.handle = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderStatus:
+    name: str
+    card_present: bool
+    in_use: bool
+    atr: bytes
+
+
+def list_readers() -> list[ReaderStatus]:
+    """Every reader with card presence and ATR.  Raises :class:`NoReaderError` with the reason
+    when PC/SC is unavailable or no reader is configured."""
+    ctx = PcscContext()
+    try:
+        names = ctx.readers()
+        if not names:
+            raise NoReaderError(_explain(scard.SCARD_E_NO_READERS_AVAILABLE))
+        return ctx.status(names)
+    finally:
+        ctx.release()
+
+
+def resolve_reader(spec: str, names: list[str]) -> str:
+    """Pick one reader by exact name, unique case-insensitive fragment, or index."""
+    if not names:
+        raise NoReaderError(_explain(scard.SCARD_E_NO_READERS_AVAILABLE))
+    if spec in names:
+        return spec
+    if spec.isdigit():
+        i = int(spec)
+        if i < len(names):
+            return names[i]
+        raise NoReaderError(f"reader index {i} out of range: {len(names)} reader(s): {', '.join(names)}")
+    hits = [n for n in names if spec.lower() in n.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise NoReaderError(f"no reader matches {spec!r}; readers: {', '.join(names)}")
+    raise NoReaderError(f"{spec!r} matches {len(hits)} readers ({', '.join(hits)}); be more specific")
+
+
+class PcscTransport:
+    """A card in a PC/SC reader.  ``reader`` is a name, fragment or index."""
+
+    def __init__(self, reader: str = "0", *, shared: bool = True) -> None:
+        self.spec = reader
+        self.name = reader
+        self.shared = shared
+        self._ctx: PcscContext | None = None
+        self._card = None
+        self._pci = None
+        self._atr = b""
+
+    def connect(self) -> None:
+        ctx = PcscContext()
+        try:
+            self.name = resolve_reader(self.spec, ctx.readers())
+            mode = scard.SCARD_SHARE_SHARED if self.shared else scard.SCARD_SHARE_EXCLUSIVE
+            hr, card, proto = scard.SCardConnect(ctx.handle, self.name, mode,
+                                                 scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1)
+            if hr != scard.SCARD_S_SUCCESS:
+                if _hr(hr) == _hr(scard.SCARD_E_NO_SMARTCARD) or _hr(hr) == _hr(scard.SCARD_W_REMOVED_CARD):
+                    raise TransportError(f"no card in reader {self.name!r}", self.name)
+                raise TransportError(f"cannot connect to {self.name!r}: {_explain(hr)}", self.name)
+        except BaseException:
+            ctx.release()
+            raise
+        self._ctx, self._card = ctx, card
+        self._pci = scard.SCARD_PCI_T0 if proto == scard.SCARD_PROTOCOL_T0 else scard.SCARD_PCI_T1
+        self.protocol = _PROTOCOLS.get(proto, str(proto))
+        hr, _reader, _state, _proto, atr = scard.SCardStatus(card)
+        self._atr = bytes(atr) if hr == scard.SCARD_S_SUCCESS else b""
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if self._card is None:
+            raise TransportError("not connected", self.name)
+        hr, resp = scard.SCardTransmit(self._card, self._pci, list(apdu))
+        if hr != scard.SCARD_S_SUCCESS:
+            raise TransportError(f"transmit failed on {self.name!r}: {_explain(hr)}", self.name)
+        return bytes(resp)
+
+    @property
+    def atr(self) -> bytes:
+        return self._atr
+
+    def reset(self) -> None:
+        if self._card is None:
+            return
+        mode = scard.SCARD_SHARE_SHARED if self.shared else scard.SCARD_SHARE_EXCLUSIVE
+        hr, proto = scard.SCardReconnect(self._card, mode, scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1,
+                                         scard.SCARD_RESET_CARD)
+        if hr != scard.SCARD_S_SUCCESS:
+            raise TransportError(f"reset failed on {self.name!r}: {_explain(hr)}", self.name)
+        hr, _reader, _state, _proto, atr = scard.SCardStatus(self._card)
+        self._atr = bytes(atr) if hr == scard.SCARD_S_SUCCESS else self._atr
+
+    def close(self) -> None:
+        if self._card is not None:
+            scard.SCardDisconnect(self._card, scard.SCARD_LEAVE_CARD)
+            self._card = None
+        if self._ctx is not None:
+            self._ctx.release()
+            self._ctx = None
+
+
+def choose_default_reader() -> str:
+    """The reader to use when none is named: ``$CITYCARD_READER``, else the only
+    reader holding a card."""
+    env = os.environ.get("CITYCARD_READER")
+    if env:
+        return env
+    readers = list_readers()
+    with_card = [r.name for r in readers if r.card_present]
+    if len(with_card) == 1:
+        return with_card[0]
+    names = ", ".join(r.name + (" (card)" if r.card_present else "") for r in readers)
+    if not with_card:
+        raise NoReaderError(f"no reader holds a card; readers: {names}")
+    raise NoReaderError(f"{len(with_card)} readers hold a card ({names}); choose one with --reader")
