@@ -24,11 +24,21 @@ class AppContext:
     transcript_path: str | None = None
     _transcript_file: IO[str] | None = field(default=None, repr=False)
 
-    def open_session(self, reader: str | None = None, *, fetch: bool = True) -> CardSession:
-        """Connect to a reader and build the processing stack (T=0 fetch, transcript)."""
-        from ..transport.pcsc import PcscTransport, choose_default_reader
+    def open_session(self, reader: str | None = None, *, sim: str | None = None,
+                     fetch: bool = True) -> CardSession:
+        """Connect to a reader (or a simulated card image) and build the processing stack
+        (T=0 fetching, transcript)."""
+        from .common import check_card_choice
 
-        transport = PcscTransport(reader if reader is not None else choose_default_reader())
+        check_card_choice(reader, sim)
+        if sim is not None:
+            from ..sim.transport import ImageTransport
+
+            transport = ImageTransport(sim)
+        else:
+            from ..transport.pcsc import PcscTransport, choose_default_reader
+
+            transport = PcscTransport(reader if reader is not None else choose_default_reader())
         transport.connect()
         procs: list = [T0Fetch()] if fetch else []
         transcript = self._transcript()
@@ -81,9 +91,10 @@ def cli(ctx: click.Context, log_level: str, transcript: str | None) -> None:
 
 
 def _register() -> None:
-    from . import apdu_cmd, calc, readers
+    from . import apdu_cmd, calc, readers, sim
 
     cli.add_command(readers.readers)
+    cli.add_command(sim.sim)
     cli.add_command(apdu_cmd.apdu)
     cli.add_command(calc.calc)
 

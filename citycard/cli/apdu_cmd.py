@@ -1,0 +1,98 @@
+"""`citycard apdu`: send APDUs given as hex, check expected SWs, decode the answers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import click
+
+from .. import tlv
+from ..apdu import CommandApdu, ResponseApdu, describe_sw
+from ..errors import InputError
+from ..hexutil import parse_hex
+from ..transport.transcript import format_command, format_response
+from .common import card_options
+
+
+@dataclass(frozen=True)
+class SwPattern:
+    """An expected status word; ``X`` in the pattern matches any nibble."""
+
+    text: str
+    value: int
+    mask: int
+
+    @classmethod
+    def parse(cls, text: str, what: str) -> SwPattern:
+        t = text.strip().upper()
+        if len(t) != 4 or any(c not in "0123456789ABCDEFX" for c in t):
+            raise InputError(f"{what}: expected SW {text!r} must be 4 hex digits (X for any), e.g. 9000 or 61XX")
+        value = int(t.replace("X", "0"), 16)
+        mask = int("".join("0" if c == "X" else "F" for c in t), 16)
+        return cls(t, value, mask)
+
+    def matches(self, sw: int) -> bool:
+        return sw & self.mask == self.value
+
+
+def parse_apdu_arg(arg: str, index: int) -> tuple[CommandApdu, SwPattern | None]:
+    """``HEX[=SW]`` → command and optional expected SW; errors name the argument."""
+    what = f"APDU {index}"
+    hex_part, sep, sw_part = arg.partition("=")
+    expected = SwPattern.parse(sw_part, what) if sep else None
+    return CommandApdu.parse(parse_hex(hex_part, what), what=what), expected
+
+
+def _decode(resp: ResponseApdu) -> list[str]:
+    items = tlv.try_parse(resp.data) if resp.data else None
+    return tlv.dump(items).splitlines() if items else []
+
+
+@click.command()
+@card_options
+@click.option("--raw", is_flag=True, help="Do not fetch 61xx/6Cxx answers (show the card's raw SWs).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.argument("apdus", nargs=-1, required=True, metavar="APDU[=SW]...")
+@click.pass_obj
+def apdu(app, reader: str | None, sim: str | None, raw: bool, as_json: bool, apdus: tuple[str, ...]) -> None:
+    """Send APDUs given as hex (spaces allowed within one argument).
+
+    An =SW suffix (e.g. 00A40000023F00=9000, or =61XX) makes a different status
+    word stop here and exit with code 1.
+    """
+    commands = [parse_apdu_arg(a, i) for i, a in enumerate(apdus, 1)]  # all checked before sending
+    session = app.open_session(reader, sim=sim, fetch=not raw)
+    exchanges = []
+    failure = None
+    try:
+        for i, (cmd, expected) in enumerate(commands, 1):
+            resp = session.send(cmd)
+            ok = expected is None or expected.matches(resp.sw)
+            entry = {
+                "command": cmd.hex() if not cmd.sensitive else format_command(cmd),
+                "data": resp.data.hex().upper(),
+                "sw": f"{resp.sw:04X}",
+                "meaning": describe_sw(resp.sw),
+            }
+            if expected is not None:
+                entry["expected_sw"] = expected.text
+                entry["ok"] = ok
+            exchanges.append(entry)
+            if not as_json:
+                click.echo(f"> {format_command(cmd)}")
+                click.echo(f"< {format_response(resp)}  ({describe_sw(resp.sw)})")
+                for line in _decode(resp):
+                    click.echo("    " + line)
+            if not ok:
+                failure = (f"APDU {i}: expected SW {expected.text}, card answered "
+                           f"{resp.sw:04X} ({describe_sw(resp.sw)})")
+                break
+    finally:
+        session.close()
+    if as_json:
+        click.echo(json.dumps({"reader": session.transport.name, "atr": session.atr.hex().upper(),
+                               "exchanges": exchanges, "ok": failure is None}, indent=2, ensure_ascii=False))
+    if failure:
+        click.echo(f"citycard: {failure}", err=True)
+        raise click.exceptions.Exit(1)

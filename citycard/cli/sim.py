@@ -1,0 +1,120 @@
+"""`citycard sim`: simulated cards (new, show, serve)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+
+import click
+
+from ..errors import InputError
+
+log = logging.getLogger("citycard.sim")
+
+
+@click.group()
+def sim() -> None:
+    """Simulated FMCOS city cards kept in JSON card images."""
+
+
+@sim.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing image.")
+def new(image: str, force: bool) -> None:
+    """Make IMAGE a fresh card, as a factory FM1208 (MF, transport key 00 = 16×FF)."""
+    from ..sim import SimCard
+    from ..sim.image import save
+
+    if os.path.exists(image) and not force:
+        raise InputError(f"{image} exists; use --force to replace it with a fresh card")
+    save(SimCard(), image)
+    click.echo(f"{image}: fresh card (MF 3F00, external-auth key 00 = transport key)")
+
+
+@sim.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the tree as JSON.")
+def show(image: str, as_json: bool) -> None:
+    """Print the card's file tree: kinds, sizes, ACs, key slots (never key values)."""
+    from ..sim import image as _image
+    from ..sim.show import lines, tree
+
+    card = _image.load(image)
+    if as_json:
+        click.echo(json.dumps(tree(card), indent=2))
+    else:
+        click.echo("\n".join(lines(card)))
+
+
+@sim.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--vpcd", "endpoint", default="127.0.0.1:35963", show_default=True, metavar="HOST:PORT",
+              help="Where pcscd's vpcd driver listens.")
+@click.option("--save-interval", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds between image saves; 0 saves after every APDU that changed the card.")
+def serve(image: str, endpoint: str, save_interval: float) -> None:
+    """Put the card of IMAGE in a vpcd virtual reader until SIGTERM or Ctrl-C.
+
+    The image is saved (atomically) as the card changes, and once more on exit.
+    """
+    from ..sim import image as _image
+    from ..vpcd import VpcdServer, parse_endpoint
+
+    host, port = parse_endpoint(endpoint)
+    card = _image.load(image)
+    saver = _ImageSaver(card, image, save_interval)
+    server = VpcdServer(card, host, port, on_apdu=saver.after_apdu)
+
+    def on_signal(signum, _frame):
+        log.info("signal %d: stopping", signum)
+        server.stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    click.echo(f"serving {image} on vpcd {host}:{port} (SIGTERM or Ctrl-C stops)", err=True)
+    try:
+        thread = server.start_thread()
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        saver.close()
+    click.echo(f"stopped; {image} saved", err=True)
+
+
+class _ImageSaver:
+    """Saves the image after APDUs that changed the card (or at most every ``interval`` s)."""
+
+    def __init__(self, card, path: str, interval: float) -> None:
+        self.card, self.path, self.interval = card, path, interval
+        self.saved = card.generation
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def after_apdu(self, _apdu: bytes, _resp: bytes) -> None:
+        if self.card.generation == self.saved:
+            return
+        if self.interval <= 0:
+            self.save()
+        elif self._timer is None:
+            self._timer = threading.Timer(self.interval, self.save)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def save(self) -> None:
+        from ..sim import image as _image
+
+        with self._lock:
+            self._timer = None
+            gen = self.card.generation
+            if gen != self.saved:
+                _image.save(self.card, self.path)
+                self.saved = gen
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.save()

@@ -1,0 +1,59 @@
+"""Transports for the simulated card: in process over a card image file."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import TransportError
+from . import image as _image
+from .card import SimCard
+from .nvm import PowerLoss
+
+
+class SimTransport:
+    """The card of ``card`` in process.  A torn write (tests) surfaces as
+    :class:`TransportError` ("card lost power"); :meth:`reset` powers it on again."""
+
+    def __init__(self, card: SimCard, name: str = "simulated card") -> None:
+        self.card = card
+        self.name = name
+
+    def connect(self) -> None:
+        self.card.power_on()
+
+    def transmit(self, apdu: bytes) -> bytes:
+        try:
+            return self.card.process(apdu)
+        except PowerLoss:
+            raise TransportError("card lost power during the command", self.name) from None
+
+    @property
+    def atr(self) -> bytes:
+        return self.card.atr
+
+    def reset(self) -> None:
+        self.card.reset()
+
+    def close(self) -> None:
+        self.card.power_off()
+
+
+class ImageTransport(SimTransport):
+    """A simulated card loaded from an image file and saved back (atomically) on close
+    when its state changed."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path
+        super().__init__(_image.load(path), name=f"sim:{path}")
+        self._saved = self.card.generation
+
+    def save(self) -> None:
+        if self.card.generation != self._saved:
+            _image.save(self.card, self.path)
+            self._saved = self.card.generation
+
+    def close(self) -> None:
+        try:
+            self.save()
+        finally:
+            super().close()

@@ -1,0 +1,96 @@
+"""`./scripts/demo`: a tour of citycard on this machine, no hardware needed.
+
+Starts a private pcscd with the vpcd virtual reader (its own mount namespace: nothing
+system-wide is touched), puts a fresh simulated card in it with ``citycard sim serve``,
+and runs the CLI the way a developer would, printing each command first.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .pcscd import PrivatePcscd, pcscd_available
+
+CLI = [sys.executable, "-m", "citycard"]
+
+
+def _run(args: list[str], env: dict[str, str], *, check: bool = True) -> str:
+    print(f"\n$ citycard {' '.join(shlex.quote(a) for a in args)}", flush=True)
+    proc = subprocess.run(CLI + args, env=env, text=True, capture_output=True)
+    sys.stdout.write(proc.stdout)
+    if proc.stderr:
+        sys.stdout.write(proc.stderr)
+    sys.stdout.flush()
+    if check and proc.returncode != 0:
+        raise SystemExit(f"demo: `citycard {args[0]}` failed with exit code {proc.returncode}")
+    return proc.stdout
+
+
+def _wait_card(env: dict[str, str], reader: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(CLI + ["readers", "--json"], env=env, text=True, capture_output=True).stdout
+        if f'"name": "{reader}"' in out and '"card_present": true' in out:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"demo: the simulated card did not appear in {reader!r}")
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="citycard-demo-"))
+    image = workdir / "card.json"
+    env = dict(os.environ)
+    print("citycard demo: a simulated FMCOS city card behind a real pcscd (vpcd virtual reader)")
+    _run(["sim", "new", str(image)], env)
+    ok, reason = pcscd_available()
+    if not ok:
+        print(f"\n(no private pcscd here: {reason}; using the card in process with --sim)")
+        card = ["--sim", str(image)]
+        daemon = None
+        server = None
+    else:
+        daemon = PrivatePcscd().start()
+        env.update(daemon.env)
+        reader = daemon.reader_names[0]
+        print(f"\n# started a private pcscd; `citycard sim serve` puts the card in {reader!r}")
+        server = subprocess.Popen(CLI + ["sim", "serve", str(image), "--vpcd", f"127.0.0.1:{daemon.port}"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        card = ["--reader", reader]
+    try:
+        if daemon is not None:
+            _wait_card(env, reader)
+            _run(["readers"], env)
+        _run(["apdu", *card, "00A40000023F00=9000", "0084000008=9000"], env)
+        # External authentication with the factory transport key, computed by calc
+        out = _run(["apdu", *card, "--json", "0084000004=9000"], env)
+        import json
+        challenge = json.loads(out)["exchanges"][0]["data"]
+        print("\n# (the challenge is only valid for the next command of the same session; this one")
+        print("#  shows the calculator: E(transport key, challenge ‖ 00000000))")
+        _run(["calc", "3des", "--key", "FF" * 16, "--data", challenge + "00000000"], env)
+        _run(["calc", "load", "--dlk", "3F3F3F3F3F3F3F3F1122334455667788",
+              "--dtk", "34343434343434341122334455667788", "--random", "4E066548", "--counter", "0000",
+              "--balance", "00000000", "--amount", "00000010", "--terminal", "666666666666",
+              "--date", "20240411", "--time", "212121"], env)
+        _run(["calc", "diversify", "--key", "00112233445566778899AABBCCDDEEFF", "--data", "1122334455667788"], env)
+        _run(["calc", "secure-apdu", "--key", "0102030405060708", "--challenge", "11223344",
+              "--apdu", "04D6950004 01020304"], env)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        if daemon is not None:
+            daemon.stop()
+    _run(["sim", "show", str(image)], env)
+    print("\ndemo finished.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

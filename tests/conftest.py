@@ -1,0 +1,37 @@
+"""Shared fixtures: CLI runner; the private pcscd fixtures live in tests/pcsc_fixtures.py."""
+
+from __future__ import annotations
+
+import json as _json
+
+import pytest
+from click.testing import CliRunner
+
+from citycard.cli.main import cli
+
+pytest_plugins = ["tests.pcsc_fixtures"]
+
+
+class CliResult:
+    def __init__(self, result):
+        self.exit_code = result.exit_code
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+        self.exception = result.exception
+
+    def json(self):
+        return _json.loads(self.stdout)
+
+
+@pytest.fixture
+def run_cli():
+    """Run the citycard CLI in process: ``run_cli("calc", "kcv", "--key", K)``."""
+
+    def run(*args: str, input: str | None = None) -> CliResult:
+        runner = CliRunner()
+        result = runner.invoke(cli, list(args), input=input, catch_exceptions=True)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return CliResult(result)
+
+    return run

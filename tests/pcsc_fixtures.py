@@ -1,0 +1,123 @@
+"""Pytest plugin: a private pcscd and a demo card in its vpcd reader.
+
+Load it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.pcsc_fixtures"]``
+(or on the command line with ``-p tests.pcsc_fixtures``).
+
+* ``pcscd`` (session): a started :class:`PrivatePcscd`; ``os.environ`` then has
+  ``PCSCLITE_CSOCK_NAME`` pointing at it.  The PC/SC client library reads that
+  variable once per process, at its first PC/SC call: if anything in the test
+  process used PC/SC before this fixture ran, the process stays bound to the other
+  socket.  That cannot be detected directly; the fixture checks that its reader is
+  listed and fails with an explanation when it is not.
+* ``vcard`` (function): :class:`DemoCard` served on slot 0, present in the reader.
+
+Skip policy: when :func:`pcscd_available` says no, the tests are skipped, unless
+``CITYCARD_REQUIRE_PCSC=1``, where they fail; with that variable any skipped test
+marked ``pcsc`` is reported as a failure (see :func:`pytest_runtest_makereport`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from citycard.testing.democard import DemoCard
+from citycard.testing.pcscd import PrivatePcscd, pcscd_available, wait_for_card
+from citycard.vpcd import VpcdServer
+
+__all__ = ["VCard", "pcscd", "pytest_runtest_makereport", "require_pcsc", "vcard"]
+
+
+def require_pcsc() -> bool:
+    """True when ``CITYCARD_REQUIRE_PCSC=1``: PC/SC tests must run, never skip."""
+    return os.environ.get("CITYCARD_REQUIRE_PCSC") == "1"
+
+
+def _unavailable(reason: str) -> None:
+    if require_pcsc():
+        pytest.fail(f"CITYCARD_REQUIRE_PCSC=1 but the private pcscd cannot run: {reason}")
+    pytest.skip(f"private pcscd unavailable: {reason}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """With ``CITYCARD_REQUIRE_PCSC=1``, a skipped ``pcsc`` test is a failure."""
+    report = yield
+    if (
+        report.skipped
+        and not hasattr(report, "wasxfail")
+        and require_pcsc()
+        and item.get_closest_marker("pcsc") is not None
+    ):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CITYCARD_REQUIRE_PCSC=1: pcsc test must not be skipped ({reason})"
+    return report
+
+
+@pytest.fixture(scope="session")
+def pcscd() -> Iterator[PrivatePcscd]:
+    """A private pcscd for the whole session, with ``PCSCLITE_CSOCK_NAME`` set."""
+    ok, reason = pcscd_available()
+    if not ok:
+        _unavailable(reason)
+    daemon = PrivatePcscd().start()
+    old = os.environ.get("PCSCLITE_CSOCK_NAME")
+    os.environ.update(daemon.env)
+    try:
+        from smartcard import scard
+
+        hres, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+        readers: list[str] = []
+        if hres == scard.SCARD_S_SUCCESS:
+            _, readers = scard.SCardListReaders(ctx, [])
+            scard.SCardReleaseContext(ctx)
+        if daemon.reader_names[0] not in (readers or []):
+            pytest.fail(
+                f"the private pcscd's reader {daemon.reader_names[0]!r} is not listed"
+                f" (readers: {readers}, {scard.SCardGetErrorMessage(hres)}). Something in this"
+                " process probably used PC/SC before PCSCLITE_CSOCK_NAME was set; the client"
+                f" library reads it only once.\npcscd log:\n{daemon.log_tail()}"
+            )
+        yield daemon
+    finally:
+        if old is None:
+            os.environ.pop("PCSCLITE_CSOCK_NAME", None)
+        else:
+            os.environ["PCSCLITE_CSOCK_NAME"] = old
+        daemon.stop()
+
+
+@dataclass
+class VCard:
+    """A card served in a reader of the private pcscd."""
+
+    reader: str
+    card: DemoCard
+    server: VpcdServer
+    thread: threading.Thread
+    daemon: PrivatePcscd
+
+
+@pytest.fixture
+def vcard(pcscd: PrivatePcscd) -> Iterator[VCard]:
+    """:class:`DemoCard` in slot 0, present; removed (and awaited absent) afterwards.
+
+    Tests must release their PC/SC handles before returning.
+    """
+    reader = pcscd.reader_names[0]
+    card = DemoCard()
+    server = VpcdServer(card, port=pcscd.port)
+    thread = server.start_thread()
+    try:
+        wait_for_card(reader, present=True, timeout=5.0)
+        yield VCard(reader, card, server, thread, pcscd)
+    finally:
+        server.stop()
+        thread.join(5)
+        assert not thread.is_alive(), "vpcd card thread did not stop"
+        wait_for_card(reader, present=False, timeout=5.0)
