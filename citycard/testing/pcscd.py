@@ -110,7 +110,10 @@ class PrivatePcscd:
         workdir: pathlib.Path | None = None,
         port: int | None = None,
         friendly_name: str = "Citycard Virtual",
+        *,
+        with_reader: bool = True,
     ) -> None:
+        self.with_reader = with_reader  # False: a pcscd with no reader configured at all
         self._given_workdir = workdir
         self._port = port
         self.friendly_name = friendly_name
@@ -181,12 +184,13 @@ class PrivatePcscd:
         confdir.mkdir(exist_ok=True)
         (self.workdir / "run").mkdir(exist_ok=True)
         shutil.rmtree(self.workdir / "run" / "pcscd", ignore_errors=True)  # stale pid/socket
-        (confdir / "citycard").write_text(
-            f'FRIENDLYNAME "{self.friendly_name}"\n'
-            f"DEVICENAME   /dev/null:{self._port}\n"
-            f"LIBPATH      {VPCD_DRIVER}\n"
-            f"CHANNELID    {self._port}\n"
-        )
+        if self.with_reader:
+            (confdir / "citycard").write_text(
+                f'FRIENDLYNAME "{self.friendly_name}"\n'
+                f"DEVICENAME   /dev/null:{self._port}\n"
+                f"LIBPATH      {VPCD_DRIVER}\n"
+                f"CHANNELID    {self._port}\n"
+            )
         pcscd = _which("pcscd") or "pcscd"
         cmd = [*_unshare_prefix(), "sh", "-c", _BIND_RUN, str(self.workdir / "run"),
                pcscd, "--foreground", "-i", "-c", str(confdir)]  # fmt: skip
