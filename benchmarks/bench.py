@@ -1,0 +1,254 @@
+"""citycard benchmarks: how fast every layer is, against its floor.
+
+Run with ./scripts/bench [--quick] [--json FILE].  Prints a table; --json writes the
+figures.  Measurements here, never in timed tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+H = bytes.fromhex
+
+
+def rate(fn: Callable[[], object], seconds: float) -> float:
+    """Calls per second of ``fn`` over about ``seconds``."""
+    n, t0 = 0, time.perf_counter()
+    deadline = t0 + seconds
+    batch = 1
+    while True:
+        for _ in range(batch):
+            fn()
+        n += batch
+        now = time.perf_counter()
+        if now >= deadline:
+            return n / (now - t0)
+        batch = min(batch * 2, 4096)
+
+
+def median_us(fn: Callable[[], object], count: int) -> float:
+    times = []
+    for _ in range(count):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1000.0
+
+
+def paired_median_us(fa: Callable[[], object], fb: Callable[[], object], count: int) -> tuple[float, float]:
+    """Medians of ``fa`` and ``fb`` timed alternately (ABBA order), so drift and the
+    position within a pair hit both alike."""
+    ta, tb = [], []
+    clock = time.perf_counter_ns
+    for i in range(count):
+        first, second, lf, ls = (fa, fb, ta, tb) if i % 2 == 0 else (fb, fa, tb, ta)
+        t0 = clock()
+        first()
+        t1 = clock()
+        second()
+        t2 = clock()
+        lf.append(t1 - t0)
+        ls.append(t2 - t1)
+    return statistics.median(ta) / 1000.0, statistics.median(tb) / 1000.0
+
+
+# --------------------------------------------------------------------------- library
+def bench_library(sec: float) -> dict[str, float]:
+    from citycard import crypto
+    from citycard.apdu import CommandApdu, ResponseApdu
+    from citycard.crypto import pboc
+
+    cmd = CommandApdu(0x80, 0x54, 0x01, 0x00, bytes(15), ne=8)
+    raw = cmd.encode()
+    k16 = H("00112233445566778899AABBCCDDEEFF")
+    out = {
+        "apdu_encode_per_s": rate(cmd.encode, sec),
+        "apdu_parse_per_s": rate(lambda: CommandApdu.parse(raw), sec),
+        "response_parse_per_s": rate(lambda: ResponseApdu.from_bytes(b"\x01\x02\x03\x04\x90\x00"), sec),
+        "des_block_per_s": rate(lambda: crypto.ecb_encrypt(k16[:8], bytes(8)), sec),
+        "retail_mac_32B_per_s": rate(lambda: crypto.iso9797_mac(k16, bytes(32), alg=3), sec),
+        "diversify_per_s": rate(lambda: crypto.diversify(k16, H("1122334455667788")), sec),
+        "purchase_cryptogram_per_s": rate(lambda: pboc.purchase_cryptogram(
+            k16, k16, random=b"\x01\x02\x03\x04", counter=1, terminal_serial=bytes(4), amount=100,
+            terminal=bytes(6), date=H("20261124"), time=H("120000")), sec),
+    }
+    return out
+
+
+# --------------------------------------------------------------------------- sim in process
+def build_transit_sim():
+    """A fresh SimCard with a transit ADF, keys, EF0015 and an EP holding 10.00 yuan."""
+    from citycard import crypto
+    from citycard.crypto import pboc
+    from citycard.sim import SimCard
+
+    card = SimCard()
+    card.power_on()
+
+    def tx(h: str) -> bytes:
+        r = card.process(H(h))
+        assert r[-2:] == b"\x90\x00", (h, r.hex())
+        return r[:-2]
+
+    tx("00A40000023F00")
+    chal = tx("0084000004")
+    tx("0082000008" + crypto.ecb_encrypt(b"\xff" * 16, chal + bytes(4)).hex())
+    tx("800E000000")
+    tx("80E03F011138036FF0F095FFFFA00000000386980701")
+    tx("00A4040009A00000000386980701")
+    tx("80E00000073F018F95F0FFFF")
+    dlk = dtk = H("00112233445566778899AABBCCDDEEFF")
+    tx("80D40100153FF0F00001" + dlk.hex())
+    tx("80D40100153EF0F00001" + dlk.hex())
+    tx("80D401001534F0F00001" + dtk.hex())
+    tx("80E0001507A8001EF0F0FFFF")
+    tx("80E00018072E0A17F0EFFFFF")
+    tx("80E00002072F0208F000FF18")
+    init = tx("805000020B0000000400" + "000000000001" + "10")
+    c = pboc.load_cryptogram(dlk, dtk, random=init[8:12], counter=0, balance=0, amount=0x400,
+                             terminal=H("000000000001"), date=H("20261124"), time=H("120000"))
+    tx("805200000B20261124120000" + c.mac2.hex() + "04")
+    return card
+
+
+def bench_sim_inprocess(sec: float) -> dict[str, float]:
+    from citycard.transport import CardSession
+    from citycard.sim.transport import SimTransport
+
+    card = build_transit_sim()
+    bal, rb, sel = H("805C000204"), H("00B0950000"), H("00A4040009A00000000386980701")
+    proc = card.process
+    session = CardSession(SimTransport(card))
+    return {
+        "sim_get_balance_per_s": rate(lambda: proc(bal), sec),
+        "sim_read_binary_per_s": rate(lambda: proc(rb), sec),
+        "sim_select_adf_per_s": rate(lambda: proc(sel), sec),
+        "sim_via_session_per_s": rate(lambda: session.send(bal), sec),
+    }
+
+
+# --------------------------------------------------------------------------- through pcscd
+_FLOOR_CARD = """
+import signal, sys
+from citycard.testing.democard import DemoCard
+from citycard.vpcd import VpcdServer
+srv = VpcdServer(DemoCard(), port=int(sys.argv[1]))
+signal.signal(signal.SIGTERM, lambda *a: srv.stop())
+srv.serve_forever()
+"""
+
+
+def bench_pcsc(count: int) -> dict[str, float]:
+    from citycard.testing.pcscd import PrivatePcscd, pcscd_available, wait_for_card
+
+    ok, reason = pcscd_available()
+    if not ok:
+        print(f"(skipping PC/SC figures: {reason})", file=sys.stderr)
+        return {}
+    tmp = Path(tempfile.mkdtemp(prefix="ccbench"))
+    image = tmp / "card.json"
+    from citycard.sim import image as sim_image
+    sim_image.save(build_transit_sim(), image)
+    daemon = PrivatePcscd().start()
+    os.environ.update(daemon.env)
+    env = dict(os.environ)
+    floor = subprocess.Popen([sys.executable, "-c", _FLOOR_CARD, str(daemon.port)], env=env)
+    sim = subprocess.Popen([sys.executable, "-m", "citycard", "sim", "serve", str(image), "--vpcd",
+                            f"127.0.0.1:{daemon.port + 1}"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        floor_reader, sim_reader = daemon.reader_names
+        wait_for_card(floor_reader, timeout=10)
+        wait_for_card(sim_reader, timeout=10)
+        from smartcard import scard
+
+        from citycard.transport import CardSession
+        from citycard.apdu import CommandApdu
+        from citycard.transport.pcsc import PcscTransport
+
+        def raw_handle(reader):
+            hr, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+            hr, card, proto = scard.SCardConnect(ctx, reader, scard.SCARD_SHARE_SHARED, scard.SCARD_PROTOCOL_T1)
+            assert hr == 0, scard.SCardGetErrorMessage(hr)
+            return ctx, card
+
+        echo = list(H("80EE000004DEADBEEF"))
+        bal = list(H("805C000204"))
+        fctx, fcard = raw_handle(floor_reader)
+        sctx, scard_h = raw_handle(sim_reader)
+        pci = scard.SCARD_PCI_T1
+        sel = scard.SCardTransmit(scard_h, pci, list(H("00A4040009A00000000386980701")))
+        assert sel[1][-2:] == [0x90, 0x00], sel
+        for _ in range(200):  # warm up
+            scard.SCardTransmit(fcard, pci, echo)
+            scard.SCardTransmit(scard_h, pci, bal)
+        floor_us, sim_us = paired_median_us(lambda: scard.SCardTransmit(fcard, pci, echo),
+                                            lambda: scard.SCardTransmit(scard_h, pci, bal), count)
+        assert scard.SCardTransmit(scard_h, pci, bal)[1][-2:] == [0x90, 0x00]
+        # citycard's stack over the same reader and card versus raw pyscard transmit
+        t = PcscTransport(sim_reader)
+        t.connect()
+        session = CardSession(t)
+        bal_cmd = CommandApdu.parse(bytes(bal))  # the library sends CommandApdu objects
+        stack_us, raw_us = paired_median_us(lambda: session.send(bal_cmd),
+                                            lambda: scard.SCardTransmit(scard_h, pci, bal), count)
+        session.close()
+        for ctx, card in ((fctx, fcard), (sctx, scard_h)):
+            scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
+            scard.SCardReleaseContext(ctx)
+    finally:
+        for p in (floor, sim):
+            p.terminate()
+            p.wait(10)
+        daemon.stop()
+    return {
+        "pcsc_floor_median_us": floor_us,
+        "pcsc_sim_median_us": sim_us,
+        "pcsc_sim_vs_floor": sim_us / floor_us,
+        "pcsc_sim_apdus_per_s": 1e6 / sim_us,
+        "pcsc_raw_pyscard_median_us": raw_us,
+        "pcsc_stack_median_us": stack_us,
+        "stack_overhead_vs_pyscard": stack_us / raw_us,
+    }
+
+
+GOALS = {"pcsc_sim_vs_floor": ("<=", 1.5), "stack_overhead_vs_pyscard": ("<=", 1.10)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="shorter runs (well under five minutes)")
+    ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    args = ap.parse_args()
+    sec = 0.3 if args.quick else 1.0
+    count = 2000 if args.quick else 10000
+    figures: dict[str, float] = {}
+    figures.update(bench_library(sec))
+    figures.update(bench_sim_inprocess(sec))
+    figures.update(bench_pcsc(count))
+    print(f"{'figure':<32} {'value':>14}  goal")
+    for k, v in figures.items():
+        goal = GOALS.get(k)
+        mark = ""
+        if goal:
+            op, lim = goal
+            mark = f"{op} {lim}  {'ok' if v <= lim else 'MISSED'}"
+        print(f"{k:<32} {v:>14,.2f}  {mark}")
+    if args.json:
+        meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                "quick": args.quick, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        Path(args.json).write_text(json.dumps({"meta": meta, "figures": figures}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
