@@ -1,0 +1,280 @@
+"""The planner: (CardSpec, one card's data, keys) → Plan, a list of Steps (DESIGN.md).
+
+Pure: it touches no reader, so a plan can be printed (``perso --dry-run``), counted and
+tested on its own.  Order, for a factory card (SPEC §1.1–§1.4):
+
+1. SELECT MF, EXTERNAL AUTHENTICATE with the transport key, ERASE DF (the MF is then
+   empty: the bootstrap rule lets the following creates and writes through).
+2. MF key file, MF keys, MF files and their data.
+3. Every application DF, created while the MF is current (no SELECT back and forth).
+4. Per application: SELECT by AID, key file, keys (under line protection where the
+   profile says so), files, data (DAMK-protected files with MAC), authentication code.
+
+Minimal: binary data goes in as few UPDATE BINARY commands as a short APDU allows (by
+SFI, so no SELECT), all-zero chunks are skipped (a new file reads zero), records are
+APPENDed by SFI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ..apdu import CommandApdu
+from ..errors import InputError
+from ..profile import pin_to_bytes
+from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
+from .context import CardData, Resolver
+
+TRANSPORT_DEFAULT = b"\xFF" * 16
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One command of a plan.
+
+    ``kind``: ``apdu`` (send as is), ``protected`` (GET CHALLENGE, then the line-protected
+    form under ``key``, enciphered when ``encrypt``), ``ext_auth`` (GET CHALLENGE, then
+    EXTERNAL AUTHENTICATE with ``key``).  ``key`` never appears in repr or output.
+    """
+
+    label: str
+    cmd: CommandApdu
+    kind: str = "apdu"
+    expect: int = 0x9000
+    key: bytes | None = field(default=None, repr=False)
+    encrypt: bool = False
+    sensitive: bool = False
+    df: str = ""
+
+    @property
+    def apdu_count(self) -> int:
+        return 1 if self.kind == "apdu" else 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    card_serial: str
+    steps: tuple[Step, ...]
+    keys: dict[str, bytes] = field(repr=False, default_factory=dict)   # "df/key" → per-card key (for verify)
+    pins: dict[str, bytes] = field(repr=False, default_factory=dict)
+    contents: dict[tuple[str, int], Any] = field(repr=False, default_factory=dict)  # (df, fid) → bytes | records
+
+    @property
+    def apdu_count(self) -> int:
+        return sum(s.apdu_count for s in self.steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+
+MAX_DATA = 255
+
+
+def _coerce(layout: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """CSV text → int for integer fields; ints → text for text fields (card numbers)."""
+    kinds = {f.name: f.kind for f in layout.fields}
+    out = {}
+    for k, v in values.items():
+        kind = kinds.get(k)
+        if kind == "int" and isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        elif kind in ("ascii", "gbk") and isinstance(v, int):
+            v = str(v)
+        out[k] = v
+    return out
+
+
+def _chunks(data: bytes, size: int) -> Iterator[tuple[int, bytes]]:
+    for off in range(0, len(data), size):
+        yield off, data[off:off + size]
+
+
+class Planner:
+    def __init__(self, spec: CardSpec, keys: Any) -> None:
+        self.spec, self.keys = spec, keys
+
+    # ------------------------------------------------------------------ public
+    def plan(self, data: CardData) -> Plan:
+        spec = self.spec
+        r = Resolver(spec, data)
+        steps: list[Step] = []
+        keys: dict[str, bytes] = {}
+        pins: dict[str, bytes] = {}
+        contents: dict[tuple[str, int], Any] = {}
+        transport = (self.keys.derive(*spec.transport_key, None) if spec.transport_key is not None
+                     else TRANSPORT_DEFAULT)
+        mf = spec.mf
+        steps.append(Step("SELECT MF", CommandApdu(0x00, 0xA4, 0x00, 0x00, b"\x3F\x00"), df="mf"))
+        steps.append(Step("EXTERNAL AUTHENTICATE with the transport key", CommandApdu(0x00, 0x82, 0x00, 0x00),
+                          kind="ext_auth", key=transport, df="mf"))
+        steps.append(Step("ERASE DF (MF)", CommandApdu(0x80, 0x0E, 0x00, 0x00), df="mf"))
+        self._df_body(mf, r, steps, keys, pins, contents)
+        for app in spec.apps:
+            steps.append(Step(f"CREATE DF {app.fid:04X} {app.name}", self._create_df(app), df="mf"))
+        for app in spec.apps:
+            steps.append(Step(f"SELECT {app.name} ({app.aid.hex().upper()})",
+                              CommandApdu(0x00, 0xA4, 0x04, 0x00, app.aid), df=app.name))
+            self._df_body(app, r, steps, keys, pins, contents)
+        return Plan(r.card_serial, tuple(steps), keys, pins, contents)
+
+    # ------------------------------------------------------------------ pieces
+    @staticmethod
+    def _create_df(df: DFSpec) -> CommandApdu:
+        body = (bytes((0x38,)) + df.space.to_bytes(2, "big")
+                + bytes((df.create_ac, df.erase_ac, df.sfi_byte, 0xFF, 0xFF)) + df.aid)
+        return CommandApdu(0x80, 0xE0, df.fid >> 8, df.fid & 0xFF, body)
+
+    def _df_body(self, df: DFSpec, r: Resolver, steps: list[Step], keys: dict[str, bytes],
+                 pins: dict[str, bytes], contents: dict[tuple[str, int], Any]) -> None:
+        n = df.name
+        kf = bytes((0x3F,)) + df.keyfile_space.to_bytes(2, "big") + bytes((df.keyfile_sfi_byte, df.keyfile_add_ac,
+                                                                            0xFF, 0xFF))
+        steps.append(Step(f"CREATE KEY FILE in {n}", CommandApdu(0x80, 0xE0, df.keyfile_fid >> 8,
+                                                                 df.keyfile_fid & 0xFF, kf), df=n))
+        master = df.master_key()
+        master_value: bytes | None = None
+        ordered = sorted(df.keys, key=lambda k: k is not master)   # the master first
+        for k in ordered:
+            value = self._key_value(k, df, r)
+            if k.ktype == 0x3A:
+                pins[f"{n}/{k.name}"] = value
+            else:
+                keys[f"{n}/{k.name}"] = value
+            if k is master:
+                master_value = value
+            record = bytes((k.type_byte, k.usage_ac, k.change_ac, k.b3, k.b4)) + value
+            cmd = CommandApdu(0x80, 0xD4, 0x01, k.kid, record, sensitive=True)
+            label = f"WRITE KEY {k.name} ({k.ktype:02X}/{k.kid:02X}) in {n}"
+            if k.write == "plain":
+                steps.append(Step(label, cmd, sensitive=True, df=n))
+            else:
+                assert master_value is not None
+                steps.append(Step(label + f" under {k.write}", cmd, kind="protected", key=master_value,
+                                  encrypt=k.write == "cipher", sensitive=True, df=n))
+        line_keys = {k.kid: keys[f"{n}/{k.name}"] for k in df.keys if k.ktype == 0x36}
+        for f in df.files:
+            steps.append(Step(f"CREATE {f.kind.upper()} EF {f.fid:04X} {f.name} in {n}", self._create_ef(f), df=n))
+        for f in df.files:
+            self._file_data(df, f, r, steps, line_keys, contents)
+        if df.auth_code is not None:
+            code = self._auth_code(df, r)
+            steps.append(Step(f"SET AUTHENTICATION CODE of {n}", CommandApdu(0x00, 0x22, 0x00, 0x00, code), df=n))
+            contents[(n, -1)] = code
+
+    def _key_value(self, k: KeySpec, df: DFSpec, r: Resolver) -> bytes:
+        where = f"{self.spec.source} {k.path}"
+        if k.ktype == 0x3A:
+            digits = str(r.value(k.pin, where, df))
+            if not digits.isdigit() or not 4 <= len(digits) <= 12:
+                raise InputError(f"{r.data.where}: the PIN for {k.path} must be 4..12 digits")
+            return pin_to_bytes(digits)
+        assert k.master is not None
+        value = self.keys.derive(k.master[0], k.master[1], r.factor(k.factor, where))
+        return value[:8] if k.length == 8 else value
+
+    @staticmethod
+    def _create_ef(f: FileSpec) -> CommandApdu:
+        if f.kind in ("ed", "ep"):
+            body = bytes((0x2F, 0x02, 0x08, f.usage_ac, f.tac_key, 0xFF, f.detail_sfi))
+        else:
+            if f.kind in ("binary", "variable"):
+                shape = f.size.to_bytes(2, "big")
+            else:
+                shape = bytes((f.nrec, f.reclen))
+            body = bytes((f.type_byte,)) + shape + bytes((f.read_ac, f.write_ac, 0xFF, f.key_byte))
+        return CommandApdu(0x80, 0xE0, f.fid >> 8, f.fid & 0xFF, body)
+
+    def _file_data(self, df: DFSpec, f: FileSpec, r: Resolver, steps: list[Step], line_keys: dict[int, bytes],
+                   contents: dict[tuple[str, int], Any]) -> None:
+        if f.kind in ("ed", "ep"):
+            return
+        n = df.name
+        where = f"{self.spec.source} {f.path}"
+        protect = f.write_protect
+        key = line_keys.get(f.write_key) if protect != "plain" else None
+        if f.kind == "binary":
+            if not f.data:
+                return
+            from .. import records
+            lay = records.get(f.layout or "", where=where)
+            content = lay.encode(_coerce(lay, r.value(f.data, where, df)), where=f"{where}.data")  # type: ignore[union-attr]
+            content = content.ljust(f.size, b"\x00")
+            contents[(n, f.fid)] = content
+            # payload room: 255, less the MAC; enciphered: LD + padding to 8 inside 251
+            room = MAX_DATA - (4 if protect != "plain" else 0)
+            if protect == "cipher":
+                room = (room // 8) * 8 - 2
+            current = False
+            for off, chunk in _chunks(content, room):
+                if not any(chunk):
+                    continue
+                if off <= 0xFF:
+                    p1, p2 = 0x80 | f.sfi, off          # SFI addressing: no SELECT needed
+                    current = True
+                else:
+                    if not current:
+                        steps.append(Step(f"SELECT EF {f.fid:04X} {f.name}",
+                                          CommandApdu(0x00, 0xA4, 0x00, 0x00, f.fid.to_bytes(2, "big")), df=n))
+                        current = True
+                    p1, p2 = off >> 8, off & 0xFF       # the current EF
+                cmd = CommandApdu(0x00, 0xD6, p1, p2, chunk)
+                label = f"UPDATE BINARY {f.fid:04X} {f.name} [{off}:{off + len(chunk)}]"
+                steps.append(self._write_step(label, cmd, protect, key, n))
+            return
+        recs = self._records(df, f, r)
+        contents[(n, f.fid)] = recs
+        for i, rec in enumerate(recs, 1):
+            cmd = CommandApdu(0x00, 0xE2, 0x00, f.sfi << 3, rec)
+            steps.append(self._write_step(f"APPEND RECORD {f.fid:04X} {f.name} #{i}", cmd, protect, key, n))
+
+    @staticmethod
+    def _write_step(label: str, cmd: CommandApdu, protect: str, key: bytes | None, df: str) -> Step:
+        if protect == "plain":
+            return Step(label, cmd, df=df)
+        return Step(label + f" with {'cipher+MAC' if protect == 'cipher' else 'MAC'}", cmd, kind="protected",
+                    key=key, encrypt=protect == "cipher", df=df)
+
+    def _records(self, df: DFSpec, f: FileSpec, r: Resolver) -> list[bytes]:
+        where = f"{self.spec.source} {f.path}"
+        if f.data.get("@content") == "dir":
+            out = []
+            for app in self.spec.apps:
+                label = app.label.encode("utf-8")[:16]
+                inner = b"\x4F" + bytes((len(app.aid),)) + app.aid + b"\x50" + bytes((len(label),)) + label
+                out.append(b"\x61" + bytes((len(inner),)) + inner)
+            return out
+        from .. import records
+        out: list[bytes] = []
+        if f.layout is not None:
+            lay = records.get(f.layout, where=where)
+            if hasattr(lay, "size"):   # fixed-size layout: one record per entry of `records`
+                for i, rec in enumerate(f.records):
+                    if isinstance(rec, str):
+                        out.append(bytes.fromhex(rec))
+                    else:
+                        out.append(lay.encode(_coerce(lay, r.value(rec, f"{where}.records.{i}", df)),
+                                              where=f"{where}.records.{i}"))
+            else:                      # TLV layout: the file's data gives one record per field
+                out.extend(lay.encode(_coerce(lay, r.value(f.data, where, df)), where=f"{where}.data"))  # type: ignore[union-attr]
+        else:
+            out.extend(bytes.fromhex(rec) for rec in f.records if isinstance(rec, str))
+        if f.kind == "variable" and sum(len(x) for x in out) > f.size:
+            raise InputError(f"{r.data.where}: {where}: {sum(len(x) for x in out)} bytes of records do not fit "
+                             f"in {f.size}")
+        for rec in out:
+            if f.kind in ("fixed", "cyclic") and len(rec) != f.reclen:
+                raise InputError(f"{where}: a record of {len(rec)} bytes in a file of {f.reclen}-byte records")
+        return out
+
+    def _auth_code(self, df: DFSpec, r: Resolver) -> bytes:
+        """D7: ``85`` ‖ 8 bytes; ``true`` derives them from the serial (4 bytes twice, as CS does)."""
+        b = df.auth_code
+        if b is True:
+            tail = bytes.fromhex(r.card_serial.zfill(16))[-4:]
+            return b"\x85" + tail + tail
+        v = str(r.value(b, f"{df.path}.auth_code", df))
+        raw = bytes.fromhex(v)
+        if len(raw) != 8:
+            raise InputError(f"{df.path}.auth_code: 8 bytes (16 hex digits) expected")
+        return b"\x85" + raw

@@ -1,0 +1,271 @@
+"""CardSpec: the validated, immutable model of one card type (DESIGN.md).
+
+Built from a profile by :mod:`citycard.profile`; the planner reads only this.
+Access conditions are AC bytes (SPEC.md §1.1), file and key types the bytes of
+SPEC.md §1.2 and §1.4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# --------------------------------------------------------------------------- access conditions
+AC_FREE = 0xF0
+AC_NEVER = 0xEF
+
+
+def ac_allows(ac: int, sr: int, mf_sr: int) -> bool:
+    """Whether AC byte ``ac`` is met with DF SR ``sr`` and MF SR ``mf_sr`` (SPEC §1.1)."""
+    x, y = ac >> 4, ac & 0x0F
+    if x == 0:
+        return mf_sr >= y
+    if x < y:
+        return False
+    return y <= sr <= x
+
+
+def ac_text(ac: int) -> str:
+    """The compact string of an AC byte (inverse of :func:`parse_ac`)."""
+    x, y = ac >> 4, ac & 0x0F
+    if ac == AC_FREE or (x == 0 and y == 0):
+        return "free"
+    if x < y:
+        return "never"
+    if x == 0:
+        return f"mf>={y}"
+    if x == y:
+        return f"sr={x}"
+    if x == 0xF:
+        return f"sr>={y}"
+    if y == 0:
+        return f"sr<={x}"
+    return f"sr={y}..{x}"
+
+
+def parse_ac(text: Any) -> int:
+    """A compact access-condition string → AC byte.
+
+    ``free`` (F0), ``never`` (EF), ``sr>=N`` (FN), ``sr=N`` (NN), ``sr<=N`` (N0),
+    ``sr=A..B`` (BA), ``mf>=N`` (0N), or the raw byte as two hex digits (``"F1"``).
+    Raises ValueError with a short reason.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected a string such as \"free\", \"never\", \"sr>=1\", got {text!r}")
+    t = text.strip().lower().replace(" ", "")
+    if t == "free":
+        return AC_FREE
+    if t == "never":
+        return AC_NEVER
+
+    def level(s: str) -> int:
+        if not s.isdigit() and not (len(s) == 1 and s in "abcdef"):
+            raise ValueError(f"{text!r}: security level {s!r} is not 0..15")
+        n = int(s, 16) if not s.isdigit() else int(s)
+        if not 0 <= n <= 15:
+            raise ValueError(f"{text!r}: security level {n} is not 0..15")
+        return n
+
+    if t.startswith("sr>="):
+        return 0xF0 | level(t[4:])
+    if t.startswith("sr<="):
+        return level(t[4:]) << 4
+    if t.startswith("mf>="):
+        return level(t[4:])
+    if t.startswith("sr="):
+        rest = t[3:]
+        if ".." in rest:
+            lo, hi = (level(p) for p in rest.split("..", 1))
+            if lo > hi:
+                raise ValueError(f"{text!r}: empty range")
+            return (hi << 4) | lo
+        n = level(rest)
+        return (n << 4) | n
+    if len(t) == 2 and all(c in "0123456789abcdef" for c in t):
+        return int(t, 16)
+    raise ValueError(f"{text!r} is not an access condition (free, never, sr>=N, sr=N, sr<=N, sr=A..B, mf>=N,"
+                     " or two hex digits)")
+
+
+# --------------------------------------------------------------------------- keys
+KEY_TYPES: dict[str, int] = {
+    "des-encrypt": 0x30, "des-decrypt": 0x31, "des-mac": 0x32, "tac": 0x34, "internal": 0x34,
+    "line-protection": 0x36, "damk": 0x36, "pin-unblock": 0x37, "pin-reload": 0x38,
+    "external-auth": 0x39, "pin": 0x3A, "overdraw": 0x3C, "unload": 0x3D, "purchase": 0x3E, "load": 0x3F,
+}
+COUNTER_KEY_TYPES = frozenset({0x36, 0x37, 0x38, 0x39, 0x3A})
+Protection = Literal["plain", "mac", "cipher"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One key slot of a DF's KEY file.
+
+    ``master`` is (unit, role) in the key sources; the per-card key is its PBOC
+    diversification with ``factor`` (SPEC §2.4).  A PIN has ``pin`` (a binding) instead.
+    ``write`` is how WRITE KEY sends it; ``change`` the protection flag stored in its type
+    byte (D1): later changes need MAC (0x80) or cipher+MAC (0xC0).
+    """
+
+    name: str
+    ktype: int                 # base type 30..3F
+    kid: int
+    usage_ac: int
+    change_ac: int
+    b3: int                    # follow-up state, or version
+    b4: int                    # error counter byte, or algorithm id
+    length: int = 16
+    master: tuple[str, str] | None = None
+    factor: str = "@app_serial"
+    pin: Any = None            # PIN binding (string with $column / constant digits)
+    write: Protection = "plain"
+    change_flag: int = 0x00
+    path: str = ""
+
+    @property
+    def type_byte(self) -> int:
+        return self.ktype | self.change_flag
+
+    @property
+    def follow_up(self) -> int | None:
+        return self.b3 & 0x0F if self.ktype in (0x39, 0x3A) else None
+
+
+# --------------------------------------------------------------------------- files
+FileKind = Literal["binary", "fixed", "variable", "cyclic", "ed", "ep"]
+FILE_TYPE_BYTES = {"binary": 0x28, "fixed": 0x2A, "variable": 0x2C, "cyclic": 0x2E, "ed": 0x2F, "ep": 0x2F}
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    name: str
+    fid: int
+    kind: FileKind
+    read_ac: int = AC_FREE
+    write_ac: int = AC_FREE
+    size: int = 0                      # binary size, or variable-file space
+    nrec: int = 0
+    reclen: int = 0
+    write_protect: Protection = "plain"
+    write_key: int = 0                 # id of the 36 key for writes
+    read_protect: bool = False
+    read_key: int = 0
+    layout: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)   # bindings for a binary layout / TLV layout
+    records: tuple[Any, ...] = ()      # record files: one binding dict (layout) or hex string per record
+    usage_ac: int = AC_FREE            # purse
+    tac_key: int = 0
+    detail_sfi: int = 0x18
+    path: str = ""
+
+    @property
+    def sfi(self) -> int:
+        return self.fid & 0x1F
+
+    @property
+    def type_byte(self) -> int:
+        t = FILE_TYPE_BYTES[self.kind]
+        if self.kind in ("ed", "ep"):
+            return t
+        if self.write_protect == "mac":
+            t |= 0x80
+        elif self.write_protect == "cipher":
+            t |= 0xC0
+        return t
+
+    @property
+    def key_byte(self) -> int:
+        """Byte 7 of CREATE FILE (SPEC §1.2)."""
+        b = 0x70 | ((3 - self.read_key) << 2) | (3 - self.write_key)
+        if not self.read_protect:
+            b |= 0x80
+        return b
+
+    @property
+    def physical_size(self) -> int:
+        """Bytes taken from the DF's space (docs/sim.md, SPEC §1.2 for record files)."""
+        if self.kind == "binary":
+            return self.size + 8
+        if self.kind == "variable":
+            return self.size + 8
+        if self.kind in ("ed", "ep"):
+            return 24
+        return self.nrec * (self.reclen + 1) + 8
+
+
+@dataclass(frozen=True, slots=True)
+class DFSpec:
+    name: str
+    fid: int
+    aid: bytes
+    unit: str | None
+    space: int
+    create_ac: int
+    erase_ac: int
+    fci_sfi: int | None                 # SFI whose content goes in FCI 9F0C (b8 of the SFI byte)
+    dir_sfi: int | None                 # otherwise: the SFI shown in 88
+    keyfile_fid: int
+    keyfile_space: int
+    keyfile_add_ac: int
+    keys: tuple[KeySpec, ...]
+    files: tuple[FileSpec, ...]
+    label: str = ""
+    auth_code: Any = None               # MOHURD authentication code binding (D7), None = off
+    path: str = ""
+
+    @property
+    def sfi_byte(self) -> int:
+        if self.fci_sfi is not None:
+            return 0x80 | self.fci_sfi
+        return self.dir_sfi if self.dir_sfi is not None else 0x00
+
+    @property
+    def keyfile_sfi_byte(self) -> int:
+        """Byte 4 of the KEY file: DF SFI with its type bits (SPEC §1.2)."""
+        return self.sfi_byte if self.fid != 0x3F00 else 0x01
+
+    def key(self, name: str) -> KeySpec | None:
+        for k in self.keys:
+            if k.name == name:
+                return k
+        return None
+
+    def master_key(self) -> KeySpec | None:
+        for k in self.keys:
+            if k.ktype == 0x39 and k.kid == 0:
+                return k
+        return None
+
+    def used_space(self) -> int:
+        return sum(f.physical_size for f in self.files) + self.keyfile_space + 8
+
+
+@dataclass(frozen=True, slots=True)
+class CardSpec:
+    name: str
+    title: str
+    source: str
+    transport_key: tuple[str, str] | None   # (unit, role) in the key sources; None = factory 16×FF
+    serial_prefix: str                      # BCD digits before the card number
+    serial_digits: int                      # total digits of the card serial
+    validity_years: int
+    rerun: Literal["erase", "refuse"]
+    mf: DFSpec
+    apps: tuple[DFSpec, ...]
+    columns: tuple[str, ...]                # cardholder columns the bindings use
+    units: dict[str, str] = field(default_factory=dict)
+
+    def dfs(self) -> tuple[DFSpec, ...]:
+        return (self.mf, *self.apps)
+
+    def app(self, name: str) -> DFSpec | None:
+        for a in self.apps:
+            if a.name == name:
+                return a
+        return None
+
+    def masters(self) -> set[tuple[str, str]]:
+        out = {k.master for df in self.dfs() for k in df.keys if k.master is not None}
+        if self.transport_key is not None:
+            out.add(self.transport_key)
+        return out
