@@ -377,6 +377,8 @@ def _df(ctx: _Ctx, t: Any, path: list[Any], name: str, templates: dict[str, Any]
     unit = t.get("unit")
     if unit is not None:
         _typed(ctx, unit, [*path, "unit"], str)
+        if units and unit not in units:
+            raise ctx.err([*path, "unit"], f"unknown service unit {unit!r} (units: {', '.join(units)})")
     fci_sfi = _int(ctx, t, "fci_sfi", path, 1, 30, 0) or None
     dir_sfi = _int(ctx, t, "dir_sfi", path, 1, 30, 0) or None
     if fci_sfi and dir_sfi:
@@ -627,13 +629,16 @@ def check_columns(spec: CardSpec, columns: Iterable[str], source: str) -> None:
     have = set(columns)
     for df in spec.dfs():
         for f in df.files:
-            for col in sorted(binding_columns(f.data) | binding_columns(list(f.records))):
-                if col not in have:
-                    raise _binding_error(spec, f.path, col, have, source)
+            for key, value in [*(("data." + k, v) for k, v in f.data.items()),
+                               *((f"records.{i}", r) for i, r in enumerate(f.records))]:
+                for col in sorted(binding_columns(value)):
+                    if col not in have:
+                        raise _binding_error(spec, f"{f.path}.{key}", col, have, source)
         for k in df.keys:
-            for col in sorted(binding_columns(k.pin) | binding_columns(k.factor)):
-                if col not in have:
-                    raise _binding_error(spec, k.path, col, have, source)
+            for key, value in (("value", k.pin), ("factor", k.factor)):
+                for col in sorted(binding_columns(value)):
+                    if col not in have:
+                        raise _binding_error(spec, f"{k.path}.{key}", col, have, source)
 
 
 def _binding_error(spec: CardSpec, path: str, col: str, have: set[str], source: str) -> ProfileError:

@@ -30,10 +30,10 @@ def ac_text(ac: int) -> str:
     x, y = ac >> 4, ac & 0x0F
     if ac == AC_FREE or (x == 0 and y == 0):
         return "free"
-    if x < y:
-        return "never"
     if x == 0:
         return f"mf>={y}"
+    if x < y:
+        return "never"
     if x == y:
         return f"sr={x}"
     if x == 0xF:

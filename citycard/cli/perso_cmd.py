@@ -1,0 +1,135 @@
+"""`citycard perso` and `citycard dump`."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import click
+
+from ..errors import InputError
+from .common import card_options
+from .keyopts import keys_option, open_keys
+
+
+def _date(_ctx, _param, value):
+    if value is None:
+        return datetime.date.today()
+    try:
+        return datetime.datetime.strptime(value, "%Y%m%d").date()
+    except ValueError:
+        raise InputError(f"--issue-date {value!r}: expected YYYYMMDD") from None
+
+
+@click.command()
+@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE")
+@keys_option()
+@click.option("-d", "--data", "data_path", required=True, metavar="CSV", help="Cardholder data file.")
+@click.option("--row", type=click.IntRange(1), required=True, help="Data row (1 = first after the header).")
+@click.option("--card-number", type=click.IntRange(0), default=None,
+              help="Card number in the serial (default: the row number).")
+@click.option("--issue-date", callback=_date, default=None, metavar="YYYYMMDD", help="Default: today.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Data file encoding (utf-8, gb18030, gbk).")
+@card_options
+@click.option("--dry-run", is_flag=True, help="Print the plan (sensitive data masked); touch no card.")
+@click.option("--no-verify", is_flag=True, help="Skip verification after personalization.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def perso(app, profile_path, keys, data_path, row, card_number, issue_date, encoding, reader, sim, dry_run,
+          no_verify, as_json) -> None:
+    """Personalize one card from PROFILE, key sources and one cardholder row."""
+    from ..perso.context import CardData
+    from ..perso.data import read_csv
+    from ..perso.plan import Planner
+    from ..perso.run import personalize
+    from ..profile import check_columns, check_keys, load_profile
+    from ..transport.transcript import format_command
+
+    spec = load_profile(profile_path)
+    data = read_csv(data_path, encoding)
+    check_columns(spec, data.columns, data_path)
+    ring = open_keys(keys)
+    check_keys(spec, ring)
+    card = CardData(data.row(row), card_number if card_number is not None else row, issue_date, data.where(row))
+    plan = Planner(spec, ring).plan(card)
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps({"card_serial": plan.card_serial, "apdus": plan.apdu_count, "steps": [
+                {"label": s.label, "kind": s.kind, "apdu": format_command(s.cmd), "expect": f"{s.expect:04X}"}
+                for s in plan.steps]}, indent=2, ensure_ascii=False))
+            return
+        click.echo(f"plan for card {plan.card_serial} ({data.where(row)}): {len(plan.steps)} steps, "
+                   f"{plan.apdu_count} APDUs")
+        for i, s in enumerate(plan.steps, 1):
+            how = {"apdu": "", "protected": " [GET CHALLENGE, then "
+                   + ("enciphered + MAC" if s.encrypt else "MAC") + "]",
+                   "ext_auth": " [GET CHALLENGE, then the cryptogram]"}[s.kind]
+            click.echo(f"{i:3d}. {s.label}: {format_command(s.cmd)}{how}")
+        return
+    session = app.open_session(reader, sim=sim)
+    try:
+        report = personalize(session, spec, plan, verify=not no_verify)
+    finally:
+        session.close()
+    if as_json:
+        click.echo(json.dumps({"card_serial": report.card_serial, "row": row, "steps": report.steps,
+                               "rerun": report.rerun, "verified": report.verified if not no_verify else None,
+                               "checks": len(report.checks), "ms": round(report.seconds * 1000, 1)}, indent=2))
+        return
+    again = " (card erased and redone)" if report.rerun else ""
+    click.echo(f"personalized card {report.card_serial} from {data.where(row)}{again}: {report.steps} steps "
+               f"in {report.seconds * 1000:.0f} ms")
+    if not no_verify:
+        click.echo(f"verified: {sum(1 for c in report.checks if c[1])}/{len(report.checks)} checks passed")
+
+
+@click.command()
+@card_options
+@click.option("-p", "--profile", "profile_path", default=None, metavar="PROFILE",
+              help="Read and decode every file of this profile.")
+@keys_option(required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def dump(app, reader, sim, profile_path, keys, as_json) -> None:
+    """Read every application, file and record of a card, decoded."""
+    from ..perso.dump import dump_card
+    from ..profile import load_profile
+
+    spec = load_profile(profile_path) if profile_path else None
+    ring = open_keys(keys) if keys else None
+    session = app.open_session(reader, sim=sim)
+    try:
+        out = dump_card(session, spec, ring)
+    finally:
+        session.close()
+    if as_json:
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"ATR {out['atr']}" + (f"   card serial {out['card_serial']}" if out.get("card_serial") else ""))
+    for a in out["applications"]:
+        head = f"{a.get('name', '')} {a.get('fid', '')} {a.get('aid', '')}".strip()
+        status = "" if a.get("sw") == "9000" else f"  [{a.get('sw')}: {a.get('error', '')}]"
+        click.echo(f"\n== {head}{status}")
+        for e in a.get("directory", []):
+            click.echo(f"   directory: {e.get('aid')} {e.get('label')}")
+        for f in a.get("files", []):
+            title = f"   {f['kind']} {f['fid']} {f['name']}"
+            if "error" in f:
+                click.echo(f"{title}: {f['sw']} {f['error']}")
+            elif "balance_fen" in f:
+                click.echo(f"{title}: balance {f['balance_fen'] / 100:.2f} yuan ({f['balance_fen']} fen)")
+            else:
+                click.echo(title + (f" ({f['layout']})" if f.get("layout") else ""))
+                dec = f.get("decoded")
+                if isinstance(dec, dict):
+                    for k, v in dec.items():
+                        click.echo(f"      {k}: {v}")
+                elif isinstance(dec, list):
+                    for i, d in enumerate(dec, 1):
+                        click.echo(f"      record {i}: " + (", ".join(f"{k}={v}" for k, v in d.items())
+                                                          if isinstance(d, dict) else str(d)))
+                elif "data" in f:
+                    click.echo(f"      {f['data']}")
+                elif "records" in f:
+                    for i, r in enumerate(f["records"], 1):
+                        click.echo(f"      record {i}: {r}")
