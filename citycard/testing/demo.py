@@ -62,25 +62,24 @@ def main() -> int:
         server = subprocess.Popen(CLI + ["sim", "serve", str(image), "--vpcd", f"127.0.0.1:{daemon.port}"],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         card = ["--reader", reader]
+    profile, keys, data = "profiles/citycard.toml", "profiles/demo-keys.toml", "profiles/citycard-sample.csv"
+    os.chdir(Path(__file__).resolve().parent.parent.parent)
     try:
         if daemon is not None:
             _wait_card(env, reader)
             _run(["readers"], env)
-        _run(["apdu", *card, "00A40000023F00=9000", "0084000008=9000"], env)
-        # External authentication with the factory transport key, computed by calc
-        out = _run(["apdu", *card, "--json", "0084000004=9000"], env)
-        import json
-        challenge = json.loads(out)["exchanges"][0]["data"]
-        print("\n# (the challenge is only valid for the next command of the same session; this one")
-        print("#  shows the calculator: E(transport key, challenge ‖ 00000000))")
-        _run(["calc", "3des", "--key", "FF" * 16, "--data", challenge + "00000000"], env)
-        _run(["calc", "load", "--dlk", "3F3F3F3F3F3F3F3F1122334455667788",
-              "--dtk", "34343434343434341122334455667788", "--random", "4E066548", "--counter", "0000",
-              "--balance", "00000000", "--amount", "00000010", "--terminal", "666666666666",
-              "--date", "20240411", "--time", "212121"], env)
+        _run(["apdu", *card, "00A40000023F00=9000"], env)
+        print("\n# personalize the card from the demo profile and the first sample cardholder")
+        print("# (profiles/demo-keys.toml holds TEST KEYS ONLY)")
+        _run(["profile", "check", profile, "--data", data, "--keys", keys], env)
+        _run(["perso", "--profile", profile, "--keys", keys, "--data", data, "--row", "1", *card], env)
+        print("\n# a terminal that derives the purse keys from the masters on its own: load, then spend")
+        purse = ["--profile", profile, "--keys", keys, *card]
+        _run(["purse", "load", *purse, "--amount", "50.00"], env)
+        _run(["purse", "purchase", *purse, "--amount", "3.50"], env)
+        _run(["purse", "balance", *purse], env)
+        _run(["dump", *card, "--profile", profile, "--keys", keys], env)
         _run(["calc", "diversify", "--key", "00112233445566778899AABBCCDDEEFF", "--data", "1122334455667788"], env)
-        _run(["calc", "secure-apdu", "--key", "0102030405060708", "--challenge", "11223344",
-              "--apdu", "04D6950004 01020304"], env)
     finally:
         if server is not None:
             server.terminate()

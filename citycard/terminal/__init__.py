@@ -1,0 +1,1 @@
+"""Card services after issuance: purse transactions (and later PIN and blocking)."""
