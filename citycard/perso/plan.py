@@ -3,9 +3,10 @@
 Pure: it touches no reader, so a plan can be printed (``perso --dry-run``), counted and
 tested on its own.  Order, for a factory card (SPEC §1.1–§1.4):
 
-1. SELECT MF, EXTERNAL AUTHENTICATE with the transport key, ERASE DF (the MF is then
-   empty: the bootstrap rule lets the following creates and writes through).
-2. MF key file, MF keys, MF files and their data.
+1. SELECT MF, EXTERNAL AUTHENTICATE with the transport key (SR 1 on a factory card).
+2. The transport key replaced by the MF master in one enciphered WRITE KEY (no window
+   where the card holds no key), further MF keys, MF files and their data.  (A card
+   being redone is erased instead and gets its key file and master back: ``mf_rebuild``.)
 3. Every application DF, created while the MF is current (no SELECT back and forth).
 4. Per application: SELECT by AID, key file, keys (under line protection where the
    profile says so), files, data (DAMK-protected files with MAC), authentication code.
@@ -59,6 +60,7 @@ class Plan:
     keys: dict[str, bytes] = field(repr=False, default_factory=dict)   # "df/key" → per-card key (for verify)
     pins: dict[str, bytes] = field(repr=False, default_factory=dict)
     contents: dict[tuple[str, int], Any] = field(repr=False, default_factory=dict)  # (df, fid) → bytes | records
+    mf_rebuild: tuple[Step, ...] = ()    # after ERASE DF of the MF when a card is redone
 
     @property
     def apdu_count(self) -> int:
@@ -108,15 +110,15 @@ class Planner:
         steps.append(Step("SELECT MF", CommandApdu(0x00, 0xA4, 0x00, 0x00, b"\x3F\x00"), df="mf"))
         steps.append(Step("EXTERNAL AUTHENTICATE with the transport key", CommandApdu(0x00, 0x82, 0x00, 0x00),
                           kind="ext_auth", key=transport, df="mf"))
-        steps.append(Step("ERASE DF (MF)", CommandApdu(0x80, 0x0E, 0x00, 0x00), df="mf"))
-        self._df_body(mf, r, steps, keys, pins, contents)
+        self._df_body(mf, r, steps, keys, pins, contents, factory_key=transport)
+        rebuild = self._mf_rebuild(mf, keys)
         for app in spec.apps:
             steps.append(Step(f"CREATE DF {app.fid:04X} {app.name}", self._create_df(app), df="mf"))
         for app in spec.apps:
             steps.append(Step(f"SELECT {app.name} ({app.aid.hex().upper()})",
                               CommandApdu(0x00, 0xA4, 0x04, 0x00, app.aid), df=app.name))
             self._df_body(app, r, steps, keys, pins, contents)
-        return Plan(r.card_serial, tuple(steps), keys, pins, contents)
+        return Plan(r.card_serial, tuple(steps), keys, pins, contents, rebuild)
 
     # ------------------------------------------------------------------ pieces
     @staticmethod
@@ -125,13 +127,36 @@ class Planner:
                 + bytes((df.create_ac, df.erase_ac, df.sfi_byte, 0xFF, 0xFF)) + df.aid)
         return CommandApdu(0x80, 0xE0, df.fid >> 8, df.fid & 0xFF, body)
 
-    def _df_body(self, df: DFSpec, r: Resolver, steps: list[Step], keys: dict[str, bytes],
-                 pins: dict[str, bytes], contents: dict[tuple[str, int], Any]) -> None:
-        n = df.name
+    @staticmethod
+    def _create_keyfile(df: DFSpec) -> Step:
         kf = bytes((0x3F,)) + df.keyfile_space.to_bytes(2, "big") + bytes((df.keyfile_sfi_byte, df.keyfile_add_ac,
                                                                             0xFF, 0xFF))
-        steps.append(Step(f"CREATE KEY FILE in {n}", CommandApdu(0x80, 0xE0, df.keyfile_fid >> 8,
-                                                                 df.keyfile_fid & 0xFF, kf), df=n))
+        return Step(f"CREATE KEY FILE in {df.name}", CommandApdu(0x80, 0xE0, df.keyfile_fid >> 8,
+                                                                 df.keyfile_fid & 0xFF, kf), df=df.name)
+
+    @staticmethod
+    def _key_record(k: KeySpec, value: bytes) -> bytes:
+        return bytes((k.type_byte, k.usage_ac, k.change_ac, k.b3, k.b4)) + value
+
+    def _mf_rebuild(self, mf: DFSpec, keys: dict[str, bytes]) -> tuple[Step, ...]:
+        """For a card being redone: after ERASE DF of the MF, its key file and master again."""
+        m = mf.master_key()
+        assert m is not None
+        rec = self._key_record(m, keys[f"mf/{m.name}"])
+        return (self._create_keyfile(mf),
+                Step(f"WRITE KEY {m.name} (39/00) in mf", CommandApdu(0x80, 0xD4, 0x01, 0x00, rec, sensitive=True),
+                     sensitive=True, df="mf"))
+
+    def _df_body(self, df: DFSpec, r: Resolver, steps: list[Step], keys: dict[str, bytes],
+                 pins: dict[str, bytes], contents: dict[tuple[str, int], Any],
+                 factory_key: bytes | None = None) -> None:
+        """Key file, keys, files and data of one DF.  With ``factory_key`` (the MF of a factory
+        card), the factory KEY file stays and its transport key is replaced in place by the
+        master, enciphered under the transport key: one atomic command, so a card pulled at
+        any moment keeps a key that opens it (SPEC §1.4 update with P1 = the stored type)."""
+        n = df.name
+        if factory_key is None:
+            steps.append(self._create_keyfile(df))
         master = df.master_key()
         master_value: bytes | None = None
         ordered = sorted(df.keys, key=lambda k: k is not master)   # the master first
@@ -143,10 +168,16 @@ class Planner:
                 keys[f"{n}/{k.name}"] = value
             if k is master:
                 master_value = value
-            record = bytes((k.type_byte, k.usage_ac, k.change_ac, k.b3, k.b4)) + value
+            record = self._key_record(k, value)
             cmd = CommandApdu(0x80, 0xD4, 0x01, k.kid, record, sensitive=True)
             label = f"WRITE KEY {k.name} ({k.ktype:02X}/{k.kid:02X}) in {n}"
-            if k.write == "plain":
+            if k is master and factory_key is not None:
+                if len(value) != len(factory_key):
+                    raise InputError(f"{k.path}: the MF master must be {len(factory_key)} bytes like the transport key")
+                steps.append(Step(f"WRITE KEY {k.name}: replace the transport key (39/00) under cipher", CommandApdu(
+                    0x80, 0xD4, 0x39, 0x00, record, sensitive=True), kind="protected", key=factory_key,
+                    encrypt=True, sensitive=True, df=n))
+            elif k.write == "plain":
                 steps.append(Step(label, cmd, sensitive=True, df=n))
             else:
                 assert master_value is not None

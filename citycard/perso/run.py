@@ -2,8 +2,10 @@
 
 A personalization stopped half way (card pulled, unexpected SW) raises
 :class:`PersoError` naming the step.  Running again on that card follows the profile's
-``rerun`` policy: ``erase`` authenticates with the card's own MF master key (the
-transport key is gone once the MF was erased), erases the MF and runs the plan again;
+``rerun`` policy: ``erase`` authenticates with the card's own MF master key (its transport key
+was replaced by it), erases the MF, rebuilds the MF key file and runs the plan again
+(a card pulled between that ERASE and the master written back has no key left: the
+one window, two APDUs wide, of a redo);
 ``refuse`` stops with an error.
 """
 
@@ -110,7 +112,10 @@ def personalize(session: CardSession, spec: CardSpec, plan: Plan, *, verify: boo
             raise
     if verify:
         from .verify import verify_card
-        report.checks = verify_card(session, spec, plan)
+        try:
+            report.checks = verify_card(session, spec, plan)
+        except TransportError as exc:
+            raise PersoError(f"verification: {exc}") from None
     report.apdus = _apdu_counter(session) - count0
     report.seconds = time.perf_counter() - t0
     return report
@@ -137,7 +142,12 @@ def _erase_with_mf_master(session: CardSession, spec: CardSpec, plan: Plan) -> i
         raise PersoError(f"cannot take over the card: EXTERNAL AUTHENTICATE with this card's MF master answered "
                          f"{resp.sw:04X} ({describe_sw(resp.sw)}); is it the card of serial {plan.card_serial}?",
                          sw=resp.sw)
-    session.send(plan.steps[2].cmd, expect=0x9000, what="ERASE DF (MF)")
+    session.send(CommandApdu(0x80, 0x0E, 0x00, 0x00), expect=0x9000, what="ERASE DF (MF)")
+    for step in plan.mf_rebuild:
+        resp = execute(session, step)
+        if resp.sw != step.expect:
+            raise PersoError(f"redo: {step.label}: card answered {resp.sw:04X} ({describe_sw(resp.sw)})", sw=resp.sw)
+    # go on after the fresh card's master step (step 3)
     return 3
 
 

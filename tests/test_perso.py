@@ -1,0 +1,230 @@
+"""Personalization of the demo profiles onto simulated cards, in process."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+
+from citycard import crypto
+from citycard.errors import TransportError
+from citycard.keys import KeyRing
+from citycard.keys.demo import DemoKeyFile
+from citycard.perso.context import CardData
+from citycard.perso.data import read_csv
+from citycard.perso.dump import dump_card
+from citycard.perso.plan import Planner
+from citycard.perso.run import PersoError, personalize
+from citycard.profile import load_profile, parse_profile
+from citycard.sim import SimCard
+from citycard.sim.transport import SimTransport
+from citycard.terminal.purse import PurseError, PurseTerminal
+from citycard.transport import CardSession
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = ROOT / "profiles/citycard.toml"
+KEYS = ROOT / "profiles/demo-keys.toml"
+DATA = ROOT / "profiles/citycard-sample.csv"
+DAY = datetime.date(2026, 11, 24)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    spec = load_profile(PROFILE)
+    keys = KeyRing([DemoKeyFile(KEYS)])
+    data = read_csv(DATA)
+    return spec, keys, data
+
+
+def card_data(data, row, number=None):
+    return CardData(data.row(row), number if number is not None else row, DAY, data.where(row))
+
+
+def fresh_session(card=None):
+    card = card or SimCard()
+    t = SimTransport(card)
+    t.connect()
+    return card, CardSession(t)
+
+
+def master(keys_file, unit, role):
+    import tomllib
+    return bytes.fromhex(tomllib.loads(Path(keys_file).read_text())[unit][role])
+
+
+def test_personalize_and_verify_demo_cards(demo):
+    spec, keys, data = demo
+    for row in (1, 2, 3):
+        card, session = fresh_session()
+        plan = Planner(spec, keys).plan(card_data(data, row))
+        report = personalize(session, spec, plan)
+        assert report.verified and len(report.checks) >= 60
+        assert not report.rerun
+        # the card holds per-card keys: the transit DLK is the unit master diversified with
+        # the rightmost 8 bytes of the application serial (SPEC §2.4), computed here independently
+        transit = card.mf.children[0x3F01]
+        serial = bytes.fromhex(plan.card_serial)
+        dlk = transit.keyfile.keys[(0x3F, 0)].value
+        assert dlk == crypto.diversify(master(KEYS, "transit", "dlk"), serial[-8:])
+        assert dlk != master(KEYS, "transit", "dlk")
+        # each application under its own unit's master
+        lib_master = card.mf.children[0x3F02].keyfile.keys[(0x39, 0)].value
+        assert lib_master == crypto.diversify(master(KEYS, "library", "master"), serial[-8:])
+
+
+def test_cards_get_different_keys(demo):
+    spec, keys, data = demo
+    a = Planner(spec, keys).plan(card_data(data, 1, 1))
+    b = Planner(spec, keys).plan(card_data(data, 1, 2))
+    assert a.card_serial != b.card_serial
+    assert a.keys["transit/dlk"] != b.keys["transit/dlk"]
+
+
+def test_plan_is_minimal(demo):
+    spec, keys, data = demo
+    plan = Planner(spec, keys).plan(card_data(data, 1))
+    selects = [s for s in plan.steps if s.cmd.ins == 0xA4]
+    assert len(selects) == 1 + len(spec.apps)               # MF once, each application once
+    for df in spec.dfs():
+        for f in df.files:
+            if f.kind == "binary" and f.data:
+                writes = [s for s in plan.steps if s.cmd.ins == 0xD6 and s.cmd.p1 == 0x80 | f.sfi
+                          and s.df == df.name]
+                assert len(writes) == 1, f"{df.name}/{f.name}"  # one UPDATE BINARY per file (all fit)
+    creates = [s for s in plan.steps if s.cmd.ins == 0xE0]
+    n_files = sum(len(df.files) for df in spec.dfs())
+    assert len(creates) == n_files + 2 * len(spec.apps)   # EFs, app key files, app DFs (the MF keeps its own)
+    keys_written = [s for s in plan.steps if s.cmd.ins == 0xD4]
+    assert len(keys_written) == sum(len(df.keys) for df in spec.dfs())
+
+
+def test_dry_run_and_plan_never_show_keys(demo, run_cli):
+    spec, keys, data = demo
+    r = run_cli("perso", "--profile", str(PROFILE), "--keys", str(KEYS), "--data", str(DATA), "--row", "2",
+                "--sim", "unused.json", "--dry-run", "--issue-date", "20261124")
+    assert r.exit_code == 0, r.stderr
+    out = r.stdout.upper()
+    plan = Planner(spec, keys).plan(card_data(data, 2))
+    secrets = list(plan.keys.values()) + list(plan.pins.values())
+    import tomllib
+    for unit in tomllib.loads(KEYS.read_text()).values():
+        secrets += [bytes.fromhex(v) for v in unit.values()]
+    for s in secrets:
+        h = s.hex().upper()
+        for part in (h[:16], h[16:]) if len(h) > 16 else (h,):
+            assert part not in out
+    assert "857299" not in out                             # row 2's PIN
+    assert "MASKED" in out
+    assert repr(plan.steps[1]).find(plan.steps[1].key.hex()) == -1
+
+
+class Pulled(SimTransport):
+    """The card is pulled out after ``limit`` APDUs."""
+
+    def __init__(self, card, limit):
+        super().__init__(card)
+        self.limit = limit
+        self.count = 0
+
+    def transmit(self, apdu):
+        self.count += 1
+        if self.count > self.limit:
+            raise TransportError("card removed", self.name)
+        return super().transmit(apdu)
+
+
+@pytest.mark.parametrize("limit", [6, 9, 20, 45, 70, 90, 110])
+def test_stopped_half_way_is_reported_and_redone(demo, limit):
+    spec, keys, data = demo
+    card = SimCard()
+    plan = Planner(spec, keys).plan(card_data(data, 4))
+    t = Pulled(card, limit)
+    t.connect()
+    with pytest.raises(PersoError) as info:
+        personalize(CardSession(t), spec, plan)
+    err = info.value
+    assert err.step is not None or "verification" in str(err)
+    if err.step is not None:
+        assert f"step {err.step}/{len(plan.steps)} ({plan.steps[err.step - 1].label})" in str(err)
+        assert "card removed" in str(err)
+    # the card is put back: running again redoes it and it verifies
+    _card, session = fresh_session(card)
+    report = personalize(session, spec, plan)
+    assert report.verified
+
+
+def test_rerun_refused_by_profile(demo, tmp_path):
+    spec, keys, data = demo
+    text = PROFILE.read_text().replace('rerun = "erase"', 'rerun = "refuse"')
+    refusing = parse_profile(text, str(PROFILE))
+    plan = Planner(refusing, keys).plan(card_data(data, 5))
+    card, session = fresh_session()
+    assert personalize(session, refusing, plan).verified
+    with pytest.raises(PersoError, match="already .partly. personalized"):
+        personalize(fresh_session(card)[1], refusing, plan)
+
+
+def test_rerun_of_another_cards_plan_fails_cleanly(demo):
+    spec, keys, data = demo
+    card, session = fresh_session()
+    personalize(session, spec, Planner(spec, keys).plan(card_data(data, 6)))
+    other = Planner(spec, keys).plan(card_data(data, 7))
+    with pytest.raises(PersoError, match="cannot take over the card"):
+        personalize(fresh_session(card)[1], spec, other)
+
+
+def test_dump_decodes_every_application(demo):
+    spec, keys, data = demo
+    card, session = fresh_session()
+    personalize(session, spec, Planner(spec, keys).plan(card_data(data, 1)))
+    out = dump_card(session, spec, keys)
+    assert out["card_serial"] == "3301000000000001"
+    apps = {a["name"]: a for a in out["applications"]}
+    assert set(apps) == {"mf", "social", "transit", "library", "bike", "health"}
+    for a in apps.values():
+        assert a["sw"] == "9000"
+        for f in a["files"]:
+            assert "error" not in f, (a["name"], f)
+    row = data.row(1)
+    ef06 = next(f for f in apps["social"]["files"] if f["name"] == "ef06")["decoded"]
+    assert ef06["name"] == row["name"] and ef06["ss_number"] == row["id_number"]
+    health = next(f for f in apps["health"]["files"] if f["name"] == "ef0005")["decoded"]
+    assert health["blood_type"] == row["blood_type"]
+    assert next(f for f in apps["transit"]["files"] if f["kind"] == "ep")["balance_fen"] == 0
+    without_keys = dump_card(session, spec)
+    social = next(a for a in without_keys["applications"] if a["name"] == "social")
+    assert next(f for f in social["files"] if f["name"] == "ef06")["sw"] == "6982"   # needs the PIN or master
+
+
+def test_terminal_loads_and_spends_with_its_own_derivation(demo):
+    spec, keys, data = demo
+    card, session = fresh_session()
+    personalize(session, spec, Planner(spec, keys).plan(card_data(data, 8)))
+    # a terminal with only the masters (a fresh key ring) and the profile
+    term = PurseTerminal(session, spec, KeyRing([DemoKeyFile(KEYS)]))
+    assert term.select() == "3301000000000008"
+    assert term.load(10000).balance_after == 10000
+    assert term.purchase(250, terminal_serial=7).balance_after == 9750
+    assert term.balance() == 9750
+    # a terminal with other masters is caught at MAC1, before anything is credited
+    import tomllib
+    other = ROOT / "tests/data/other-keys.toml"
+    wrong = PurseTerminal(session, spec, KeyRing([DemoKeyFile(other)]))
+    wrong.select()
+    with pytest.raises(PurseError, match="MAC1 from the card is wrong"):
+        wrong.load(100)
+    assert term.balance() == 9750
+    assert tomllib.loads(other.read_text())["transit"]["dlk"] != tomllib.loads(KEYS.read_text())["transit"]["dlk"]
+
+
+def test_pboc_ep_profile(demo):
+    _spec, keys, data = demo
+    spec = load_profile(ROOT / "profiles/pboc-ep.toml")
+    card, session = fresh_session()
+    plan = Planner(spec, keys).plan(card_data(data, 3))
+    assert len(plan.card_serial) == 20
+    assert personalize(session, spec, plan).verified
+    term = PurseTerminal(session, spec, keys)
+    term.load(500)
+    assert term.purchase(123).balance_after == 377
