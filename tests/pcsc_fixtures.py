@@ -29,7 +29,7 @@ from citycard.testing.democard import DemoCard
 from citycard.testing.pcscd import PrivatePcscd, pcscd_available, wait_for_card
 from citycard.vpcd import VpcdServer
 
-__all__ = ["VCard", "pcscd", "pytest_runtest_makereport", "require_pcsc", "vcard"]
+__all__ = ["ServedSim", "VCard", "pcscd", "pytest_runtest_makereport", "require_pcsc", "served_sim", "vcard"]
 
 
 def require_pcsc() -> bool:
@@ -121,3 +121,45 @@ def vcard(pcscd: PrivatePcscd) -> Iterator[VCard]:
         thread.join(5)
         assert not thread.is_alive(), "vpcd card thread did not stop"
         wait_for_card(reader, present=False, timeout=5.0)
+
+
+@dataclass
+class ServedSim:
+    """A simulated card image served by a `citycard sim serve` process on slot 1."""
+
+    reader: str
+    image: "os.PathLike[str]"
+    proc: "subprocess.Popen[str]"
+    daemon: PrivatePcscd
+
+    def stop(self) -> int:
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(15)
+
+
+@pytest.fixture
+def served_sim(pcscd: PrivatePcscd, tmp_path) -> Iterator[ServedSim]:
+    """A fresh simulated card, served by the real `citycard sim serve` command."""
+    import subprocess
+    import sys
+
+    from citycard.sim import SimCard
+    from citycard.sim.image import save
+
+    image = tmp_path / "card.json"
+    save(SimCard(), image)
+    env = dict(os.environ, **pcscd.env)
+    proc = subprocess.Popen([sys.executable, "-m", "citycard", "sim", "serve", str(image), "--vpcd",
+                             f"127.0.0.1:{pcscd.port + 1}"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    served = ServedSim(pcscd.reader_names[1], image, proc, pcscd)
+    try:
+        wait_for_card(served.reader, present=True, timeout=10)
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        wait_for_card(served.reader, present=False, timeout=10)
