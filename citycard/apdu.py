@@ -36,15 +36,16 @@ class CommandApdu:
     sensitive: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("cla", "ins", "p1", "p2"):
-            v = getattr(self, name)
-            if not 0 <= v <= 0xFF:
-                raise InputError(f"APDU {name.upper()} 0x{v:X} is not a byte")
-        nc = len(self.data)
-        if nc > EXT_MAX_NC:
-            raise InputError(f"APDU data of {nc} bytes exceeds 65535")
-        if self.ne is not None and not 1 <= self.ne <= EXT_MAX_NE:
-            raise InputError(f"APDU Ne {self.ne} outside 1..65536")
+        if (self.cla | self.ins | self.p1 | self.p2) & ~0xFF:
+            for name in ("cla", "ins", "p1", "p2"):
+                v = getattr(self, name)
+                if not 0 <= v <= 0xFF:
+                    raise InputError(f"APDU {name.upper()} 0x{v:X} is not a byte")
+        if len(self.data) > EXT_MAX_NC:
+            raise InputError(f"APDU data of {len(self.data)} bytes exceeds 65535")
+        ne = self.ne
+        if ne is not None and not 1 <= ne <= EXT_MAX_NE:
+            raise InputError(f"APDU Ne {ne} outside 1..65536")
 
     # ------------------------------------------------------------------ encoding
     @property

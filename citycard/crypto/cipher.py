@@ -10,8 +10,9 @@ always expanded to 24 bytes so no deprecated key size is ever passed.
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -63,16 +64,48 @@ def _check(key: bytes, data: bytes, alg: Alg) -> None:
         raise InputError(f"data of {len(data)} bytes is not a multiple of the {bs}-byte block")
 
 
+_local = threading.local()
+
+
+def _contexts(key: bytes, alg: str) -> tuple[Any, Any]:
+    """Cached ECB encryptor and decryptor for ``key`` (per thread: contexts are not
+    thread-safe).  ECB keeps no state between blocks, so one context serves every call:
+    ``update`` is called, ``finalize`` never."""
+    cache = getattr(_local, "ctx", None)
+    if cache is None:
+        cache = _local.ctx = {}
+    ctx = cache.get((key, alg))
+    if ctx is None:
+        if len(cache) >= 512:
+            cache.clear()
+        c = Cipher(_algorithm(key, alg), _ECB)  # type: ignore[arg-type]
+        ctx = cache[(key, alg)] = (c.encryptor(), c.decryptor())
+    return ctx
+
+
 def ecb_encrypt(key: bytes, data: bytes, alg: Alg = "des") -> bytes:
     _check(key, data, alg)
-    enc = Cipher(_algorithm(key, alg), _ECB).encryptor()  # type: ignore[arg-type]
-    return enc.update(data) + enc.finalize()
+    return _contexts(key, alg)[0].update(data)
 
 
 def ecb_decrypt(key: bytes, data: bytes, alg: Alg = "des") -> bytes:
     _check(key, data, alg)
-    dec = Cipher(_algorithm(key, alg), _ECB).decryptor()  # type: ignore[arg-type]
-    return dec.update(data) + dec.finalize()
+    return _contexts(key, alg)[1].update(data)
+
+
+def cbc_mac_last(key: bytes, data: bytes, iv: bytes | None = None, alg: Alg = "des") -> bytes:
+    """The last block of CBC encryption of ``data`` (already padded): the CBC-MAC."""
+    _check(key, data, alg)
+    bs = block_size(alg)
+    enc = _contexts(key, alg)[0].update
+    h = int.from_bytes(iv, "big") if iv else 0
+    if iv is not None and len(iv) != bs:
+        raise InputError(f"IV of {len(iv)} bytes, expected {bs}")
+    block = b""
+    for off in range(0, len(data), bs):
+        block = enc((h ^ int.from_bytes(data[off:off + bs], "big")).to_bytes(bs, "big"))
+        h = int.from_bytes(block, "big")
+    return block
 
 
 def cbc_encrypt(key: bytes, data: bytes, iv: bytes | None = None, alg: Alg = "des") -> bytes:

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from .cipher import Alg, block_size, cbc_encrypt, check_key, ecb_decrypt, ecb_encrypt
+from .cipher import Alg, block_size, cbc_mac_last, check_key, ecb_decrypt, ecb_encrypt
 from ..errors import InputError
 
 
@@ -37,8 +37,7 @@ def unpad2(data: bytes) -> bytes:
 def mac_alg1(key: bytes, data: bytes, *, iv: bytes | None = None, pad_method: int = 2,
              alg: Alg = "des") -> bytes:
     """Full-block ISO 9797-1 MAC algorithm 1 (CBC-MAC); truncate as needed."""
-    bs = block_size(alg)
-    return cbc_encrypt(key, pad(data, pad_method, bs), iv, alg)[-bs:]
+    return cbc_mac_last(key, pad(data, pad_method, block_size(alg)), iv, alg)
 
 
 def mac_alg3(key: bytes, data: bytes, *, iv: bytes | None = None, pad_method: int = 2) -> bytes:
@@ -46,7 +45,7 @@ def mac_alg3(key: bytes, data: bytes, *, iv: bytes | None = None, pad_method: in
     if len(key) != 16:
         raise InputError(f"MAC algorithm 3 needs a 16-byte key, got {len(key)} bytes")
     k, k2 = key[:8], key[8:]
-    h = cbc_encrypt(k, pad(data, pad_method, 8), iv, "des")[-8:]
+    h = cbc_mac_last(k, pad(data, pad_method, 8), iv, "des")
     return ecb_encrypt(k, ecb_decrypt(k2, h))
 
 
