@@ -17,7 +17,8 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from ..apdu import CommandApdu
 from ..crypto import cipher as _cipher
@@ -70,6 +71,16 @@ def _u(b: bytes) -> int:
     return int.from_bytes(b, "big")
 
 
+def _decipher(key: bytes, body: bytes) -> bytes:
+    """``LD ‖ data ‖ 80 00..`` enciphered under ``key`` → data; malformed → 6A80."""
+    if not body or len(body) % 8:
+        raise SwError(0x6A80)
+    try:
+        return decipher(key, body)
+    except InputError:
+        raise SwError(0x6A80) from None
+
+
 SW_OK = b"\x90\x00"
 
 # purse session kinds
@@ -112,6 +123,7 @@ class SimCard:
         self.challenge: bytes | None = None
         self.pending = b""
         self.session: PurseSession | None = None
+        self._verified: KeyRecord | None = None   # a key whose MAC this command verified
 
     def power_on(self) -> None:
         if self.nvm.recover():
@@ -134,6 +146,9 @@ class SimCard:
             self.power_on()
         chal, self.challenge = self.challenge, None
         sess, self.session = self.session, None
+        if self.card_blocked:  # CARD BLOCK: every command, whatever it is, answers 6A81 (§1.5)
+            self.pending = b""
+            return b"\x6A\x81"
         steps = self.nvm.steps
         try:
             try:
@@ -144,15 +159,24 @@ class SimCard:
                 self.challenge, self.session = chal, sess   # GET RESPONSE keeps both alive
                 return self._get_response(cmd)
             self.pending = b""
-            data = self._dispatch(cmd, chal, sess)
+            try:
+                data = self._dispatch(cmd, chal, sess)
+            except SwError:
+                if self._verified is not None:
+                    self._reset_verified()
+                raise
+            if self._verified is not None:
+                self._reset_verified()
             return self._format(cmd, data)
         except SwError as e:
             return _sw(e.sw)
         except PowerLoss:
             self.powered = False
+            self._verified = None
             self.generation += 1
             raise
         except Exception:  # a bug in the card: never let it reach the reader
+            self._verified = None
             log.exception("card OS error on %s", raw[:4].hex().upper())
             return b"\x6F\x00"
         finally:
@@ -198,8 +222,6 @@ class SimCard:
         cla = cmd.cla
         if cla & 0x0B or cla & 0x70:
             raise SwError(0x6E00 if cla & 0x70 or cla & 0x08 else 0x6881)
-        if self.card_blocked:
-            raise SwError(0x6A81)
         if cmd.ins == 0xDC:  # UPDATE RECORD (00/04) or UPDATE CAPP DATA CACHE (80/84)
             if cla & 0x80:
                 return self._update_capp_cache(cmd, chal, sess)
@@ -267,6 +289,19 @@ class SimCard:
         if key.b4 != full:
             self.nvm.set(key, "b4", full)
 
+    def _reset_verified(self) -> None:
+        key, self._verified = self._verified, None
+        if key is not None:
+            self._count_success(key)
+
+    @contextmanager
+    def _commit(self) -> Iterator[None]:
+        """One transaction for a command's writes and the error-counter reset of the key whose
+        MAC it verified, so that a tear leaves neither without the other."""
+        with self.nvm.transaction():
+            self._reset_verified()
+            yield
+
     def _mac_checked(self, cmd: CommandApdu, chal: bytes | None, key: KeyRecord) -> bytes:
         """Verify the line-protection MAC of ``cmd`` with ``key``; return the data before the MAC.
 
@@ -277,6 +312,8 @@ class SimCard:
             raise SwError(0x6984)
         if len(cmd.data) < 4:
             raise SwError(0x6987)
+        if len(cmd.data) > 255:  # Lc+4 is one byte of the MAC input: short APDUs only
+            raise SwError(0x6700)
         if key.locked:
             raise SwError(0x9303 if key.base == KT_LINE else 0x6983)
         body, mac = cmd.data[:-4], cmd.data[-4:]
@@ -287,9 +324,13 @@ class SimCard:
                     left = self._count_failure(key)
                     if left == 0 and key.base == KT_LINE and self.df is not self.mf:
                         self.nvm.set(self.df, "block", 2)
+                if left == 0 and key.base == KT_LINE:
+                    # Decision: the failure that locks the application already answers 9303
+                    # (SPEC §2.5 "three MAC failures → 9303"), as APP UNBLOCK does.
+                    raise SwError(0x9303)
             raise SwError(0x9302)
         if key.base in COUNTER_TYPES:
-            self._count_success(key)
+            self._verified = key  # counter reset: with the command's writes (_commit) or after it
         return body
 
     def _line_key(self, kid: int) -> KeyRecord:
@@ -481,9 +522,9 @@ class SimCard:
         value = record[5:]
         if base == KT_PIN:
             if not 2 <= len(value) <= 8:
-                raise SwError(0x6A80)
+                raise SwError(0x6700)
         elif len(value) not in (8, 16):
-            raise SwError(0x6A80)
+            raise SwError(0x6700)
         if existing is None:  # add
             if not (self.free or self._ac(kf.add_ac)):
                 raise SwError(0x6982)
@@ -492,7 +533,8 @@ class SimCard:
             key = KeyRecord(ktype, kid, record[1], record[2], record[3], record[4], value)
             if key.size > kf.free():
                 raise SwError(0x6A84)
-            self.nvm.put(kf.keys, (base, kid), key)
+            with self._commit():
+                self.nvm.put(kf.keys, (base, kid), key)
             return b""
         # update: same length, same base type, change AC, error counter kept
         if not (self.free or self._ac(existing.change_ac)):
@@ -501,7 +543,8 @@ class SimCard:
             raise SwError(0x6700 if base == existing.base else 0x6A80)
         b4 = existing.b4 if base in COUNTER_TYPES else record[4]
         key = KeyRecord(ktype, kid, record[1], record[2], record[3], b4, value)
-        self.nvm.put(kf.keys, (base, kid), key)
+        with self._commit():
+            self.nvm.put(kf.keys, (base, kid), key)
         return b""
 
     @staticmethod
@@ -629,7 +672,7 @@ class SimCard:
             if not hmac.compare_digest(mac_alg1(k, new)[:4], mac):
                 self._count_failure(rk)
                 raise SwError(0x9302)
-            self._count_success(rk)
+            self._verified = rk
             key = self._key(KT_PIN, cmd.p2)
         else:
             raise SwError(0x6A86)
@@ -638,8 +681,9 @@ class SimCard:
 
     def _store_pin(self, key: KeyRecord, new: bytes) -> None:
         full = (key.b4 & 0xF0) | (key.b4 >> 4)
-        self.nvm.put(self.df.keyfile.keys, (KT_PIN, key.kid),  # type: ignore[union-attr]
-                     KeyRecord(key.ktype, key.kid, key.usage_ac, key.change_ac, key.b3, full, new))
+        with self._commit():
+            self.nvm.put(self.df.keyfile.keys, (KT_PIN, key.kid),  # type: ignore[union-attr]
+                         KeyRecord(key.ktype, key.kid, key.usage_ac, key.change_ac, key.b3, full, new))
 
     def _pin_unblock(self, cmd: CommandApdu, chal, sess) -> bytes:
         """D2: ``84 24 00 <pin id>``, data = E(LD‖PIN‖pad) ‖ MAC under the 37 key.
@@ -651,10 +695,7 @@ class SimCard:
         self._check_app()
         uk = self._first_key(KT_PIN_UNBLOCK)
         body = self._mac_checked(cmd, chal, uk)
-        try:
-            new = decipher(uk.value, body)
-        except InputError:
-            raise SwError(0x6A80) from None
+        new = _decipher(uk.value, body)
         if not 2 <= len(new) <= 8:
             raise SwError(0x6A80)
         self._store_pin(self._key(KT_PIN, cmd.p2), new)
@@ -665,7 +706,8 @@ class SimCard:
         if cmd.cla != 0x84:
             raise SwError(0x6982 if cmd.cla == 0x80 else 0x6E00)
         self._mac_checked(cmd, chal, self._first_key(KT_LINE))
-        self.nvm.set(self, "card_blocked", True)
+        with self._commit():
+            self.nvm.set(self, "card_blocked", True)
         return b""
 
     def _app_block(self, cmd: CommandApdu, chal, sess) -> bytes:
@@ -675,7 +717,8 @@ class SimCard:
             raise SwError(0x6A86)
         self._check_app()
         self._mac_checked(cmd, chal, self._first_key(KT_LINE))
-        self.nvm.set(self.df, "block", 2 if cmd.p2 else 1)
+        with self._commit():
+            self.nvm.set(self.df, "block", 2 if cmd.p2 else 1)
         return b""
 
     def _app_unblock(self, cmd: CommandApdu, chal, sess) -> bytes:
@@ -695,7 +738,7 @@ class SimCard:
                 if df.unblock_fails >= 3:
                     self.nvm.set(df, "block", 2)
             raise SwError(0x9303 if df.block == 2 else 0x9302) from None
-        with self.nvm.transaction():
+        with self._commit():
             self.nvm.set(df, "block", 0)
             self.nvm.set(df, "unblock_fails", 0)
         return b""
@@ -734,10 +777,7 @@ class SimCard:
             key = self._line_key(ef.write_key_id)
             body = self._mac_checked(cmd, chal, key)
             if ef.write_enc:
-                try:
-                    return decipher(key.value, body)
-                except InputError:
-                    raise SwError(0x6A80) from None
+                return _decipher(key.value, body)
             return body
         if ef.ftype & 0xC0 and not self.free:
             raise SwError(0x6900)
@@ -791,7 +831,8 @@ class SimCard:
             raise SwError(0x6B00)
         if offset + len(data) > len(ef.data):
             raise SwError(0x6700)
-        self.nvm.set(ef, "data", ef.data[:offset] + data + ef.data[offset + len(data):])
+        with self._commit():
+            self.nvm.set(ef, "data", ef.data[:offset] + data + ef.data[offset + len(data):])
         return b""
 
     # ------------------------------------------------------------------ record files
@@ -824,11 +865,13 @@ class SimCard:
             raise SwError(0x6A86)
         ne = cmd.ne
         if key is None and ne is not None and ne != 256 and ne != len(rec):
-            raise SwError(0x6C00 | len(rec))
+            raise SwError(0x6C00 | len(rec) if len(rec) < 256 else 0x6C00)
         return self._response_mac(key, chal, rec)
 
     def _check_record(self, ef: RecordEF, rec: bytes, old: bytes | None = None) -> None:
         kind = ef.kind
+        if len(rec) > 255:  # a record length is one byte (SPEC §1.2)
+            raise SwError(0x6700)
         if kind == FT_VARIABLE:
             if len(rec) < 2 or rec[1] != len(rec) - 2:
                 raise SwError(0x6A80)
@@ -851,7 +894,8 @@ class SimCard:
         else:
             raise SwError(0x6A86)
         self._check_record(ef, rec, ef.records[i])
-        self.nvm.set(ef, "records", ef.records[:i] + (rec,) + ef.records[i + 1:])
+        with self._commit():
+            self.nvm.set(ef, "records", ef.records[:i] + (rec,) + ef.records[i + 1:])
         return b""
 
     def _append_record(self, cmd: CommandApdu, chal, sess) -> bytes:
@@ -860,7 +904,9 @@ class SimCard:
         ef, _mode = self._record_target(cmd)
         rec = self._write_guard(ef, cmd, chal)
         self._check_record(ef, rec)
-        self.nvm.set(ef, "records", self._appended(ef, rec))
+        records = self._appended(ef, rec)
+        with self._commit():
+            self.nvm.set(ef, "records", records)
         return b""
 
     @staticmethod
@@ -1019,9 +1065,11 @@ class SimCard:
             if idx:
                 self._check_record(ef, rec, ef.records[idx[0]])
                 sess.capp = (ef, idx[0], False, rec)
-            else:  # no record with this tag yet: DEBIT appends it
+            elif ef.kind == FT_VARIABLE:  # no record with this tag yet: DEBIT appends it
                 self._check_record(ef, rec)
                 sess.capp = (ef, len(ef.records), True, rec)
+            else:  # Decision: a CAPP update never grows a fixed or cyclic file
+                raise SwError(0x6A83)
         else:
             raise SwError(0x6A86)
         self.session = sess
