@@ -5,11 +5,16 @@ per-card keys behind its interface (PBOC diversification, SPEC §2.4), so a hard
 security module can replace a file later without the planner noticing.
 :class:`KeyRing` puts several sources together (custody: one source per unit) and
 answers for each (unit, role) from the one source that holds it.
+
+Sources: :class:`citycard.keys.keystore.Keystore` (encrypted at rest, the real thing),
+:class:`citycard.keys.demo.DemoKeyFile` (clear TEST keys for the demo and tests).
+:func:`open_source` opens one from its name (``--keys`` on the command line).
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Callable, Iterable, Protocol, runtime_checkable
 
 from ..errors import CitycardError
 
@@ -26,12 +31,15 @@ class KeySource(Protocol):
         """The (unit, role) pairs this source holds."""
         ...
 
-    def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1) -> bytes:
+    def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
+               version: int | None = None) -> bytes:
         """The per-card key: the master diversified with ``factor`` (rightmost 8 bytes per
-        level), or the master itself when ``factor`` is None (transport keys)."""
+        level), or the master itself when ``factor`` is None (transport keys).  ``version``
+        picks a key version; None means the newest the source holds."""
         ...
 
-    def kcv(self, unit: str, role: str) -> bytes:
+    def kcv(self, unit: str, role: str, *, version: int | None = None) -> bytes:
+        """The master's key check value (3 bytes); never the key."""
         ...
 
 
@@ -65,8 +73,51 @@ class KeyRing:
             raise KeyError_(f"no key source holds {unit}/{role} (sources: {self.name or 'none'})")
         return src
 
-    def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1) -> bytes:
-        return self.source_of(unit, role).derive(unit, role, factor, levels)
+    def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
+               version: int | None = None) -> bytes:
+        src = self.source_of(unit, role)
+        if version is None:
+            return src.derive(unit, role, factor, levels)
+        return src.derive(unit, role, factor, levels, version=version)
 
-    def kcv(self, unit: str, role: str) -> bytes:
-        return self.source_of(unit, role).kcv(unit, role)
+    def kcv(self, unit: str, role: str, *, version: int | None = None) -> bytes:
+        src = self.source_of(unit, role)
+        return src.kcv(unit, role) if version is None else src.kcv(unit, role, version=version)
+
+    def close(self) -> None:
+        """Close the sources that can be closed (a keystore forgets its decrypted keys)."""
+        for src in self.sources:
+            close = getattr(src, "close", None)
+            if callable(close):
+                close()
+
+
+PKCS11_PREFIX = "pkcs11:"
+
+
+def is_keystore_source(source: str) -> bool:
+    """True when ``source`` names an encrypted keystore (so it needs a passphrase)."""
+    return not (source.startswith(PKCS11_PREFIX) or source.lower().endswith(".toml"))
+
+
+def open_source(source: str, passphrase: Callable[..., str] | str | None = None) -> KeySource:
+    """Open one key source by name:
+
+    - ``*.toml``: the clear demo key file (TEST KEYS ONLY);
+    - ``pkcs11:...``: a hardware security module (not supported yet);
+    - anything else: an encrypted keystore file; ``passphrase`` is the passphrase or a
+      function of the keystore header (see :meth:`Keystore.open`), called once the file is
+      known to be a keystore.
+    """
+    if source.startswith(PKCS11_PREFIX):
+        # the URI is not echoed: a PKCS#11 URI may carry a PIN (pin-value=...)
+        raise KeyError_("pkcs11: key sources (hardware security modules) are not supported yet")
+    if source.lower().endswith(".toml"):
+        from .demo import DemoKeyFile
+
+        return DemoKeyFile(source)
+    from .keystore import Keystore
+
+    if passphrase is None:
+        raise KeyError_(f"{source}: a keystore needs a passphrase")
+    return Keystore.open(Path(source), passphrase)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Iterator
 
 from .. import crypto
 from ..errors import InputError
@@ -51,11 +52,26 @@ class DemoKeyFile:
             raise KeyError_(f"{self.name} holds no key {unit}/{role}")
         return key
 
-    def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1) -> bytes:
+    def __repr__(self) -> str:
+        return f"<DemoKeyFile {self.name!r} keys={len(self._keys)}>"
+
+    def masters(self) -> Iterator[tuple[tuple[str, str], bytes]]:
+        """Every ((unit, role), master) of the file: for writing them into a keystore."""
+        yield from self._keys.items()
+
+    def _check_version(self, unit: str, role: str, version: int | None) -> None:
+        if version not in (None, 1):
+            raise KeyError_(f"{self.name} holds only version 1 of {unit}/{role}, not {version}")
+
+    def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
+               version: int | None = None) -> bytes:
         master = self._master(unit, role)
+        self._check_version(unit, role, version)
         if factor is None:
             return master
         return crypto.diversify(master, factor, levels)
 
-    def kcv(self, unit: str, role: str) -> bytes:
-        return crypto.kcv(self._master(unit, role))
+    def kcv(self, unit: str, role: str, *, version: int | None = None) -> bytes:
+        master = self._master(unit, role)
+        self._check_version(unit, role, version)
+        return crypto.kcv(master)

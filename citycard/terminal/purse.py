@@ -11,12 +11,13 @@ diversification factor, SPEC §2.4).
 from __future__ import annotations
 
 import datetime as _dt
+import time as _time
 from dataclasses import dataclass
 from typing import Any
 
-from ..apdu import ApduError, CommandApdu
+from ..apdu import ApduError, CommandApdu, ResponseApdu
 from ..crypto import pboc
-from ..errors import CitycardError
+from ..errors import CitycardError, TransportError
 from ..spec import CardSpec, DFSpec
 from ..transport import CardSession
 
@@ -33,6 +34,11 @@ class TxResult:
     balance_after: int
     counter: int
     tac: bytes
+    recovered: bool = False     # the answer was lost; GET TRANSACTION PROVE settled it
+
+
+class NotCompleted(PurseError):
+    """The card lost power before completing the transaction: nothing was charged."""
 
 
 def _now_bcd(when: _dt.datetime) -> tuple[bytes, bytes]:
@@ -58,8 +64,9 @@ class PurseTerminal:
     # ------------------------------------------------------------------ card access
     def select(self) -> str:
         """SELECT the purse application and read its serial number (the key factor)."""
-        self.session.send(CommandApdu(0x00, 0xA4, 0x04, 0x00, self.df.aid), expect=0x9000,
-                          what=f"SELECT {self.df.name}")
+        r = self.session.send(CommandApdu(0x00, 0xA4, 0x04, 0x00, self.df.aid))
+        if r.sw != 0x9000:
+            raise PurseError(f"SELECT {self.df.name}: {ApduError(r.sw)}")
         from .. import records
         for f in self.df.files:
             if f.layout is None or f.kind != "binary":
@@ -93,7 +100,52 @@ class PurseTerminal:
         factor = bytes.fromhex(digits.zfill(max(16, len(digits) + len(digits) % 2)))[-8:]
         return self.keys.derive(k.master[0], k.master[1], factor)
 
+    def verify_pin(self, pin: str) -> None:
+        """For an ED (or a purse whose usage needs the PIN)."""
+        from ..profile import pin_to_bytes
+        k = next((k for k in self.df.keys if k.ktype == 0x3A), None)
+        if k is None:
+            raise PurseError(f"{self.df.name} has no PIN")
+        r = self.session.send(CommandApdu(0x00, 0x20, 0x00, k.kid, pin_to_bytes(pin), sensitive=True))
+        if r.sw != 0x9000:
+            raise PurseError(f"VERIFY: {ApduError(r.sw)}")
+
+    # ------------------------------------------------------------------ torn transactions
+    def _final(self, cmd: CommandApdu, ttype: int, counter: int, expect: bytes) -> tuple[ResponseApdu | None, bool]:
+        """Send the completing command.  If its answer is lost (card pulled, power lost), power
+        the card up again and ask GET TRANSACTION PROVE (SPEC §2.1) whether it completed:
+        ``expect`` (MAC ‖ TAC the card must prove) settles it; 9406 means it did not happen."""
+        try:
+            return self.session.send(cmd), False
+        except TransportError:
+            pass
+        t = self.session.transport
+        again = getattr(t, "reconnect", None) or t.reset
+        deadline = _time.monotonic() + 20.0
+        while True:  # the reader may still show the old card for a moment: retry until it answers
+            try:
+                again()
+                self.session.send(CommandApdu(0x00, 0xA4, 0x04, 0x00, self.df.aid), expect=0x9000,
+                                  what=f"SELECT {self.df.name}")
+                r = self.session.send(CommandApdu(0x80, 0x5A, 0x00, ttype, counter.to_bytes(2, "big"), ne=8))
+                break
+            except TransportError:
+                if _time.monotonic() > deadline:
+                    raise PurseError("the card did not come back to settle the transaction; present it again "
+                                     "and check its history before retrying") from None
+                _time.sleep(0.1)
+        if r.sw == 0x9406:
+            raise NotCompleted("the card lost power before the transaction completed: nothing was charged "
+                               "(run it again)")
+        if r.sw != 0x9000:
+            raise PurseError(f"GET TRANSACTION PROVE: {ApduError(r.sw)}")
+        if r.data != expect:
+            raise PurseError("GET TRANSACTION PROVE: the card's proof does not match this transaction")
+        return None, True
+
     def balance(self) -> int:
+        if self.serial is None:
+            self.select()
         r = self.session.send(CommandApdu(0x80, 0x5C, 0x00, self.p2, ne=4), expect=0x9000, what="GET BALANCE")
         return int.from_bytes(r.data, "big")
 
@@ -114,37 +166,102 @@ class PurseTerminal:
         if pboc.load_mac1(ses, bal, amount, ttype, self.terminal) != mac1:
             raise PurseError("INITIALIZE FOR LOAD: MAC1 from the card is wrong (not our card, or wrong keys)")
         mac2 = pboc.load_mac2(ses, amount, ttype, self.terminal, date, time)
-        r = self.session.send(CommandApdu(0x80, 0x52, 0x00, 0x00, date + time + mac2, ne=4))
-        if r.sw != 0x9000:
-            raise PurseError(f"CREDIT FOR LOAD: {ApduError(r.sw)}")
-        if pboc.load_tac(dtk, bal + amount, ctr, amount, ttype, self.terminal, date, time) != r.data:
-            raise PurseError("CREDIT FOR LOAD: the TAC from the card is wrong")
-        return TxResult("load", amount, bal, bal + amount, ctr, r.data)
+        tac = pboc.load_tac(dtk, bal + amount, ctr, amount, ttype, self.terminal, date, time)
+        r, recovered = self._final(CommandApdu(0x80, 0x52, 0x00, 0x00, date + time + mac2, ne=4), ttype, ctr,
+                                   mac2 + tac)
+        if r is not None:
+            if r.sw != 0x9000:
+                raise PurseError(f"CREDIT FOR LOAD: {ApduError(r.sw)}")
+            if r.data != tac:
+                raise PurseError("CREDIT FOR LOAD: the TAC from the card is wrong")
+        return TxResult("load", amount, bal, bal + amount, ctr, tac, recovered)
 
     def purchase(self, amount: int, *, terminal_serial: int = 1, when: _dt.datetime | None = None,
-                 key_id: int = 0) -> TxResult:
+                 key_id: int = 0, capp: tuple[int, bytes] | None = None) -> TxResult:
+        """A purchase; with ``capp = (tag, record)`` a CAPP purchase (SPEC §2.3) that also
+        replaces the record with that tag in the application's CAPP file."""
         if self.serial is None:
             self.select()
         dpk, dtk = self._key(0x3E), self._tac_key()
         date, time = _now_bcd(when or _dt.datetime.now())
-        r = self.session.send(CommandApdu(0x80, 0x50, 0x01, self.p2, bytes((key_id,)) + pboc.u32(amount)
+        p1 = 0x03 if capp is not None else 0x01
+        if capp is not None and self.p2 != 0x02:
+            raise PurseError("a CAPP purchase is made on an EP")
+        r = self.session.send(CommandApdu(0x80, 0x50, p1, self.p2, bytes((key_id,)) + pboc.u32(amount)
                                           + self.terminal, ne=0x0F))
         if r.sw != 0x9000:
-            raise PurseError(f"INITIALIZE FOR PURCHASE: {ApduError(r.sw)}")
+            raise PurseError(f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE: {ApduError(r.sw)}")
         bal, ctr = int.from_bytes(r.data[0:4], "big"), int.from_bytes(r.data[4:6], "big")
         random = r.data[11:15]
-        ttype = 0x05 if self.p2 == 1 else 0x06
+        ttype = pboc.TT_CAPP_PURCHASE if capp is not None else (0x05 if self.p2 == 1 else 0x06)
+        if capp is not None:
+            tag, record = capp
+            capp_file = self._capp_file()
+            rc = self.session.send(CommandApdu(0x80, 0xDC, tag, capp_file.sfi << 3, record))
+            if rc.sw != 0x9000:
+                raise PurseError(f"UPDATE CAPP DATA CACHE: {ApduError(rc.sw)}")
         serial = pboc.u32(terminal_serial, "terminal serial")
         code = None
         if self.df.auth_code is not None:
             code = self.session.send(CommandApdu(0x80, 0xCA, 0x00, 0x00, ne=9), expect=0x9000, what="GET DATA").data
         c = pboc.purchase_cryptogram(dpk, dtk, random=random, counter=ctr, terminal_serial=serial, amount=amount,
                                      terminal=self.terminal, date=date, time=time, ttype=ttype, auth_code=code)
-        r = self.session.send(CommandApdu(0x80, 0x54, 0x01, 0x00, serial + date + time + c.mac1, ne=8))
+        r, recovered = self._final(CommandApdu(0x80, 0x54, 0x01, 0x00, serial + date + time + c.mac1, ne=8),
+                                   ttype, ctr, c.mac2 + c.tac)
+        if r is not None:
+            if r.sw != 0x9000:
+                raise PurseError(f"DEBIT FOR PURCHASE: {ApduError(r.sw)}")
+            if r.data[4:8] != c.mac2:
+                raise PurseError("DEBIT FOR PURCHASE: MAC2 from the card is wrong")
+            if r.data[0:4] != c.tac:
+                raise PurseError("DEBIT FOR PURCHASE: the TAC from the card is wrong")
+        return TxResult("capp purchase" if capp else "purchase", amount, bal, bal - amount, ctr, c.tac, recovered)
+
+    def _capp_file(self):
+        f = next((f for f in self.df.files if f.kind == "variable" and f.layout == "capp_metro"), None)
+        if f is None:
+            f = next((f for f in self.df.files if f.kind == "variable"), None)
+        if f is None:
+            raise PurseError(f"{self.df.name} has no CAPP record file")
+        return f
+
+    def unload(self, amount: int, *, when: _dt.datetime | None = None, key_id: int = 0) -> TxResult:
+        """INITIALIZE FOR UNLOAD → MAC1 checked → DEBIT FOR UNLOAD with MAC2 → MAC3 checked."""
+        if self.serial is None:
+            self.select()
+        dulk = self._key(0x3D)
+        date, time = _now_bcd(when or _dt.datetime.now())
+        r = self.session.send(CommandApdu(0x80, 0x50, 0x05, self.p2, bytes((key_id,)) + pboc.u32(amount)
+                                          + self.terminal, ne=0x10))
         if r.sw != 0x9000:
-            raise PurseError(f"DEBIT FOR PURCHASE: {ApduError(r.sw)}")
-        if r.data[4:8] != c.mac2:
-            raise PurseError("DEBIT FOR PURCHASE: MAC2 from the card is wrong")
-        if r.data[0:4] != c.tac:
-            raise PurseError("DEBIT FOR PURCHASE: the TAC from the card is wrong")
-        return TxResult("purchase", amount, bal, bal - amount, ctr, c.tac)
+            raise PurseError(f"INITIALIZE FOR UNLOAD: {ApduError(r.sw)}")
+        bal, ctr = int.from_bytes(r.data[0:4], "big"), int.from_bytes(r.data[4:6], "big")
+        ses = pboc.load_session_key(dulk, r.data[8:12], ctr)
+        if pboc.load_mac1(ses, bal, amount, pboc.TT_UNLOAD, self.terminal) != r.data[12:16]:
+            raise PurseError("INITIALIZE FOR UNLOAD: MAC1 from the card is wrong")
+        mac2 = pboc.load_mac2(ses, amount, pboc.TT_UNLOAD, self.terminal, date, time)
+        mac3 = pboc.unload_mac3(ses, bal - amount, ctr, amount, pboc.TT_UNLOAD, self.terminal, date, time)
+        r2, recovered = self._final(CommandApdu(0x80, 0x54, 0x03, 0x00, date + time + mac2, ne=4),
+                                    pboc.TT_UNLOAD, ctr, mac3 + bytes(4))
+        if r2 is not None:
+            if r2.sw != 0x9000:
+                raise PurseError(f"DEBIT FOR UNLOAD: {ApduError(r2.sw)}")
+            if r2.data != mac3:
+                raise PurseError("DEBIT FOR UNLOAD: MAC3 from the card is wrong")
+        return TxResult("unload", amount, bal, bal - amount, ctr, mac3, recovered)
+
+    def history(self) -> list[dict[str, Any]]:
+        """The transaction-detail records, newest first, decoded (SPEC §2.2)."""
+        from .. import records
+        if self.serial is None:
+            self.select()
+        lay = records.get("ef0018")
+        out = []
+        for i in range(1, 256):
+            r = self.session.send(CommandApdu(0x00, 0xB2, i, (self.purse.detail_sfi << 3) | 0x04))
+            if r.sw == 0x6A83:
+                break
+            if r.sw != 0x9000:
+                raise PurseError(f"READ RECORD {i}: {ApduError(r.sw)}")
+            out.append(lay.decode(r.data))
+        return out

@@ -37,26 +37,24 @@ def find_app(spec: CardSpec, name: str | None, *, need: int | None = None) -> DF
 
 def read_serial(session: CardSession, spec: CardSpec, df: DFSpec) -> str:
     """The serial the card's keys were diversified with: the field bound to ``@app_serial``
-    in ``df`` (or ``@card_serial`` in the MF)."""
+    in ``df``, else ``@card_serial`` in the MF (readable even when ``df`` is blocked)."""
     from .. import records
 
-    for where, binding in ((df, "@app_serial"), (df, "@card_serial"), (spec.mf, "@card_serial")):
+    for where, binding in ((df, "@app_serial"), (spec.mf, "@card_serial"), (df, "@card_serial")):
         for f in where.files:
             if f.kind != "binary" or f.layout is None:
                 continue
             fields = [k for k, v in f.data.items() if v == binding]
             if not fields:
                 continue
-            if where is not df:
-                select(session, where)
+            if select(session, where).sw != 0x9000:
+                continue
             lay = records.get(f.layout)
-            r = session.send(CommandApdu(0x00, 0xB0, 0x80 | f.sfi, 0x00, ne=lay.size), expect=0x9000,
-                             what=f"READ BINARY {f.fid:04X}")
-            serial = str(lay.decode(r.data)[fields[0]])
-            if where is not df:
-                select(session, df)
-            return serial
-    raise ServiceError(f"no file of the profile carries the serial of {df.name}")
+            r = session.send(CommandApdu(0x00, 0xB0, 0x80 | f.sfi, 0x00, ne=lay.size))
+            if r.sw != 0x9000:
+                continue
+            return str(lay.decode(r.data)[fields[0]])
+    raise ServiceError(f"cannot read the serial of {df.name} (no readable file carries it)")
 
 
 def factor_of(serial: str) -> bytes:
@@ -116,8 +114,8 @@ class CardServices:
 
     def reload_pin(self, df: DFSpec, new: str) -> None:
         """D2: new PIN ‖ MAC over it with the reload key's left ⊕ right half, IV 0."""
+        key = self._key(df, 0x38)       # may read the serial elsewhere: before entering df
         self._enter(df)
-        key = self._key(df, 0x38)
         k8 = key if len(key) == 8 else xor(key[:8], key[8:])
         pin = pin_to_bytes(new)
         r = self.session.send(CommandApdu(0x80, 0x5E, 0x00, self._pin_key(df), pin + mac_alg1(k8, pin)[:4],
@@ -126,8 +124,8 @@ class CardServices:
 
     def unblock_pin(self, df: DFSpec, pin: str) -> None:
         """D2: ``84 24 00 <pin id>`` with E(LD‖PIN‖pad) ‖ MAC under the unblock key."""
-        self._enter(df)
         key = self._key(df, 0x37)
+        self._enter(df)
         body = encipher(key, pin_to_bytes(pin))
         chal = self.session.get_challenge(4)
         cmd = CommandApdu(0x84, 0x24, 0x00, self._pin_key(df), body, sensitive=True)

@@ -154,6 +154,8 @@ class PcscTransport:
         hr, resp = scard.SCardTransmit(self._card, self._pci, list(apdu))
         if hr != scard.SCARD_S_SUCCESS:
             raise TransportError(f"transmit failed on {self.name!r}: {_explain(hr)}", self.name)
+        if len(resp) < 2:
+            raise TransportError(f"no answer from the card in {self.name!r} (removed?)", self.name)
         return bytes(resp)
 
     @property
@@ -194,3 +196,24 @@ def choose_default_reader() -> str:
     if not with_card:
         raise NoReaderError(f"no reader holds a card; readers: {names}")
     raise NoReaderError(f"{len(with_card)} readers hold a card ({names}); choose one with --reader")
+
+
+def _reconnect(self: "PcscTransport", timeout: float = 10.0) -> None:
+    """After the card was removed (or lost power): wait for a card in the same reader and
+    connect again."""
+    import time
+
+    self.close()
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            self.connect()
+            return
+        except TransportError as exc:
+            last = exc
+            time.sleep(0.05)
+    raise TransportError(f"no card came back in {self.name!r} within {timeout:.0f} s ({last})", self.name)
+
+
+PcscTransport.reconnect = _reconnect  # type: ignore[attr-defined]

@@ -1,0 +1,238 @@
+"""Card services on a personalized demo card: purse (load, purchase, CAPP, unload, history),
+torn transactions settled by GET TRANSACTION PROVE, PINs, blocking — in process and
+through pcscd."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from citycard.keys import KeyRing
+from citycard.keys.demo import DemoKeyFile
+from citycard.perso.context import CardData
+from citycard.perso.data import read_csv
+from citycard.perso.plan import Planner
+from citycard.perso.run import personalize
+from citycard.profile import load_profile
+from citycard.sim import SimCard
+from citycard.sim.image import save
+from citycard.sim.transport import SimTransport
+from citycard.terminal.purse import NotCompleted, PurseTerminal
+from citycard.terminal.services import CardServices, ServiceError, find_app
+from citycard.transport import CardSession
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = ROOT / "profiles/citycard.toml"
+KEYS = ROOT / "profiles/demo-keys.toml"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_profile(PROFILE), KeyRing([DemoKeyFile(KEYS)]), read_csv(ROOT / "profiles/citycard-sample.csv")
+
+
+def personalized(demo, row=1):
+    spec, keys, data = demo
+    card = SimCard()
+    t = SimTransport(card)
+    t.connect()
+    session = CardSession(t)
+    plan = Planner(spec, keys).plan(CardData(data.row(row), row, datetime.date(2026, 11, 24), "row"))
+    assert personalize(session, spec, plan).verified
+    return card, session
+
+
+def test_purse_load_purchase_capp_unload_history(demo):
+    spec, keys, _ = demo
+    card, session = personalized(demo)
+    term = PurseTerminal(session, spec, keys)
+    assert term.load(5000).balance_after == 5000
+    assert term.purchase(120).balance_after == 4880
+    from citycard import records
+    rec = records.get("capp_metro").encode({"state": 1, "line": "03", "station": "0A0B", "terminal": "000000000001",
+                                            "entry_time": "20261124081500", "amount": 0})
+    capp = term.purchase(200, capp=(2, rec))
+    assert capp.kind == "capp purchase" and capp.balance_after == 4680
+    assert card.mf.children[0x3F01].children[0x001A].records[0] == rec    # written by the DEBIT
+    assert term.unload(680).balance_after == 4000
+    hist = term.history()
+    assert [h["type"] for h in hist] == [3, 9, 6, 2]                       # newest first
+    assert [h["amount"] for h in hist] == [680, 200, 120, 5000]
+    assert term.balance() == 4000
+
+
+@pytest.mark.parametrize("kind", ["load", "purchase"])
+def test_torn_transaction_is_settled_never_charged_twice(demo, kind):
+    spec, keys, _ = demo
+    outcomes = set()
+    for n in range(1, 8):
+        card, session = personalized(demo)
+        term = PurseTerminal(session, spec, keys)
+        if kind == "purchase":
+            term.load(1000)
+        before = term.balance()
+        counter_before = card.mf.children[0x3F01].children[0x0002].offline
+        card.nvm.tear_after = n          # power lost after the n-th write of the next transaction step...
+        try:
+            res = term.load(300) if kind == "load" else term.purchase(300)
+        except NotCompleted:
+            outcomes.add("not completed")
+            card.nvm.tear_after = None
+            assert term.balance() == before                               # nothing charged
+            res = term.load(300) if kind == "load" else term.purchase(300)  # retry: once
+            assert not res.recovered
+        else:
+            outcomes.add("recovered" if res.recovered else "normal")
+        card.nvm.tear_after = None
+        after = term.balance()
+        assert after == before + (300 if kind == "load" else -300), n    # exactly once
+        hist = term.history()
+        assert sum(1 for h in hist if h["amount"] == 300) == 1
+        if kind == "purchase":
+            assert card.mf.children[0x3F01].children[0x0002].offline == counter_before + 1
+    assert {"not completed", "recovered"} <= outcomes
+
+
+def test_pins(demo, monkeypatch):
+    spec, keys, _ = demo
+    card, session = personalized(demo)
+    svc = CardServices(session, spec, keys)
+    social = find_app(spec, "social")
+    svc.verify_pin(social, "123456")
+    svc.change_pin(social, "123456", "2468")
+    with pytest.raises(ServiceError, match="63C2"):
+        svc.verify_pin(social, "123456")
+    svc.verify_pin(social, "2468")
+    for _ in range(3):
+        with pytest.raises(ServiceError):
+            svc.verify_pin(social, "0000")
+    with pytest.raises(ServiceError, match="6983"):
+        svc.verify_pin(social, "2468")                                   # locked
+    svc.unblock_pin(social, "1357")                                      # with the unblock key
+    svc.verify_pin(social, "1357")
+    svc.reload_pin(social, "97531")                                      # with the reload key
+    svc.verify_pin(social, "97531")
+    # without key sources, unblock is refused clearly
+    with pytest.raises(ServiceError, match="needs key sources"):
+        CardServices(session, spec).unblock_pin(social, "1111")
+
+
+def test_block_unblock_application_and_card(demo):
+    spec, keys, _ = demo
+    card, session = personalized(demo)
+    svc = CardServices(session, spec, keys)
+    term = PurseTerminal(session, spec, keys)
+    term.load(100)
+    transit = find_app(spec, "transit")
+    svc.block_app(transit)
+    from citycard.terminal.purse import PurseError
+    with pytest.raises(Exception, match="6A81"):
+        PurseTerminal(session, spec, keys).select()
+    svc.unblock_app(transit)
+    t2 = PurseTerminal(session, spec, keys)
+    t2.select()
+    assert t2.balance() == 100
+    svc.block_app(find_app(spec, "library"), permanent=True)
+    with pytest.raises(ServiceError, match="9303"):
+        svc.unblock_app(find_app(spec, "library"))
+    svc.block_card()
+    r = session.send(bytes.fromhex("00A40000023F00"))
+    assert r.sw == 0x6A81
+    with pytest.raises(PurseError):
+        PurseTerminal(session, spec, keys).load(1)
+
+
+def test_purse_cli_json(demo, run_cli, tmp_path):
+    img = tmp_path / "c.json"
+    card, _session = personalized(demo)
+    save(card, img)
+    common = ["--profile", str(PROFILE), "--keys", str(KEYS), "--sim", str(img)]
+    assert run_cli("purse", "load", *common, "--amount", "12.34").exit_code == 0
+    r = run_cli("purse", "purchase", *common, "--amount", "0.34", "--json")
+    assert r.exit_code == 0 and r.json()["balance_fen"] == 1200 and r.json()["recovered"] is False
+    assert run_cli("purse", "balance", *common, "--json").json() == {"balance_fen": 1200}
+    hist = run_cli("purse", "history", *common, "--json").json()
+    assert [(h["type"], h["amount"]) for h in hist] == [(6, 34), (2, 1234)]
+    bad = run_cli("purse", "load", *common, "--amount", "1.234")
+    assert bad.exit_code == 2 and "at most 2 decimals" in bad.stderr
+    poor = run_cli("purse", "purchase", *common, "--amount", "99.00")
+    assert poor.exit_code == 2 and "9401" in poor.stderr
+    pin = run_cli("pin", "verify", *common, input="123456\n")
+    assert pin.exit_code == 0 and "123456" not in pin.stdout + pin.stderr
+    wrong = run_cli("pin", "verify", *common, input="111111\n")
+    assert wrong.exit_code == 2 and "2 tries left" in wrong.stderr
+    assert run_cli("app", "block", *common, "--app", "bike").exit_code == 0
+    assert run_cli("app", "unblock", *common, "--app", "bike").exit_code == 0
+    assert run_cli("card", "block", *common, "--yes").exit_code == 0
+    assert "6A81" in run_cli("apdu", "--sim", str(img), "00A40000023F00").stdout
+
+
+class DropAfterDebit:
+    """Wraps a card: after processing the first DEBIT/CREDIT it pulls the card out of the
+    reader before the answer is sent, then puts it back a moment later."""
+
+    def __init__(self, card):
+        self.card = card
+        self.atr = card.atr
+        self.server = None
+        self.armed = True
+
+    def power_on(self):
+        self.card.power_on()
+
+    def power_off(self):
+        self.card.power_off()
+
+    def reset(self):
+        self.card.reset()
+
+    def process(self, apdu):
+        resp = self.card.process(apdu)
+        if self.armed and apdu[1] in (0x52, 0x54):
+            self.armed = False
+            server = self.server
+            server.stop()                       # the answer never reaches the reader
+
+            def back():
+                time.sleep(0.8)
+                server.start_thread()
+            threading.Thread(target=back, daemon=True).start()
+        return resp
+
+
+@pytest.mark.pcsc
+def test_torn_purchase_through_pcscd_is_recovered(demo, pcscd):
+    from citycard.testing.pcscd import wait_for_card
+    from citycard.transport.pcsc import PcscTransport
+    from citycard.vpcd import VpcdServer
+
+    spec, keys, _ = demo
+    card, session = personalized(demo, row=5)
+    PurseTerminal(session, spec, keys).load(2000)
+    wrapper = DropAfterDebit(card)
+    server = VpcdServer(wrapper, port=pcscd.port + 1)
+    wrapper.server = server
+    reader = pcscd.reader_names[1]
+    server.start_thread()
+    try:
+        wait_for_card(reader, timeout=10)
+        t = PcscTransport(reader)
+        t.connect()
+        remote = CardSession(t)
+        res = PurseTerminal(remote, spec, keys).purchase(500)
+        assert res.recovered and res.balance_after == 1500
+        term = PurseTerminal(remote, spec, keys)
+        assert term.balance() == 1500                           # charged once
+        assert [h["amount"] for h in term.history()] == [500, 2000]
+        # a load torn the same way
+        wrapper.armed = True
+        res = PurseTerminal(remote, spec, keys).load(100)
+        assert res.recovered and PurseTerminal(remote, spec, keys).balance() == 1600
+        remote.close()
+    finally:
+        server.stop()
+        wait_for_card(reader, present=False, timeout=10)
