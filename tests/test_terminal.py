@@ -236,3 +236,50 @@ def test_torn_purchase_through_pcscd_is_recovered(demo, pcscd):
     finally:
         server.stop()
         wait_for_card(reader, present=False, timeout=10)
+
+
+def _variant(demo, text_change):
+    from citycard.profile import parse_profile
+
+    spec, keys, data = demo
+    text = PROFILE.read_text()
+    for old, new in text_change:
+        assert old in text
+        text = text.replace(old, new)
+    return parse_profile(text, str(PROFILE)), keys, data
+
+
+def test_mohurd_auth_code_option(demo):
+    """D7: with auth_code on, the card answers 80 CA and the purchase MAC1 includes it."""
+    spec, keys, data = _variant(demo, [('fci_sfi = 0x15                             # SELECT shows EF0015 in 9F0C',
+                                        'fci_sfi = 0x15\nauth_code = true')])
+    card, session = personalized((spec, keys, data), row=9)
+    term = PurseTerminal(session, spec, keys)
+    term.load(1000)
+    assert term.purchase(100).balance_after == 900
+    code = session.send(bytes.fromhex("80CA000009")).data
+    assert code[0] == 0x85 and code[1:5] == code[5:9] == bytes.fromhex("3301000000000009")[-4:]
+    # a terminal unaware of the option computes MAC1 without the code: refused, nothing charged
+    plain_spec = load_profile(PROFILE)
+    from citycard.terminal.purse import PurseError
+    with pytest.raises(PurseError, match="9302"):
+        PurseTerminal(session, plain_spec, keys).purchase(100)
+    assert term.balance() == 900
+
+
+def test_ed_purse_needs_the_pin(demo, run_cli, tmp_path):
+    spec, keys, data = _variant(demo, [
+        ('[apps.transit.files.ep]\nfid = "0002"\nkind = "ep"\nusage = "free"              # a transit purse needs no PIN',
+         '[apps.transit.files.ep]\nfid = "0001"\nkind = "ed"\nusage = "sr>=1"'),
+        ('unload = { type = "unload"',
+         'pin = { type = "pin", id = 0, state = 1, tries = 3, value = "2580", write = "cipher" }\nunload = { type = "unload"')])
+    card, session = personalized((spec, keys, data), row=10)
+    term = PurseTerminal(session, spec, keys)
+    term.select()
+    from citycard.terminal.purse import PurseError
+    with pytest.raises(PurseError, match="6982"):
+        term.load(100)                               # the ED's usage AC needs the PIN
+    term.verify_pin("2580")
+    assert term.load(100).balance_after == 100
+    assert term.purchase(40).balance_after == 60
+    assert [h["type"] for h in term.history()] == [5, 1]   # ED purchase, ED load

@@ -184,6 +184,9 @@ class PurseTerminal:
             self.select()
         dpk, dtk = self._key(0x3E), self._tac_key()
         date, time = _now_bcd(when or _dt.datetime.now())
+        code = None
+        if self.df.auth_code is not None:   # D7: read before INITIALIZE (the purse session allows no other command)
+            code = self.session.send(CommandApdu(0x80, 0xCA, 0x00, 0x00, ne=9), expect=0x9000, what="GET DATA").data
         p1 = 0x03 if capp is not None else 0x01
         if capp is not None and self.p2 != 0x02:
             raise PurseError("a CAPP purchase is made on an EP")
@@ -201,9 +204,6 @@ class PurseTerminal:
             if rc.sw != 0x9000:
                 raise PurseError(f"UPDATE CAPP DATA CACHE: {ApduError(rc.sw)}")
         serial = pboc.u32(terminal_serial, "terminal serial")
-        code = None
-        if self.df.auth_code is not None:
-            code = self.session.send(CommandApdu(0x80, 0xCA, 0x00, 0x00, ne=9), expect=0x9000, what="GET DATA").data
         c = pboc.purchase_cryptogram(dpk, dtk, random=random, counter=ctr, terminal_serial=serial, amount=amount,
                                      terminal=self.terminal, date=date, time=time, ttype=ttype, auth_code=code)
         r, recovered = self._final(CommandApdu(0x80, 0x54, 0x01, 0x00, serial + date + time + c.mac1, ne=8),
