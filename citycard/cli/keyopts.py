@@ -1,24 +1,142 @@
-"""``--keys`` options: key sources for the commands that need master keys."""
+"""``--keys`` options: key sources for the commands that need master keys, and keystore
+passphrases.
+
+A ``--keys SOURCE`` is an encrypted keystore file (``citycard keys``), the clear demo key
+file (a ``.toml`` name: TEST KEYS ONLY), or later a ``pkcs11:`` URI (not supported yet).
+
+Passphrase of each keystore, first found:
+
+1. ``--passphrase-file FILE`` (its first line): given once it serves every keystore;
+   given once per keystore it pairs with the keystores in ``--keys`` order (custody:
+   each unit's custodian keeps their own file);
+2. the environment variable ``CITYCARD_KEYSTORE_PASSPHRASE`` (automation; one value for
+   every keystore);
+3. a hidden prompt on the terminal naming the keystore (and its unit), one per keystore;
+   with no terminal, a clear error instead of waiting on standard input.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import os
+import sys
+from typing import Any, Callable
 
 import click
 
 from ..errors import InputError
 
+PASSPHRASE_ENV = "CITYCARD_KEYSTORE_PASSPHRASE"
+_META = "citycard.keys.passphrase_files"
+
+
+def _interactive() -> bool:
+    """Whether a hidden prompt can be answered (tests replace this)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def read_passphrase_file(path: str) -> str:
+    """The first line of ``path`` without its line ending."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            line = f.readline()
+    except FileNotFoundError:
+        raise InputError(f"--passphrase-file {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"--passphrase-file {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"--passphrase-file {path}: cannot read it ({exc.strerror})") from None
+    line = line.rstrip("\r\n")
+    if not line:
+        raise InputError(f"--passphrase-file {path}: the first line is empty")
+    return line
+
+
+def get_passphrase(what: str, passphrase_file: str | None = None, *, new: bool = False,
+                   use_env: bool = True) -> str:
+    """A keystore passphrase from the file, the environment or a hidden prompt (in that
+    order).  ``new`` asks twice when prompting (creating a keystore)."""
+    if passphrase_file is not None:
+        return read_passphrase_file(passphrase_file)
+    if use_env:
+        env = os.environ.get(PASSPHRASE_ENV)
+        if env:
+            return env
+    if not _interactive():
+        how = f"--passphrase-file FILE or set {PASSPHRASE_ENV}" if use_env else "the passphrase file option"
+        raise InputError(f"{what}: no passphrase: give {how} (no terminal to ask on)")
+    label = "New passphrase" if new else "Passphrase"
+    return click.prompt(f"{label} for keystore {what}", hide_input=True, confirmation_prompt=new, err=True)
+
+
+def keystore_label(header: Any) -> str:
+    return f"{header.path}" + (f" (unit {header.unit})" if header.unit else "")
+
+
+def _stash_files(ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    ctx.meta[_META] = tuple(value or ())
+    return value
+
+
+def passphrase_files_option(f: Callable) -> Callable:
+    """``--passphrase-file FILE`` (repeatable), kept in the click context for :func:`open_keys`
+    so the commands using ``--keys`` need no parameter for it."""
+    return click.option("--passphrase-file", "passphrase_files", multiple=True, metavar="FILE",
+                        expose_value=False, callback=_stash_files,
+                        help="Keystore passphrase in the first line of FILE: once for every keystore, or "
+                             f"once per keystore in --keys order. Else ${PASSPHRASE_ENV}, else a prompt.")(f)
+
 
 def keys_option(required: bool = True) -> Callable:
-    return click.option("-k", "--keys", "keys", multiple=True, required=required, metavar="SOURCE",
-                        help="Key source (repeatable, e.g. one per service unit): a key file such as "
-                             "profiles/demo-keys.toml.")
+    keys = click.option("-k", "--keys", "keys", multiple=True, required=required, metavar="SOURCE",
+                        help="Key source (repeatable, e.g. one keystore per service unit): a keystore made "
+                             "by `citycard keys`, or the demo key file profiles/demo-keys.toml (TEST KEYS).")
+
+    def decorate(f: Callable) -> Callable:
+        return keys(passphrase_files_option(f))
+
+    return decorate
 
 
-def open_keys(sources: tuple[str, ...]):
-    from ..keys import KeyRing
-    from ..keys.demo import DemoKeyFile
+def _pair_files(keystores: list[str], files: tuple[str, ...]) -> list[str | None]:
+    if not files:
+        return [None] * len(keystores)
+    if not keystores:
+        raise InputError("--passphrase-file given, but no --keys source is a keystore")
+    if len(files) == 1:
+        return [files[0]] * len(keystores)
+    if len(files) != len(keystores):
+        raise InputError(f"--passphrase-file given {len(files)} times for {len(keystores)} keystores: give it "
+                         "once (for all of them) or once per keystore, in --keys order")
+    return list(files)
+
+
+def open_keys(sources: tuple[str, ...], passphrase_files: tuple[str, ...] | None = None):
+    """A :class:`~citycard.keys.KeyRing` over the ``--keys`` sources, each keystore opened with
+    its passphrase (see the module docstring)."""
+    from ..keys import KeyRing, is_keystore_source, open_source
 
     if not sources:
         raise InputError("no key source given (--keys)")
-    return KeyRing(DemoKeyFile(s) for s in sources)
+    if passphrase_files is None:
+        ctx = click.get_current_context(silent=True)
+        passphrase_files = ctx.meta.get(_META, ()) if ctx is not None else ()
+    keystores = [s for s in sources if is_keystore_source(s)]
+    files = iter(_pair_files(keystores, passphrase_files))
+    opened: list[Any] = []
+    try:
+        for source in sources:
+            if is_keystore_source(source):
+                pfile = next(files)
+                opened.append(open_source(source, lambda header, f=pfile: get_passphrase(keystore_label(header), f)))
+            else:
+                opened.append(open_source(source))
+        return KeyRing(opened)
+    except BaseException:
+        for src in opened:
+            close = getattr(src, "close", None)
+            if callable(close):
+                close()
+        raise

@@ -91,16 +91,18 @@ def cli(ctx: click.Context, log_level: str, transcript: str | None) -> None:
 
 
 def _register() -> None:
-    from . import apdu_cmd, calc, perso_cmd, profile_cmd, purse_cmd, readers, services_cmd, sim
+    from . import apdu_cmd, batch_cmd, calc, keys_cmd, perso_cmd, profile_cmd, purse_cmd, readers, services_cmd, sim
 
     cli.add_command(readers.readers)
     cli.add_command(profile_cmd.profile)
     cli.add_command(perso_cmd.perso)
+    cli.add_command(batch_cmd.batch)
     cli.add_command(perso_cmd.dump)
     cli.add_command(purse_cmd.purse)
     cli.add_command(services_cmd.pin)
     cli.add_command(services_cmd.app_group)
     cli.add_command(services_cmd.card_group)
+    cli.add_command(keys_cmd.keys)
     cli.add_command(sim.sim)
     cli.add_command(apdu_cmd.apdu)
     cli.add_command(calc.calc)

@@ -55,7 +55,10 @@ def show(image: str, as_json: bool) -> None:
               help="Where pcscd's vpcd driver listens.")
 @click.option("--save-interval", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Seconds between image saves; 0 saves after every APDU that changed the card.")
-def serve(image: str, endpoint: str, save_interval: float) -> None:
+@click.option("--dispenser", "dispenser_dir", default=None, metavar="DIR",
+              help="Act as a card dispenser: a changed card powered down by the host is filed in DIR "
+                   "and replaced by a fresh one (for citycard batch).")
+def serve(image: str, endpoint: str, save_interval: float, dispenser_dir: str | None) -> None:
     """Put the card of IMAGE in a vpcd virtual reader until SIGTERM or Ctrl-C.
 
     The image is saved (atomically) as the card changes, and once more on exit.
@@ -65,20 +68,30 @@ def serve(image: str, endpoint: str, save_interval: float) -> None:
 
     host, port = parse_endpoint(endpoint)
     card = _image.load(image)
-    saver = _ImageSaver(card, image, save_interval)
-    server = VpcdServer(card, host, port, on_apdu=saver.after_apdu)
+    holder = card
+    if dispenser_dir is not None:
+        from ..sim.dispenser import Dispenser
+        holder = Dispenser(card, dispenser_dir)
+    saver = _ImageSaver(holder, image, save_interval)
+    server = VpcdServer(holder, host, port, on_apdu=saver.after_apdu)
+    if dispenser_dir is not None:
+        holder.server = server
+
+    stopping = threading.Event()
 
     def on_signal(signum, _frame):
         log.info("signal %d: stopping", signum)
+        stopping.set()
         server.stop()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     click.echo(f"serving {image} on vpcd {host}:{port} (SIGTERM or Ctrl-C stops)", err=True)
     try:
-        thread = server.start_thread()
-        while thread.is_alive():
-            thread.join(0.2)
+        server.start_thread()
+        while not stopping.is_set():   # (the dispenser restarts the serving thread by itself)
+            stopping.wait(0.2)
     finally:
+        server.stop()
         for s, h in old.items():
             signal.signal(s, h)
         saver.close()
@@ -86,16 +99,25 @@ def serve(image: str, endpoint: str, save_interval: float) -> None:
 
 
 class _ImageSaver:
-    """Saves the image after APDUs that changed the card (or at most every ``interval`` s)."""
+    """Saves the image after APDUs that changed the card (or at most every ``interval`` s).
+    ``holder`` is the card, or a dispenser whose ``card`` changes."""
 
-    def __init__(self, card, path: str, interval: float) -> None:
-        self.card, self.path, self.interval = card, path, interval
-        self.saved = card.generation
+    def __init__(self, holder, path: str, interval: float) -> None:
+        self.holder, self.path, self.interval = holder, path, interval
+        self.saved = self._gen()
+
+    @property
+    def card(self):
+        return getattr(self.holder, "card", self.holder)
+
+    def _gen(self):
+        card = self.card
+        return (id(card), card.generation)
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
 
     def after_apdu(self, _apdu: bytes, _resp: bytes) -> None:
-        if self.card.generation == self.saved:
+        if self._gen() == self.saved:
             return
         if self.interval <= 0:
             self.save()
@@ -109,7 +131,7 @@ class _ImageSaver:
 
         with self._lock:
             self._timer = None
-            gen = self.card.generation
+            gen = self._gen()
             if gen != self.saved:
                 _image.save(self.card, self.path)
                 self.saved = gen

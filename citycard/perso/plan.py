@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from ..apdu import CommandApdu
 from ..errors import InputError
-from ..profile import pin_to_bytes
+from ..profile import binding_columns, pin_to_bytes
 from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
 from .context import CardData, Resolver
 
@@ -71,6 +71,21 @@ class Plan:
 
 
 MAX_DATA = 255
+
+
+def _encode(layout: Any, bindings: dict[str, Any], r: Resolver, where: str, df: DFSpec,
+            key: str | None = "data") -> Any:
+    """Encode one file's (or record's) bindings; a bad value names the data row and column."""
+    loc = f"{where}.{key}" if key else where
+    try:
+        return layout.encode(_coerce(layout, r.value(bindings, where, df)), where=loc)
+    except InputError as exc:
+        msg = str(exc)
+        for name, binding in bindings.items():
+            cols = sorted(binding_columns(binding))
+            if cols and f"{loc}.{name}:" in msg:
+                raise InputError(f"{r.data.where}, column {cols[0]!r}: {msg}") from None
+        raise InputError(f"{r.data.where}: {msg}") from None
 
 
 def _coerce(layout: Any, values: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +244,7 @@ class Planner:
                 return
             from .. import records
             lay = records.get(f.layout or "", where=where)
-            content = lay.encode(_coerce(lay, r.value(f.data, where, df)), where=f"{where}.data")  # type: ignore[union-attr]
+            content = _encode(lay, f.data, r, where, df)
             content = content.ljust(f.size, b"\x00")
             contents[(n, f.fid)] = content
             # payload room: 255, less the MAC; enciphered: LD + padding to 8 inside 251
@@ -284,10 +299,9 @@ class Planner:
                     if isinstance(rec, str):
                         out.append(bytes.fromhex(rec))
                     else:
-                        out.append(lay.encode(_coerce(lay, r.value(rec, f"{where}.records.{i}", df)),
-                                              where=f"{where}.records.{i}"))
+                        out.append(_encode(lay, rec, r, f"{where}.records.{i}", df, key=None))
             else:                      # TLV layout: the file's data gives one record per field
-                out.extend(lay.encode(_coerce(lay, r.value(f.data, where, df)), where=f"{where}.data"))  # type: ignore[union-attr]
+                out.extend(_encode(lay, f.data, r, where, df))
         else:
             out.extend(bytes.fromhex(rec) for rec in f.records if isinstance(rec, str))
         if f.kind == "variable" and sum(len(x) for x in out) > f.size:

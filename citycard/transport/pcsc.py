@@ -173,9 +173,11 @@ class PcscTransport:
         hr, _reader, _state, _proto, atr = scard.SCardStatus(self._card)
         self._atr = bytes(atr) if hr == scard.SCARD_S_SUCCESS else self._atr
 
-    def close(self) -> None:
+    def close(self, unpower: bool = False) -> None:
+        """Release the card; ``unpower`` powers it down (the card is done: a card dispenser
+        such as ``citycard sim serve --dispenser`` then swaps it for a fresh one)."""
         if self._card is not None:
-            scard.SCardDisconnect(self._card, scard.SCARD_LEAVE_CARD)
+            scard.SCardDisconnect(self._card, scard.SCARD_UNPOWER_CARD if unpower else scard.SCARD_LEAVE_CARD)
             self._card = None
         if self._ctx is not None:
             self._ctx.release()
@@ -217,3 +219,27 @@ def _reconnect(self: "PcscTransport", timeout: float = 10.0) -> None:
 
 
 PcscTransport.reconnect = _reconnect  # type: ignore[attr-defined]
+
+
+def wait_card_change(reader: str, present: bool, timeout: float = 10.0) -> bool:
+    """Wait until ``reader`` shows a card (``present``) or none; True when it did in time."""
+    import time
+
+    ctx = PcscContext()
+    try:
+        deadline = time.monotonic() + timeout
+        state = scard.SCARD_STATE_UNAWARE
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            hr, result = scard.SCardGetStatusChange(ctx.handle, int(min(left, 1.0) * 1000), [(reader, state)])
+            if hr not in (scard.SCARD_S_SUCCESS, scard.SCARD_E_TIMEOUT):
+                raise TransportError(_explain(hr), reader)
+            if hr == scard.SCARD_S_SUCCESS and result:
+                _name, state, _atr = result[0]
+                if bool(state & scard.SCARD_STATE_PRESENT) == present:
+                    return True
+                state &= ~scard.SCARD_STATE_CHANGED
+    finally:
+        ctx.release()

@@ -1,0 +1,150 @@
+"""`citycard batch run|report|status`: bureau batch personalization with a journal."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+import click
+
+from ..errors import InputError
+from .keyopts import keys_option, open_keys
+from .perso_cmd import _date
+
+
+@click.group()
+def batch() -> None:
+    """Personalize a batch of cards from a data file, with a journal; report on it."""
+
+
+@batch.command()
+@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE")
+@keys_option()
+@click.option("-d", "--data", "data_path", required=True, metavar="CSV")
+@click.option("--encoding", default="utf-8", show_default=True, help="utf-8, gb18030 or gbk.")
+@click.option("-j", "--journal", "journal_url", required=True, metavar="FILE|postgresql://...",
+              help="SQLite file, or a PostgreSQL URL shared by several stations.")
+@click.option("-r", "--reader", "readers", multiple=True, metavar="NAME",
+              help="PC/SC reader (name, fragment or index); repeat for several readers.")
+@click.option("--sims", type=click.IntRange(1, 64), default=None, help="Use N simulated readers in process.")
+@click.option("--keep-cards", default=None, metavar="DIR", help="With --sims: file each card's image here.")
+@click.option("--batch", "batch_id", default=None, help="Batch name (default: data file name and hash).")
+@click.option("--station", default=None, help="This station's name in a shared journal (default: the host name).")
+@click.option("--issue-date", callback=_date, default=None, metavar="YYYYMMDD")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Stop after this many cards.")
+@click.option("--retry-failed", is_flag=True, help="Put failed rows back (new serials) before running.")
+@click.option("--no-verify", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, keep_cards, batch_id, station,
+        issue_date, limit, retry_failed, no_verify, as_json):
+    """Personalize every pending row of the data file, one worker per reader."""
+    from pathlib import Path
+
+    from ..perso.batch import Batch, PcscSource, SimSource
+    from ..perso.data import read_csv
+    from ..perso.journal import Journal
+    from ..profile import check_columns, check_keys, load_profile
+    from ..transport.pcsc import PcscContext, resolve_reader
+
+    if not readers and not sims:
+        raise InputError("give --reader NAME (one or more) and/or --sims N")
+    spec = load_profile(profile_path)
+    data = read_csv(data_path, encoding)
+    check_columns(spec, data.columns, data_path)
+    ring = open_keys(keys)
+    check_keys(spec, ring)
+    sources: list = []
+    if sims:
+        keep = Path(keep_cards) if keep_cards else None
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+        sources += [SimSource(f"sim-{i}", keep) for i in range(1, sims + 1)]
+    if readers:
+        ctx = PcscContext()
+        try:
+            names = ctx.readers()
+        finally:
+            ctx.release()
+        resolved = [resolve_reader(r, names) for r in readers]
+        if len(set(resolved)) != len(resolved):
+            raise InputError("the same reader is named twice")
+        sources += [PcscSource(r) for r in resolved]
+    import socket
+    station = station or socket.gethostname()
+    for src in sources:   # reader names are per station: a row left in progress belongs to one reader
+        src.label = f"{station}/{src.name}"
+    b = Batch(spec, ring, data, journal_url, batch=batch_id, issue_date=issue_date, verify=not no_verify,
+              limit=limit)
+    if retry_failed:
+        j = Journal(journal_url)
+        try:
+            n = j.retry_failed(b.batch) if b.batch in j.batches() else 0
+        finally:
+            j.close()
+        click.echo(f"{n} failed row(s) back to pending", err=True)
+    result = b.run(sources, progress_stream=sys.stderr)
+    summary = {"batch": result.batch, "processed": result.processed, "verified": result.verified,
+               "failed": result.failed, "seconds": round(result.seconds, 2),
+               "cards_per_minute": round(result.cards_per_minute, 1), "status": result.counts}
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        c = result.counts
+        click.echo(f"batch {result.batch}: {result.processed} card(s) this run in {result.seconds:.1f} s "
+                   f"({result.cards_per_minute:,.0f}/min), {result.failed} failed; "
+                   f"journal: {c['verified'] + c['personalized']} done, {c['failed']} failed, "
+                   f"{c['pending'] + c['in_progress']} to do")
+
+
+@batch.command()
+@click.argument("journal_url", metavar="JOURNAL")
+@click.option("--batch", "batch_id", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+def report(journal_url, batch_id, as_json, as_csv):
+    """Every card of the journal, for the card management system."""
+    from ..perso.journal import Journal
+
+    j = Journal(journal_url)
+    try:
+        rows = j.report(batch_id)
+    finally:
+        j.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif as_csv:
+        out = io.StringIO()
+        w = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["batch", "row"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        click.echo(out.getvalue(), nl=False)
+    else:
+        for r in rows:
+            click.echo(f"{r['batch']}  row {r['row']:>5}  {r['cardholder_id']:<12} {r['card_serial'] or '-':<22} "
+                       f"{r['status']:<12} {r['reader'] or '-':<24} {r['finished'] or ''}")
+
+
+@batch.command()
+@click.argument("journal_url", metavar="JOURNAL")
+@click.option("--json", "as_json", is_flag=True)
+def status(journal_url, as_json):
+    """Where each batch of the journal stands."""
+    from ..perso.journal import Journal
+
+    j = Journal(journal_url)
+    try:
+        out = {b: j.counts(b) for b in j.batches()}
+    finally:
+        j.close()
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    if not out:
+        click.echo("no batch in this journal")
+    for b, c in out.items():
+        total = sum(c.values())
+        done = c["verified"] + c["personalized"]
+        click.echo(f"{b}: {done}/{total} done, {c['failed']} failed, {c['in_progress']} in progress, "
+                   f"{c['pending']} pending")
