@@ -311,6 +311,31 @@ def bench_perso(cards: int) -> dict[str, float]:
     }
 
 
+def bench_batch(rows: int) -> dict[str, float]:
+    import datetime
+    import tempfile
+    from pathlib import Path
+
+    from citycard.keys import KeyRing
+    from citycard.keys.demo import DemoKeyFile
+    from citycard.perso.batch import Batch, SimSource
+    from citycard.perso.data import read_csv
+    from citycard.profile import load_profile
+
+    root = Path(__file__).resolve().parent.parent
+    spec = load_profile(root / "profiles/citycard.toml")
+    keys = KeyRing([DemoKeyFile(root / "profiles/demo-keys.toml")])
+    data = read_csv(root / "profiles/citycard-sample.csv")
+    out = {}
+    for n in (1, 2, 4):
+        tmp = Path(tempfile.mkdtemp(prefix="ccbatch"))
+        b = Batch(spec, keys, data, str(tmp / "journal.db"), issue_date=datetime.date(2026, 11, 24), limit=rows)
+        res = b.run([SimSource(f"sim-{i}") for i in range(1, n + 1)], progress_stream=None)
+        assert res.verified == min(rows, len(data.rows))
+        out[f"batch_cards_per_min_{n}_readers"] = res.cards_per_minute
+    return out
+
+
 GOALS = {"perso_verify_ms": ("<=", 50), "host_cpu_ms_per_card": ("<=", 5), "apdus_vs_lower_bound": ("<=", 1.05),
          "pcsc_sim_vs_floor": ("<=", 1.5), "stack_overhead_vs_pyscard": ("<=", 1.10)}
 
@@ -326,6 +351,7 @@ def main() -> int:
     figures.update(bench_library(sec))
     figures.update(bench_sim_inprocess(sec))
     figures.update(bench_perso(20 if args.quick else 100))
+    figures.update(bench_batch(120 if args.quick else 240))
     figures.update(bench_pcsc(count))
     print(f"{'figure':<32} {'value':>14}  goal")
     for k, v in figures.items():
