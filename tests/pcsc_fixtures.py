@@ -131,6 +131,12 @@ class ServedSim:
     image: "os.PathLike[str]"
     proc: "subprocess.Popen[str]"
     daemon: PrivatePcscd
+    log: "os.PathLike[str]"
+
+    def output(self) -> str:
+        from pathlib import Path
+
+        return Path(self.log).read_text()
 
     def stop(self) -> int:
         import signal
@@ -151,10 +157,10 @@ def served_sim(pcscd: PrivatePcscd, tmp_path) -> Iterator[ServedSim]:
     image = tmp_path / "card.json"
     save(SimCard(), image)
     env = dict(os.environ, **pcscd.env)
+    log = open(tmp_path / "serve.log", "w")     # a file, never an undrained pipe
     proc = subprocess.Popen([sys.executable, "-m", "citycard", "sim", "serve", str(image), "--vpcd",
-                             f"127.0.0.1:{pcscd.port + 1}"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    served = ServedSim(pcscd.reader_names[1], image, proc, pcscd)
+                             f"127.0.0.1:{pcscd.port + 1}"], env=env, stdout=log, stderr=log, text=True)
+    served = ServedSim(pcscd.reader_names[1], image, proc, pcscd, tmp_path / "serve.log")
     try:
         wait_for_card(served.reader, present=True, timeout=10)
         yield served
@@ -162,4 +168,5 @@ def served_sim(pcscd: PrivatePcscd, tmp_path) -> Iterator[ServedSim]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        log.close()
         wait_for_card(served.reader, present=False, timeout=10)

@@ -28,33 +28,10 @@ DAMK = "36363636363636361122334455667788"
 TERMINAL = "112233445566"
 
 
-class Served:
-    def __init__(self, daemon, image, proc):
-        self.daemon, self.image, self.proc = daemon, image, proc
-        self.reader = daemon.reader_names[1]
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(15)
-
-
 @pytest.fixture
-def served(pcscd, tmp_path, run_cli):
-    """A fresh simulated card served by `citycard sim serve` on slot 1."""
-    image = tmp_path / "card.json"
-    assert run_cli("sim", "new", str(image)).exit_code == 0
-    env = dict(os.environ, **pcscd.env)
-    proc = subprocess.Popen(CLI + ["sim", "serve", str(image), "--vpcd", f"127.0.0.1:{pcscd.port + 1}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    s = Served(pcscd, image, proc)
-    try:
-        wait_for_card(s.reader, present=True, timeout=10)
-        yield s
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        wait_for_card(s.reader, present=False, timeout=10)
+def served(served_sim):
+    """A fresh simulated card served by `citycard sim serve` on slot 1 (tests/pcsc_fixtures.py)."""
+    return served_sim
 
 
 def apdu(run_cli, reader, *apdus):
@@ -158,7 +135,7 @@ def test_build_load_spend_through_sim_serve(served, run_cli):
     purse = card.mf.children[0x3F01].children[0x0002]
     assert purse.balance == 0x251C
     assert served.stop() == 0                                     # SIGTERM: clean stop
-    assert "saved" in served.proc.stderr.read()
+    assert "saved" in served.output() and "Traceback" not in served.output()
     assert sim_image.load(served.image).mf.children[0x3F01].children[0x0002].balance == 0x251C
 
 

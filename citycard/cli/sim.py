@@ -104,6 +104,8 @@ class _ImageSaver:
 
     def __init__(self, holder, path: str, interval: float) -> None:
         self.holder, self.path, self.interval = holder, path, interval
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
         self.saved = self._gen()
 
     @property
@@ -113,8 +115,6 @@ class _ImageSaver:
     def _gen(self):
         card = self.card
         return (id(card), card.generation)
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
 
     def after_apdu(self, _apdu: bytes, _resp: bytes) -> None:
         if self._gen() == self.saved:

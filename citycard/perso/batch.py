@@ -208,8 +208,10 @@ class Batch:
     def run(self, sources: list[CardSource], *, progress_stream: Any = sys.stderr) -> BatchResult:
         journal = self.prepare()
         names = {_label(s) for s in sources}
+        stations = {n.split("/", 1)[0] + "/" for n in names if "/" in n}
         for row, reader in journal.orphans(self.batch):
-            if reader not in names:
+            mine = not stations or any((reader or "").startswith(st) for st in stations)
+            if mine and reader not in names:   # another station's rows in progress are its own business
                 log.warning("row %d was left in progress by %s, which is not in this run: back to pending", row,
                             reader)
                 journal.release(self.batch, row)

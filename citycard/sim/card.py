@@ -1021,12 +1021,10 @@ class SimCard:
             raise SwError(0x9406)
         return key
 
-    def _credit_for_load(self, cmd: CommandApdu, chal, sess: PurseSession | None) -> bytes:
-        if cmd.cla != 0x80:
-            raise SwError(0x6E00)
-        if cmd.p1 or cmd.p2:
-            raise SwError(0x6A86)
-        if sess is None or sess.kind != _S_LOAD:
+    @staticmethod
+    def _online_mac2(cmd: CommandApdu, sess: PurseSession | None, kind: str) -> tuple[bytes, bytes, bytes]:
+        """CREDIT FOR LOAD / DEBIT FOR UNLOAD data: date ‖ time ‖ MAC2, MAC2 checked (SPEC §2.2)."""
+        if sess is None or sess.kind != kind:
             raise SwError(0x6901)
         d = cmd.data
         if len(d) != 11:
@@ -1035,6 +1033,14 @@ class SimCard:
         expected = pboc.load_mac2(sess.ses, sess.amount, sess.ttype, sess.terminal, date, time)
         if not hmac.compare_digest(expected, mac2):
             raise SwError(0x9302)
+        return date, time, mac2
+
+    def _credit_for_load(self, cmd: CommandApdu, chal, sess: PurseSession | None) -> bytes:
+        if cmd.cla != 0x80:
+            raise SwError(0x6E00)
+        if cmd.p1 or cmd.p2:
+            raise SwError(0x6A86)
+        date, time, mac2 = self._online_mac2(cmd, sess, _S_LOAD)
         purse = sess.purse
         new_balance = purse.balance + sess.amount
         tac = pboc.load_tac(self._tac_key(purse).value, new_balance, sess.counter, sess.amount, sess.ttype,
@@ -1114,15 +1120,7 @@ class SimCard:
         return tac + mac2
 
     def _debit_for_unload(self, cmd: CommandApdu, sess: PurseSession | None) -> bytes:
-        if sess is None or sess.kind != _S_UNLOAD:
-            raise SwError(0x6901)
-        d = cmd.data
-        if len(d) != 11:
-            raise SwError(0x6700)
-        date, time, mac2 = d[0:4], d[4:7], d[7:11]
-        expected = pboc.load_mac2(sess.ses, sess.amount, sess.ttype, sess.terminal, date, time)
-        if not hmac.compare_digest(expected, mac2):
-            raise SwError(0x9302)
+        date, time, mac2 = self._online_mac2(cmd, sess, _S_UNLOAD)
         purse = sess.purse
         new_balance = purse.balance - sess.amount
         mac3 = pboc.unload_mac3(sess.ses, new_balance, sess.counter, sess.amount, sess.ttype, sess.terminal,

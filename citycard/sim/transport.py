@@ -5,21 +5,18 @@ from __future__ import annotations
 import os
 
 from ..errors import TransportError
+from ..transport.local import LocalTransport
 from . import image as _image
 from .card import SimCard
 from .nvm import PowerLoss
 
 
-class SimTransport:
+class SimTransport(LocalTransport):
     """The card of ``card`` in process.  A torn write (tests) surfaces as
     :class:`TransportError` ("card lost power"); :meth:`reset` powers it on again."""
 
     def __init__(self, card: SimCard, name: str = "simulated card") -> None:
-        self.card = card
-        self.name = name
-
-    def connect(self) -> None:
-        self.card.power_on()
+        super().__init__(card, name)
 
     def transmit(self, apdu: bytes) -> bytes:
         try:
@@ -27,15 +24,9 @@ class SimTransport:
         except PowerLoss:
             raise TransportError("card lost power during the command", self.name) from None
 
-    @property
-    def atr(self) -> bytes:
-        return self.card.atr
-
-    def reset(self) -> None:
-        self.card.reset()
-
     def close(self) -> None:
         self.card.power_off()
+        super().close()
 
 
 class ImageTransport(SimTransport):
