@@ -173,6 +173,23 @@ class PcscTransport:
         hr, _reader, _state, _proto, atr = scard.SCardStatus(self._card)
         self._atr = bytes(atr) if hr == scard.SCARD_S_SUCCESS else self._atr
 
+    def reconnect(self, timeout: float = 10.0) -> None:
+        """After the card was removed (or lost power): wait for a card in the same reader and
+        connect again."""
+        import time
+
+        self.close()
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                self.connect()
+                return
+            except TransportError as exc:
+                last = exc
+                time.sleep(0.05)
+        raise TransportError(f"no card came back in {self.name!r} within {timeout:.0f} s ({last})", self.name)
+
     def close(self, unpower: bool = False) -> None:
         """Release the card; ``unpower`` powers it down (the card is done: a card dispenser
         such as ``citycard sim serve --dispenser`` then swaps it for a fresh one)."""
@@ -198,27 +215,6 @@ def choose_default_reader() -> str:
     if not with_card:
         raise NoReaderError(f"no reader holds a card; readers: {names}")
     raise NoReaderError(f"{len(with_card)} readers hold a card ({names}); choose one with --reader")
-
-
-def _reconnect(self: "PcscTransport", timeout: float = 10.0) -> None:
-    """After the card was removed (or lost power): wait for a card in the same reader and
-    connect again."""
-    import time
-
-    self.close()
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            self.connect()
-            return
-        except TransportError as exc:
-            last = exc
-            time.sleep(0.05)
-    raise TransportError(f"no card came back in {self.name!r} within {timeout:.0f} s ({last})", self.name)
-
-
-PcscTransport.reconnect = _reconnect  # type: ignore[attr-defined]
 
 
 def wait_card_change(reader: str, present: bool, timeout: float = 10.0) -> bool:
