@@ -69,8 +69,14 @@ def main() -> int:
             _wait_card(env, reader)
             _run(["readers"], env)
         _run(["apdu", *card, "00A40000023F00=9000"], env)
+        print("\n# the demo masters (TEST KEYS ONLY) into an encrypted keystore; the passphrase comes from")
+        print("# CITYCARD_KEYSTORE_PASSPHRASE here (a hidden prompt when run by hand)")
+        env["CITYCARD_KEYSTORE_PASSPHRASE"] = "demo passphrase, not a secret"
+        keystore = str(workdir / "demo.keystore")
+        _run(["keys", "demo", keystore], env)
+        _run(["keys", "list", keystore], env)
+        keys = keystore
         print("\n# personalize the card from the demo profile and the first sample cardholder")
-        print("# (profiles/demo-keys.toml holds TEST KEYS ONLY)")
         _run(["profile", "check", profile, "--data", data, "--keys", keys], env)
         _run(["perso", "--profile", profile, "--keys", keys, "--data", data, "--row", "1", *card], env)
         print("\n# a terminal that derives the purse keys from the masters on its own: load, then spend")
@@ -79,7 +85,11 @@ def main() -> int:
         _run(["purse", "purchase", *purse, "--amount", "3.50"], env)
         _run(["purse", "balance", *purse], env)
         _run(["dump", *card, "--profile", profile, "--keys", keys], env)
-        _run(["calc", "diversify", "--key", "00112233445566778899AABBCCDDEEFF", "--data", "1122334455667788"], env)
+        print("\n# a bureau batch: 20 more cardholders on two simulated readers, with a journal")
+        journal = str(workdir / "journal.db")
+        _run(["batch", "run", "--profile", profile, "--keys", keys, "--data", data, "--journal", journal,
+              "--sims", "2", "--limit", "20"], env)
+        _run(["batch", "status", journal], env)
     finally:
         if server is not None:
             server.terminate()
