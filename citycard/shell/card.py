@@ -59,7 +59,7 @@ class Exchange:
 def exchange_lines(ex: Exchange, *, decode: bool = True) -> list[str]:
     """``> command`` / ``< response SW  (meaning)`` and a TLV dump of TLV answers."""
     lines = [f"> {ex.command_text}", f"< {ex.response_text}  ({describe_sw(ex.resp.sw)})"]
-    if decode and ex.resp.data:
+    if decode and ex.resp.data and not (ex.cmd.ins == 0x84 and ex.cmd.cla & 0x80 == 0):   # not a challenge
         items = tlv.try_parse(ex.resp.data)
         if items:
             lines += ["    " + line for line in tlv.dump(items).splitlines()]
@@ -111,9 +111,10 @@ class CardContext:
         self.session, self.spec, self.keys = session, spec, keys
         self.on_exchange = on_exchange
         self.exchanges: list[Exchange] = []
-        self.df: DFSpec | None = None          # current DF of the profile (None: unknown / not in it)
+        # a card is at the MF after power-on: the current DF of the profile (None: not in it)
+        self.df: DFSpec | None = spec.mf if spec is not None else None
         self.ef: FileSpec | None = None
-        self.where = "?"                        # text of the current selection, for prompts
+        self.where = "MF"                       # text of the current selection, for prompts
         self._serials: dict[str, str] = {}
         session.add_processor(_Observer(self), outermost=True)
 
