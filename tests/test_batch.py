@@ -192,3 +192,17 @@ def test_two_stations_share_a_postgresql_journal(postgres, tmp_path):
     processed = [json.loads(o)["processed"] for o, _e in outs]
     assert sum(processed) == 600 and all(n > 0 for n in processed)   # both stations worked
     check_journal(url, 600)
+
+
+def test_gb18030_data_file_and_bad_encoding(run_cli, tmp_path):
+    utf8 = make_csv(tmp_path / "u.csv", 5)
+    gb = tmp_path / "gb.csv"
+    gb.write_bytes(utf8.read_text(encoding="utf-8").encode("gb18030"))
+    journal = tmp_path / "j.db"
+    wrong = run_cli(*batch_args(gb, journal, "--sims", "1"))
+    assert wrong.exit_code == 2 and "not valid utf-8 (try --encoding gb18030)" in wrong.stderr
+    r = run_cli(*batch_args(gb, journal, "--sims", "1", "--encoding", "gb18030", "--json"))
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["verified"] == 5
+    from citycard.perso.data import read_csv
+    assert read_csv(gb, "gb18030").rows == read_csv(utf8).rows
