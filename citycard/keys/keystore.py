@@ -36,7 +36,6 @@ import json
 import os
 import re
 import secrets
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .. import crypto
+from ..fsutil import atomic_write
 from ..errors import InputError
 from . import KeyError_
 
@@ -480,39 +480,11 @@ def _parse_entries(plain: bytes, where: str, unit: str | None) -> list[_Entry]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Temporary file (0600) in the same folder, fsync, rename over ``path``, fsync the folder.
-    On failure the old file is left as it was."""
-    folder = path.parent if str(path.parent) else Path(".")
+    """Crash-safe (citycard.fsutil), mode 0600; on failure the old file is left as it was."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise KeystoreError(f"{path}: cannot write the keystore ({exc.strerror})") from None
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        atomic_write(path, data, 0o600)
     except OSError as exc:
         raise KeystoreError(f"{path}: cannot write the keystore ({exc.strerror or exc})") from None
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def write_demo(path: str | os.PathLike[str], passphrase: str, demo_file: str | os.PathLike[str], *,

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import CitycardError
+from ..fsutil import atomic_write
 from .card import SimCard
 from .fs import DF, BinaryEF, KeyFile, KeyRecord, Node, PurseEF, RecordEF
 
@@ -192,31 +192,8 @@ def from_dict(data: Any, source: str = "image") -> SimCard:
 
 # ---------------------------------------------------------------------- files
 def save(card: SimCard, path: str | os.PathLike[str]) -> None:
-    """Write the image atomically."""
-    path = Path(path)
-    text = json.dumps(to_dict(card), indent=1)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Write the image atomically, readable by its owner only (it holds the card's keys)."""
+    atomic_write(path, json.dumps(to_dict(card), indent=1).encode("utf-8"), 0o600)
 
 
 def load(path: str | os.PathLike[str]) -> SimCard:
