@@ -336,6 +336,84 @@ def bench_batch(rows: int) -> dict[str, float]:
     return out
 
 
+def bench_hsm_derive(cards: int) -> dict[str, float]:
+    """Per-card cost of deriving every key of the demo profile for one card as the planner asks
+    for them (with export: the key is written to the card), through a SoftHSM2 token versus
+    the file keystore; the whole plan with each; and every per-card key made a session object
+    in the token (CKM_DES3_ECB_ENCRYPT_DATA, as the MACs of a terminal need)."""
+    import datetime
+    import shutil
+    from pathlib import Path
+
+    from citycard.keys import KeyRing
+    from citycard.keys.keystore import Keystore, write_demo
+    from citycard.keys.pkcs11 import Pkcs11Source
+    from citycard.perso.context import CardData
+    from citycard.perso.data import read_csv
+    from citycard.perso.plan import Planner
+    from citycard.profile import load_profile
+    from citycard.testing import softhsm
+
+    reason = softhsm.unavailable()
+    if reason:
+        print(f"(skipping HSM figures: {reason})", file=sys.stderr)
+        return {}
+    root = Path(__file__).resolve().parent.parent
+    spec = load_profile(root / "profiles/citycard.toml")
+    data = read_csv(root / "profiles/citycard-sample.csv")
+    tmp = Path(tempfile.mkdtemp(prefix="cchsm"))
+    saved = {k: os.environ.get(k) for k in ("SOFTHSM2_CONF", softhsm.PIN_ENV)}
+    try:
+        hsm = softhsm.SoftHsm.create(tmp / "softhsm")
+        write_demo(tmp / "demo.cks", "bench passphrase", root / "profiles/demo-keys.toml", n=2 ** 8).close()
+        store = Keystore.open(tmp / "demo.cks", "bench passphrase")
+        hsm_src = Pkcs11Source.open(hsm.uri())
+        for (u, r) in sorted(store.entries()):
+            hsm_src.import_key(u, r, store.derive(u, r, None))
+        wanted = [(k.master, k.length) for df in spec.dfs() for k in df.keys if k.master is not None]
+        day = datetime.date(2026, 11, 24)
+
+        def derive_all(ring, export, serial):
+            factor = bytes.fromhex(f"3301{serial:012d}")
+            out = [ring.derive(*spec.transport_key, None)]
+            for (unit, role), length in wanted:
+                key = ring.derive(unit, role, factor, export=export) if export else ring.derive(unit, role, factor)
+                out.append(key[:8] if length == 8 else key)
+            return out
+
+        out: dict[str, float] = {}
+        for name, ring, export in (("file", KeyRing([store]), False), ("hsm", KeyRing([hsm_src]), True)):
+            derive_all(ring, export, 1)
+            t0 = time.perf_counter()
+            for i in range(cards):
+                derive_all(ring, export, 1000 + i)
+            out[f"{name}_derive_ms_per_card"] = (time.perf_counter() - t0) * 1000 / cards
+            planner = Planner(spec, ring)
+            t0 = time.perf_counter()
+            for i in range(cards):
+                row = 1 + i % len(data.rows)
+                planner.plan(CardData(data.row(row), 1000 + i, day, data.where(row)))
+            out[f"{name}_plan_ms_per_card"] = (time.perf_counter() - t0) * 1000 / cards
+        # every per-card key made a session object in the token (what a terminal's MACs need)
+        hsm_ring = KeyRing([hsm_src])
+        t0 = time.perf_counter()
+        for i in range(cards):
+            for key in derive_all(hsm_ring, False, 1000 + i):
+                key.obj
+        out["hsm_derive_objects_ms_per_card"] = (time.perf_counter() - t0) * 1000 / cards
+        out["hsm_keys_per_card"] = float(len(wanted) + 1)
+        hsm_src.close()
+        store.close()
+        return out
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 GOALS = {"perso_verify_ms": ("<=", 50), "host_cpu_ms_per_card": ("<=", 5), "apdus_vs_lower_bound": ("<=", 1.05),
          "pcsc_sim_vs_floor": ("<=", 1.5), "stack_overhead_vs_pyscard": ("<=", 1.10)}
 
@@ -352,6 +430,7 @@ def main() -> int:
     figures.update(bench_sim_inprocess(sec))
     figures.update(bench_perso(20 if args.quick else 100))
     figures.update(bench_batch(120 if args.quick else 240))
+    figures.update(bench_hsm_derive(50 if args.quick else 300))
     figures.update(bench_pcsc(count))
     print(f"{'figure':<32} {'value':>14}  goal")
     for k, v in figures.items():

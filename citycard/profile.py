@@ -76,7 +76,7 @@ _DF = {"fid", "aid", "name", "label", "unit", "space", "create", "erase", "fci_s
        "keys", "files", "template", "auth_code"}
 _KEYFILE = {"fid", "space", "add"}
 _KEY = {"type", "id", "usage", "change", "state", "tries", "version", "algorithm", "master", "factor",
-        "value", "length", "write", "protect_change"}
+        "value", "length", "write", "protect_change", "export"}
 _FILE = {"fid", "kind", "size", "count", "length", "space", "read", "write", "write_protect", "write_key",
          "read_protect", "read_key", "layout", "data", "records", "content", "usage", "tac_key", "detail_sfi"}
 _KINDS = {"binary", "fixed", "variable", "cyclic", "ed", "ep"}
@@ -437,7 +437,7 @@ def _key(ctx: _Ctx, t: Any, path: list[Any], name: str, unit: str | None, units:
     if pc not in flags:
         raise ctx.err([*path, "protect_change"], f"{pc!r}: expected none, mac or cipher")
     if kt == 0x3A:
-        if "master" in t or "factor" in t:
+        if "master" in t or "factor" in t or "export" in t:
             raise ctx.err(path, "a PIN has a value, not a master key")
         value = t.get("value")
         if value is None:
@@ -457,9 +457,10 @@ def _key(ctx: _Ctx, t: Any, path: list[Any], name: str, unit: str | None, units:
     length = _int(ctx, t, "length", path, 8, 16, 16)
     if length not in (8, 16):
         raise ctx.err([*path, "length"], "a key is 8 or 16 bytes")
+    export = _typed(ctx, t.get("export", False), [*path, "export"], bool)
     return KeySpec(name=name, ktype=kt, kid=kid, usage_ac=usage, change_ac=change, b3=b3, b4=b4, length=length,
                    master=master, factor=factor, write=write, change_flag=flags[pc],
-                   path=".".join(map(str, path)))
+                   path=".".join(map(str, path)), export=export)
 
 
 def _pin_bytes(ctx: _Ctx, digits: str, path: list[Any]) -> bytes:

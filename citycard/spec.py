@@ -104,7 +104,9 @@ class KeySpec:
     ``master`` is (unit, role) in the key sources; the per-card key is its PBOC
     diversification with ``factor`` (SPEC §2.4).  A PIN has ``pin`` (a binding) instead.
     ``write`` is how WRITE KEY sends it; ``change`` the protection flag stored in its type
-    byte (D1): later changes need MAC (0x80) or cipher+MAC (0xC0).
+    byte (D1): later changes need MAC (0x80) or cipher+MAC (0xC0).  ``export``: the profile
+    lets this per-card key out of a hardware security module to be written in clear
+    (``write`` plain or mac; docs/keys.md).
     """
 
     name: str
@@ -121,6 +123,7 @@ class KeySpec:
     write: Protection = "plain"
     change_flag: int = 0x00
     path: str = ""
+    export: bool = False
 
     @property
     def type_byte(self) -> int:

@@ -317,9 +317,12 @@ def test_open_source_by_name(store_path):
     seen = []
     assert open_source(str(store_path), lambda h: seen.append((h.path, h.unit)) or PW).unit == "transit"
     assert seen == [(str(store_path), "transit")]
-    with pytest.raises(KeyError_, match="pkcs11: .* not supported yet") as info:
-        open_source("pkcs11:token=bureau;object=transit?pin-value=123456")
+    with pytest.raises(KeyError_, match="pin-value is refused") as info:
+        open_source("pkcs11:token=bureau?pin-value=123456")
     assert "123456" not in str(info.value)
+    with pytest.raises(KeyError_, match="object= names one object") as info:
+        open_source("pkcs11:token=bureau;object=transit?pin-source=env:SECRET_PIN_VAR")
+    assert "SECRET_PIN_VAR" not in str(info.value)
 
 
 def test_demo_key_file_versions():
@@ -577,7 +580,7 @@ def test_cli_demo_keystore(tmp_path, run_cli, env_pw):
 
 def test_keys_option_sources(tmp_path, run_cli, env_pw):
     r = run_cli("profile", "check", str(PROFILE), "--keys", "pkcs11:token=bureau?pin-value=4321")
-    assert r.exit_code == 2 and "not supported yet" in r.stderr and "4321" not in r.stderr
+    assert r.exit_code == 2 and "pin-value is refused" in r.stderr and "4321" not in r.stderr
     (tmp_path / "k.json").write_text('{"a": 1}')
     r = run_cli("profile", "check", str(PROFILE), "--keys", str(tmp_path / "k.json"))
     assert r.exit_code == 2 and r.stderr.strip() == f"citycard: error: {tmp_path / 'k.json'}: not a citycard keystore"

@@ -2,7 +2,9 @@
 passphrases.
 
 A ``--keys SOURCE`` is an encrypted keystore file (``citycard keys``), the clear demo key
-file (a ``.toml`` name: TEST KEYS ONLY), or later a ``pkcs11:`` URI (not supported yet).
+file (a ``.toml`` name: TEST KEYS ONLY), or a hardware security module as an RFC 7512
+``pkcs11:`` URI (docs/keys.md, "HSM"): its PIN from the URI's ``pin-source``, else
+``CITYCARD_HSM_PIN``, else a hidden prompt naming the token.
 
 Passphrase of each keystore, first found:
 
@@ -71,6 +73,17 @@ def get_passphrase(what: str, passphrase_file: str | None = None, *, new: bool =
     return click.prompt(f"{label} for keystore {what}", hide_input=True, confirmation_prompt=new, err=True)
 
 
+def get_pin(token: str) -> str:
+    """The PIN of an HSM token (when neither its URI nor ``CITYCARD_HSM_PIN`` gives one): a
+    hidden prompt naming the token, or a clear error with no terminal."""
+    from ..keys.pkcs11 import PIN_ENV
+
+    if not _interactive():
+        raise InputError(f"{token}: no PIN: give pin-source=env:NAME or pin-source=file:PATH in the URI, or set "
+                         f"{PIN_ENV} (no terminal to ask on)")
+    return click.prompt(f"PIN for {token}", hide_input=True, err=True)
+
+
 def keystore_label(header: Any) -> str:
     return f"{header.path}" + (f" (unit {header.unit})" if header.unit else "")
 
@@ -92,7 +105,8 @@ def passphrase_files_option(f: Callable) -> Callable:
 def keys_option(required: bool = True) -> Callable:
     keys = click.option("-k", "--keys", "keys", multiple=True, required=required, metavar="SOURCE",
                         help="Key source (repeatable, e.g. one keystore per service unit): a keystore made "
-                             "by `citycard keys`, or the demo key file profiles/demo-keys.toml (TEST KEYS).")
+                             "by `citycard keys`, an HSM as pkcs11:token=LABEL?module-path=LIB&pin-source=env:VAR "
+                             "(docs/keys.md), or the demo key file profiles/demo-keys.toml (TEST KEYS).")
 
     def decorate(f: Callable) -> Callable:
         return keys(passphrase_files_option(f))
@@ -132,7 +146,7 @@ def open_keys(sources: tuple[str, ...], passphrase_files: tuple[str, ...] | None
                 pfile = next(files)
                 opened.append(open_source(source, lambda header, f=pfile: get_passphrase(keystore_label(header), f)))
             else:
-                opened.append(open_source(source))
+                opened.append(open_source(source, pin=get_pin))
         return KeyRing(opened)
     except BaseException:
         for src in opened:

@@ -1,6 +1,7 @@
-"""`citycard keys`: keystores of master keys, encrypted at rest (docs/keys.md).
+"""`citycard keys`: keystores of master keys, encrypted at rest, and hardware security
+modules over PKCS#11 (docs/keys.md).
 
-No command here prints a key value: only units, names, versions, algorithms and KCVs.
+No command here prints a key value or a PIN: only units, names, versions, algorithms and KCVs.
 """
 
 from __future__ import annotations
@@ -109,6 +110,40 @@ def _read_component(i: int, n: int, algorithm: str) -> bytes:
     raise InputError(f"component {i}: no valid component after 3 attempts; nothing stored")
 
 
+def _ceremony(command: str, where: str, unit: str, name: str, version: int, algorithm: str, components: int) -> bytes:
+    """Key ceremony: 2 or 3 clear components typed at hidden prompts, their KCVs shown, the
+    combined key's KCV confirmed; returns the combined key (never printed)."""
+    from .. import crypto
+    from ..keys.keystore import key_kcv
+
+    if not keyopts._interactive():
+        raise InputError(f"{command}: components are typed at a hidden prompt, and there is no terminal "
+                         "to ask on (`citycard keys generate` makes a random key)")
+    click.echo(f"importing {unit}/{name} version {version} ({algorithm}) into {where} from {components} components")
+    parts: list[bytes] = []
+    for i in range(1, components + 1):
+        comp = _read_component(i, components, algorithm)
+        for j, earlier in enumerate(parts, 1):
+            if comp == earlier:
+                raise InputError(f"component {i} equals component {j}; nothing stored")
+        parts.append(comp)
+        click.echo(f"component {i} KCV {_kcv(key_kcv(comp, algorithm))}")
+    key = parts[0]
+    for comp in parts[1:]:
+        key = crypto.xor(key, comp)
+    del parts
+    if not any(key):
+        raise InputError("the components combine to an all-zero key; nothing stored")
+    kcv = _kcv(key_kcv(key, algorithm))
+    click.echo(f"combined key KCV {kcv}")
+    if algorithm == "3des" and key[:8] == key[8:]:
+        click.echo("warning: the two halves of the key are equal (single-DES strength)", err=True)
+    if not click.confirm(f"Store {unit}/{name} version {version} with KCV {kcv}?", default=False, err=True):
+        click.echo("nothing stored", err=True)
+        raise click.exceptions.Exit(1)
+    return key
+
+
 @keys.command("import")
 @click.argument("keystore", type=click.Path(dir_okay=False))
 @_key_options
@@ -122,40 +157,12 @@ def import_(keystore: str, unit: str, name: str, key_version: int, algorithm: st
     Each component's KCV and the combined KCV are shown for checking against the
     custodians' forms before the key is stored.
     """
-    from .. import crypto
-    from ..keys.keystore import key_kcv
-
     store = _open(keystore, passphrase_file)
     try:
         _precheck(store, unit, name, key_version)
-        if not keyopts._interactive():
-            raise InputError("keys import: components are typed at a hidden prompt, and there is no terminal "
-                             "to ask on (`citycard keys generate` makes a random key)")
-        click.echo(f"importing {unit}/{name} version {key_version} ({algorithm}) into {keystore} "
-                   f"from {components} components")
-        parts: list[bytes] = []
-        for i in range(1, components + 1):
-            comp = _read_component(i, components, algorithm)
-            for j, earlier in enumerate(parts, 1):
-                if comp == earlier:
-                    raise InputError(f"component {i} equals component {j}; nothing stored")
-            parts.append(comp)
-            click.echo(f"component {i} KCV {_kcv(key_kcv(comp, algorithm))}")
-        key = parts[0]
-        for comp in parts[1:]:
-            key = crypto.xor(key, comp)
-        if not any(key):
-            raise InputError("the components combine to an all-zero key; nothing stored")
-        kcv = _kcv(key_kcv(key, algorithm))
-        click.echo(f"combined key KCV {kcv}")
-        if algorithm == "3des" and key[:8] == key[8:]:
-            click.echo("warning: the two halves of the key are equal (single-DES strength)", err=True)
-        if not click.confirm(f"Store {unit}/{name} version {key_version} with KCV {kcv}?", default=False,
-                             err=True):
-            click.echo("nothing stored", err=True)
-            raise click.exceptions.Exit(1)
+        key = _ceremony("keys import", keystore, unit, name, key_version, algorithm, components)
         info = store.add(unit, name, key, version=key_version, algorithm=algorithm)
-        del key, parts
+        del key
         store.save()
         click.echo(f"stored {info.label} ({info.algorithm}, KCV {_kcv(info.kcv)}) in {keystore}")
     finally:
@@ -184,7 +191,14 @@ def generate(keystore: str, unit: str, name: str, key_version: int, algorithm: s
 @click.option("--json", "as_json", is_flag=True)
 @_pfile_option
 def list_(keystore: str, as_json: bool, passphrase_file: str | None) -> None:
-    """Show the units, names, versions, algorithms and KCVs of KEYSTORE (never a key)."""
+    """Show the units, names, versions, algorithms and KCVs of KEYSTORE (never a key).
+
+    KEYSTORE may be an HSM token as a pkcs11: URI: its masters' labels, KCVs (computed by
+    the token) and protection attributes.
+    """
+    if keystore.startswith("pkcs11:"):
+        _list_hsm(keystore, as_json)
+        return
     store = _open(keystore, passphrase_file)
     try:
         infos = store.keys()
@@ -279,3 +293,138 @@ def demo(out: str, unit: str | None, source: str | None, force: bool, passphrase
     click.echo(f"warning: {out} holds the demo TEST KEYS published in {src.name}: never use them for real cards",
                err=True)
     click.echo(f"wrote {count} demo master keys" + (f" of unit {unit}" if unit else "") + f" to {out}")
+
+
+# ---------------------------------------------------------------------------------- HSM
+def _open_hsm(uri: str):
+    from ..keys.pkcs11 import Pkcs11Source
+
+    return Pkcs11Source.open(uri, keyopts.get_pin)
+
+
+def _list_hsm(uri: str, as_json: bool) -> None:
+    src = _open_hsm(uri)
+    try:
+        infos = src.keys()
+        name, inside = src.name, src.derives_in_token
+    finally:
+        src.close()
+    if as_json:
+        click.echo(json.dumps({"source": name, "derivation": "in the token" if inside else "C_Encrypt fallback",
+                               "keys": [i.as_dict() for i in infos]}, indent=2))
+        return
+    click.echo(f"HSM {name}: {len(infos)} master keys (per-card keys derived "
+               f"{'in the token' if inside else 'by C_Encrypt: the token lacks CKM_DES3_ECB_ENCRYPT_DATA'})")
+    if not infos:
+        return
+    rows = [("UNIT", "NAME", "VERSION", "KCV", "LABEL", "SENSITIVE", "EXTRACTABLE", "HALVES")]
+    rows += [(i.unit, i.name, str(i.version), _kcv(i.kcv), i.label, "yes" if i.sensitive else "NO",
+              "YES" if i.extractable else "no", "yes" if i.direct else "") for i in infos]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def _direct_pairs(values: tuple[str, ...]) -> set[tuple[str, str]]:
+    out = set()
+    for v in values:
+        unit, sep, role = v.partition("/")
+        if not sep or not unit or not role:
+            raise InputError(f"--direct {v}: expected UNIT/ROLE, e.g. factory/transport")
+        out.add((unit, role))
+    return out
+
+
+@keys.command("hsm-import")
+@click.argument("uri")
+@click.option("--from", "source", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="Import every master of FILE: the demo key file (a .toml: TEST KEYS) or a keystore.")
+@click.option("--unit", default=None, help="With --from: only this unit's keys. Without: the unit of the key "
+                                           "typed as components (key ceremony).")
+@click.option("--name", default=None, help="Key ceremony: the key name (role), e.g. dlk.")
+@click.option("--version", "key_version", type=click.IntRange(1, 255), default=1, show_default=True,
+              help="Key ceremony: the key version.")
+@click.option("--components", type=click.IntRange(2, 3), default=2, show_default=True,
+              help="Key ceremony: number of clear components typed at hidden prompts.")
+@click.option("--direct", "direct", multiple=True, metavar="UNIT/ROLE",
+              help="A master used on cards as it is (a transport key): store its single-DES halves too, for "
+                   "line-protection MACs. Keys of unit 'factory' always are.")
+@_pfile_option
+def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None, key_version: int, components: int,
+               direct: tuple[str, ...], passphrase_file: str | None) -> None:
+    """Load master keys into the HSM token URI (a pkcs11: URI) as sensitive, non-extractable objects.
+
+    Either every master of a demo key file or keystore (--from; test tokens and first set-up),
+    or one key typed as 2 or 3 clear components (--unit --name: key ceremony).  Prints each
+    stored key's label and the KCV the token computes; never a key or the PIN.
+    """
+    from ..keys.keystore import check_name
+
+    if not uri.startswith("pkcs11:"):
+        raise InputError("hsm-import: the first argument is the token, as a pkcs11: URI")
+    extra = _direct_pairs(direct)
+    if source is None and (unit is None or name is None):
+        raise InputError("hsm-import: give --from FILE (every master of a key file or keystore), or --unit and "
+                         "--name (one key typed as components)")
+    if source is not None and name is not None:
+        raise InputError("hsm-import: --name is for a key typed as components, not with --from")
+    if unit is not None:
+        check_name(unit, "--unit")
+    masters = None
+    if source is not None:
+        masters = _masters_of(source, unit, passphrase_file)
+    src = _open_hsm(uri)
+    try:
+        from ..keys.pkcs11 import DIRECT_UNITS
+
+        if masters is None:
+            assert unit is not None and name is not None
+            check_name(name, "--name")
+            if key_version in src.versions(unit, name):
+                raise InputError(f"{src.name}: already holds {unit}/{name} version {key_version} "
+                                 "(a key is never replaced)")
+            key = _ceremony("keys hsm-import", src.name, unit, name, key_version, "3des", components)
+            masters = [((unit, name, key_version), key)]
+            del key
+        held = [m for m, _k in masters if m[2] in src.versions(m[0], m[1])]
+        if held:
+            listed = ", ".join(f"{u}/{r} version {v}" for u, r, v in held)
+            raise InputError(f"{src.name}: already holds {listed} (a key is never replaced); nothing stored")
+        for (u, r, v), key in masters:
+            info = src.import_key(u, r, key, version=v, direct=u in DIRECT_UNITS or (u, r) in extra)
+            click.echo(f"stored {u}/{r} version {v} as {info.label!r} (KCV {_kcv(info.kcv)}, sensitive, "
+                       f"non-extractable{', with its single-DES halves' if info.direct else ''})")
+        count = len(masters)
+        del masters
+    finally:
+        src.close()
+    if source is not None and source.lower().endswith(".toml"):
+        click.echo(f"warning: {src.name} now holds the demo TEST KEYS of {Path(source).name}: never use them for "
+                   "real cards", err=True)
+    click.echo(f"imported {count} master key(s) into {src.name}")
+
+
+def _masters_of(source: str, unit: str | None, passphrase_file: str | None) -> list:
+    """((unit, role, version), key) of every master of a demo key file or keystore."""
+    out = []
+    if source.lower().endswith(".toml"):
+        from ..keys.demo import DemoKeyFile
+
+        for (u, r), key in sorted(DemoKeyFile(source).masters()):
+            out.append(((u, r, 1), key))
+    else:
+        store = _open(source, passphrase_file)
+        try:
+            for info in store.keys():
+                if info.algorithm != "3des":
+                    raise InputError(f"{source}: {info.label} is {info.algorithm}: PKCS#11 tokens here hold 2-key "
+                                     "3DES masters only; nothing stored")
+                out.append(((info.unit, info.name, info.version),
+                            store.derive(info.unit, info.name, None, version=info.version)))
+        finally:
+            store.close()
+    if unit is not None:
+        out = [m for m in out if m[0][0] == unit]
+        if not out:
+            raise InputError(f"{source} holds no keys of unit {unit!r}")
+    return out

@@ -83,18 +83,30 @@ def _contexts(key: bytes, alg: str) -> tuple[Any, Any]:
     return ctx
 
 
+def _is_handle(key: object) -> bool:
+    """A key handle (citycard.keys.handles.KeyHandle): a key kept by its key source, which
+    does the block operations itself.  Plain ``bytes`` keys take the fast path."""
+    return not isinstance(key, (bytes, bytearray))
+
+
 def ecb_encrypt(key: bytes, data: bytes, alg: Alg = "des") -> bytes:
+    if _is_handle(key):
+        return key.ecb_encrypt(data)  # type: ignore[attr-defined]
     _check(key, data, alg)
     return _contexts(key, alg)[0].update(data)
 
 
 def ecb_decrypt(key: bytes, data: bytes, alg: Alg = "des") -> bytes:
+    if _is_handle(key):
+        return key.ecb_decrypt(data)  # type: ignore[attr-defined]
     _check(key, data, alg)
     return _contexts(key, alg)[1].update(data)
 
 
 def cbc_mac_last(key: bytes, data: bytes, iv: bytes | None = None, alg: Alg = "des") -> bytes:
     """The last block of CBC encryption of ``data`` (already padded): the CBC-MAC."""
+    if _is_handle(key):
+        return key.cbc_mac(data, iv)  # type: ignore[attr-defined]
     _check(key, data, alg)
     bs = block_size(alg)
     enc = _contexts(key, alg)[0].update

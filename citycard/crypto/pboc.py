@@ -90,6 +90,8 @@ def diversify(master: bytes, factor: bytes, levels: int = 1, alg: Alg = "des") -
 # ------------------------------------------------------------------- session keys
 def _session_key(key: bytes, data8: bytes) -> bytes:
     check_key(key, "des", "purse key")
+    if not isinstance(key, (bytes, bytearray)):   # a key handle: the session key stays with its source
+        return key.derive_ecb(data8)  # type: ignore[attr-defined,no-any-return]
     return ecb_encrypt(key, data8)
 
 
@@ -117,6 +119,8 @@ def tac_key(dtk: bytes) -> bytes:
     if len(dtk) == 8:
         return dtk
     _need(dtk, 16, "TAC key")
+    if not isinstance(dtk, (bytes, bytearray)):   # a key handle: folded by its source
+        return dtk.xor_halves()  # type: ignore[attr-defined,no-any-return]
     return xor(dtk[:8], dtk[8:])
 
 

@@ -6,15 +6,21 @@ security module can replace a file later without the planner noticing.
 :class:`KeyRing` puts several sources together (custody: one source per unit) and
 answers for each (unit, role) from the one source that holds it.
 
-Sources: :class:`citycard.keys.keystore.Keystore` (encrypted at rest, the real thing),
-:class:`citycard.keys.demo.DemoKeyFile` (clear TEST keys for the demo and tests).
-:func:`open_source` opens one from its name (``--keys`` on the command line).
+Sources: :class:`citycard.keys.keystore.Keystore` (encrypted at rest),
+:class:`citycard.keys.demo.DemoKeyFile` (clear TEST keys for the demo and tests),
+:class:`citycard.keys.pkcs11.Pkcs11Source` (a hardware security module: the masters never
+leave it).  :func:`open_source` opens one from its name (``--keys`` on the command line).
+
+A file source derives per-card keys as ``bytes``; an HSM derives them inside and returns
+:class:`citycard.keys.handles.KeyHandle` objects, which ``citycard.crypto`` uses as it uses
+bytes (see :mod:`citycard.keys.handles`).  Only a handle derived with ``export=True`` gives
+its value (the planner asks so for keys it writes to a card, as the profile allows).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 from ..errors import CitycardError
 
@@ -32,10 +38,12 @@ class KeySource(Protocol):
         ...
 
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
-               version: int | None = None) -> bytes:
+               version: int | None = None) -> Any:
         """The per-card key: the master diversified with ``factor`` (rightmost 8 bytes per
         level), or the master itself when ``factor`` is None (transport keys).  ``version``
-        picks a key version; None means the newest the source holds."""
+        picks a key version; None means the newest the source holds.  ``bytes``, or a
+        :class:`~citycard.keys.handles.KeyHandle` from a source that keeps its keys inside
+        (``holds_keys_inside = True``; its ``derive`` also takes ``export``)."""
         ...
 
     def kcv(self, unit: str, role: str, *, version: int | None = None) -> bytes:
@@ -74,11 +82,22 @@ class KeyRing:
         return src
 
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
-               version: int | None = None) -> bytes:
+               version: int | None = None, export: bool = False) -> Any:
+        """The per-card key: ``bytes`` from a file source, a key handle from an HSM.  ``export``
+        asks an HSM for a handle that also gives its value (a key to be written to a card);
+        file sources hold every key in this process anyway."""
         src = self.source_of(unit, role)
-        if version is None:
-            return src.derive(unit, role, factor, levels)
-        return src.derive(unit, role, factor, levels, version=version)
+        kw: dict[str, Any] = {}
+        if version is not None:
+            kw["version"] = version
+        if export and getattr(src, "holds_keys_inside", False):
+            kw["export"] = True
+        return src.derive(unit, role, factor, levels, **kw)
+
+    @property
+    def in_hsm(self) -> bool:
+        """Whether any source keeps its keys inside (a hardware security module)."""
+        return any(getattr(s, "holds_keys_inside", False) for s in self.sources)
 
     def kcv(self, unit: str, role: str, *, version: int | None = None) -> bytes:
         src = self.source_of(unit, role)
@@ -100,18 +119,23 @@ def is_keystore_source(source: str) -> bool:
     return not (source.startswith(PKCS11_PREFIX) or source.lower().endswith(".toml"))
 
 
-def open_source(source: str, passphrase: Callable[..., str] | str | None = None) -> KeySource:
+def open_source(source: str, passphrase: Callable[..., str] | str | None = None, *,
+                pin: Callable[[str], str] | str | None = None) -> KeySource:
     """Open one key source by name:
 
     - ``*.toml``: the clear demo key file (TEST KEYS ONLY);
-    - ``pkcs11:...``: a hardware security module (not supported yet);
+    - ``pkcs11:...``: a hardware security module (RFC 7512 URI, :mod:`citycard.keys.pkcs11`);
+      ``pin`` is its PIN or a function of the source's name asked when the URI, the
+      environment (``CITYCARD_HSM_PIN``) give none;
     - anything else: an encrypted keystore file; ``passphrase`` is the passphrase or a
       function of the keystore header (see :meth:`Keystore.open`), called once the file is
       known to be a keystore.
     """
     if source.startswith(PKCS11_PREFIX):
-        # the URI is not echoed: a PKCS#11 URI may carry a PIN (pin-value=...)
-        raise KeyError_("pkcs11: key sources (hardware security modules) are not supported yet")
+        # the URI is never echoed whole: it names where the PIN comes from
+        from .pkcs11 import Pkcs11Source
+
+        return Pkcs11Source.open(source, pin)
     if source.lower().endswith(".toml"):
         from .demo import DemoKeyFile
 

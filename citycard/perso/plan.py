@@ -14,6 +14,13 @@ tested on its own.  Order, for a factory card (SPEC §1.1–§1.4):
 Minimal: binary data goes in as few UPDATE BINARY commands as a short APDU allows (by
 SFI, so no SELECT), all-zero chunks are skipped (a new file reads zero), records are
 APPENDed by SFI.
+
+Keys are ``bytes`` from a file key source, or key handles from a hardware security module
+(:mod:`citycard.keys.handles`): protections and cryptograms use them alike.  A WRITE KEY
+record needs the per-card key's value: from an HSM it is let out only as the profile says
+(``export = true`` on a key sent in clear, i.e. written plain or with MAC only: such steps are
+marked ``[key exported from the HSM]``; a ciphered WRITE KEY is enciphered by the HSM under
+the DF's master and marked ``[key enciphered by the HSM]``).  HSM masters never come out.
 """
 
 from __future__ import annotations
@@ -23,11 +30,14 @@ from typing import Any, Iterator
 
 from ..apdu import CommandApdu
 from ..errors import InputError
+from ..keys.handles import KeyHandleError, key_bytes
 from ..profile import binding_columns, pin_to_bytes
 from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
 from .context import CardData, Resolver
 
 TRANSPORT_DEFAULT = b"\xFF" * 16
+EXPORTED = " [key exported from the HSM]"
+ENCIPHERED = " [key enciphered by the HSM]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +53,7 @@ class Step:
     cmd: CommandApdu
     kind: str = "apdu"
     expect: int = 0x9000
-    key: bytes | None = field(default=None, repr=False)
+    key: Any = field(default=None, repr=False)     # bytes, or a key handle (HSM)
     encrypt: bool = False
     sensitive: bool = False
     df: str = ""
@@ -57,7 +67,7 @@ class Step:
 class Plan:
     card_serial: str
     steps: tuple[Step, ...]
-    keys: dict[str, bytes] = field(repr=False, default_factory=dict)   # "df/key" → per-card key (for verify)
+    keys: dict[str, Any] = field(repr=False, default_factory=dict)   # "df/key" → per-card key or handle (verify)
     pins: dict[str, bytes] = field(repr=False, default_factory=dict)
     contents: dict[tuple[str, int], Any] = field(repr=False, default_factory=dict)  # (df, fid) → bytes | records
     mf_rebuild: tuple[Step, ...] = ()    # after ERASE DF of the MF when a card is redone
@@ -153,18 +163,49 @@ class Planner:
     def _key_record(k: KeySpec, value: bytes) -> bytes:
         return bytes((k.type_byte, k.usage_ac, k.change_ac, k.b3, k.b4)) + value
 
-    def _mf_rebuild(self, mf: DFSpec, keys: dict[str, bytes]) -> tuple[Step, ...]:
-        """For a card being redone: after ERASE DF of the MF, its key file and master again."""
+    def _mf_rebuild(self, mf: DFSpec, keys: dict[str, Any]) -> tuple[Step, ...]:
+        """For a card being redone: after ERASE DF of the MF, its key file and master again
+        (written plain: none when the master comes from an HSM that may not let it out)."""
         m = mf.master_key()
         assert m is not None
-        rec = self._key_record(m, keys[f"mf/{m.name}"])
+        value = keys[f"mf/{m.name}"]
+        if not isinstance(value, (bytes, bytearray)) and not m.export:
+            return ()
+        raw, mark = self._written(m, value, "plain")
+        rec = self._key_record(m, raw)
         return (self._create_keyfile(mf),
-                Step(f"WRITE KEY {m.name} (39/00) in mf", CommandApdu(0x80, 0xD4, 0x01, 0x00, rec, sensitive=True),
-                     sensitive=True, df="mf"))
+                Step(f"WRITE KEY {m.name} (39/00) in mf{mark}",
+                     CommandApdu(0x80, 0xD4, 0x01, 0x00, rec, sensitive=True), sensitive=True, df="mf"))
 
-    def _df_body(self, df: DFSpec, r: Resolver, steps: list[Step], keys: dict[str, bytes],
+    def _written(self, k: KeySpec, value: Any, how: str) -> tuple[bytes, str]:
+        """The clear value for ``k``'s WRITE KEY record sent ``how``, and the step's mark.
+        A file source's key is bytes already; an HSM's per-card key comes out only when the
+        record is enciphered (by the HSM) or the profile says ``export = true``."""
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value), ""
+        where = f"{self.spec.source} {k.path}"
+        if how != "cipher" and not k.export:
+            sent = "plain" if how == "plain" else "with a MAC only"
+            raise InputError(f"{where}: the key comes from a hardware security module and WRITE KEY {sent} sends "
+                             "it in clear: put export = true on this key to let it out of the HSM, or write it with "
+                             "write = \"cipher\"" + (" (the master of a DF is always written plain)"
+                                                     if k.ktype == 0x39 and k.kid == 0 else ""))
+        try:
+            raw = key_bytes(value)
+        except KeyHandleError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        return raw, (ENCIPHERED if how == "cipher" else EXPORTED)
+
+    def _derive(self, unit: str, role: str, factor: bytes) -> Any:
+        """A per-card key to be written to the card (asked of an HSM with ``export``: the
+        WRITE KEY record is built around its value; :meth:`_written` decides if it may)."""
+        if getattr(self.keys, "holds_keys_inside", False) or getattr(self.keys, "in_hsm", False):
+            return self.keys.derive(unit, role, factor, export=True)
+        return self.keys.derive(unit, role, factor)
+
+    def _df_body(self, df: DFSpec, r: Resolver, steps: list[Step], keys: dict[str, Any],
                  pins: dict[str, bytes], contents: dict[tuple[str, int], Any],
-                 factory_key: bytes | None = None) -> None:
+                 factory_key: Any = None) -> None:
         """Key file, keys, files and data of one DF.  With ``factory_key`` (the MF of a factory
         card), the factory KEY file stays and its transport key is replaced in place by the
         master, enciphered under the transport key: one atomic command, so a card pulled at
@@ -173,7 +214,7 @@ class Planner:
         if factory_key is None:
             steps.append(self._create_keyfile(df))
         master = df.master_key()
-        master_value: bytes | None = None
+        master_value: Any = None
         ordered = sorted(df.keys, key=lambda k: k is not master)   # the master first
         for k in ordered:
             value = self._key_value(k, df, r)
@@ -183,20 +224,22 @@ class Planner:
                 keys[f"{n}/{k.name}"] = value
             if k is master:
                 master_value = value
-            record = self._key_record(k, value)
+            how = "cipher" if k is master and factory_key is not None else k.write
+            raw, mark = (value, "") if k.ktype == 0x3A else self._written(k, value, how)
+            record = self._key_record(k, raw)
             cmd = CommandApdu(0x80, 0xD4, 0x01, k.kid, record, sensitive=True)
             label = f"WRITE KEY {k.name} ({k.ktype:02X}/{k.kid:02X}) in {n}"
             if k is master and factory_key is not None:
                 if len(value) != len(factory_key):
                     raise InputError(f"{k.path}: the MF master must be {len(factory_key)} bytes like the transport key")
-                steps.append(Step(f"WRITE KEY {k.name}: replace the transport key (39/00) under cipher", CommandApdu(
+                steps.append(Step(f"WRITE KEY {k.name}: replace the transport key (39/00) under cipher{mark}", CommandApdu(
                     0x80, 0xD4, 0x39, 0x00, record, sensitive=True), kind="protected", key=factory_key,
                     encrypt=True, sensitive=True, df=n))
             elif k.write == "plain":
-                steps.append(Step(label, cmd, sensitive=True, df=n))
+                steps.append(Step(label + mark, cmd, sensitive=True, df=n))
             else:
                 assert master_value is not None
-                steps.append(Step(label + f" under {k.write}", cmd, kind="protected", key=master_value,
+                steps.append(Step(label + f" under {k.write}{mark}", cmd, kind="protected", key=master_value,
                                   encrypt=k.write == "cipher", sensitive=True, df=n))
         line_keys = {k.kid: keys[f"{n}/{k.name}"] for k in df.keys if k.ktype == 0x36}
         for f in df.files:
@@ -208,7 +251,7 @@ class Planner:
             steps.append(Step(f"SET AUTHENTICATION CODE of {n}", CommandApdu(0x00, 0x22, 0x00, 0x00, code), df=n))
             contents[(n, -1)] = code
 
-    def _key_value(self, k: KeySpec, df: DFSpec, r: Resolver) -> bytes:
+    def _key_value(self, k: KeySpec, df: DFSpec, r: Resolver) -> Any:
         where = f"{self.spec.source} {k.path}"
         if k.ktype == 0x3A:
             digits = str(r.value(k.pin, where, df))
@@ -216,7 +259,7 @@ class Planner:
                 raise InputError(f"{r.data.where}: the PIN for {k.path} must be 4..12 digits")
             return pin_to_bytes(digits)
         assert k.master is not None
-        value = self.keys.derive(k.master[0], k.master[1], r.factor(k.factor, where))
+        value = self._derive(k.master[0], k.master[1], r.factor(k.factor, where))
         return value[:8] if k.length == 8 else value
 
     @staticmethod
@@ -231,7 +274,7 @@ class Planner:
             body = bytes((f.type_byte,)) + shape + bytes((f.read_ac, f.write_ac, 0xFF, f.key_byte))
         return CommandApdu(0x80, 0xE0, f.fid >> 8, f.fid & 0xFF, body)
 
-    def _file_data(self, df: DFSpec, f: FileSpec, r: Resolver, steps: list[Step], line_keys: dict[int, bytes],
+    def _file_data(self, df: DFSpec, f: FileSpec, r: Resolver, steps: list[Step], line_keys: dict[int, Any],
                    contents: dict[tuple[str, int], Any]) -> None:
         if f.kind in ("ed", "ep"):
             return
@@ -275,7 +318,7 @@ class Planner:
             steps.append(self._write_step(f"APPEND RECORD {f.fid:04X} {f.name} #{i}", cmd, protect, key, n))
 
     @staticmethod
-    def _write_step(label: str, cmd: CommandApdu, protect: str, key: bytes | None, df: str) -> Step:
+    def _write_step(label: str, cmd: CommandApdu, protect: str, key: Any, df: str) -> Step:
         if protect == "plain":
             return Step(label, cmd, df=df)
         return Step(label + f" with {'cipher+MAC' if protect == 'cipher' else 'MAC'}", cmd, kind="protected",

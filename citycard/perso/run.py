@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from ..apdu import CommandApdu, ResponseApdu, describe_sw
 from ..crypto import ecb_encrypt, protect
@@ -83,7 +83,7 @@ def run_plan(session: CardSession, plan: Plan, *, start: int = 0,
     return total - start
 
 
-def _mf_master(spec: CardSpec, plan: Plan) -> bytes | None:
+def _mf_master(spec: CardSpec, plan: Plan) -> Any:
     m = spec.mf.master_key()
     return plan.keys.get(f"mf/{m.name}") if m is not None else None
 
@@ -134,6 +134,10 @@ def _erase_with_mf_master(session: CardSession, spec: CardSpec, plan: Plan) -> i
     master = _mf_master(spec, plan)
     if master is None:
         raise PersoError("the card is partly personalized but the profile's MF has no master key to erase it")
+    if not plan.mf_rebuild:
+        raise PersoError("the card is partly personalized: redoing it writes the MF master key again in clear after "
+                         "ERASE DF, and the profile does not let it out of the hardware security module (put "
+                         "export = true on the MF's master key); the card was left as it is")
     log.info("card already personalized: erasing it with its MF master key")
     session.send(plan.steps[0].cmd, expect=0x9000, what="SELECT MF")
     resp = execute(session, Step("EXTERNAL AUTHENTICATE with the MF master", CommandApdu(0x00, 0x82, 0, 0),

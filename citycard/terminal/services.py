@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..apdu import ApduError, CommandApdu, ResponseApdu
-from ..crypto import encipher, mac_alg1, protect, xor
+from ..crypto import encipher, mac_alg1, protect, tac_key
 from ..errors import CitycardError
 from ..profile import pin_to_bytes
 from ..spec import CardSpec, DFSpec
@@ -116,7 +116,7 @@ class CardServices:
         """D2: new PIN ‖ MAC over it with the reload key's left ⊕ right half, IV 0."""
         key = self._key(df, 0x38)       # may read the serial elsewhere: before entering df
         self._enter(df)
-        k8 = key if len(key) == 8 else xor(key[:8], key[8:])
+        k8 = tac_key(key)               # left ⊕ right (a key handle folds it in its source)
         pin = pin_to_bytes(new)
         r = self.session.send(CommandApdu(0x80, 0x5E, 0x00, self._pin_key(df), pin + mac_alg1(k8, pin)[:4],
                                           sensitive=True))
