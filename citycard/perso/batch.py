@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import logging
+import multiprocessing
 import sys
 import threading
 import time
@@ -147,6 +148,18 @@ class BatchResult:
         return self.processed / self.seconds * 60 if self.seconds > 0 else 0.0
 
 
+def _die_with_parent() -> None:
+    """Linux: a forked worker gets SIGKILL when the batch process dies (kill -9 included)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _label(src: CardSource) -> str:
     """The reader's name in the journal: ``station/reader`` when the CLI set a label."""
     return getattr(src, "label", None) or src.name
@@ -205,7 +218,10 @@ class Batch:
         journal.create_batch(self.batch, self.spec.source, self.data.path, self.sha, rows)
         return journal
 
-    def run(self, sources: list[CardSource], *, progress_stream: Any = sys.stderr) -> BatchResult:
+    def run(self, sources: list[CardSource], *, progress_stream: Any = sys.stderr,
+            processes: bool = True) -> BatchResult:
+        """Run the batch.  Simulated readers run in worker processes when ``processes`` (the card
+        OS is pure Python: threads would share one core); PC/SC readers run as threads."""
         journal = self.prepare()
         names = {_label(s) for s in sources}
         stations = {n.split("/", 1)[0] + "/" for n in names if "/" in n}
@@ -220,17 +236,20 @@ class Batch:
         if self.limit is not None:
             todo = min(todo, self.limit)
         progress = Progress(todo, stream=progress_stream)
-        budget = [todo]
-        budget_lock = threading.Lock()
+        mp = multiprocessing.get_context("fork")
+        budget = mp.Value("q", todo)
         t0 = time.monotonic()
         results = {"processed": 0, "verified": 0, "failed": 0}
-        errors: list[BaseException] = []
+        errors: list[BaseException | str] = []
+        forked = [s for s in sources if isinstance(s, SimSource)] if processes and len(sources) > 1 \
+            and not getattr(self.keys, "in_hsm", False) else []
+        threaded = [s for s in sources if s not in forked]
 
         def take() -> bool:
-            with budget_lock:
-                if budget[0] <= 0:
+            with budget.get_lock():
+                if budget.value <= 0:
                     return False
-                budget[0] -= 1
+                budget.value -= 1
                 return True
 
         def worker(src: CardSource) -> None:
@@ -249,25 +268,67 @@ class Batch:
             finally:
                 j.close()
 
-        threads = [threading.Thread(target=worker, args=(s,), name=f"batch-{s.name}", daemon=True) for s in sources]
+        queue = mp.Queue() if forked else None
+        children = [mp.Process(target=self._child, args=(s, take, queue), name=f"batch-{s.name}", daemon=True)
+                    for s in forked]
+        for c in children:            # fork before any thread starts
+            c.start()
+        threads = [threading.Thread(target=worker, args=(s,), name=f"batch-{s.name}", daemon=True)
+                   for s in threaded]
         for t in threads:
             t.start()
         try:
+            running = len(children)
+            while running:
+                kind, value = queue.get()  # type: ignore[union-attr]
+                if kind == "card":
+                    progress.add(value)
+                elif kind == "error":
+                    errors.append(value)
+                else:
+                    running -= 1
+                    with self._lock:
+                        for k in results:
+                            results[k] += value[k]
+            for c in children:
+                c.join(30)
             for t in threads:
                 while t.is_alive():
                     t.join(0.2)
         except KeyboardInterrupt:
             self.stop.set()
+            for c in children:
+                c.terminate()
             for t in threads:
                 t.join(30)
             raise
         progress.draw(final=True)
         if errors:
-            raise errors[0]
+            first = errors[0]
+            raise first if isinstance(first, BaseException) else CitycardError(f"a batch worker failed: {first}")
         counts = journal.counts(self.batch)
         journal.close()
         return BatchResult(self.batch, results["processed"], results["verified"], results["failed"],
                            time.monotonic() - t0, counts)
+
+    def _child(self, src: CardSource, take: Callable[[], bool], queue: Any) -> None:
+        """A worker process (forked): its own journal connection; dies with its parent."""
+        _die_with_parent()
+        results = {"processed": 0, "verified": 0, "failed": 0}
+        j = None
+        try:
+            j = Journal(self.journal_url)
+            while take():
+                ok = self._one(j, src, results)
+                if ok is None:
+                    break
+                queue.put(("card", ok))
+        except BaseException as exc:
+            queue.put(("error", f"{src.name}: {exc}"))
+        finally:
+            if j is not None:
+                j.close()
+            queue.put(("done", results))
 
     def _one(self, j: Journal, src: CardSource, results: dict[str, int]) -> bool | None:
         spec = self.spec
