@@ -113,7 +113,7 @@ def test_batch_report_and_status(run_cli, tmp_path):
 
 
 def test_kill_and_resume(tmp_path):
-    data = make_csv(tmp_path / "d.csv", 400)
+    data = make_csv(tmp_path / "d.csv", 1000)
     journal = tmp_path / "j.db"
     rnd = random.Random(20261124)
     kills = 0
@@ -129,7 +129,7 @@ def test_kill_and_resume(tmp_path):
                            text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     assert kills >= 3
-    check_journal(str(journal), 400)
+    check_journal(str(journal), 1000)
 
 
 def test_thousand_cards_over_four_readers_two_behind_pcscd(pcscd, tmp_path, run_cli):
