@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json as _json
+import logging
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -35,3 +37,30 @@ def run_cli():
         return CliResult(result)
 
     return run
+
+
+@pytest.fixture
+def capture(caplog):
+    """Every log record of citycard, whatever the CLI does to the root logger."""
+    caplog.set_level(logging.DEBUG, logger="citycard")
+    logger = logging.getLogger("citycard")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def image_keys(path: Path) -> dict:
+    """Every key record of a card image file, by where it is: (DF path, type, id) → value."""
+    out = {}
+
+    def walk(node, where):
+        kf = node.get("keyfile")
+        if kf:
+            for k in kf["keys"]:
+                out[(where, k["type"], k["id"])] = k["value"]
+        for c in node.get("children", []):
+            if c.get("type") == "DF":
+                walk(c, where + "/" + c["fid"])
+
+    walk(_json.loads(Path(path).read_text())["mf"], "3F00")
+    return out

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import image_keys
+
 from citycard import crypto
 from citycard.crypto import pboc
 from citycard.errors import CitycardError
@@ -262,31 +264,6 @@ def test_uri_and_pin_errors_name_no_pin(hsm, loaded, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ perso
-def _image_keys(path: Path) -> dict:
-    out = {}
-
-    def walk(node, where):
-        kf = node.get("keyfile")
-        if kf:
-            for k in kf["keys"]:
-                out[(where, k["type"], k["id"])] = k["value"]
-        for c in node.get("children", []):
-            if c.get("type") == "DF":
-                walk(c, where + "/" + c["fid"])
-
-    walk(json.loads(path.read_text())["mf"], "3F00")
-    return out
-
-
-@pytest.fixture
-def capture(caplog):
-    caplog.set_level(logging.DEBUG, logger="citycard")
-    logger = logging.getLogger("citycard")
-    logger.addHandler(caplog.handler)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-
-
 def test_perso_through_the_hsm_makes_the_same_card(hsm, loaded, run_cli, tmp_path, capture):
     outputs = []
 
@@ -309,8 +286,8 @@ def test_perso_through_the_hsm_makes_the_same_card(hsm, loaded, run_cli, tmp_pat
     r = cli("perso", *common, "--keys", hsm.uri(), "--sim", str(a))
     assert "verified: " in r.stdout
     cli("perso", *common, "--keys", str(DEMO_KEYS), "--sim", str(b))
-    keys_a = _image_keys(a)
-    assert len(keys_a) >= 20 and keys_a == _image_keys(b)
+    keys_a = image_keys(a)
+    assert len(keys_a) >= 20 and keys_a == image_keys(b)
     assert json.loads(a.read_text()) == json.loads(b.read_text())
     # redone through the HSM: erased with its MF master, the MF master written back (exported)
     r = cli("perso", *common, "--keys", hsm.uri(), "--sim", str(a), "--json")

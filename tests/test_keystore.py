@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import image_keys
+
 from citycard import crypto
 from citycard.cli import keyopts
 from citycard.errors import CitycardError, InputError
@@ -590,23 +592,6 @@ def test_keys_option_sources(tmp_path, run_cli, env_pw):
     assert r.exit_code == 2 and "no --keys source is a keystore" in r.stderr
 
 
-def _image_keys(path: Path) -> dict:
-    """Every key record of a card image, by where it is."""
-    out = {}
-
-    def walk(node, where):
-        kf = node.get("keyfile")
-        if kf:
-            for k in kf["keys"]:
-                out[(where, k["type"], k["id"])] = k["value"]
-        for c in node.get("children", []):
-            if c.get("type") == "DF":
-                walk(c, where + "/" + c["fid"])
-
-    walk(json.loads(path.read_text())["mf"], "3F00")
-    return out
-
-
 def test_perso_with_one_keystore_per_unit(tmp_path, run_cli, monkeypatch):
     """Custody: each unit's keys in its own keystore under its own passphrase; the card is the
     same as with the demo key file."""
@@ -632,7 +617,7 @@ def test_perso_with_one_keystore_per_unit(tmp_path, run_cli, monkeypatch):
     assert "verified: " in r.stdout
     r = run_cli("perso", *common, "--keys", str(DEMO_KEYS), "--sim", str(b))
     assert r.exit_code == 0, r.stderr
-    keys_a, keys_b = _image_keys(a), _image_keys(b)
+    keys_a, keys_b = image_keys(a), image_keys(b)
     assert len(keys_a) >= 20 and keys_a == keys_b
     assert json.loads(a.read_text()) == json.loads(b.read_text())
     # one passphrase file per keystore, paired in order: a wrong order fails on the first mismatch

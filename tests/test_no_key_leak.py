@@ -103,16 +103,6 @@ def secrets_() -> Secrets:
     return s
 
 
-@pytest.fixture
-def capture(caplog):
-    """Every log record of citycard, whatever the CLI does to the root logger."""
-    caplog.set_level(logging.DEBUG, logger="citycard")
-    logger = logging.getLogger("citycard")
-    logger.addHandler(caplog.handler)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-
-
 def _log_text(caplog) -> str:
     parts = [caplog.text]
     for r in caplog.records:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 
 import click
@@ -74,39 +76,44 @@ def run(app, file: str, reader, sim, profile_path, keys, variables, record_path,
     spec = _profile(profile_path)
     vars_ = _variables(variables)
     check(script_, spec=spec, have_keys=bool(keys), predefined=vars_.keys())
-    ring = open_keys(keys) if keys else None
-    sink = None
-    if record_path is not None:
-        try:
-            sink = open(record_path, "w", encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"--transcript {record_path}: {exc.strerror}") from None
+    with contextlib.ExitStack() as stack:
+        ring, sink = _keys_and_sink(stack, keys, record_path)
 
-    def show(ex) -> None:
-        for line in exchange_lines(ex):
-            click.echo(line)
+        def show(ex) -> None:
+            for line in exchange_lines(ex):
+                click.echo(line)
 
-    session = None
-    try:
         session = app.open_session(reader, sim=sim, fetch=not (raw or script_.wire))
+        stack.callback(session.close)
         ctx = CardContext(session, spec, ring, on_exchange=None if quiet else show)
-        hint = ("citycard script run THIS_FILE" + (" --profile PROFILE" if spec else "")
-                + (" --keys SOURCE" if ring else ""))
         try:
             runner = run_script(ctx, script_, variables=vars_, out=click.echo,
                                 recorder=Recorder(sink) if sink is not None else None,
-                                show_statements=not quiet, replay_hint=hint)
+                                show_statements=not quiet, replay_hint=replay_hint(spec, ring))
         except ScriptFailure as exc:
             click.echo(str(exc), err=True)
             raise click.exceptions.Exit(1) from None
         click.echo(f"{file}: {runner.count} statements, ok")
-    finally:
-        if session is not None:
-            session.close()
-        if ring is not None:
-            ring.close()
-        if sink is not None:
-            sink.close()
+
+
+def _keys_and_sink(stack: contextlib.ExitStack, keys, record_path):
+    """Open the key sources and the --transcript file, both closed by ``stack``."""
+    ring = open_keys(keys) if keys else None
+    if ring is not None:
+        stack.callback(ring.close)
+    sink = None
+    if record_path is not None:
+        try:
+            sink = stack.enter_context(open(record_path, "w", encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"--transcript {record_path}: {exc.strerror}") from None
+    return ring, sink
+
+
+def replay_hint(spec, ring) -> str:
+    """How to replay a recorded session (the options it needs)."""
+    return ("citycard script run THIS_FILE" + (" --profile PROFILE" if spec else "")
+            + (" --keys SOURCE" if ring else ""))
 
 
 @script.command("check")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
-from ..errors import InputError
 from .common import card_options
-from .keyopts import keys_option, open_keys
+from .keyopts import keys_option
 
 
 @click.command("shell")
@@ -26,34 +27,20 @@ def shell(app, reader, sim, profile_path, keys, record_path, history) -> None:
     from ..shell.card import CardContext
     from ..shell.interactive import run_shell
     from ..shell.record import Recorder
+    from .script_cmd import _keys_and_sink, replay_hint
 
     spec = None
     if profile_path is not None:
         from ..profile import load_profile
 
         spec = load_profile(profile_path)
-    ring = open_keys(keys) if keys else None
-    sink = None
-    session = None
-    try:
-        if record_path is not None:
-            try:
-                sink = open(record_path, "w", encoding="utf-8")
-            except OSError as exc:
-                raise InputError(f"--transcript {record_path}: {exc.strerror}") from None
+    with contextlib.ExitStack() as stack:
+        ring, sink = _keys_and_sink(stack, keys, record_path)
         session = app.open_session(reader, sim=sim)
+        stack.callback(session.close)
         ctx = CardContext(session, spec, ring)
         recorder = None
         if sink is not None:
             recorder = Recorder(sink)
-            recorder.header(session.transport.name, session.atr, "citycard shell",
-                            "citycard script run THIS_FILE" + (" --profile PROFILE" if spec else "")
-                            + (" --keys SOURCE" if ring else ""))
+            recorder.header(session.transport.name, session.atr, "citycard shell", replay_hint(spec, ring))
         run_shell(ctx, recorder=recorder, history=history)
-    finally:
-        if session is not None:
-            session.close()
-        if ring is not None:
-            ring.close()
-        if sink is not None:
-            sink.close()
