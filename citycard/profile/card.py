@@ -1,0 +1,115 @@
+"""The whole card: ``[profile]``, ``[card]``, ``[units]``, the MF and the applications, and
+the checks across them (FIDs and AIDs in the MF, the MF's space, the columns read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..spec import CardSpec, DFSpec
+from .bindings import binding_columns
+from .dfs import parse_df
+from .fields import Located, check_table, integer, split_path, typed
+from .keys import master_ref
+
+PROFILE_FIELDS = {"name", "title", "cos", "version"}
+CARD_FIELDS = {"transport_key", "serial_prefix", "serial_digits", "validity_years", "rerun"}
+
+
+@dataclass(frozen=True)
+class _Serials:
+    prefix: str
+    digits: int
+
+
+def build_card(ctx: Located, data: dict[str, Any]) -> CardSpec:
+    """The :class:`~citycard.spec.CardSpec` of a profile's tables (includes merged)."""
+    prof = check_table(ctx, data.get("profile", {}), PROFILE_FIELDS, ["profile"], "[profile]")
+    cos = prof.get("cos", "fmcos")
+    if cos != "fmcos":
+        raise ctx.err(["profile", "cos"], f"COS {cos!r} not supported (only \"fmcos\")")
+    card = check_table(ctx, data.get("card", {}), CARD_FIELDS, ["card"], "[card]")
+    units = _units(ctx, data.get("units", {}))
+    templates = data.get("templates", {})
+    typed(ctx, templates, ["templates"], dict)
+    transport = None
+    if "transport_key" in card:
+        transport = master_ref(ctx, card["transport_key"], ["card", "transport_key"], None, units)
+    serials = _serials(ctx, card)
+    rerun = card.get("rerun", "erase")
+    if rerun not in ("erase", "refuse"):
+        raise ctx.err(["card", "rerun"], f"{rerun!r}: expected \"erase\" or \"refuse\"")
+    mf, apps = _dfs(ctx, data, templates, units)
+    _check_apps(ctx, mf, apps, units)
+    return CardSpec(
+        name=str(prof.get("name", Path(ctx.file).stem)), title=str(prof.get("title", "")), source=ctx.file,
+        transport_key=transport, serial_prefix=serials.prefix, serial_digits=serials.digits,
+        validity_years=integer(ctx, card, "validity_years", ["card"], 1, 99, 10), rerun=rerun,
+        mf=mf, apps=apps, columns=_columns(mf, apps), units=dict(units))
+
+
+def _units(ctx: Located, units: Any) -> dict[str, str]:
+    """``[units]``: service unit → description."""
+    check_table(ctx, units, set(units), ["units"], "[units]")
+    for u, desc in units.items():
+        typed(ctx, desc, ["units", u], str)
+    return units
+
+
+def _serials(ctx: Located, card: dict[str, Any]) -> _Serials:
+    """Card serials: a digit prefix, leaving room in the number of digits."""
+    prefix = card.get("serial_prefix", "")
+    typed(ctx, prefix, ["card", "serial_prefix"], str)
+    if not prefix.isdigit() and prefix:
+        raise ctx.err(["card", "serial_prefix"], f"{prefix!r}: digits only")
+    digits = integer(ctx, card, "serial_digits", ["card"], 4, 20, 16)
+    if len(prefix) >= digits:
+        raise ctx.err(["card", "serial_prefix"], f"prefix of {len(prefix)} digits leaves no room in {digits}")
+    return _Serials(prefix, digits)
+
+
+def _dfs(ctx: Located, data: dict[str, Any], templates: dict[str, Any],
+         units: dict[str, str]) -> tuple[DFSpec, tuple[DFSpec, ...]]:
+    """The MF and the applications, in profile order."""
+    mf_t = data.get("mf")
+    if mf_t is None:
+        raise ctx.err([], "missing [mf]")
+    mf = parse_df(ctx, mf_t, ["mf"], "mf", templates, units, is_mf=True)
+    apps_t = data.get("apps", {})
+    typed(ctx, apps_t, ["apps"], dict)
+    apps = tuple(parse_df(ctx, t, ["apps", name], name, templates, units, is_mf=False) for name, t in apps_t.items())
+    return mf, apps
+
+
+def _check_apps(ctx: Located, mf: DFSpec, apps: tuple[DFSpec, ...], units: dict[str, str]) -> None:
+    """Card-wide: FIDs and AIDs unique in the MF, units known, everything fits the MF."""
+    seen_fid: dict[int, str] = {}
+    seen_aid: dict[bytes, str] = {}
+    mf_fids = {f.fid for f in mf.files}
+    for app in apps:
+        where = split_path(app.path)
+        if app.fid in seen_fid or app.fid in mf_fids or app.fid == mf.keyfile_fid:
+            raise ctx.err([*where, "fid"], f"FID {app.fid:04X} already used in the MF"
+                          + (f" by {seen_fid[app.fid]}" if app.fid in seen_fid else ""))
+        seen_fid[app.fid] = app.path
+        if app.aid in seen_aid:
+            raise ctx.err([*where, "aid"], f"AID {app.aid.hex().upper()} already used by {seen_aid[app.aid]}")
+        seen_aid[app.aid] = app.path
+        if app.unit is not None and units and app.unit not in units:
+            raise ctx.err([*where, "unit"], f"unknown service unit {app.unit!r} (units: {', '.join(units)})")
+    total = mf.used_space() + sum(a.space for a in apps)
+    if total > mf.space:
+        raise ctx.err(["mf", "space"], f"the MF's files and applications need {total} bytes, more than its space {mf.space}")
+
+
+def _columns(mf: DFSpec, apps: tuple[DFSpec, ...]) -> tuple[str, ...]:
+    """Every cardholder column the card's bindings read, sorted."""
+    columns: set[str] = set()
+    for df in (mf, *apps):
+        for f in df.files:
+            columns |= binding_columns(f.data) | binding_columns(list(f.records))
+        for k in df.keys:
+            columns |= binding_columns(k.pin) | binding_columns(k.factor)
+        columns |= binding_columns(df.auth_code)
+    return tuple(sorted(columns))

@@ -1,0 +1,114 @@
+"""The ``keys`` of a DF: key records and PINs (docs/profile.md, SPEC §1.4, §1.5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..spec import KEY_TYPES, KeySpec
+from .bindings import check_binding
+from .fields import Located, access, check_table, choice, dotted, integer, required, typed
+
+KEY_FIELDS = {"type", "id", "usage", "change", "state", "tries", "version", "algorithm", "master", "factor",
+              "value", "length", "write", "protect_change", "export"}
+_COUNTER_TYPES = (0x36, 0x37, 0x38, 0x39, 0x3A)     # byte 3/4: follow-up state and error counter
+_STATE_TYPES = (0x39, 0x3A)                          # external authentication and PIN set a state
+PIN_TYPE = 0x3A
+_PROTECT_CHANGE = {"none": 0x00, "mac": 0x80, "cipher": 0xC0}
+
+
+def pin_to_bytes(digits: str) -> bytes:
+    """PIN digits → BCD padded with F (SPEC §1.5: 12345 → 12 34 5F)."""
+    if len(digits) % 2:
+        digits += "F"
+    return bytes.fromhex(digits)
+
+
+def pin_bytes(ctx: Located, digits: str, path: list[Any]) -> bytes:
+    if not digits.isdigit() or not 4 <= len(digits) <= 12:
+        raise ctx.err(path, f"a PIN is 4..12 digits (got {len(digits)} characters)" if digits.isdigit()
+                      else "a PIN is digits only")
+    return pin_to_bytes(digits)
+
+
+def master_ref(ctx: Located, value: Any, path: list[Any], unit: str | None, units: dict[str, str]) -> tuple[str, str]:
+    """``"unit/role"``, or ``"role"`` of the DF's own unit."""
+    typed(ctx, value, path, str)
+    if "/" in value:
+        u, role = value.split("/", 1)
+    elif unit is not None:
+        u, role = unit, value
+    else:
+        raise ctx.err(path, f"{value!r}: write \"unit/role\" (this DF has no unit)")
+    if not u or not role:
+        raise ctx.err(path, f"{value!r}: write \"unit/role\"")
+    if units and u not in units and u != "factory":
+        raise ctx.err(path, f"unknown service unit {u!r} (units: {', '.join(units)})")
+    return u, role
+
+
+def parse_key(ctx: Located, t: Any, path: list[Any], name: str, unit: str | None, units: dict[str, str]) -> KeySpec:
+    """One entry of ``keys``: a key derived from a master, or a PIN."""
+    check_table(ctx, t, KEY_FIELDS, path, "a key")
+    tname = required(ctx, t, "type", path, str)
+    if tname not in KEY_TYPES:
+        raise ctx.err([*path, "type"], f"unknown key type {tname!r} (types: {', '.join(sorted(KEY_TYPES))})")
+    kt = KEY_TYPES[tname]
+    kid = integer(ctx, t, "id", path, 0, 0xFE, 0)
+    b3, b4 = _bytes_3_4(ctx, t, path, tname, kt)
+    usage = access(ctx, t, "usage", path, "free")
+    change = access(ctx, t, "change", path, "never" if kt == PIN_TYPE else "free")
+    write = choice(ctx, t, "write", path, "plain", ("plain", "mac", "cipher"), "plain, mac or cipher")
+    protect = choice(ctx, t, "protect_change", path, "none", tuple(_PROTECT_CHANGE), "none, mac or cipher")
+    flag = _PROTECT_CHANGE[protect]
+    if kt == PIN_TYPE:
+        return KeySpec(name=name, ktype=kt, kid=kid, usage_ac=usage, change_ac=change, b3=b3, b4=b4, length=0,
+                       pin=_pin_value(ctx, t, path), write=write, change_flag=flag, path=dotted(path))
+    master, factor, length, export = _derivation(ctx, t, path, unit, units)
+    return KeySpec(name=name, ktype=kt, kid=kid, usage_ac=usage, change_ac=change, b3=b3, b4=b4, length=length,
+                   master=master, factor=factor, write=write, change_flag=flag, path=dotted(path), export=export)
+
+
+def _bytes_3_4(ctx: Located, t: dict[str, Any], path: list[Any], tname: str, kt: int) -> tuple[int, int]:
+    """Bytes 3 and 4 of the key record: follow-up state and error counter, or version and
+    algorithm (SPEC §1.4)."""
+    if kt in _COUNTER_TYPES:
+        state = integer(ctx, t, "state", path, 0, 15, 0) if kt in _STATE_TYPES else 0x0F
+        tries = integer(ctx, t, "tries", path, 1, 15, 3)
+        for bad in ("version", "algorithm"):
+            if bad in t:
+                raise ctx.err([*path, bad], f"a {tname} key has an error counter, not a {bad}")
+        return ((state << 4) | state if kt in _STATE_TYPES else 0xFF), (tries << 4) | tries
+    for bad in ("state", "tries"):
+        if bad in t:
+            raise ctx.err([*path, bad], f"a {tname} key has a version and algorithm, not {bad!r}")
+    return integer(ctx, t, "version", path, 0, 255, 0), integer(ctx, t, "algorithm", path, 0, 255, 0)
+
+
+def _pin_value(ctx: Located, t: dict[str, Any], path: list[Any]) -> Any:
+    """A PIN's value binding, its literal digits (and default) checked."""
+    if "master" in t or "factor" in t or "export" in t:
+        raise ctx.err(path, "a PIN has a value, not a master key")
+    value = t.get("value")
+    if value is None:
+        raise ctx.err(path, "missing 'value' (the PIN: digits, \"$column\", or {column=..., default=...})")
+    check_binding(ctx, value, [*path, "value"])
+    if isinstance(value, (str, int)) and not str(value).startswith(("$", "@")):
+        pin_bytes(ctx, str(value), [*path, "value"])
+    if isinstance(value, dict) and "default" in value:
+        pin_bytes(ctx, str(value["default"]), [*path, "value", "default"])
+    return value
+
+
+def _derivation(ctx: Located, t: dict[str, Any], path: list[Any], unit: str | None,
+                units: dict[str, str]) -> tuple[tuple[str, str], Any, int, bool]:
+    """Master, factor binding, length and export flag of a key derived from a master."""
+    if "value" in t:
+        raise ctx.err([*path, "value"], "only a PIN takes a value; keys come from their master")
+    master = master_ref(ctx, required(ctx, t, "master", path, str), [*path, "master"], unit, units)
+    factor = t.get("factor", "@app_serial")
+    check_binding(ctx, factor, [*path, "factor"])
+    length = integer(ctx, t, "length", path, 8, 16, 16)
+    if length not in (8, 16):
+        raise ctx.err([*path, "length"], "a key is 8 or 16 bytes")
+    export = typed(ctx, t.get("export", False), [*path, "export"], bool)
+    return master, factor, length, export
