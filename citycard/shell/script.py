@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ..apdu import CommandApdu
 from ..errors import CitycardError, InputError
@@ -35,9 +35,6 @@ _EXPECT_RE = re.compile(r"\s(==|!=|~)\s")
 TRANSCRIPT_HEADER = "# citycard transcript:"
 RECORD_HEADER = "# citycard script transcript:"
 AUTO_VARS = ("SW", "DATA")
-
-KEYWORDS = ("set", "echo", "expect", "assert", "select", "auth", "verify-pin", "mac", "protect", "serial",
-            "reset")
 
 
 class ScriptError(CitycardError):
@@ -275,106 +272,144 @@ def _command(text: str) -> CommandApdu | None:
     return CommandApdu.parse(parse_hex(text, "APDU"))
 
 
+# One parser per statement word: (line number, statement text, word, rest of the line) →
+# statement; an :class:`InputError` becomes the ``FILE:LINE`` :class:`ScriptError`.
+_StatementParser = Callable[[int, str, str, str], Statement]
+
+
+def _parse_set(no: int, text: str, word: str, rest: str) -> Statement:
+    name, eq, value = rest.partition("=")
+    name = name.strip()
+    if not eq or not _NAME_RE.match(name):
+        raise InputError("expected: set NAME = VALUE")
+    if name in AUTO_VARS:
+        raise InputError(f"{name} is set by every exchange; choose another name")
+    return SetVar(no, text, name=name, value=value.strip())
+
+
+def _parse_echo(no: int, text: str, word: str, rest: str) -> Statement:
+    return Echo(no, text, message=rest)
+
+
+def _parse_expect(no: int, text: str, word: str, rest: str) -> Statement:
+    """``expect``/``assert LEFT == RIGHT`` (or ``!=``, or ``~ PATTERN``)."""
+    padded = " " + rest + " "
+    m = _EXPECT_RE.search(padded)
+    left = padded[: m.start()].strip() if m else ""
+    right = padded[m.end():].strip() if m else ""
+    if not m or not left or not right:
+        raise InputError(f"expected: {word} VALUE == VALUE (or !=, or ~ PATTERN)")
+    if m.group(1) == "~" and not VAR_RE.search(right):
+        ResponsePattern.parse(right)
+    return Expect(no, text, left=left, op=m.group(1), right=right)
+
+
+def _parse_select(no: int, text: str, word: str, rest: str) -> Statement:
+    body, exp = split_tail(rest)
+    if not body:
+        raise InputError("expected: select mf|APPLICATION|FILE|FID|AID [=SW] [-> PATTERN] [=> NAME]")
+    return Select(no, text, expect=exp, target=body)
+
+
+def _sw_only(word: str, rest: str) -> tuple[str, Expectation]:
+    """Body and expectation of a statement that takes an expected SW only."""
+    body, exp = split_tail(rest)
+    if exp.pattern or exp.capture:
+        raise InputError(f"{word} takes an expected SW only (=SW)")
+    return body, exp
+
+
+def _parse_auth(no: int, text: str, word: str, rest: str) -> Statement:
+    body, exp = _sw_only(word, rest)
+    parts = body.split()
+    if not 1 <= len(parts) <= 2:
+        raise InputError("expected: auth APPLICATION [KEY] [=SW]")
+    return Auth(no, text, expect=exp, app=parts[0], key=parts[1] if len(parts) == 2 else None)
+
+
+def _parse_verify_pin(no: int, text: str, word: str, rest: str) -> Statement:
+    body, exp = _sw_only(word, rest)
+    app, env = None, "CITYCARD_PIN"
+    for part in body.split():
+        if part.lower().startswith("env="):
+            env = part[4:]
+            if not _NAME_RE.match(env):
+                raise InputError(f"env={env!r}: not an environment variable name")
+        elif app is None:
+            app = part
+        else:
+            raise InputError("expected: verify-pin [APPLICATION|KEY-ID] [env=NAME] [=SW] "
+                             "(the PIN comes from the environment, never from the script)")
+    return VerifyPin(no, text, expect=exp, app=app, env=env)
+
+
+def _parse_protect(no: int, text: str, word: str, rest: str) -> Statement:
+    body, exp = split_tail(rest)
+    parts = body.split(None, 1)
+    if len(parts) < 2:
+        raise InputError("expected: protect APPLICATION/KEY [encrypt] APDU [=SW] [-> PATTERN] [=> NAME]")
+    app, key = _keyref(parts[0], "protect")
+    cmd = parts[1]
+    encrypt = cmd.split()[0].lower() in ("encrypt", "enc")
+    if encrypt:
+        cmd = cmd.split(None, 1)[1] if len(cmd.split(None, 1)) > 1 else ""
+    if not cmd or not _hex_template_ok(cmd):
+        raise InputError(f"protect: {cmd!r} is not an APDU in hex")
+    _command(cmd)
+    return Protect(no, text, expect=exp, app=app, key=key, encrypt=encrypt, command=cmd)
+
+
+def _parse_mac(no: int, text: str, word: str, rest: str) -> Statement:
+    usage = "expected: mac APPLICATION/KEY DATA [iv=HEX] => NAME"
+    m = _CAPTURE_RE.search(rest)
+    if not m:
+        raise InputError(usage)
+    body = rest[: m.start()].strip()
+    iv = None
+    im = re.search(r"(?:^|\s)iv=(\S+)\s*$", body)
+    if im:
+        iv = im.group(1)
+        body = body[: im.start()].strip()
+    parts = body.split(None, 1)
+    if len(parts) < 2:
+        raise InputError(usage)
+    app, key = _keyref(parts[0], "mac")
+    if not _hex_template_ok(parts[1]) or (iv is not None and not _hex_template_ok(iv)):
+        raise InputError("mac: DATA and iv= are hex (or ${NAME})")
+    return Mac(no, text, app=app, key=key, data=parts[1], iv=iv, capture=m.group(1))
+
+
+def _parse_serial(no: int, text: str, word: str, rest: str) -> Statement:
+    m = _CAPTURE_RE.search(rest)
+    body = rest[: m.start()].strip() if m else rest
+    if not m or len(body.split()) != 1:
+        raise InputError("expected: serial APPLICATION => NAME")
+    return Serial(no, text, app=body, capture=m.group(1))
+
+
+def _parse_reset(no: int, text: str, word: str, rest: str) -> Statement:
+    m = _CAPTURE_RE.search(rest)
+    body = rest[: m.start()].strip() if m else rest
+    if body:
+        raise InputError("expected: reset [=> NAME]")
+    return Reset(no, text, capture=m.group(1) if m else None)
+
+
+_PARSERS: dict[str, _StatementParser] = {
+    "set": _parse_set, "echo": _parse_echo, "expect": _parse_expect, "assert": _parse_expect,
+    "select": _parse_select, "auth": _parse_auth, "verify-pin": _parse_verify_pin, "mac": _parse_mac,
+    "protect": _parse_protect, "serial": _parse_serial, "reset": _parse_reset,
+}
+#: The statement words, in the order messages list them.
+KEYWORDS = tuple(_PARSERS)
+
+
 def _parse_statement(no: int, text: str) -> Statement:
+    """A statement (by its first word) or a raw APDU."""
     head, _, rest = text.partition(" ")
-    word = head.lower()
-    rest = rest.strip()
-    if word == "set":
-        name, eq, value = rest.partition("=")
-        name = name.strip()
-        if not eq or not _NAME_RE.match(name):
-            raise InputError("expected: set NAME = VALUE")
-        if name in AUTO_VARS:
-            raise InputError(f"{name} is set by every exchange; choose another name")
-        return SetVar(no, text, name=name, value=value.strip())
-    if word == "echo":
-        return Echo(no, text, message=rest)
-    if word in ("expect", "assert"):
-        m = _EXPECT_RE.search(" " + rest + " ")
-        if not m:
-            raise InputError(f"expected: {word} VALUE == VALUE (or !=, or ~ PATTERN)")
-        left = (" " + rest + " ")[: m.start()].strip()
-        right = (" " + rest + " ")[m.end():].strip()
-        if not left or not right:
-            raise InputError(f"expected: {word} VALUE == VALUE (or !=, or ~ PATTERN)")
-        if m.group(1) == "~" and not VAR_RE.search(right):
-            ResponsePattern.parse(right)
-        return Expect(no, text, left=left, op=m.group(1), right=right)
-    if word == "select":
-        body, exp = split_tail(rest)
-        if not body:
-            raise InputError("expected: select mf|APPLICATION|FILE|FID|AID [=SW] [-> PATTERN] [=> NAME]")
-        return Select(no, text, expect=exp, target=body)
-    if word == "auth":
-        body, exp = split_tail(rest)
-        if exp.pattern or exp.capture:
-            raise InputError("auth takes an expected SW only (=SW)")
-        parts = body.split()
-        if not 1 <= len(parts) <= 2:
-            raise InputError("expected: auth APPLICATION [KEY] [=SW]")
-        return Auth(no, text, expect=exp, app=parts[0], key=parts[1] if len(parts) == 2 else None)
-    if word == "verify-pin":
-        body, exp = split_tail(rest)
-        if exp.pattern or exp.capture:
-            raise InputError("verify-pin takes an expected SW only (=SW)")
-        app, env = None, "CITYCARD_PIN"
-        for part in body.split():
-            if part.lower().startswith("env="):
-                env = part[4:]
-                if not _NAME_RE.match(env):
-                    raise InputError(f"env={env!r}: not an environment variable name")
-            elif app is None:
-                app = part
-            else:
-                raise InputError("expected: verify-pin [APPLICATION|KEY-ID] [env=NAME] [=SW] "
-                                 "(the PIN comes from the environment, never from the script)")
-        return VerifyPin(no, text, expect=exp, app=app, env=env)
-    if word == "protect":
-        body, exp = split_tail(rest)
-        parts = body.split(None, 1)
-        if len(parts) < 2:
-            raise InputError("expected: protect APPLICATION/KEY [encrypt] APDU [=SW] [-> PATTERN] [=> NAME]")
-        app, key = _keyref(parts[0], "protect")
-        cmd = parts[1]
-        encrypt = False
-        if cmd.split()[0].lower() in ("encrypt", "enc"):
-            encrypt = True
-            cmd = cmd.split(None, 1)[1] if len(cmd.split(None, 1)) > 1 else ""
-        if not cmd or not _hex_template_ok(cmd):
-            raise InputError(f"protect: {cmd!r} is not an APDU in hex")
-        _command(cmd)
-        return Protect(no, text, expect=exp, app=app, key=key, encrypt=encrypt, command=cmd)
-    if word == "mac":
-        m = _CAPTURE_RE.search(rest)
-        if not m:
-            raise InputError("expected: mac APPLICATION/KEY DATA [iv=HEX] => NAME")
-        capture = m.group(1)
-        body = rest[: m.start()].strip()
-        iv = None
-        im = re.search(r"(?:^|\s)iv=(\S+)\s*$", body)
-        if im:
-            iv = im.group(1)
-            body = body[: im.start()].strip()
-        parts = body.split(None, 1)
-        if len(parts) < 2:
-            raise InputError("expected: mac APPLICATION/KEY DATA [iv=HEX] => NAME")
-        app, key = _keyref(parts[0], "mac")
-        if not _hex_template_ok(parts[1]) or (iv is not None and not _hex_template_ok(iv)):
-            raise InputError("mac: DATA and iv= are hex (or ${NAME})")
-        return Mac(no, text, app=app, key=key, data=parts[1], iv=iv, capture=capture)
-    if word == "serial":
-        m = _CAPTURE_RE.search(rest)
-        body = rest[: m.start()].strip() if m else rest
-        if not m or len(body.split()) != 1:
-            raise InputError("expected: serial APPLICATION => NAME")
-        return Serial(no, text, app=body, capture=m.group(1))
-    if word == "reset":
-        m = _CAPTURE_RE.search(rest)
-        body = rest[: m.start()].strip() if m else rest
-        if body:
-            raise InputError("expected: reset [=> NAME]")
-        return Reset(no, text, capture=m.group(1) if m else None)
-    # a raw APDU
+    parser = _PARSERS.get(head.lower())
+    if parser is not None:
+        return parser(no, text, head.lower(), rest.strip())
     body, exp = split_tail(text)
     if not body or not _hex_template_ok(body):
         known = ", ".join(KEYWORDS)
@@ -388,8 +423,7 @@ def parse(text: str, source: str = "<script>") -> Script:
     first line that does not parse."""
     statements: list[Statement] = []
     wire = False
-    last_cmd: CommandApdu | None = None          # previous '>' command (GET RESPONSE skipped)
-    pending: Apdu | None = None                  # a '>' statement waiting for its '<' line
+    replay = _Replay()
     seen_text = False
     for no, raw in enumerate(text.splitlines(), 1):
         if not seen_text and raw.strip():
@@ -400,49 +434,65 @@ def parse(text: str, source: str = "<script>") -> Script:
             continue
         try:
             if line.startswith(">"):
-                body = line[1:].strip()
-                m = _MASKED_RE.search(body)
-                if m:
-                    raise InputError(f"this command's data ({m.group(1)} bytes) was masked when it was recorded "
-                                     "(a key or a PIN): it cannot be replayed; use verify-pin, auth or protect "
-                                     "in its place")
-                body, exp = split_tail(body)
-                if not body or not _hex_template_ok(body):
-                    raise InputError(f"'>' must be followed by a command APDU in hex, got {body!r}")
-                cmd = _command(body)
-                if cmd is not None and last_cmd is not None and after_random(last_cmd, cmd):
-                    raise InputError("this command carries a cryptogram or MAC computed over the card's random "
-                                     "number of the recorded session: it cannot be replayed byte for byte; use "
-                                     "auth or protect (or record with `citycard script run --transcript`)")
-                if cmd is not None and cmd.ins != 0xC0:
-                    last_cmd = cmd
-                pending = Apdu(no, line, expect=exp, command=body, replayed=True)
-                statements.append(pending)
-                continue
-            if line.startswith("<"):
-                if pending is None:
-                    raise InputError("a '<' response line must follow a '>' command line")
-                body = line[1:].strip()
-                pat_text, exp = split_tail(body)
-                if exp.sw is not None:
-                    raise InputError("a '<' line is the whole response: data then SW (no '=SW')")
-                if exp.pattern is not None:
-                    raise InputError("a '<' line is the response pattern itself (no '->')")
-                if not pat_text:
-                    raise InputError("a '<' line needs the response: data then SW, e.g. '< 9000'")
-                pattern = _replay_pattern(pending, pat_text)
-                merged = Expectation(pending.expect.sw, pattern, exp.capture or pending.expect.capture)
-                statements[-1] = Apdu(pending.line, pending.text, expect=merged, command=pending.command,
-                                      replayed=True)
-                pending = None
-                continue
-            pending = None
-            statements.append(_parse_statement(no, line))
+                statements.append(replay.command(no, line))
+            elif line.startswith("<"):
+                statements[-1] = replay.response(line)
+            else:
+                replay.pending = None
+                statements.append(_parse_statement(no, line))
         except ScriptError:
             raise
         except InputError as exc:
             raise ScriptError(str(exc), source, no) from None
     return Script(source, tuple(statements), wire)
+
+
+class _Replay:
+    """The ``> command`` / ``< response`` lines of a citycard transcript: a '>' line is an
+    exchange, the '<' line after it its expected response."""
+
+    def __init__(self) -> None:
+        self.last_cmd: CommandApdu | None = None     # previous '>' command (GET RESPONSE skipped)
+        self.pending: Apdu | None = None             # a '>' statement waiting for its '<' line
+
+    def command(self, no: int, line: str) -> Apdu:
+        """A '>' line: the exchange (refused when its data was masked or depends on the
+        recorded session's random number)."""
+        body = line[1:].strip()
+        m = _MASKED_RE.search(body)
+        if m:
+            raise InputError(f"this command's data ({m.group(1)} bytes) was masked when it was recorded "
+                             "(a key or a PIN): it cannot be replayed; use verify-pin, auth or protect "
+                             "in its place")
+        body, exp = split_tail(body)
+        if not body or not _hex_template_ok(body):
+            raise InputError(f"'>' must be followed by a command APDU in hex, got {body!r}")
+        cmd = _command(body)
+        if cmd is not None and self.last_cmd is not None and after_random(self.last_cmd, cmd):
+            raise InputError("this command carries a cryptogram or MAC computed over the card's random "
+                             "number of the recorded session: it cannot be replayed byte for byte; use "
+                             "auth or protect (or record with `citycard script run --transcript`)")
+        if cmd is not None and cmd.ins != 0xC0:
+            self.last_cmd = cmd
+        self.pending = Apdu(no, line, expect=exp, command=body, replayed=True)
+        return self.pending
+
+    def response(self, line: str) -> Apdu:
+        """A '<' line: the pending '>' exchange with the recorded response as its pattern."""
+        pending = self.pending
+        if pending is None:
+            raise InputError("a '<' response line must follow a '>' command line")
+        pat_text, exp = split_tail(line[1:].strip())
+        if exp.sw is not None:
+            raise InputError("a '<' line is the whole response: data then SW (no '=SW')")
+        if exp.pattern is not None:
+            raise InputError("a '<' line is the response pattern itself (no '->')")
+        if not pat_text:
+            raise InputError("a '<' line needs the response: data then SW, e.g. '< 9000'")
+        pattern = _replay_pattern(pending, pat_text)
+        merged = Expectation(pending.expect.sw, pattern, exp.capture or pending.expect.capture)
+        self.pending = None
+        return Apdu(pending.line, pending.text, expect=merged, command=pending.command, replayed=True)
 
 
 def _replay_pattern(stmt: Apdu, text: str) -> str:
