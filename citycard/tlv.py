@@ -313,8 +313,24 @@ def _parse_at(
     Returns it and the offset just past it.
     """
     start = pos
-    first = data[pos]
-    pos += 1
+    tag, pos = _read_tag(data, start, end, where, container)
+    n, pos = _read_length(data, start, pos, end, tag, where, container)
+    vend = pos + n
+    if data[start] & 0x20:
+        kids = tuple(
+            _parse_seq(
+                data, pos, vend, depth + 1, allow_padding, where, f"the {_tag_hex(tag)} value"
+            )
+        )
+    else:
+        kids = ()
+    return _make(tag, data[pos:vend], kids), vend
+
+
+def _read_tag(data: bytes, start: int, end: int, where: str, container: str) -> tuple[int, int]:
+    """The tag starting at data[start] and the offset just past it."""
+    first = data[start]
+    pos = start + 1
     tag = first
     if first & 0x1F == 0x1F:
         while True:
@@ -334,6 +350,14 @@ def _parse_at(
                     f"is longer than {MAX_TAG_BYTES} bytes",
                     start,
                 )
+    return tag, pos
+
+
+def _read_length(
+    data: bytes, start: int, pos: int, end: int, tag: int, where: str, container: str
+) -> tuple[int, int]:
+    """The length field at data[pos] (of the TLV at ``start``): the value's length, checked
+    to fit before ``end``, and the offset of the value."""
     if pos >= end:
         raise TlvError(
             f"TLV at byte {start}{where}: tag {_tag_hex(tag)} has no length "
@@ -366,16 +390,7 @@ def _parse_at(
             f"{container} ({end - pos} bytes left)",
             start,
         )
-    vend = pos + n
-    if first & 0x20:
-        kids = tuple(
-            _parse_seq(
-                data, pos, vend, depth + 1, allow_padding, where, f"the {_tag_hex(tag)} value"
-            )
-        )
-    else:
-        kids = ()
-    return _make(tag, data[pos:vend], kids), vend
+    return n, pos
 
 
 def _as_bytes(data: object) -> bytes:
