@@ -525,51 +525,67 @@ def check(script: Script, *, spec=None, have_keys: bool = False, predefined: Ite
     """Static checks before anything is sent: variables set before use, names of the profile,
     a profile and a key source where the statements need them."""
     defined = set(predefined) | set(AUTO_VARS)
-
-    def fail(stmt: Statement, message: str) -> None:
-        raise ScriptError(message, script.source, stmt.line)
-
     for st in script.statements:
-        for name in sorted(st.refs()):
-            if name not in defined:
-                fail(st, f"variable {name!r} is used before it is set (set {name} = ..., or capture it with "
-                         f"=> {name})")
-        word = st.text.split()[0] if st.text else ""
-        if isinstance(st, NEEDS_KEYS):
-            if spec is None:
-                fail(st, f"{word} needs a profile (--profile) to know the application's keys")
-            if not have_keys:
-                fail(st, f"{word} needs a key source (--keys) for the per-card key")
-        if isinstance(st, Serial) and spec is None:
-            fail(st, "serial needs a profile (--profile)")
-        if isinstance(st, VerifyPin) and st.app is not None and spec is None:
-            if not re.fullmatch(r"[0-9A-Fa-f]{2}", st.app):
-                fail(st, f"verify-pin {st.app}: without a profile give the PIN's key id in hex (e.g. 00)")
-        if spec is not None:
-            app_name = getattr(st, "app", None)
-            if isinstance(st, (Auth, Protect, Mac, Serial)) or (isinstance(st, VerifyPin) and app_name):
-                _check_app(spec, st, script.source)
+        problem = (_undefined_variable(st, defined) or _missing_source(st, spec, have_keys)
+                   or (_app_problem(spec, st) if spec is not None and _names_app(st) else None))
+        if problem:
+            raise ScriptError(problem, script.source, st.line)
         defined |= st.defines()
 
 
-def _check_app(spec, st: Statement, source: str) -> None:
+_KEY_ID = re.compile(r"[0-9A-Fa-f]{2}")
+
+
+def _undefined_variable(st: Statement, defined: set[str]) -> str | None:
+    for name in sorted(st.refs()):
+        if name not in defined:
+            return f"variable {name!r} is used before it is set (set {name} = ..., or capture it with => {name})"
+    return None
+
+
+def _missing_source(st: Statement, spec, have_keys: bool) -> str | None:
+    """A statement that needs a profile or a key source the run does not have."""
+    word = st.text.split()[0] if st.text else ""
+    if isinstance(st, NEEDS_KEYS):
+        if spec is None:
+            return f"{word} needs a profile (--profile) to know the application's keys"
+        if not have_keys:
+            return f"{word} needs a key source (--keys) for the per-card key"
+    if isinstance(st, Serial) and spec is None:
+        return "serial needs a profile (--profile)"
+    if isinstance(st, VerifyPin) and st.app is not None and spec is None and not _KEY_ID.fullmatch(st.app):
+        return f"verify-pin {st.app}: without a profile give the PIN's key id in hex (e.g. 00)"
+    return None
+
+
+def _names_app(st: Statement) -> bool:
+    return isinstance(st, (Auth, Protect, Mac, Serial)) or (isinstance(st, VerifyPin) and bool(st.app))
+
+
+def _app_problem(spec, st: Statement) -> str | None:
+    """The application (and key) a statement names exist in the profile and suit it."""
     app_name = getattr(st, "app")
-    if isinstance(st, VerifyPin) and re.fullmatch(r"[0-9A-Fa-f]{2}", app_name or "") and spec.app(app_name) is None:
-        return
+    if isinstance(st, VerifyPin) and _KEY_ID.fullmatch(app_name or "") and spec.app(app_name) is None:
+        return None                      # a PIN's key id
     df = spec.mf if app_name.lower() == "mf" else spec.app(app_name)
     if df is None:
         known = ", ".join(["mf", *(a.name for a in spec.apps)])
-        raise ScriptError(f"no application {app_name!r} in the profile (applications: {known})", source, st.line)
+        return f"no application {app_name!r} in the profile (applications: {known})"
+    if isinstance(st, VerifyPin):
+        return None if any(k.ktype == 0x3A for k in df.keys) else f"{df.name} has no PIN in the profile"
+    return _key_problem(df, st)
+
+
+def _key_problem(df, st: Statement) -> str | None:
+    """The key an auth, protect or mac statement names: in the DF, and of the right kind."""
     key = getattr(st, "key", None)
     if key is not None and df.key(key) is None:
         known = ", ".join(k.name for k in df.keys) or "none"
-        raise ScriptError(f"no key {key!r} in {df.name} (keys: {known})", source, st.line)
+        return f"no key {key!r} in {df.name} (keys: {known})"
     if isinstance(st, (Protect, Mac)) and df.key(key).master is None:
-        raise ScriptError(f"key {df.name}/{key} has no master in the key sources (a PIN is not a MAC key)",
-                          source, st.line)
+        return f"key {df.name}/{key} has no master in the key sources (a PIN is not a MAC key)"
     if isinstance(st, Auth):
         k = df.key(key) if key else df.master_key()
         if k is None or k.ktype != 0x39:
-            raise ScriptError(f"{df.name}/{key or '(id 00)'} is not an external-auth key", source, st.line)
-    if isinstance(st, VerifyPin) and not any(k.ktype == 0x3A for k in df.keys):
-        raise ScriptError(f"{df.name} has no PIN in the profile", source, st.line)
+            return f"{df.name}/{key or '(id 00)'} is not an external-auth key"
+    return None
