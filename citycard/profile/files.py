@@ -97,7 +97,13 @@ def _check_layout(ctx: Located, path: list[Any], layout: Any, kind: str, data: d
         lay = record_layouts.get(typed(ctx, layout, [*path, "layout"], str))
     except CitycardError as exc:
         raise ctx.err([*path, "layout"], str(exc)) from None
-    field_names = {f.name for f in lay.fields}
+    _check_field_names(ctx, path, layout, {f.name for f in lay.fields}, data, records)
+    _check_layout_fits(ctx, path, layout, getattr(lay, "size", None), kind, size, reclen)
+
+
+def _check_field_names(ctx: Located, path: list[Any], layout: Any, field_names: set[str], data: dict[str, Any],
+                       records: list[Any]) -> None:
+    """``data`` and the table records name only fields of the layout (a hint when close)."""
     for rec_i, rec in enumerate([data] + [r for r in records if isinstance(r, dict)]):
         for k in rec:
             if k not in field_names:
@@ -105,7 +111,11 @@ def _check_layout(ctx: Located, path: list[Any], layout: Any, kind: str, data: d
                 hint = difflib.get_close_matches(k, sorted(field_names), n=1)
                 raise ctx.err(where, f"layout {layout} has no field {k!r}"
                               + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    lsize = getattr(lay, "size", None)
+
+
+def _check_layout_fits(ctx: Located, path: list[Any], layout: Any, lsize: int | None, kind: str, size: int,
+                       reclen: int) -> None:
+    """A layout of fixed size fits the binary file, is the record length, or fits the space."""
     if lsize is None:
         return
     if kind == "binary" and lsize > size:
