@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .errors import CardError, CitycardError, InputError
-from .hexutil import parse_hex
 from .sw import STATUS_WORDS, StatusWord, describe_sw
 
 __all__ = ["CommandApdu", "ResponseApdu", "CardError", "StatusWord", "STATUS_WORDS", "describe_sw",
@@ -137,10 +136,6 @@ class CommandApdu:
         """An extended-form command; ``extended`` is set only where the short form would fit."""
         cmd = cls(cla, ins, p1, p2, bytes(data), ne)
         return cmd if cmd.is_extended else replace(cmd, extended=True)
-
-    @classmethod
-    def from_hex(cls, text: str, *, what: str = "APDU") -> CommandApdu:
-        return cls.parse(parse_hex(text, what), what=what)
 
     def __str__(self) -> str:
         return self.hex()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import time as _time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..apdu import CommandApdu, ResponseApdu
 from ..commands import iso, purse, walk
@@ -25,6 +25,9 @@ from ..keys import KeySource
 from ..keys.handles import Key
 from ..spec import CardSpec, DFSpec, FileSpec
 from ..transport import CardSession
+
+
+T = TypeVar("T")
 
 
 class PurseError(CitycardError):
@@ -260,7 +263,7 @@ class PurseTerminal:
         return [lay.decode(rec) for rec in read.records]
 
 
-def _parse(parser: Any, r: ResponseApdu) -> Any:
+def _parse(parser: Callable[[bytes], T], r: ResponseApdu) -> T:
     """A purse answer parsed; a short answer is a :class:`PurseError` naming the command."""
     try:
         return parser(r.data)
