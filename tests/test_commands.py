@@ -287,7 +287,7 @@ def test_other_purse_commands():
         purse.LoadInit.parse(H("000000"))
     with pytest.raises(InputError, match="terminal id: 5 bytes"):
         purse.initialize_for_load(PurseKind.EP, 0, 1, bytes(5))
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="01 \\(ED\\) or 02 \\(EP\\)"):
         purse.get_balance(3)
 
 

@@ -23,12 +23,6 @@ class AuthMode(IntEnum):
     MAC = 0x02
 
 
-def _byte(value: int, what: str) -> int:
-    if not 0 <= value <= 0xFF:
-        raise InputError(f"{what} 0x{value:X} is not a byte")
-    return value
-
-
 def _sfi(sfi: int) -> int:
     if not 0 <= sfi <= 0x1F:
         raise InputError(f"SFI 0x{sfi:X} is not 5 bits")
@@ -81,18 +75,22 @@ def update_binary(data: bytes, offset: int = 0, *, sfi: int | None = None) -> Co
 
 # ---------------------------------------------------------------------- record files
 def _record_p2(sfi: int | None, mode: int) -> int:
-    return (_sfi(sfi) << 3 | mode) if sfi is not None else mode
+    if sfi is None:
+        return mode
+    if not 0 <= sfi <= 0x1F:
+        raise InputError(f"SFI 0x{sfi:X} is not 5 bits")
+    return sfi << 3 | mode
 
 
 def read_record(number: int, *, sfi: int | None = None, ne: int | None = None) -> CommandApdu:
     """READ RECORD ``00 B2 rec P2 [Le]``, P2 = SFI<<3 | ``100`` (record number); no SFI:
     the current EF.  Without ``ne`` no Le is sent (the card answers the whole record)."""
-    return CommandApdu(0x00, 0xB2, _byte(number, "record number"), _record_p2(sfi, 0x04), ne=ne)
+    return CommandApdu(0x00, 0xB2, number, _record_p2(sfi, 0x04), ne=ne)     # CommandApdu checks the bytes
 
 
 def update_record(number: int, data: bytes, *, sfi: int | None = None) -> CommandApdu:
     """UPDATE RECORD ``00 DC rec P2 Lc data`` (record number ``number``)."""
-    return CommandApdu(0x00, 0xDC, _byte(number, "record number"), _record_p2(sfi, 0x04), bytes(data))
+    return CommandApdu(0x00, 0xDC, number, _record_p2(sfi, 0x04), bytes(data))
 
 
 def append_record(data: bytes, *, sfi: int | None = None) -> CommandApdu:
@@ -111,17 +109,17 @@ def get_challenge(length: int = 4) -> CommandApdu:
 
 def external_authenticate(key_id: int, cryptogram: bytes) -> CommandApdu:
     """EXTERNAL AUTHENTICATE ``00 82 00 kid 08 E_K(challenge ‖ 00000000)`` (SPEC §1.5, §4 #1)."""
-    return CommandApdu(0x00, 0x82, 0x00, _byte(key_id, "key id"), bytes(cryptogram))
+    return CommandApdu(0x00, 0x82, 0x00, key_id, bytes(cryptogram))
 
 
 def internal_authenticate(mode: AuthMode | int, key_id: int, data: bytes) -> CommandApdu:
     """INTERNAL AUTHENTICATE ``00 88 P1 kid Lc data``; ``mode`` is :class:`AuthMode`."""
-    return CommandApdu(0x00, 0x88, int(AuthMode(mode)), _byte(key_id, "key id"), bytes(data))
+    return CommandApdu(0x00, 0x88, int(AuthMode(mode)), key_id, bytes(data))
 
 
 def verify(key_id: int, pin: bytes) -> CommandApdu:
     """VERIFY ``00 20 00 kid Lc PIN`` (PIN in BCD padded with F); marked sensitive."""
-    return CommandApdu(0x00, 0x20, 0x00, _byte(key_id, "PIN id"), bytes(pin), sensitive=True)
+    return CommandApdu(0x00, 0x20, 0x00, key_id, bytes(pin), sensitive=True)
 
 
 def get_response(ne: int, *, cla: int = 0x00) -> CommandApdu:

@@ -32,6 +32,12 @@ class InitKind(IntEnum):
     UNLOAD = 0x05
 
 
+def _purse(purse: int) -> int:
+    if purse != 0x01 and purse != 0x02:
+        raise InputError(f"purse P2 0x{purse:X}: 01 (ED) or 02 (EP)")
+    return int(purse)
+
+
 def _fixed(value: bytes, length: int, what: str) -> bytes:
     if len(value) != length:
         raise InputError(f"{what}: {len(value)} bytes, expected {length}")
@@ -52,7 +58,7 @@ def _key_id(key_id: int) -> bytes:
 
 def _initialize(kind: InitKind, purse: int, key_id: int, amount: int, terminal: bytes, ne: int) -> CommandApdu:
     data = _key_id(key_id) + _amount(amount) + _fixed(terminal, 6, "terminal id")
-    return CommandApdu(0x80, 0x50, int(kind), int(PurseKind(purse)), data, ne=ne)
+    return CommandApdu(0x80, 0x50, int(kind), _purse(purse), data, ne=ne)
 
 
 # ---------------------------------------------------------------------- INITIALIZE
@@ -116,7 +122,7 @@ def update_overdraw_limit(new_limit: int, date: bytes, time: bytes, mac2: bytes)
 
 def get_balance(purse: int) -> CommandApdu:
     """GET BALANCE ``80 5C 00 P2 04`` (the ED needs a verified PIN)."""
-    return CommandApdu(0x80, 0x5C, 0x00, int(PurseKind(purse)), ne=4)
+    return CommandApdu(0x80, 0x5C, 0x00, _purse(purse), ne=4)
 
 
 def get_transaction_prove(transaction_type: int, counter: int) -> CommandApdu:
