@@ -8,7 +8,7 @@ transport stack's line protection (:class:`~citycard.transport.LineProtection`).
 
 from __future__ import annotations
 
-from ..apdu import CommandApdu, ResponseApdu
+from ..apdu import CommandApdu
 from ..commands import fmcos, iso, walk
 from ..commands.fmcos import KeyType
 from ..crypto import mac_alg1, tac_key
@@ -50,17 +50,13 @@ def read_serial(session: CardSession, spec: CardSpec, df: DFSpec) -> str:
         raise ServiceError(str(exc)) from None
 
 
-def select(session: CardSession, df: DFSpec) -> ResponseApdu:
-    return walk.select_df(session, df)
-
-
 class CardServices:
     def __init__(self, session: CardSession, spec: CardSpec, keys: KeySource | None = None) -> None:
         self.session, self.spec, self.keys = session, spec, keys
         self._serial: dict[str, str] = {}
 
     def _enter(self, df: DFSpec, *, blocked_ok: bool = False) -> None:
-        r = select(self.session, df)
+        r = walk.select_df(self.session, df)
         if r.sw != 0x9000 and not (blocked_ok and r.sw in (0x6A81, 0x9303)):
             raise ServiceRefused(r.sw, f"SELECT {df.name}")
 
