@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 from pathlib import Path
 
 import pytest
@@ -380,3 +381,68 @@ def test_demo_plan_bytes_unchanged_by_the_command_layer():
     assert lines[0] == "SELECT MF | apdu | False | 9000 | 00A40000023F00 | False | False | mf"
     assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == \
         "6799038ef9ed45227cbb04ced7a7ef937792afc5e9b12fa076c465be229919e8"
+
+
+def _wire_commands(root: Path) -> list[bytes]:
+    """Every command APDU a personalization (with verification), a load, a purchase, a CAPP
+    purchase, an unload, the history, a PIN change/unblock/reload and an application
+    block/unblock send to a simulated card with deterministic randoms (row 1, demo keys)."""
+    from citycard import records
+    from citycard.keys import KeyRing
+    from citycard.keys.demo import DemoKeyFile
+    from citycard.perso.context import CardData
+    from citycard.perso.data import read_csv
+    from citycard.perso.plan import Planner
+    from citycard.perso.run import personalize
+    from citycard.profile import load_profile
+    from citycard.sim import SimCard
+    from citycard.sim.transport import SimTransport
+    from citycard.terminal.purse import PurseTerminal
+    from citycard.terminal.services import CardServices, find_app
+    from citycard.transport import CardSession
+
+    sent: list[bytes] = []
+
+    class Recording(SimTransport):
+        def transmit(self, apdu: bytes) -> bytes:
+            sent.append(bytes(apdu))
+            return super().transmit(apdu)
+
+    counter = itertools.count(1)
+    card = SimCard(rng=lambda n: hashlib.sha256(str(next(counter)).encode()).digest()[:n])
+    transport = Recording(card)
+    transport.connect()
+    session = CardSession(transport)
+    spec = load_profile(root / "profiles/citycard.toml")
+    keys = KeyRing([DemoKeyFile(root / "profiles/demo-keys.toml")])
+    data = read_csv(root / "profiles/citycard-sample.csv")
+    plan = Planner(spec, keys).plan(CardData(data.row(1), 1, datetime.date(2026, 11, 24), "row 1"))
+    assert personalize(session, spec, plan).verified
+    when = datetime.datetime(2026, 11, 24, 10, 0, 0)
+    term = PurseTerminal(session, spec, keys)
+    term.load(5000, when=when)
+    term.purchase(120, when=when)
+    rec = records.get("capp_metro").encode({"state": 1, "line": "03", "station": "0A0B", "terminal": "000000000001",
+                                            "entry_time": "20261124081500", "amount": 0})
+    term.purchase(200, capp=(2, rec), when=when)
+    term.unload(680, when=when)
+    term.history()
+    svc = CardServices(session, spec, keys)
+    social = find_app(spec, "social")
+    svc.change_pin(social, "123456", "2468")
+    svc.unblock_pin(social, "1357")
+    svc.reload_pin(social, "97531")
+    transit = find_app(spec, "transit")
+    svc.block_app(transit)
+    svc.unblock_app(transit)
+    return sent
+
+
+def test_wire_bytes_unchanged_by_the_command_layer():
+    """Perso + verification, the purse terminal and the card services send, byte for byte, what
+    they sent before the command layer (sha256 of the length-prefixed command stream, taken from
+    the pre-migration code, commit c935e48; the card's randoms are deterministic)."""
+    cmds = _wire_commands(ROOT)
+    assert len(cmds) == 198
+    assert hashlib.sha256(b"".join(len(c).to_bytes(2, "big") + c for c in cmds)).hexdigest() == \
+        "3065df969d81a51549a5aa9ff1bcafa06dd665c0f482a1318b6e814998f07eab"
