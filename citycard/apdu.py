@@ -4,17 +4,20 @@
   ``ne`` is the number of expected response bytes (``None`` = no Le field);
   in the short form Le ``00`` means 256, in the extended form ``0000`` means 65536.
 * :class:`ResponseApdu` is data plus SW1 SW2.
-* :func:`describe_sw` gives the meaning of a status word: ISO 7816-4 plus the
-  FMCOS / PBOC words of SPEC.md §1.5.
-* :class:`ApduError` carries the SW and its meaning.
+* :func:`describe_sw` (from :mod:`citycard.sw`, with :class:`StatusWord`) gives the
+  meaning of a status word: ISO 7816-4 plus the FMCOS / PBOC words of SPEC.md §1.5.
+* :class:`~citycard.errors.CardError` carries an unexpected SW and its meaning.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .errors import CitycardError, InputError
-from .hexutil import parse_hex
+from .errors import CardError, CitycardError, InputError
+from .sw import STATUS_WORDS, StatusWord, describe_sw
+
+__all__ = ["CommandApdu", "ResponseApdu", "CardError", "StatusWord", "STATUS_WORDS", "describe_sw",
+           "is_sensitive"]
 
 SHORT_MAX_NC = 255
 SHORT_MAX_NE = 256
@@ -90,9 +93,6 @@ class CommandApdu:
     def with_ne(self, ne: int | None) -> CommandApdu:
         return replace(self, ne=ne)
 
-    def with_cla(self, cla: int) -> CommandApdu:
-        return replace(self, cla=cla)
-
     # ------------------------------------------------------------------ decoding
     @classmethod
     def parse(cls, raw: bytes, *, what: str = "APDU") -> CommandApdu:
@@ -137,10 +137,6 @@ class CommandApdu:
         cmd = cls(cla, ins, p1, p2, bytes(data), ne)
         return cmd if cmd.is_extended else replace(cmd, extended=True)
 
-    @classmethod
-    def from_hex(cls, text: str, *, what: str = "APDU") -> CommandApdu:
-        return cls.parse(parse_hex(text, what), what=what)
-
     def __str__(self) -> str:
         return self.hex()
 
@@ -178,109 +174,10 @@ class ResponseApdu:
     __bytes__ = encode
 
     def check(self, expected: int = 0x9000, *, what: str = "") -> ResponseApdu:
-        """Return self, or raise :class:`ApduError` when the SW differs."""
+        """Return self, or raise :class:`~citycard.errors.CardError` when the SW differs."""
         if self.sw != expected:
-            raise ApduError(self.sw, command=what)
+            raise CardError(self.sw, what)
         return self
-
-
-class ApduError(CitycardError):
-    """A card answered with an unexpected status word."""
-
-    def __init__(self, sw: int, *, command: str = "", expected: int | None = None) -> None:
-        self.sw = sw
-        self.meaning = describe_sw(sw)
-        self.command = command
-        self.expected = expected
-        where = f"{command}: " if command else ""
-        exp = f" (expected {expected:04X})" if expected is not None else ""
-        super().__init__(f"{where}card answered {sw:04X}: {self.meaning}{exp}")
-
-
-# --------------------------------------------------------------------- status words
-# ISO/IEC 7816-4 §5.6 table 6, with the FMCOS / PBOC meanings of SPEC.md §1.5 where
-# they are more specific (those win where both exist).
-STATUS_WORDS: dict[int, str] = {
-    0x9000: "success",
-    0x6200: "warning: state of non-volatile memory unchanged",
-    0x6281: "returned data may be corrupted (FMCOS: checksum warning, also for a never-written file)",
-    0x6282: "end of file or record reached before reading Ne bytes",
-    0x6283: "selected file deactivated (FMCOS: file or key checksum error)",
-    0x6284: "file control information not formatted",
-    0x6285: "selected file in termination state",
-    0x6300: "verification failed",
-    0x6381: "file filled up by the last write",
-    0x6400: "execution error: state of non-volatile memory unchanged (FMCOS: state flag unchanged)",
-    0x6500: "execution error: state of non-volatile memory changed",
-    0x6581: "memory failure (FMCOS: EEPROM write failed)",
-    0x6700: "wrong length",
-    0x6800: "functions in CLA not supported",
-    0x6881: "logical channel not supported",
-    0x6882: "secure messaging not supported",
-    0x6883: "last command of the chain expected",
-    0x6884: "command chaining not supported",
-    0x6900: "command not allowed (FMCOS: CLA does not match the file's line-protection requirement)",
-    0x6901: "invalid state",
-    0x6981: "command incompatible with file structure",
-    0x6982: "security status not satisfied",
-    0x6983: "authentication method blocked (key or PIN locked)",
-    0x6984: "reference data not usable",
-    0x6985: "conditions of use not satisfied",
-    0x6986: "command not allowed (no current EF)",
-    0x6987: "expected secure messaging data objects missing",
-    0x6988: "incorrect secure messaging data objects",
-    0x6A80: "incorrect parameters in the command data field",
-    0x6A81: "function not supported, or card/application locked",
-    0x6A82: "file or application not found",
-    0x6A83: "record not found",
-    0x6A84: "not enough memory space in the file",
-    0x6A85: "Nc inconsistent with TLV structure",
-    0x6A86: "incorrect parameters P1-P2",
-    0x6A87: "Nc inconsistent with parameters P1-P2",
-    0x6A88: "referenced data or key not found",
-    0x6A89: "file already exists",
-    0x6A8A: "DF name already exists",
-    0x6B00: "wrong parameters P1-P2 (offset out of range)",
-    0x6D00: "instruction code not supported or invalid",
-    0x6E00: "class not supported",
-    0x6F00: "no precise diagnosis",
-    0x9302: "MAC error",
-    0x9303: "application permanently locked",
-    0x9401: "insufficient balance",
-    0x9403: "key index not supported",
-    0x9406: "requested MAC/TAC not available",
-}
-
-
-def describe_sw(sw: int) -> str:
-    """Meaning of a status word, including the parameterised families."""
-    meaning = STATUS_WORDS.get(sw)
-    if meaning is not None:
-        return meaning
-    sw1, sw2 = sw >> 8, sw & 0xFF
-    if sw1 == 0x61:
-        return f"{sw2 or 256} more response bytes available (GET RESPONSE)"
-    if sw1 == 0x6C:
-        return f"wrong Le: {sw2 or 256} bytes available (resend with that Le)"
-    if sw1 == 0x63 and sw2 & 0xF0 == 0xC0:
-        return f"verification failed, {sw2 & 0x0F} tries left"
-    if sw1 == 0x62 and 0x02 <= sw2 <= 0x80:
-        return "warning: triggering by the card"
-    if sw1 == 0x64 and 0x02 <= sw2 <= 0x80:
-        return "error: triggering by the card"
-    if sw1 == 0x67:
-        return "wrong length"
-    if sw1 == 0x6B:
-        return "wrong parameters P1-P2"
-    if sw1 == 0x6D:
-        return "instruction code not supported or invalid"
-    if sw1 == 0x6E:
-        return "class not supported"
-    if sw1 == 0x6F:
-        return "no precise diagnosis"
-    if sw1 in (0x90, 0x91):
-        return "success (with proprietary information)" if sw1 == 0x90 else "proprietary status"
-    return "unknown status word"
 
 
 # ------------------------------------------------------------------ sensitive commands

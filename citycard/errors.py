@@ -6,6 +6,8 @@ it into one line and exit code 2.  Messages never carry key values or PINs.
 
 from __future__ import annotations
 
+from .sw import describe_sw   # sw.py imports nothing of citycard: no cycle
+
 
 class CitycardError(Exception):
     """Root of all citycard errors."""
@@ -25,3 +27,25 @@ class TransportError(CitycardError):
 
 class NoReaderError(TransportError):
     """No PC/SC reader matched, or the PC/SC service is unavailable."""
+
+
+class CardError(CitycardError):
+    """The card answered a command with an unexpected status word.
+
+    ``sw`` stays inspectable (``exc.sw == StatusWord.RECORD_NOT_FOUND``), so callers test
+    the SW instead of parsing the message.  ``command`` names the command ("SELECT transit"),
+    ``expected`` the SW that was wanted when it is not ``9000``.  ``message`` replaces the
+    default text where a caller words it its own way.
+    """
+
+    def __init__(self, sw: int, command: str = "", *, expected: int | None = None,
+                 message: str | None = None) -> None:
+        self.sw = sw
+        self.meaning = describe_sw(sw)
+        self.command = command
+        self.expected = expected
+        if message is None:
+            where = f"{command}: " if command else ""
+            exp = f" (expected {expected:04X})" if expected is not None else ""
+            message = f"{where}card answered {sw:04X}: {self.meaning}{exp}"
+        super().__init__(message)

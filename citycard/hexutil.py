@@ -37,7 +37,3 @@ def parse_hex(text: str, what: str = "hex value", *, length: int | tuple[int, ..
             raise InputError(f"{what}: {len(value)} bytes, expected {want}")
     return value
 
-
-def hexstr(data: bytes, sep: str = "") -> str:
-    """Upper-case hex of ``data``."""
-    return data.hex(sep).upper() if sep else data.hex().upper()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .commands.fmcos import KeyType
+
 # --------------------------------------------------------------------------- access conditions
 AC_FREE = 0xF0
 AC_NEVER = 0xEF
@@ -88,12 +90,14 @@ def parse_ac(text: Any) -> int:
 
 
 # --------------------------------------------------------------------------- keys
-KEY_TYPES: dict[str, int] = {
-    "des-encrypt": 0x30, "des-decrypt": 0x31, "des-mac": 0x32, "tac": 0x34, "internal": 0x34,
-    "line-protection": 0x36, "damk": 0x36, "pin-unblock": 0x37, "pin-reload": 0x38,
-    "external-auth": 0x39, "pin": 0x3A, "overdraw": 0x3C, "unload": 0x3D, "purchase": 0x3E, "load": 0x3F,
-}
-COUNTER_KEY_TYPES = frozenset({0x36, 0x37, 0x38, 0x39, 0x3A})
+# the profile's words for the key types of citycard.commands.fmcos.KeyType (aliases included)
+KEY_TYPES: dict[str, int] = {name: int(t) for name, t in {
+    "des-encrypt": KeyType.DES_ENCRYPT, "des-decrypt": KeyType.DES_DECRYPT, "des-mac": KeyType.DES_MAC,
+    "tac": KeyType.TAC, "internal": KeyType.TAC, "line-protection": KeyType.LINE_PROTECTION,
+    "damk": KeyType.LINE_PROTECTION, "pin-unblock": KeyType.PIN_UNBLOCK, "pin-reload": KeyType.PIN_RELOAD,
+    "external-auth": KeyType.EXTERNAL_AUTH, "pin": KeyType.PIN, "overdraw": KeyType.OVERDRAW,
+    "unload": KeyType.UNLOAD, "purchase": KeyType.PURCHASE, "load": KeyType.LOAD,
+}.items()}
 Protection = Literal["plain", "mac", "cipher"]
 
 

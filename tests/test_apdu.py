@@ -3,7 +3,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from citycard.apdu import ApduError, CommandApdu, ResponseApdu, describe_sw, is_sensitive
+from citycard.apdu import CommandApdu, ResponseApdu, describe_sw, is_sensitive
+from citycard.errors import CardError as ApduError
 from citycard.errors import InputError
 from citycard.hexutil import parse_hex
 

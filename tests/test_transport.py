@@ -5,7 +5,8 @@ import logging
 
 import pytest
 
-from citycard.apdu import ApduError, CommandApdu
+from citycard.apdu import CommandApdu
+from citycard.errors import CardError as ApduError
 from citycard.transport import CardSession, Transport
 from citycard.transport.local import LocalTransport
 from citycard.transport.processors import T0Fetch
@@ -117,9 +118,10 @@ def test_format_command_shapes():
 
 def test_send_protected_uses_fresh_challenge():
     from citycard import crypto
+    from citycard.transport import LineProtection
     key = H("0102030405060708")
     chal = H("11223344")
     expected = crypto.protect(CommandApdu(0x00, 0xD6, 0x95, 0, H("01")), key, chal).encode()
     card = ScriptedCard({H("0084000004"): chal + H("9000"), expected: H("9000")})
-    assert session_for(card).send_protected(CommandApdu(0x00, 0xD6, 0x95, 0, H("01")), key).ok
+    assert session_for(card).send(CommandApdu(0x00, 0xD6, 0x95, 0, H("01")), protect=LineProtection(key)).ok
     assert card.sent == [H("0084000004"), expected]

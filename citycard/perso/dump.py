@@ -11,17 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..apdu import CommandApdu, describe_sw
-from ..crypto import ecb_encrypt
+from ..apdu import describe_sw
+from ..commands import iso, purse, walk
+from ..commands.purse import PurseKind
+from ..keys import KeySource
 from ..spec import CardSpec, DFSpec, FileSpec
 from ..tlv import try_parse
 from ..transport import CardSession
-
-
-def _select(session: CardSession, df: DFSpec) -> Any:
-    if df.fid == 0x3F00:
-        return session.send(CommandApdu(0x00, 0xA4, 0x00, 0x00, b"\x3F\x00"))
-    return session.send(CommandApdu(0x00, 0xA4, 0x04, 0x00, df.aid))
 
 
 def _decode(layout_name: str | None, data: Any) -> Any:
@@ -37,34 +33,17 @@ def _decode(layout_name: str | None, data: Any) -> Any:
 
 
 def _read_binary(session: CardSession, f: FileSpec) -> tuple[bytes | None, int]:
-    out = b""
-    off = 0
-    while off < f.size:
-        want = min(f.size - off, 256)
-        cmd = (CommandApdu(0x00, 0xB0, 0x80 | f.sfi, 0x00, ne=want) if off == 0
-               else CommandApdu(0x00, 0xB0, off >> 8, off & 0xFF, ne=want))
-        r = session.send(cmd)
-        if r.sw != 0x9000:
-            return None, r.sw
-        out += r.data
-        off += len(r.data) or want
-    return out, 0x9000
+    read = walk.read_file(session, f)
+    return (read.data if read.ok else None), read.sw
 
 
 def _read_records(session: CardSession, f: FileSpec) -> tuple[list[bytes] | None, int]:
-    recs: list[bytes] = []
     limit = f.nrec if f.kind in ("fixed", "cyclic") else 64
-    for i in range(1, limit + 1):
-        r = session.send(CommandApdu(0x00, 0xB2, i, (f.sfi << 3) | 0x04))
-        if r.sw == 0x6A83:
-            break
-        if r.sw != 0x9000:
-            return (recs or None), r.sw
-        recs.append(r.data)
-    return recs, 0x9000
+    read = walk.read_records_to_end(session, sfi=f.sfi, limit=limit)
+    return (list(read.records) or (None if not read.ok else [])), read.sw
 
 
-def dump_card(session: CardSession, spec: CardSpec | None = None, keys: Any = None) -> dict[str, Any]:
+def dump_card(session: CardSession, spec: CardSpec | None = None, keys: KeySource | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"atr": session.atr.hex().upper(), "applications": []}
     if spec is None:
         return _discover(session, out)
@@ -73,7 +52,7 @@ def dump_card(session: CardSession, spec: CardSpec | None = None, keys: Any = No
         entry: dict[str, Any] = {"name": df.name, "fid": f"{df.fid:04X}", "aid": df.aid.hex().upper(),
                                  "label": df.label, "unit": df.unit, "files": []}
         out["applications"].append(entry)
-        r = _select(session, df)
+        r = walk.select_df(session, df)
         entry["sw"] = f"{r.sw:04X}"
         if r.sw != 0x9000:
             entry["error"] = describe_sw(r.sw)
@@ -85,7 +64,7 @@ def dump_card(session: CardSession, spec: CardSpec | None = None, keys: Any = No
             fe: dict[str, Any] = {"name": f.name, "fid": f"{f.fid:04X}", "kind": f.kind}
             entry["files"].append(fe)
             if f.kind in ("ed", "ep"):
-                rb = session.send(CommandApdu(0x80, 0x5C, 0x00, 0x01 if f.kind == "ed" else 0x02, ne=4))
+                rb = session.send(purse.get_balance(PurseKind.ED if f.kind == "ed" else PurseKind.EP))
                 fe["sw"] = f"{rb.sw:04X}"
                 if rb.sw == 0x9000:
                     fe["balance_fen"] = int.from_bytes(rb.data, "big")
@@ -139,7 +118,7 @@ def _find_serial(f: FileSpec, decoded: Any) -> str | None:
     return None
 
 
-def _auth_master(session: CardSession, spec: CardSpec, df: DFSpec, keys: Any, serial: str) -> bool:
+def _auth_master(session: CardSession, spec: CardSpec, df: DFSpec, keys: KeySource, serial: str) -> bool:
     m = df.master_key()
     if m is None or m.master is None:
         return False
@@ -148,9 +127,7 @@ def _auth_master(session: CardSession, spec: CardSpec, df: DFSpec, keys: Any, se
 
     r = Resolver(spec, CardData({}, int(serial[len(spec.serial_prefix):] or 0), datetime.date.today()))
     key = keys.derive(m.master[0], m.master[1], r.factor(m.factor, m.path))
-    chal = session.get_challenge(4)
-    resp = session.send(CommandApdu(0x00, 0x82, 0x00, m.kid, ecb_encrypt(key, chal + bytes(4))))
-    return resp.sw == 0x9000
+    return walk.external_authenticate(session, m.kid, key).sw == 0x9000
 
 
 def _dir_entry(rec: bytes) -> dict[str, str]:
@@ -165,7 +142,7 @@ def _dir_entry(rec: bytes) -> dict[str, str]:
 
 
 def _discover(session: CardSession, out: dict[str, Any]) -> dict[str, Any]:
-    r = session.send(CommandApdu(0x00, 0xA4, 0x00, 0x00, b"\x3F\x00"))
+    r = session.send(iso.select_mf())
     mf: dict[str, Any] = {"name": "MF", "fid": "3F00", "sw": f"{r.sw:04X}", "fci": r.data.hex().upper()}
     out["applications"].append(mf)
     if r.sw != 0x9000:
@@ -175,17 +152,12 @@ def _discover(session: CardSession, out: dict[str, Any]) -> dict[str, Any]:
     if sfi_t is None or not sfi_t.value:
         return out
     sfi = sfi_t.value[0]
-    entries = []
-    for i in range(1, 32):
-        rr = session.send(CommandApdu(0x00, 0xB2, i, (sfi << 3) | 0x04))
-        if rr.sw != 0x9000:
-            break
-        entries.append(_dir_entry(rr.data))
+    entries = [_dir_entry(rec) for rec in walk.read_records_to_end(session, sfi=sfi, limit=31).records]
     mf["directory"] = entries
     for e in entries:
         if not e.get("aid"):
             continue
-        rs = session.send(CommandApdu(0x00, 0xA4, 0x04, 0x00, bytes.fromhex(e["aid"])))
+        rs = session.send(iso.select_name(bytes.fromhex(e["aid"])))
         out["applications"].append({"name": e.get("label", ""), "aid": e["aid"], "sw": f"{rs.sw:04X}",
                                     "fci": rs.data.hex().upper()})
     return out

@@ -29,8 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from ..apdu import CommandApdu
+from ..commands import fmcos, iso, purse
+from ..commands.fmcos import KeyType
 from ..errors import InputError
-from ..keys.handles import KeyHandleError, key_bytes
+from ..keys import KeySource
+from ..keys.handles import Key, KeyHandleError, key_bytes
 from ..profile import binding_columns, pin_to_bytes
 from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
 from .context import CardData, Resolver
@@ -53,7 +56,7 @@ class Step:
     cmd: CommandApdu
     kind: str = "apdu"
     expect: int = 0x9000
-    key: Any = field(default=None, repr=False)     # bytes, or a key handle (HSM)
+    key: Key | None = field(default=None, repr=False)     # bytes, or a key handle (HSM)
     encrypt: bool = False
     sensitive: bool = False
     df: str = ""
@@ -67,7 +70,7 @@ class Step:
 class Plan:
     card_serial: str
     steps: tuple[Step, ...]
-    keys: dict[str, Any] = field(repr=False, default_factory=dict)   # "df/key" → per-card key or handle (verify)
+    keys: dict[str, Key] = field(repr=False, default_factory=dict)   # "df/key" → per-card key or handle (verify)
     pins: dict[str, bytes] = field(repr=False, default_factory=dict)
     contents: dict[tuple[str, int], Any] = field(repr=False, default_factory=dict)  # (df, fid) → bytes | records
     mf_rebuild: tuple[Step, ...] = ()    # after ERASE DF of the MF when a card is redone
@@ -81,6 +84,12 @@ class Plan:
 
 
 MAX_DATA = 255
+
+
+def ext_auth_step(key_id: int) -> CommandApdu:
+    """The placeholder command of an ``ext_auth`` step: EXTERNAL AUTHENTICATE with key
+    ``key_id`` (P2); the cryptogram is computed when the step is played."""
+    return iso.external_authenticate(key_id, b"")
 
 
 def _encode(layout: Any, bindings: dict[str, Any], r: Resolver, where: str, df: DFSpec,
@@ -118,7 +127,7 @@ def _chunks(data: bytes, size: int) -> Iterator[tuple[int, bytes]]:
 
 
 class Planner:
-    def __init__(self, spec: CardSpec, keys: Any) -> None:
+    def __init__(self, spec: CardSpec, keys: KeySource) -> None:
         self.spec, self.keys = spec, keys
 
     # ------------------------------------------------------------------ public
@@ -126,14 +135,14 @@ class Planner:
         spec = self.spec
         r = Resolver(spec, data)
         steps: list[Step] = []
-        keys: dict[str, bytes] = {}
+        keys: dict[str, Key] = {}
         pins: dict[str, bytes] = {}
         contents: dict[tuple[str, int], Any] = {}
         transport = (self.keys.derive(*spec.transport_key, None) if spec.transport_key is not None
                      else TRANSPORT_DEFAULT)
         mf = spec.mf
-        steps.append(Step("SELECT MF", CommandApdu(0x00, 0xA4, 0x00, 0x00, b"\x3F\x00"), df="mf"))
-        steps.append(Step("EXTERNAL AUTHENTICATE with the transport key", CommandApdu(0x00, 0x82, 0x00, 0x00),
+        steps.append(Step("SELECT MF", iso.select_mf(), df="mf"))
+        steps.append(Step("EXTERNAL AUTHENTICATE with the transport key", ext_auth_step(0x00),
                           kind="ext_auth", key=transport, df="mf"))
         self._df_body(mf, r, steps, keys, pins, contents, factory_key=transport)
         rebuild = self._mf_rebuild(mf, keys)
@@ -141,29 +150,27 @@ class Planner:
             steps.append(Step(f"CREATE DF {app.fid:04X} {app.name}", self._create_df(app), df="mf"))
         for app in spec.apps:
             steps.append(Step(f"SELECT {app.name} ({app.aid.hex().upper()})",
-                              CommandApdu(0x00, 0xA4, 0x04, 0x00, app.aid), df=app.name))
+                              iso.select_name(app.aid), df=app.name))
             self._df_body(app, r, steps, keys, pins, contents)
         return Plan(r.card_serial, tuple(steps), keys, pins, contents, rebuild)
 
     # ------------------------------------------------------------------ pieces
     @staticmethod
     def _create_df(df: DFSpec) -> CommandApdu:
-        body = (bytes((0x38,)) + df.space.to_bytes(2, "big")
-                + bytes((df.create_ac, df.erase_ac, df.sfi_byte, 0xFF, 0xFF)) + df.aid)
-        return CommandApdu(0x80, 0xE0, df.fid >> 8, df.fid & 0xFF, body)
+        return fmcos.create_df(df.fid, df.aid, space=df.space, create_ac=df.create_ac, erase_ac=df.erase_ac,
+                               app_sfi=df.sfi_byte)
 
     @staticmethod
     def _create_keyfile(df: DFSpec) -> Step:
-        kf = bytes((0x3F,)) + df.keyfile_space.to_bytes(2, "big") + bytes((df.keyfile_sfi_byte, df.keyfile_add_ac,
-                                                                            0xFF, 0xFF))
-        return Step(f"CREATE KEY FILE in {df.name}", CommandApdu(0x80, 0xE0, df.keyfile_fid >> 8,
-                                                                 df.keyfile_fid & 0xFF, kf), df=df.name)
+        cmd = fmcos.create_key_file(df.keyfile_fid, space=df.keyfile_space, df_sfi=df.keyfile_sfi_byte,
+                                    add_ac=df.keyfile_add_ac)
+        return Step(f"CREATE KEY FILE in {df.name}", cmd, df=df.name)
 
     @staticmethod
     def _key_record(k: KeySpec, value: bytes) -> bytes:
-        return bytes((k.type_byte, k.usage_ac, k.change_ac, k.b3, k.b4)) + value
+        return fmcos.key_record(k.type_byte, k.usage_ac, k.change_ac, k.b3, k.b4, value)
 
-    def _mf_rebuild(self, mf: DFSpec, keys: dict[str, Any]) -> tuple[Step, ...]:
+    def _mf_rebuild(self, mf: DFSpec, keys: dict[str, Key]) -> tuple[Step, ...]:
         """For a card being redone: after ERASE DF of the MF, its key file and master again
         (written plain: none when the master comes from an HSM that may not let it out)."""
         m = mf.master_key()
@@ -175,9 +182,9 @@ class Planner:
         rec = self._key_record(m, raw)
         return (self._create_keyfile(mf),
                 Step(f"WRITE KEY {m.name} (39/00) in mf{mark}",
-                     CommandApdu(0x80, 0xD4, 0x01, 0x00, rec, sensitive=True), sensitive=True, df="mf"))
+                     fmcos.write_key(0x00, rec), sensitive=True, df="mf"))
 
-    def _written(self, k: KeySpec, value: Any, how: str) -> tuple[bytes, str]:
+    def _written(self, k: KeySpec, value: Key, how: str) -> tuple[bytes, str]:
         """The clear value for ``k``'s WRITE KEY record sent ``how``, and the step's mark.
         A file source's key is bytes already; an HSM's per-card key comes out only when the
         record is enciphered (by the HSM) or the profile says ``export = true``."""
@@ -196,16 +203,16 @@ class Planner:
             raise InputError(f"{where}: {exc}") from None
         return raw, (ENCIPHERED if how == "cipher" else EXPORTED)
 
-    def _derive(self, unit: str, role: str, factor: bytes) -> Any:
+    def _derive(self, unit: str, role: str, factor: bytes) -> Key:
         """A per-card key to be written to the card (asked of an HSM with ``export``: the
         WRITE KEY record is built around its value; :meth:`_written` decides if it may)."""
         if getattr(self.keys, "holds_keys_inside", False) or getattr(self.keys, "in_hsm", False):
             return self.keys.derive(unit, role, factor, export=True)
         return self.keys.derive(unit, role, factor)
 
-    def _df_body(self, df: DFSpec, r: Resolver, steps: list[Step], keys: dict[str, Any],
+    def _df_body(self, df: DFSpec, r: Resolver, steps: list[Step], keys: dict[str, Key],
                  pins: dict[str, bytes], contents: dict[tuple[str, int], Any],
-                 factory_key: Any = None) -> None:
+                 factory_key: Key | None = None) -> None:
         """Key file, keys, files and data of one DF.  With ``factory_key`` (the MF of a factory
         card), the factory KEY file stays and its transport key is replaced in place by the
         master, enciphered under the transport key: one atomic command, so a card pulled at
@@ -214,46 +221,46 @@ class Planner:
         if factory_key is None:
             steps.append(self._create_keyfile(df))
         master = df.master_key()
-        master_value: Any = None
+        master_value: Key | None = None
         ordered = sorted(df.keys, key=lambda k: k is not master)   # the master first
         for k in ordered:
             value = self._key_value(k, df, r)
-            if k.ktype == 0x3A:
+            if k.ktype == KeyType.PIN:
                 pins[f"{n}/{k.name}"] = value
             else:
                 keys[f"{n}/{k.name}"] = value
             if k is master:
                 master_value = value
             how = "cipher" if k is master and factory_key is not None else k.write
-            raw, mark = (value, "") if k.ktype == 0x3A else self._written(k, value, how)
+            raw, mark = (value, "") if k.ktype == KeyType.PIN else self._written(k, value, how)
             record = self._key_record(k, raw)
-            cmd = CommandApdu(0x80, 0xD4, 0x01, k.kid, record, sensitive=True)
+            cmd = fmcos.write_key(k.kid, record)
             label = f"WRITE KEY {k.name} ({k.ktype:02X}/{k.kid:02X}) in {n}"
             if k is master and factory_key is not None:
                 if len(value) != len(factory_key):
                     raise InputError(f"{k.path}: the MF master must be {len(factory_key)} bytes like the transport key")
-                steps.append(Step(f"WRITE KEY {k.name}: replace the transport key (39/00) under cipher{mark}", CommandApdu(
-                    0x80, 0xD4, 0x39, 0x00, record, sensitive=True), kind="protected", key=factory_key,
-                    encrypt=True, sensitive=True, df=n))
+                steps.append(Step(f"WRITE KEY {k.name}: replace the transport key (39/00) under cipher{mark}",
+                                  fmcos.write_key(0x00, record, stored_type=KeyType.EXTERNAL_AUTH),
+                                  kind="protected", key=factory_key, encrypt=True, sensitive=True, df=n))
             elif k.write == "plain":
                 steps.append(Step(label + mark, cmd, sensitive=True, df=n))
             else:
                 assert master_value is not None
                 steps.append(Step(label + f" under {k.write}{mark}", cmd, kind="protected", key=master_value,
                                   encrypt=k.write == "cipher", sensitive=True, df=n))
-        line_keys = {k.kid: keys[f"{n}/{k.name}"] for k in df.keys if k.ktype == 0x36}
+        line_keys = {k.kid: keys[f"{n}/{k.name}"] for k in df.keys if k.ktype == KeyType.LINE_PROTECTION}
         for f in df.files:
             steps.append(Step(f"CREATE {f.kind.upper()} EF {f.fid:04X} {f.name} in {n}", self._create_ef(f), df=n))
         for f in df.files:
             self._file_data(df, f, r, steps, line_keys, contents)
         if df.auth_code is not None:
             code = self._auth_code(df, r)
-            steps.append(Step(f"SET AUTHENTICATION CODE of {n}", CommandApdu(0x00, 0x22, 0x00, 0x00, code), df=n))
+            steps.append(Step(f"SET AUTHENTICATION CODE of {n}", purse.put_auth_code(code), df=n))
             contents[(n, -1)] = code
 
-    def _key_value(self, k: KeySpec, df: DFSpec, r: Resolver) -> Any:
+    def _key_value(self, k: KeySpec, df: DFSpec, r: Resolver) -> Key:
         where = f"{self.spec.source} {k.path}"
-        if k.ktype == 0x3A:
+        if k.ktype == KeyType.PIN:
             digits = str(r.value(k.pin, where, df))
             if not digits.isdigit() or not 4 <= len(digits) <= 12:
                 raise InputError(f"{r.data.where}: the PIN for {k.path} must be 4..12 digits")
@@ -265,16 +272,17 @@ class Planner:
     @staticmethod
     def _create_ef(f: FileSpec) -> CommandApdu:
         if f.kind in ("ed", "ep"):
-            body = bytes((0x2F, 0x02, 0x08, f.usage_ac, f.tac_key, 0xFF, f.detail_sfi))
-        else:
-            if f.kind in ("binary", "variable"):
-                shape = f.size.to_bytes(2, "big")
-            else:
-                shape = bytes((f.nrec, f.reclen))
-            body = bytes((f.type_byte,)) + shape + bytes((f.read_ac, f.write_ac, 0xFF, f.key_byte))
-        return CommandApdu(0x80, 0xE0, f.fid >> 8, f.fid & 0xFF, body)
+            return fmcos.create_purse(f.fid, usage_ac=f.usage_ac, tac_key_id=f.tac_key, detail_sfi=f.detail_sfi)
+        acs = dict(read_ac=f.read_ac, write_ac=f.write_ac, key_byte=f.key_byte, protection=f.type_byte & 0xC0)
+        if f.kind == "binary":
+            return fmcos.create_binary(f.fid, f.size, **acs)
+        if f.kind == "variable":
+            return fmcos.create_variable(f.fid, f.size, **acs)
+        if f.kind == "fixed":
+            return fmcos.create_fixed(f.fid, f.nrec, f.reclen, **acs)
+        return fmcos.create_cyclic(f.fid, f.nrec, f.reclen, **acs)
 
-    def _file_data(self, df: DFSpec, f: FileSpec, r: Resolver, steps: list[Step], line_keys: dict[int, Any],
+    def _file_data(self, df: DFSpec, f: FileSpec, r: Resolver, steps: list[Step], line_keys: dict[int, Key],
                    contents: dict[tuple[str, int], Any]) -> None:
         if f.kind in ("ed", "ep"):
             return
@@ -299,26 +307,24 @@ class Planner:
                 if not any(chunk):
                     continue
                 if off <= 0xFF:
-                    p1, p2 = 0x80 | f.sfi, off          # SFI addressing: no SELECT needed
+                    cmd = iso.update_binary(chunk, off, sfi=f.sfi)     # SFI addressing: no SELECT needed
                     current = True
                 else:
                     if not current:
-                        steps.append(Step(f"SELECT EF {f.fid:04X} {f.name}",
-                                          CommandApdu(0x00, 0xA4, 0x00, 0x00, f.fid.to_bytes(2, "big")), df=n))
+                        steps.append(Step(f"SELECT EF {f.fid:04X} {f.name}", iso.select_fid(f.fid), df=n))
                         current = True
-                    p1, p2 = off >> 8, off & 0xFF       # the current EF
-                cmd = CommandApdu(0x00, 0xD6, p1, p2, chunk)
+                    cmd = iso.update_binary(chunk, off)                # the current EF
                 label = f"UPDATE BINARY {f.fid:04X} {f.name} [{off}:{off + len(chunk)}]"
                 steps.append(self._write_step(label, cmd, protect, key, n))
             return
         recs = self._records(df, f, r)
         contents[(n, f.fid)] = recs
         for i, rec in enumerate(recs, 1):
-            cmd = CommandApdu(0x00, 0xE2, 0x00, f.sfi << 3, rec)
+            cmd = iso.append_record(rec, sfi=f.sfi)
             steps.append(self._write_step(f"APPEND RECORD {f.fid:04X} {f.name} #{i}", cmd, protect, key, n))
 
     @staticmethod
-    def _write_step(label: str, cmd: CommandApdu, protect: str, key: Any, df: str) -> Step:
+    def _write_step(label: str, cmd: CommandApdu, protect: str, key: Key | None, df: str) -> Step:
         if protect == "plain":
             return Step(label, cmd, df=df)
         return Step(label + f" with {'cipher+MAC' if protect == 'cipher' else 'MAC'}", cmd, kind="protected",

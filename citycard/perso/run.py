@@ -16,36 +16,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..apdu import CommandApdu, ResponseApdu, describe_sw
-from ..crypto import ecb_encrypt, protect
+from ..apdu import CommandApdu, describe_sw
 from ..errors import CitycardError, TransportError
 from ..spec import CardSpec
 from ..transport import CardSession
 from .plan import Plan, Step
+from .steps import PersoError, execute  # moved to steps.py (verify imports them without run)
 
 log = logging.getLogger("citycard.perso")
-
-
-class PersoError(CitycardError):
-    """Personalization stopped at a step; ``step`` is its 1-based number."""
-
-    def __init__(self, message: str, *, step: int | None = None, label: str = "", sw: int | None = None) -> None:
-        super().__init__(message)
-        self.step, self.label, self.sw = step, label, sw
-
-
-def execute(session: CardSession, step: Step) -> ResponseApdu:
-    """Send one step (with its GET CHALLENGE where it needs one)."""
-    if step.kind == "apdu":
-        return session.send(step.cmd)
-    assert step.key is not None
-    challenge = session.get_challenge(4)
-    if step.kind == "protected":
-        return session.send(protect(step.cmd, step.key, challenge, encrypt=step.encrypt))
-    if step.kind == "ext_auth":
-        cryptogram = ecb_encrypt(step.key, challenge + bytes(4))
-        return session.send(CommandApdu(0x00, 0x82, 0x00, step.cmd.p2, cryptogram))
-    raise ValueError(f"unknown step kind {step.kind!r}")
 
 
 @dataclass

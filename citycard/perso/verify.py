@@ -12,15 +12,16 @@ Every check is non-destructive: writes put back the bytes already there.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..apdu import CommandApdu
-from ..crypto import ecb_encrypt, mac_alg1, mac_alg3, pboc
+from ..commands import iso, purse, walk
+from ..commands.fmcos import KeyType
+from ..commands.iso import AuthMode
+from ..commands.purse import PurseKind
+from ..crypto import ecb_decrypt, ecb_encrypt, mac_alg1, mac_alg3, pboc
 from ..spec import CardSpec, DFSpec, FileSpec
 from ..tlv import try_parse
-from ..transport import CardSession
-from .plan import Plan, Step
-from .run import PersoError, execute
+from ..transport import CardSession, LineProtection
+from .plan import Plan
+from .steps import PersoError
 
 Check = tuple[str, bool, str]
 
@@ -44,10 +45,7 @@ def _add(checks: list[Check], label: str, ok: bool, detail: str = "") -> bool:
 
 def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, checks: list[Check]) -> None:
     n = df.name
-    if df.fid == 0x3F00:
-        resp = session.send(CommandApdu(0x00, 0xA4, 0x00, 0x00, b"\x3F\x00"))
-    else:
-        resp = session.send(CommandApdu(0x00, 0xA4, 0x04, 0x00, df.aid))
+    resp = walk.select_df(session, df)
     if not _add(checks, f"{n}: SELECT", resp.sw == 0x9000, f"SW {resp.sw:04X}"):
         return
     fci = try_parse(resp.data)
@@ -61,19 +59,17 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
             _add(checks, f"{n}: FCI 9F0C carries EF{df.fci_sfi:02X}", got == expected,
                  (got or b"").hex().upper())
     # PINs first, then external-auth keys (the master last, so its security state stays)
-    for k in (k for k in df.keys if k.ktype == 0x3A):
-        r = session.send(CommandApdu(0x00, 0x20, 0x00, k.kid, plan.pins[f"{n}/{k.name}"], sensitive=True))
+    for k in (k for k in df.keys if k.ktype == KeyType.PIN):
+        r = session.send(iso.verify(k.kid, plan.pins[f"{n}/{k.name}"]))
         _add(checks, f"{n}: PIN {k.name} verifies", r.sw == 0x9000, f"SW {r.sw:04X}")
-    for k in sorted((k for k in df.keys if k.ktype == 0x39), key=lambda k: k.kid == 0):
-        key = plan.keys[f"{n}/{k.name}"]
-        r = execute(session, Step(f"EXTERNAL AUTH {k.name}", CommandApdu(0x00, 0x82, 0, k.kid),
-                                  kind="ext_auth", key=key))
+    for k in sorted((k for k in df.keys if k.ktype == KeyType.EXTERNAL_AUTH), key=lambda k: k.kid == 0):
+        r = walk.external_authenticate(session, k.kid, plan.keys[f"{n}/{k.name}"])
         _add(checks, f"{n}: key {k.name} authenticates", r.sw == 0x9000, f"SW {r.sw:04X}")
-    line_keys = {k.kid: plan.keys[f"{n}/{k.name}"] for k in df.keys if k.ktype == 0x36}
+    line_keys = {k.kid: plan.keys[f"{n}/{k.name}"] for k in df.keys if k.ktype == KeyType.LINE_PROTECTION}
     line_checked: set[int] = set()
     for f in df.files:
         if f.kind in ("ed", "ep"):
-            r = session.send(CommandApdu(0x80, 0x5C, 0x00, 0x01 if f.kind == "ed" else 0x02, ne=4))
+            r = session.send(purse.get_balance(PurseKind.ED if f.kind == "ed" else PurseKind.EP))
             _add(checks, f"{n}: {f.kind.upper()} balance is zero", r.sw == 0x9000 and r.data == bytes(4),
                  f"{r.data.hex().upper()} SW {r.sw:04X}")
             continue
@@ -85,13 +81,12 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
             _verify_records(session, plan, df, f, checks)
         if f.write_protect != "plain" and f.kind == "binary" and not f.read_protect:
             content = plan.contents.get((n, f.fid), bytes(f.size))[:min(f.size, 0xF0)]
-            cmd = CommandApdu(0x00, 0xD6, 0x80 | f.sfi, 0, content)
+            cmd = iso.update_binary(content, 0, sfi=f.sfi)
             r = session.send(cmd)
             _add(checks, f"{n}: {f.name} refuses a plain write", r.sw == 0x6900, f"SW {r.sw:04X}")
             key = line_keys.get(f.write_key)
             if key is not None and f.write_key not in line_checked:
-                r = execute(session, Step("MAC'd write", cmd, kind="protected", key=key,
-                                          encrypt=f.write_protect == "cipher"))
+                r = session.send(cmd, protect=LineProtection(key, encrypt=f.write_protect == "cipher"))
                 ok = _add(checks, f"{n}: line-protection key {f.write_key:02X} writes {f.name}", r.sw == 0x9000,
                           f"SW {r.sw:04X}")
                 if ok:
@@ -109,23 +104,14 @@ def _fid_of_sfi(df: DFSpec, sfi: int) -> int:
 def _verify_binary(session: CardSession, plan: Plan, df: DFSpec, f: FileSpec, checks: list[Check]) -> None:
     n = df.name
     expected = plan.contents.get((n, f.fid), bytes(f.size))
-    got = b""
-    off = 0
-    while off < f.size:
-        want = min(f.size - off, 256)
-        if off == 0:
-            cmd = CommandApdu(0x00, 0xB0, 0x80 | f.sfi, 0x00, ne=want)
-        else:
-            cmd = CommandApdu(0x00, 0xB0, off >> 8, off & 0xFF, ne=want)
-        r = session.send(cmd)
-        if r.sw != 0x9000:
-            _add(checks, f"{n}: {f.name} reads back", False, f"SW {r.sw:04X} at offset {off}")
-            return
-        got += r.data
-        off += len(r.data) or want
+    read = walk.read_file(session, f)
+    if not read.ok:
+        _add(checks, f"{n}: {f.name} reads back", False, f"SW {read.sw:04X} at offset {read.offset}")
+        return
+    got = read.data
     _add(checks, f"{n}: {f.name} reads back what was written", got == expected,
          "" if got == expected else f"differs at byte {_first_diff(got, expected)}")
-    r = session.send(CommandApdu(0x00, 0xB0, f.size >> 8, f.size & 0xFF, ne=1))
+    r = session.send(iso.read_binary(f.size, 1))
     _add(checks, f"{n}: {f.name} is {f.size} bytes", r.sw == 0x6B00, f"read at {f.size}: SW {r.sw:04X}")
 
 
@@ -142,12 +128,12 @@ def _verify_records(session: CardSession, plan: Plan, df: DFSpec, f: FileSpec, c
     if f.kind == "cyclic":
         expected = list(reversed(expected))      # record 1 is the newest
     for i, rec in enumerate(expected, 1):
-        r = session.send(CommandApdu(0x00, 0xB2, i, (f.sfi << 3) | 0x04, ne=len(rec)))
+        r = session.send(iso.read_record(i, sfi=f.sfi, ne=len(rec)))
         if not _add(checks, f"{n}: {f.name} record {i}", r.sw == 0x9000 and r.data == rec,
                     f"SW {r.sw:04X}"):
             return
     if f.kind != "cyclic" or len(expected) < f.nrec:
-        r = session.send(CommandApdu(0x00, 0xB2, len(expected) + 1, (f.sfi << 3) | 0x04))
+        r = session.send(iso.read_record(len(expected) + 1, sfi=f.sfi))
         _add(checks, f"{n}: {f.name} holds {len(expected)} record(s)", r.sw == 0x6A83, f"SW {r.sw:04X}")
 
 
@@ -158,35 +144,29 @@ def _verify_keys(session: CardSession, plan: Plan, df: DFSpec, checks: list[Chec
         key = plan.keys.get(f"{n}/{k.name}")
         if key is None:
             continue
-        if k.ktype == 0x3F and purses:
-            p2 = 0x01 if purses[0].kind == "ed" else 0x02
+        if k.ktype == KeyType.LOAD and purses:
+            p2 = PurseKind.ED if purses[0].kind == "ed" else PurseKind.EP
             terminal = b"\x00\x00\x00\x00\x00\x01"
-            r = session.send(CommandApdu(0x80, 0x50, 0x00, p2, bytes((k.kid,)) + (1).to_bytes(4, "big") + terminal,
-                                         ne=16))
+            r = session.send(purse.initialize_for_load(p2, k.kid, 1, terminal))
             ok = r.sw == 0x9000 and len(r.data) == 16
             if ok:
-                bal = int.from_bytes(r.data[0:4], "big")
-                ctr = int.from_bytes(r.data[4:6], "big")
-                ses = pboc.load_session_key(key, r.data[8:12], ctr)
-                ok = pboc.load_mac1(ses, bal, 1, 0x01 if p2 == 1 else 0x02, terminal) == r.data[12:16]
+                init = purse.LoadInit.parse(r.data)
+                ses = pboc.load_session_key(key, init.random, init.online_counter)
+                ok = pboc.load_mac1(ses, init.balance, 1, 0x01 if p2 == PurseKind.ED else 0x02, terminal) == init.mac1
             _add(checks, f"{n}: load key {k.name} gives the expected MAC1", ok, f"SW {r.sw:04X}")
-        elif k.ktype in (0x30, 0x31, 0x32):
+        elif k.ktype in (KeyType.DES_ENCRYPT, KeyType.DES_DECRYPT, KeyType.DES_MAC):
             data = bytes(range(1, 9))
-            p1 = k.ktype - 0x30
-            r = session.send(CommandApdu(0x00, 0x88, p1, k.kid, data))
-            if p1 == 2:
+            mode = AuthMode(k.ktype - KeyType.DES_ENCRYPT)
+            r = session.send(iso.internal_authenticate(mode, k.kid, data))
+            if mode == AuthMode.MAC:
                 want = (mac_alg1(key, data) if len(key) == 8 else mac_alg3(key, data))[:4]
-            elif p1 == 0:
+            elif mode == AuthMode.ENCRYPT:
                 want = ecb_encrypt(key, data)
             else:
-                from ..crypto import ecb_decrypt
                 want = ecb_decrypt(key, data)
             _add(checks, f"{n}: key {k.name} answers INTERNAL AUTHENTICATE", r.sw == 0x9000 and r.data == want,
                  f"SW {r.sw:04X}")
-        elif k.ktype in (0x34, 0x3C, 0x3D, 0x3E, 0x37, 0x38):
+        elif k.ktype in (KeyType.TAC, KeyType.OVERDRAW, KeyType.UNLOAD, KeyType.PURCHASE, KeyType.PIN_UNBLOCK,
+                         KeyType.PIN_RELOAD):
             _add(checks, f"{n}: key {k.name} ({k.ktype:02X}) written (not checkable without a transaction)", True)
 
-
-def summary(checks: list[Check]) -> dict[str, Any]:
-    return {"checks": len(checks), "passed": sum(1 for c in checks if c[1]),
-            "failed": [f"{label}: {detail}" for label, ok, detail in checks if not ok]}

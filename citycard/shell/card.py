@@ -16,27 +16,28 @@ from typing import Any, Callable
 
 from .. import records, tlv
 from ..apdu import CommandApdu, ResponseApdu, describe_sw
-from ..crypto import ecb_encrypt, line_mac, protect
-from ..errors import CitycardError, InputError
+from ..commands import iso, purse, walk
+from ..commands.fmcos import KeyType
+from ..commands.purse import PurseKind
+from ..crypto import line_mac
+from ..errors import CardError, CitycardError, InputError
+from ..keys import KeySource
+from ..keys.handles import Key
 from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
-from ..transport import CardSession
+from ..transport import CardSession, LineProtection
 from ..transport.transcript import format_command, format_response
-
-KEY_TYPE_NAMES = {0x39: "external-auth", 0x36: "line-protection (DAMK)", 0x37: "PIN-unblock",
-                  0x38: "PIN-reload", 0x3A: "PIN", 0x3E: "purchase", 0x3F: "load", 0x34: "TAC",
-                  0x3D: "unload", 0x3C: "overdraw"}
 
 
 class CardContextError(CitycardError):
     """A request the context cannot carry out (unknown name, no profile, no key source)."""
 
 
-class CardAnswer(CitycardError):
-    """The card answered a step of a convenience with an unexpected status word."""
+class CardAnswer(CardError):
+    """The card answered a step of a convenience with an unexpected status word (``sw``)."""
 
     def __init__(self, what: str, resp: ResponseApdu) -> None:
         self.what, self.resp = what, resp
-        super().__init__(f"{what}: card answered {resp.sw:04X} ({describe_sw(resp.sw)})")
+        super().__init__(resp.sw, what, message=f"{what}: card answered {resp.sw:04X} ({describe_sw(resp.sw)})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +83,7 @@ def factor_from(binding: Any, serial: str) -> bytes:
     """The diversification factor: the serial for ``@``-bindings, else a constant (digits as
     BCD, hex as bytes); the rightmost 8 bytes (SPEC §2.4)."""
     value = serial if not isinstance(binding, str) or binding.startswith("@") else binding
-    v = str(value)
-    if v.isdigit():
-        return bytes.fromhex(v.zfill(max(16, len(v) + len(v) % 2)))[-8:]
-    try:
-        raw = bytes.fromhex(v)
-    except ValueError:
-        raw = v.encode("utf-8")
-    return raw.rjust(8, b"\x00")[-8:]
+    return walk.diversification_factor(str(value))
 
 
 @dataclass
@@ -106,7 +100,7 @@ class ReadResult:
 class CardContext:
     """A card session with names: the profile's applications and files, keys by name."""
 
-    def __init__(self, session: CardSession, spec: CardSpec | None = None, keys: Any = None,
+    def __init__(self, session: CardSession, spec: CardSpec | None = None, keys: KeySource | None = None,
                  *, on_exchange: Callable[[Exchange], None] | None = None) -> None:
         self.session, self.spec, self.keys = session, spec, keys
         self.on_exchange = on_exchange
@@ -243,12 +237,12 @@ class CardContext:
                 known = ", ".join(k.name for k in df.keys) or "none"
                 raise CardContextError(f"no key {name!r} in {df.name} (keys: {known})")
             if ktype is not None and k.ktype != ktype:
-                raise CardContextError(f"key {df.name}/{name} is a {KEY_TYPE_NAMES.get(k.ktype, hex(k.ktype))} "
-                                       f"key, not {KEY_TYPE_NAMES.get(ktype, hex(ktype))}")
+                raise CardContextError(f"key {df.name}/{name} is a {KeyType.label_of(k.ktype)} "
+                                       f"key, not {KeyType.label_of(ktype)}")
             return k
         cands = sorted((k for k in df.keys if ktype is None or k.ktype == ktype), key=lambda k: k.kid)
         if not cands:
-            raise CardContextError(f"{df.name} has no {KEY_TYPE_NAMES.get(ktype or 0, 'such')} key in the profile")
+            raise CardContextError(f"{df.name} has no {KeyType.label_of(ktype, 'such')} key in the profile")
         return cands[0]
 
     # ------------------------------------------------------------------ selecting
@@ -259,30 +253,30 @@ class CardContext:
         t = target.strip()
         low = t.lower()
         if low in ("mf", "..", "/"):
-            return [CommandApdu(0x00, 0xA4, 0x00, 0x00, b"\x3F\x00")]
+            return [iso.select_mf()]
         if low.startswith("fid:"):
-            return [CommandApdu(0x00, 0xA4, 0x00, 0x00, _hex(t[4:], "FID", (2,)))]
+            return [iso.select_fid(int.from_bytes(_hex(t[4:], "FID", (2,)), "big"))]
         if low.startswith("aid:"):
-            return [CommandApdu(0x00, 0xA4, 0x04, 0x00, _hex(t[4:], "AID", tuple(range(1, 17))))]
+            return [iso.select_name(_hex(t[4:], "AID", tuple(range(1, 17))))]
         if self.spec is not None:
             df = self.spec.app(t)
             if df is not None:
-                return [_select_df(df)]
+                return [walk.select_df_command(df)]
             if self.df is not None:
                 f = find_file(self.df, t)
                 if f is not None:
-                    return [CommandApdu(0x00, 0xA4, 0x00, 0x00, f.fid.to_bytes(2, "big"))]
+                    return [iso.select_fid(f.fid)]
             if "/" in t:
                 app_name, _, file_name = t.partition("/")
                 df = self.app(app_name)
                 f = self.file(file_name, df)
-                return [_select_df(df), CommandApdu(0x00, 0xA4, 0x00, 0x00, f.fid.to_bytes(2, "big"))]
+                return [walk.select_df_command(df), iso.select_fid(f.fid)]
         compact = "".join(t.split())
         if all(c in "0123456789abcdefABCDEF" for c in compact) and compact:
             if len(compact) == 4:
-                return [CommandApdu(0x00, 0xA4, 0x00, 0x00, bytes.fromhex(compact))]
+                return [iso.select_fid(int(compact, 16))]
             if len(compact) % 2 == 0 and 5 <= len(compact) // 2 <= 16:
-                return [CommandApdu(0x00, 0xA4, 0x04, 0x00, bytes.fromhex(compact))]
+                return [iso.select_name(bytes.fromhex(compact))]
         if self.spec is None:
             raise CardContextError(f"select {t!r}: without a profile give mf, a FID (4 hex digits) or an AID")
         files = f"; files of {self._df_text()}: {', '.join(self.file_names()) or 'none'}" if self.df else ""
@@ -302,12 +296,12 @@ class CardContext:
     def enter(self, df: DFSpec) -> None:
         """Make ``df`` the current DF unless it is already (a SELECT resets the security state)."""
         if self.df is not df:
-            r = self.send(_select_df(df))
+            r = self.send(walk.select_df_command(df))
             if r.sw != 0x9000:
                 raise CardAnswer(f"SELECT {df.name}", r)
 
     # ------------------------------------------------------------------ keys
-    def need_keys(self, what: str) -> Any:
+    def need_keys(self, what: str) -> KeySource:
         if self.keys is None:
             raise CardContextError(f"{what} needs a key source (--keys)")
         return self.keys
@@ -318,21 +312,19 @@ class CardContext:
         cached = self._serials.get(df.name)
         if cached is not None:
             return cached
-        from ..terminal.services import read_serial
-
         before, before_ef = self.df, self.ef
         try:
-            value = read_serial(self.session, self.need_spec("reading the serial"), df)
+            value = walk.read_serial(self.session, self.need_spec("reading the serial"), df)
         except CitycardError as exc:
             raise CardContextError(str(exc)) from None
         self._serials[df.name] = value
         if before is not None and (self.df is not before or self.ef is not before_ef):
-            self.send(_select_df(before))
+            self.send(walk.select_df_command(before))
             if before_ef is not None:
-                self.send(CommandApdu(0x00, 0xA4, 0x00, 0x00, before_ef.fid.to_bytes(2, "big")))
+                self.send(iso.select_fid(before_ef.fid))
         return value
 
-    def card_key(self, df: DFSpec, k: KeySpec) -> bytes:
+    def card_key(self, df: DFSpec, k: KeySpec) -> Key:
         """The per-card value of key ``k`` of ``df``.  Callers keep it in a local variable."""
         keys = self.need_keys(f"key {df.name}/{k.name}")
         if k.master is None:
@@ -351,13 +343,13 @@ class CardContext:
 
     def auth(self, df: DFSpec, key_name: str | None = None) -> ResponseApdu:
         """EXTERNAL AUTHENTICATE in ``df`` with its external-auth key (default: id 00)."""
-        k = self.key_spec(df, key_name, ktype=0x39)
+        k = self.key_spec(df, key_name, ktype=KeyType.EXTERNAL_AUTH)
         key = self.card_key(df, k)
         self.enter(df)
-        chal = self.send(CommandApdu(0x00, 0x84, 0x00, 0x00, ne=4))
+        chal = self.send(iso.get_challenge(4))
         if chal.sw != 0x9000:
             raise CardAnswer("GET CHALLENGE", chal)
-        return self.send(CommandApdu(0x00, 0x82, 0x00, k.kid, ecb_encrypt(key, chal.data + bytes(4))))
+        return self.send(iso.external_authenticate(k.kid, walk.external_auth_cryptogram(key, chal.data)))
 
     def verify_pin(self, df: DFSpec | None, pin: str, kid: int | None = None) -> ResponseApdu:
         """VERIFY in ``df`` (entered first) or, with no profile, the current DF with ``kid``."""
@@ -366,18 +358,21 @@ class CardContext:
         if not pin.isdigit() or not 2 <= len(pin) <= 12:
             raise CardContextError("a PIN is 2 to 12 digits")
         if df is not None:
-            kid = self.key_spec(df, None, ktype=0x3A).kid
+            kid = self.key_spec(df, None, ktype=KeyType.PIN).kid
             self.enter(df)
-        return self.send(CommandApdu(0x00, 0x20, 0x00, kid or 0, pin_to_bytes(pin), sensitive=True))
+        return self.send(iso.verify(kid or 0, pin_to_bytes(pin)))
 
     def protected(self, df: DFSpec, key_name: str, cmd: CommandApdu, *, encrypt: bool = False) -> ResponseApdu:
-        """GET CHALLENGE, then ``cmd`` with line protection under key ``key_name`` (SPEC §1.6)."""
+        """``cmd`` with line protection under key ``key_name`` (SPEC §1.6): the stack sends
+        GET CHALLENGE first."""
         k = self.key_spec(df, key_name)
         key = self.card_key(df, k)
-        chal = self.send(CommandApdu(0x00, 0x84, 0x00, 0x00, ne=4))
-        if chal.sw != 0x9000:
-            raise CardAnswer("GET CHALLENGE", chal)
-        return self.send(protect(cmd, key, chal.data, encrypt=encrypt))
+        try:
+            return self.session.send(cmd, protect=LineProtection(key, encrypt=encrypt))
+        except CardError as exc:
+            if exc.command != "GET CHALLENGE":
+                raise
+            raise CardAnswer("GET CHALLENGE", ResponseApdu(b"", exc.sw)) from None
 
     def mac(self, df: DFSpec, key_name: str, data: bytes, iv: bytes = b"") -> bytes:
         """The line-protection MAC (4 bytes, SPEC §1.6) of ``data`` under key ``key_name``;
@@ -391,29 +386,21 @@ class CardContext:
         """Read a file of the current DF (by SFI) or, with ``None`` and no profile file
         selected, the current EF (binary, to its end)."""
         if f is None:
-            r = self.send(CommandApdu(0x00, 0xB0, 0x00, 0x00, ne=256))
+            r = self.send(iso.read_binary(0, 256))
             if r.sw != 0x9000:
                 return ReadResult(None, error=f"{r.sw:04X} {describe_sw(r.sw)}")
             return ReadResult(None, data=r.data)
         if f.kind in ("ed", "ep"):
-            r = self.send(CommandApdu(0x80, 0x5C, 0x00, 0x01 if f.kind == "ed" else 0x02, ne=4))
+            r = self.send(purse.get_balance(PurseKind.ED if f.kind == "ed" else PurseKind.EP))
             if r.sw != 0x9000:
                 return ReadResult(f, error=f"{r.sw:04X} {describe_sw(r.sw)}")
             fen = int.from_bytes(r.data, "big")
             return ReadResult(f, data=r.data, decoded={"balance": f"{fen // 100}.{fen % 100:02d}", "fen": fen})
         if f.kind == "binary":
-            out = b""
-            while len(out) < f.size:
-                want = min(f.size - len(out), 256)
-                off = len(out)
-                cmd = (CommandApdu(0x00, 0xB0, 0x80 | f.sfi, 0x00, ne=want) if off == 0
-                       else CommandApdu(0x00, 0xB0, off >> 8, off & 0xFF, ne=want))
-                r = self.send(cmd)
-                if r.sw != 0x9000:
-                    return ReadResult(f, data=out or None, error=f"{r.sw:04X} {describe_sw(r.sw)}")
-                if not r.data:
-                    break
-                out += r.data
+            read = walk.read_file(self.session, f)
+            out = read.data
+            if not read.ok:
+                return ReadResult(f, data=out or None, error=f"{read.sw:04X} {describe_sw(read.sw)}")
             res = ReadResult(f, data=out)
             res.decoded = _decode(f, out, None)
             return res
@@ -421,18 +408,10 @@ class CardContext:
 
     def read_records(self, f: FileSpec | None) -> ReadResult:
         """Every record of a record file (of the current EF when ``f`` is None) until ``6A83``."""
-        limit = f.nrec if f is not None and f.kind in ("fixed", "cyclic") and f.nrec else 254
-        p2 = ((f.sfi << 3) | 0x04) if f is not None else 0x04
-        recs: list[bytes] = []
-        error = None
-        for i in range(1, limit + 1):
-            r = self.send(CommandApdu(0x00, 0xB2, i, p2))
-            if r.sw == 0x6A83:
-                break
-            if r.sw != 0x9000:
-                error = f"{r.sw:04X} {describe_sw(r.sw)}"
-                break
-            recs.append(r.data)
+        limit = walk.record_limit(f) if f is not None else 254
+        read = walk.read_records_to_end(self.session, sfi=f.sfi if f is not None else None, limit=limit)
+        recs = list(read.records)
+        error = None if read.ok else f"{read.sw:04X} {describe_sw(read.sw)}"
         res = ReadResult(f, records=recs, error=error)
         if f is not None and recs:
             res.decoded = _decode(f, None, recs)
@@ -441,14 +420,14 @@ class CardContext:
     def balance(self, df: DFSpec | None = None) -> ResponseApdu:
         """GET BALANCE of the purse of ``df`` (default: the current DF; EP when unknown)."""
         df = df or self.df
-        p2 = 0x02
+        kind = PurseKind.EP
         if df is not None:
-            purse = next((f for f in df.files if f.kind in ("ed", "ep")), None)
-            if purse is None and self.spec is not None:
+            file = next((f for f in df.files if f.kind in ("ed", "ep")), None)
+            if file is None and self.spec is not None:
                 raise CardContextError(f"{df.name} has no purse in the profile")
-            if purse is not None and purse.kind == "ed":
-                p2 = 0x01
-        return self.send(CommandApdu(0x80, 0x5C, 0x00, p2, ne=4))
+            if file is not None and file.kind == "ed":
+                kind = PurseKind.ED
+        return self.send(purse.get_balance(kind))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -460,12 +439,6 @@ def _hex(text: str, what: str, lengths: tuple[int, ...]) -> bytes:
     from ..hexutil import parse_hex
 
     return parse_hex(text, what, length=lengths)
-
-
-def _select_df(df: DFSpec) -> CommandApdu:
-    if df.fid == 0x3F00:
-        return CommandApdu(0x00, 0xA4, 0x00, 0x00, b"\x3F\x00")
-    return CommandApdu(0x00, 0xA4, 0x04, 0x00, df.aid)
 
 
 def find_file(df: DFSpec, name: str) -> FileSpec | None:

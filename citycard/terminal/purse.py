@@ -13,17 +13,29 @@ from __future__ import annotations
 import datetime as _dt
 import time as _time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from ..apdu import ApduError, CommandApdu, ResponseApdu
+from ..apdu import CommandApdu, ResponseApdu
+from ..commands import iso, purse, walk
+from ..commands.fmcos import KeyType
+from ..commands.purse import PurseKind
 from ..crypto import pboc
-from ..errors import CitycardError, TransportError
-from ..spec import CardSpec, DFSpec
+from ..errors import CardError, CitycardError, InputError, TransportError
+from ..keys import KeySource
+from ..keys.handles import Key
+from ..spec import CardSpec, DFSpec, FileSpec
 from ..transport import CardSession
+
+
+T = TypeVar("T")
 
 
 class PurseError(CitycardError):
     """A purse transaction failed or the card's cryptogram did not check out."""
+
+
+class PurseRefused(CardError, PurseError):
+    """The card answered a purse step with an unexpected status word (``sw``)."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +58,12 @@ def _now_bcd(when: _dt.datetime) -> tuple[bytes, bytes]:
 
 
 class PurseTerminal:
-    def __init__(self, session: CardSession, spec: CardSpec, keys: Any, app: str | None = None,
+    def __init__(self, session: CardSession, spec: CardSpec, keys: KeySource, app: str | None = None,
                  terminal_id: bytes = b"\x00\x00\x00\x00\x00\x01") -> None:
         self.session, self.spec, self.keys = session, spec, keys
         self.df = self._purse_app(app)
         self.purse = next(f for f in self.df.files if f.kind in ("ed", "ep"))
-        self.p2 = 0x01 if self.purse.kind == "ed" else 0x02
+        self.p2 = PurseKind.ED if self.purse.kind == "ed" else PurseKind.EP
         self.terminal = terminal_id
         self.serial: str | None = None
 
@@ -64,51 +76,44 @@ class PurseTerminal:
     # ------------------------------------------------------------------ card access
     def select(self) -> str:
         """SELECT the purse application and read its serial number (the key factor)."""
-        r = self.session.send(CommandApdu(0x00, 0xA4, 0x04, 0x00, self.df.aid))
+        r = self.session.send(iso.select_name(self.df.aid))
         if r.sw != 0x9000:
-            raise PurseError(f"SELECT {self.df.name}: {ApduError(r.sw)}")
+            raise PurseRefused(r.sw, f"SELECT {self.df.name}")
         from .. import records
-        for f in self.df.files:
-            if f.layout is None or f.kind != "binary":
-                continue
-            fields = [k for k, v in f.data.items() if v == "@app_serial"]
-            if not fields:
-                continue
-            lay = records.get(f.layout)
-            r = self.session.send(CommandApdu(0x00, 0xB0, 0x80 | f.sfi, 0x00, ne=lay.size), expect=0x9000,
-                                  what=f"READ BINARY {f.fid:04X}")
-            self.serial = str(lay.decode(r.data)[fields[0]])
-            return self.serial
-        raise PurseError(f"no file of {self.df.name} carries the application serial number (@app_serial)")
+        found = walk.serial_field(self.df, "@app_serial")
+        if found is None:
+            raise PurseError(f"no file of {self.df.name} carries the application serial number (@app_serial)")
+        f, name = found
+        lay = records.get(f.layout or "")
+        r = self.session.send(iso.read_binary(0, lay.size, sfi=f.sfi), expect=0x9000,
+                              what=f"READ BINARY {f.fid:04X}")
+        self.serial = str(lay.decode(r.data)[name])
+        return self.serial
 
-    def _key(self, ktype: int) -> bytes:
+    def _key(self, ktype: int) -> Key:
         k = next((k for k in self.df.keys if k.ktype == ktype), None)
         if k is None or k.master is None:
             raise PurseError(f"the profile's {self.df.name} has no key of type {ktype:02X}")
         if self.serial is None:
             self.select()
-        digits = str(self.serial)
-        factor = bytes.fromhex(digits.zfill(max(16, len(digits) + len(digits) % 2)))[-8:]
-        return self.keys.derive(k.master[0], k.master[1], factor)
+        return self.keys.derive(k.master[0], k.master[1], walk.diversification_factor(str(self.serial)))
 
-    def _tac_key(self) -> bytes:
-        k = next((k for k in self.df.keys if k.ktype == 0x34 and k.kid == self.purse.tac_key), None)
+    def _tac_key(self) -> Key:
+        k = next((k for k in self.df.keys if k.ktype == KeyType.TAC and k.kid == self.purse.tac_key), None)
         if k is None or k.master is None:
             raise PurseError("no TAC key in the profile")
-        self._key(0x34)
-        digits = str(self.serial)
-        factor = bytes.fromhex(digits.zfill(max(16, len(digits) + len(digits) % 2)))[-8:]
-        return self.keys.derive(k.master[0], k.master[1], factor)
+        self._key(KeyType.TAC)
+        return self.keys.derive(k.master[0], k.master[1], walk.diversification_factor(str(self.serial)))
 
     def verify_pin(self, pin: str) -> None:
         """For an ED (or a purse whose usage needs the PIN)."""
         from ..profile import pin_to_bytes
-        k = next((k for k in self.df.keys if k.ktype == 0x3A), None)
+        k = next((k for k in self.df.keys if k.ktype == KeyType.PIN), None)
         if k is None:
             raise PurseError(f"{self.df.name} has no PIN")
-        r = self.session.send(CommandApdu(0x00, 0x20, 0x00, k.kid, pin_to_bytes(pin), sensitive=True))
+        r = self.session.send(iso.verify(k.kid, pin_to_bytes(pin)))
         if r.sw != 0x9000:
-            raise PurseError(f"VERIFY: {ApduError(r.sw)}")
+            raise PurseRefused(r.sw, "VERIFY")
 
     # ------------------------------------------------------------------ torn transactions
     def _final(self, cmd: CommandApdu, ttype: int, counter: int, expect: bytes) -> tuple[ResponseApdu | None, bool]:
@@ -125,9 +130,8 @@ class PurseTerminal:
         while True:  # the reader may still show the old card for a moment: retry until it answers
             try:
                 again()
-                self.session.send(CommandApdu(0x00, 0xA4, 0x04, 0x00, self.df.aid), expect=0x9000,
-                                  what=f"SELECT {self.df.name}")
-                r = self.session.send(CommandApdu(0x80, 0x5A, 0x00, ttype, counter.to_bytes(2, "big"), ne=8))
+                self.session.send(iso.select_name(self.df.aid), expect=0x9000, what=f"SELECT {self.df.name}")
+                r = self.session.send(purse.get_transaction_prove(ttype, counter))
                 break
             except TransportError:
                 if _time.monotonic() > deadline:
@@ -138,7 +142,7 @@ class PurseTerminal:
             raise NotCompleted("the card lost power before the transaction completed: nothing was charged "
                                "(run it again)")
         if r.sw != 0x9000:
-            raise PurseError(f"GET TRANSACTION PROVE: {ApduError(r.sw)}")
+            raise PurseRefused(r.sw, "GET TRANSACTION PROVE")
         if r.data != expect:
             raise PurseError("GET TRANSACTION PROVE: the card's proof does not match this transaction")
         return None, True
@@ -146,32 +150,30 @@ class PurseTerminal:
     def balance(self) -> int:
         if self.serial is None:
             self.select()
-        r = self.session.send(CommandApdu(0x80, 0x5C, 0x00, self.p2, ne=4), expect=0x9000, what="GET BALANCE")
+        r = self.session.send(purse.get_balance(self.p2), expect=0x9000, what="GET BALANCE")
         return int.from_bytes(r.data, "big")
 
     # ------------------------------------------------------------------ transactions
     def load(self, amount: int, *, when: _dt.datetime | None = None, key_id: int = 0) -> TxResult:
         if self.serial is None:
             self.select()
-        dlk, dtk = self._key(0x3F), self._tac_key()
+        dlk, dtk = self._key(KeyType.LOAD), self._tac_key()
         date, time = _now_bcd(when or _dt.datetime.now())
-        r = self.session.send(CommandApdu(0x80, 0x50, 0x00, self.p2, bytes((key_id,)) + pboc.u32(amount)
-                                          + self.terminal, ne=0x10))
+        r = self.session.send(purse.initialize_for_load(self.p2, key_id, amount, self.terminal))
         if r.sw != 0x9000:
-            raise PurseError(f"INITIALIZE FOR LOAD: {ApduError(r.sw)}")
-        bal, ctr = int.from_bytes(r.data[0:4], "big"), int.from_bytes(r.data[4:6], "big")
-        random, mac1 = r.data[8:12], r.data[12:16]
+            raise PurseRefused(r.sw, "INITIALIZE FOR LOAD")
+        init = _parse(purse.LoadInit.parse, r)
+        bal, ctr, random, mac1 = init.balance, init.online_counter, init.random, init.mac1
         ttype = 0x01 if self.p2 == 1 else 0x02
         ses = pboc.load_session_key(dlk, random, ctr)
         if pboc.load_mac1(ses, bal, amount, ttype, self.terminal) != mac1:
             raise PurseError("INITIALIZE FOR LOAD: MAC1 from the card is wrong (not our card, or wrong keys)")
         mac2 = pboc.load_mac2(ses, amount, ttype, self.terminal, date, time)
         tac = pboc.load_tac(dtk, bal + amount, ctr, amount, ttype, self.terminal, date, time)
-        r, recovered = self._final(CommandApdu(0x80, 0x52, 0x00, 0x00, date + time + mac2, ne=4), ttype, ctr,
-                                   mac2 + tac)
+        r, recovered = self._final(purse.credit_for_load(date, time, mac2), ttype, ctr, mac2 + tac)
         if r is not None:
             if r.sw != 0x9000:
-                raise PurseError(f"CREDIT FOR LOAD: {ApduError(r.sw)}")
+                raise PurseRefused(r.sw, "CREDIT FOR LOAD")
             if r.data != tac:
                 raise PurseError("CREDIT FOR LOAD: the TAC from the card is wrong")
         return TxResult("load", amount, bal, bal + amount, ctr, tac, recovered)
@@ -182,42 +184,42 @@ class PurseTerminal:
         replaces the record with that tag in the application's CAPP file."""
         if self.serial is None:
             self.select()
-        dpk, dtk = self._key(0x3E), self._tac_key()
+        dpk, dtk = self._key(KeyType.PURCHASE), self._tac_key()
         date, time = _now_bcd(when or _dt.datetime.now())
         code = None
         if self.df.auth_code is not None:   # D7: read before INITIALIZE (the purse session allows no other command)
-            code = self.session.send(CommandApdu(0x80, 0xCA, 0x00, 0x00, ne=9), expect=0x9000, what="GET DATA").data
-        p1 = 0x03 if capp is not None else 0x01
-        if capp is not None and self.p2 != 0x02:
+            code = self.session.send(purse.get_auth_code(), expect=0x9000, what="GET DATA").data
+        if capp is not None and self.p2 != PurseKind.EP:
             raise PurseError("a CAPP purchase is made on an EP")
-        r = self.session.send(CommandApdu(0x80, 0x50, p1, self.p2, bytes((key_id,)) + pboc.u32(amount)
-                                          + self.terminal, ne=0x0F))
+        init_cmd = purse.initialize_for_capp_purchase if capp is not None else purse.initialize_for_purchase
+        r = self.session.send(init_cmd(self.p2, key_id, amount, self.terminal))
         if r.sw != 0x9000:
-            raise PurseError(f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE: {ApduError(r.sw)}")
-        bal, ctr = int.from_bytes(r.data[0:4], "big"), int.from_bytes(r.data[4:6], "big")
-        random = r.data[11:15]
+            raise PurseRefused(r.sw, f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE")
+        init = _parse(purse.PurchaseInit.parse, r)
+        bal, ctr, random = init.balance, init.offline_counter, init.random
         ttype = pboc.TT_CAPP_PURCHASE if capp is not None else (0x05 if self.p2 == 1 else 0x06)
         if capp is not None:
             tag, record = capp
             capp_file = self._capp_file()
-            rc = self.session.send(CommandApdu(0x80, 0xDC, tag, capp_file.sfi << 3, record))
+            rc = self.session.send(purse.update_capp_data_cache(tag, capp_file.sfi, record))
             if rc.sw != 0x9000:
-                raise PurseError(f"UPDATE CAPP DATA CACHE: {ApduError(rc.sw)}")
+                raise PurseRefused(rc.sw, "UPDATE CAPP DATA CACHE")
         serial = pboc.u32(terminal_serial, "terminal serial")
         c = pboc.purchase_cryptogram(dpk, dtk, random=random, counter=ctr, terminal_serial=serial, amount=amount,
                                      terminal=self.terminal, date=date, time=time, ttype=ttype, auth_code=code)
-        r, recovered = self._final(CommandApdu(0x80, 0x54, 0x01, 0x00, serial + date + time + c.mac1, ne=8),
-                                   ttype, ctr, c.mac2 + c.tac)
+        r, recovered = self._final(purse.debit_for_purchase(serial, date, time, c.mac1), ttype, ctr,
+                                   c.mac2 + c.tac)
         if r is not None:
             if r.sw != 0x9000:
-                raise PurseError(f"DEBIT FOR PURCHASE: {ApduError(r.sw)}")
-            if r.data[4:8] != c.mac2:
+                raise PurseRefused(r.sw, "DEBIT FOR PURCHASE")
+            debit = _parse(purse.DebitResult.parse, r)
+            if debit.mac2 != c.mac2:
                 raise PurseError("DEBIT FOR PURCHASE: MAC2 from the card is wrong")
-            if r.data[0:4] != c.tac:
+            if debit.tac != c.tac:
                 raise PurseError("DEBIT FOR PURCHASE: the TAC from the card is wrong")
         return TxResult("capp purchase" if capp else "purchase", amount, bal, bal - amount, ctr, c.tac, recovered)
 
-    def _capp_file(self):
+    def _capp_file(self) -> FileSpec:
         f = next((f for f in self.df.files if f.kind == "variable" and f.layout == "capp_metro"), None)
         if f is None:
             f = next((f for f in self.df.files if f.kind == "variable"), None)
@@ -229,23 +231,22 @@ class PurseTerminal:
         """INITIALIZE FOR UNLOAD → MAC1 checked → DEBIT FOR UNLOAD with MAC2 → MAC3 checked."""
         if self.serial is None:
             self.select()
-        dulk = self._key(0x3D)
+        dulk = self._key(KeyType.UNLOAD)
         date, time = _now_bcd(when or _dt.datetime.now())
-        r = self.session.send(CommandApdu(0x80, 0x50, 0x05, self.p2, bytes((key_id,)) + pboc.u32(amount)
-                                          + self.terminal, ne=0x10))
+        r = self.session.send(purse.initialize_for_unload(self.p2, key_id, amount, self.terminal))
         if r.sw != 0x9000:
-            raise PurseError(f"INITIALIZE FOR UNLOAD: {ApduError(r.sw)}")
-        bal, ctr = int.from_bytes(r.data[0:4], "big"), int.from_bytes(r.data[4:6], "big")
-        ses = pboc.load_session_key(dulk, r.data[8:12], ctr)
-        if pboc.load_mac1(ses, bal, amount, pboc.TT_UNLOAD, self.terminal) != r.data[12:16]:
+            raise PurseRefused(r.sw, "INITIALIZE FOR UNLOAD")
+        init = _parse(purse.LoadInit.parse, r)
+        bal, ctr = init.balance, init.online_counter
+        ses = pboc.load_session_key(dulk, init.random, ctr)
+        if pboc.load_mac1(ses, bal, amount, pboc.TT_UNLOAD, self.terminal) != init.mac1:
             raise PurseError("INITIALIZE FOR UNLOAD: MAC1 from the card is wrong")
         mac2 = pboc.load_mac2(ses, amount, pboc.TT_UNLOAD, self.terminal, date, time)
         mac3 = pboc.unload_mac3(ses, bal - amount, ctr, amount, pboc.TT_UNLOAD, self.terminal, date, time)
-        r2, recovered = self._final(CommandApdu(0x80, 0x54, 0x03, 0x00, date + time + mac2, ne=4),
-                                    pboc.TT_UNLOAD, ctr, mac3 + bytes(4))
+        r2, recovered = self._final(purse.debit_for_unload(date, time, mac2), pboc.TT_UNLOAD, ctr, mac3 + bytes(4))
         if r2 is not None:
             if r2.sw != 0x9000:
-                raise PurseError(f"DEBIT FOR UNLOAD: {ApduError(r2.sw)}")
+                raise PurseRefused(r2.sw, "DEBIT FOR UNLOAD")
             if r2.data != mac3:
                 raise PurseError("DEBIT FOR UNLOAD: MAC3 from the card is wrong")
         return TxResult("unload", amount, bal, bal - amount, ctr, mac3, recovered)
@@ -256,12 +257,15 @@ class PurseTerminal:
         if self.serial is None:
             self.select()
         lay = records.get("ef0018")
-        out = []
-        for i in range(1, 256):
-            r = self.session.send(CommandApdu(0x00, 0xB2, i, (self.purse.detail_sfi << 3) | 0x04))
-            if r.sw == 0x6A83:
-                break
-            if r.sw != 0x9000:
-                raise PurseError(f"READ RECORD {i}: {ApduError(r.sw)}")
-            out.append(lay.decode(r.data))
-        return out
+        read = walk.read_records_to_end(self.session, sfi=self.purse.detail_sfi, limit=255)
+        if not read.ok:
+            raise PurseRefused(read.sw, f"READ RECORD {len(read.records) + 1}")
+        return [lay.decode(rec) for rec in read.records]
+
+
+def _parse(parser: Callable[[bytes], T], r: ResponseApdu) -> T:
+    """A purse answer parsed; a short answer is a :class:`PurseError` naming the command."""
+    try:
+        return parser(r.data)
+    except InputError as exc:
+        raise PurseError(str(exc)) from None

@@ -2,23 +2,30 @@
 
 Keys come from the key sources: the per-card key of the application (PBOC
 diversification with the application serial read from the card) is derived here and
-used for the MACs; it never leaves this process.
+used for the MACs; it never leaves this process.  The MAC'd commands go through the
+transport stack's line protection (:class:`~citycard.transport.LineProtection`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..apdu import ApduError, CommandApdu, ResponseApdu
-from ..crypto import encipher, mac_alg1, protect, tac_key
-from ..errors import CitycardError
+from ..apdu import CommandApdu
+from ..commands import fmcos, iso, walk
+from ..commands.fmcos import KeyType
+from ..crypto import mac_alg1, tac_key
+from ..errors import CardError, CitycardError
+from ..keys import KeySource
+from ..keys.handles import Key
 from ..profile import pin_to_bytes
 from ..spec import CardSpec, DFSpec
-from ..transport import CardSession
+from ..transport import CardSession, LineProtection
 
 
 class ServiceError(CitycardError):
-    pass
+    """A card service could not be carried out (profile, key sources, card)."""
+
+
+class ServiceRefused(CardError, ServiceError):
+    """The card answered a service command with an unexpected status word (``sw``)."""
 
 
 def find_app(spec: CardSpec, name: str | None, *, need: int | None = None) -> DFSpec:
@@ -36,48 +43,24 @@ def find_app(spec: CardSpec, name: str | None, *, need: int | None = None) -> DF
 
 
 def read_serial(session: CardSession, spec: CardSpec, df: DFSpec) -> str:
-    """The serial the card's keys were diversified with: the field bound to ``@app_serial``
-    in ``df``, else ``@card_serial`` in the MF (readable even when ``df`` is blocked)."""
-    from .. import records
-
-    for where, binding in ((df, "@app_serial"), (spec.mf, "@card_serial"), (df, "@card_serial")):
-        for f in where.files:
-            if f.kind != "binary" or f.layout is None:
-                continue
-            fields = [k for k, v in f.data.items() if v == binding]
-            if not fields:
-                continue
-            if select(session, where).sw != 0x9000:
-                continue
-            lay = records.get(f.layout)
-            r = session.send(CommandApdu(0x00, 0xB0, 0x80 | f.sfi, 0x00, ne=lay.size))
-            if r.sw != 0x9000:
-                continue
-            return str(lay.decode(r.data)[fields[0]])
-    raise ServiceError(f"cannot read the serial of {df.name} (no readable file carries it)")
-
-
-def factor_of(serial: str) -> bytes:
-    return bytes.fromhex(serial.zfill(max(16, len(serial) + len(serial) % 2)))[-8:]
-
-
-def select(session: CardSession, df: DFSpec) -> ResponseApdu:
-    if df.fid == 0x3F00:
-        return session.send(CommandApdu(0x00, 0xA4, 0x00, 0x00, b"\x3F\x00"))
-    return session.send(CommandApdu(0x00, 0xA4, 0x04, 0x00, df.aid))
+    """The serial ``df``'s keys were diversified with (:func:`citycard.commands.walk.read_serial`)."""
+    try:
+        return walk.read_serial(session, spec, df)
+    except walk.SerialNotReadable as exc:
+        raise ServiceError(str(exc)) from None
 
 
 class CardServices:
-    def __init__(self, session: CardSession, spec: CardSpec, keys: Any = None) -> None:
+    def __init__(self, session: CardSession, spec: CardSpec, keys: KeySource | None = None) -> None:
         self.session, self.spec, self.keys = session, spec, keys
         self._serial: dict[str, str] = {}
 
     def _enter(self, df: DFSpec, *, blocked_ok: bool = False) -> None:
-        r = select(self.session, df)
+        r = walk.select_df(self.session, df)
         if r.sw != 0x9000 and not (blocked_ok and r.sw in (0x6A81, 0x9303)):
-            raise ServiceError(f"SELECT {df.name}: {ApduError(r.sw)}")
+            raise ServiceRefused(r.sw, f"SELECT {df.name}")
 
-    def _key(self, df: DFSpec, ktype: int) -> bytes:
+    def _key(self, df: DFSpec, ktype: int) -> Key:
         k = next((k for k in df.keys if k.ktype == ktype), None)
         if k is None or k.master is None:
             raise ServiceError(f"{df.name} has no key of type {ktype:02X} in the profile")
@@ -86,65 +69,56 @@ class CardServices:
         serial = self._serial.get(df.name)
         if serial is None:
             serial = self._serial[df.name] = read_serial(self.session, self.spec, df)
-        value = self.keys.derive(k.master[0], k.master[1], factor_of(serial))
+        value = self.keys.derive(k.master[0], k.master[1], walk.diversification_factor(serial))
         return value[:8] if k.length == 8 else value
 
     @staticmethod
     def _pin_key(df: DFSpec) -> int:
-        k = next((k for k in df.keys if k.ktype == 0x3A), None)
+        k = next((k for k in df.keys if k.ktype == KeyType.PIN), None)
         if k is None:
             raise ServiceError(f"{df.name} has no PIN")
         return k.kid
 
-    def _check(self, r: ResponseApdu, what: str) -> None:
+    def _send(self, cmd: CommandApdu, what: str, *, key: Key | None = None, encrypt: bool = False) -> None:
+        protect = LineProtection(key, encrypt=encrypt) if key is not None else None
+        r = self.session.send(cmd, protect=protect)
         if r.sw != 0x9000:
-            raise ServiceError(f"{what}: {ApduError(r.sw)}")
+            raise ServiceRefused(r.sw, what)
 
     # ------------------------------------------------------------------ PINs
     def verify_pin(self, df: DFSpec, pin: str) -> None:
         self._enter(df)
-        r = self.session.send(CommandApdu(0x00, 0x20, 0x00, self._pin_key(df), pin_to_bytes(pin), sensitive=True))
-        self._check(r, "VERIFY")
+        self._send(iso.verify(self._pin_key(df), pin_to_bytes(pin)), "VERIFY")
 
     def change_pin(self, df: DFSpec, old: str, new: str) -> None:
         self._enter(df)
-        data = pin_to_bytes(old) + b"\xFF" + pin_to_bytes(new)
-        r = self.session.send(CommandApdu(0x80, 0x5E, 0x01, self._pin_key(df), data, sensitive=True))
-        self._check(r, "CHANGE PIN")
+        self._send(fmcos.change_pin(self._pin_key(df), pin_to_bytes(old), pin_to_bytes(new)), "CHANGE PIN")
 
     def reload_pin(self, df: DFSpec, new: str) -> None:
         """D2: new PIN ‖ MAC over it with the reload key's left ⊕ right half, IV 0."""
-        key = self._key(df, 0x38)       # may read the serial elsewhere: before entering df
+        key = self._key(df, KeyType.PIN_RELOAD)   # may read the serial elsewhere: before entering df
         self._enter(df)
         k8 = tac_key(key)               # left ⊕ right (a key handle folds it in its source)
         pin = pin_to_bytes(new)
-        r = self.session.send(CommandApdu(0x80, 0x5E, 0x00, self._pin_key(df), pin + mac_alg1(k8, pin)[:4],
-                                          sensitive=True))
-        self._check(r, "RELOAD PIN")
+        self._send(fmcos.reload_pin(self._pin_key(df), pin, mac_alg1(k8, pin)[:4]), "RELOAD PIN")
 
     def unblock_pin(self, df: DFSpec, pin: str) -> None:
         """D2: ``84 24 00 <pin id>`` with E(LD‖PIN‖pad) ‖ MAC under the unblock key."""
-        key = self._key(df, 0x37)
+        key = self._key(df, KeyType.PIN_UNBLOCK)
         self._enter(df)
-        body = encipher(key, pin_to_bytes(pin))
-        chal = self.session.get_challenge(4)
-        cmd = CommandApdu(0x84, 0x24, 0x00, self._pin_key(df), body, sensitive=True)
-        r = self.session.send(protect(CommandApdu(0x80, 0x24, 0x00, cmd.p2, body, sensitive=True), key, chal))
-        self._check(r, "PIN UNBLOCK")
+        self._send(fmcos.unblock_pin(self._pin_key(df), pin_to_bytes(pin)), "PIN UNBLOCK", key=key, encrypt=True)
 
     # ------------------------------------------------------------------ blocking
-    def _damk_command(self, df: DFSpec, ins: int, p2: int, what: str, *, blocked_ok: bool = False) -> None:
-        key = self._key(df, 0x36)        # reads the serial while the application still answers
+    def _damk_command(self, df: DFSpec, cmd: CommandApdu, what: str, *, blocked_ok: bool = False) -> None:
+        key = self._key(df, KeyType.LINE_PROTECTION)   # reads the serial while the application still answers
         self._enter(df, blocked_ok=blocked_ok)
-        chal = self.session.get_challenge(4)
-        r = self.session.send(protect(CommandApdu(0x80, ins, 0x00, p2), key, chal))
-        self._check(r, what)
+        self._send(cmd, what, key=key)
 
     def block_app(self, df: DFSpec, permanent: bool = False) -> None:
-        self._damk_command(df, 0x1E, 0x01 if permanent else 0x00, "APPLICATION BLOCK")
+        self._damk_command(df, fmcos.app_block(permanent), "APPLICATION BLOCK")
 
     def unblock_app(self, df: DFSpec) -> None:
-        self._damk_command(df, 0x18, 0x00, "APPLICATION UNBLOCK", blocked_ok=True)
+        self._damk_command(df, fmcos.app_unblock(), "APPLICATION UNBLOCK", blocked_ok=True)
 
     def block_card(self) -> None:
-        self._damk_command(self.spec.mf, 0x16, 0x00, "CARD BLOCK")
+        self._damk_command(self.spec.mf, fmcos.card_block(), "CARD BLOCK")

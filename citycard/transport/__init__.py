@@ -6,7 +6,9 @@ A :class:`Transport` moves raw APDU bytes to a card and back.  A
 * :class:`~citycard.transport.processors.T0Fetch` — ``61xx`` → GET RESPONSE,
   ``6Cxx`` → resend with the right Le;
 * :class:`~citycard.transport.transcript.Transcript` — logs every exchange on the
-  wire, masking the data of sensitive commands.
+  wire, masking the data of sensitive commands;
+* above them all, :class:`~citycard.transport.protection.LineProtector` — a command sent
+  with ``protect=LineProtection(key, encrypt=...)`` gets GET CHALLENGE and its MAC.
 
 Every command citycard sends goes through the same stack.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from .protection import LineProtection
 from .session import CardSession
 
 
@@ -38,4 +41,4 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["Transport", "CardSession"]
+__all__ = ["Transport", "CardSession", "LineProtection"]

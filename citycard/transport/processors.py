@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from ..apdu import CommandApdu, ResponseApdu
+from ..commands import iso
 
 Send = Callable[[CommandApdu], ResponseApdu]
 
@@ -40,7 +41,7 @@ class T0Fetch:
         data = bytearray(resp.data)
         cla = cmd.cla & 0x03
         for _ in range(self.max_rounds):
-            resp = send(CommandApdu(cla, 0xC0, 0, 0, ne=resp.sw2 or 256))
+            resp = send(iso.get_response(resp.sw2 or 256, cla=cla))
             data += resp.data
             if resp.sw >> 8 != 0x61:
                 break

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
-from ..apdu import ApduError, CommandApdu, ResponseApdu
-from ..crypto.secure import protect
+from ..apdu import CommandApdu, ResponseApdu
+from ..commands import iso
+from ..errors import CardError
 from .processors import Processor, Send, T0Fetch
+from .protection import LineProtection, LineProtector
 
 if TYPE_CHECKING:
     from . import Transport
@@ -16,12 +18,15 @@ class CardSession:
     """Sends :class:`CommandApdu` through processors to a :class:`Transport`.
 
     ``processors`` are listed outermost first; the transcript belongs last
-    (nearest the wire) so it sees every APDU actually exchanged.
+    (nearest the wire) so it sees every APDU actually exchanged.  Above them all sits the
+    :class:`~citycard.transport.protection.LineProtector`: a command sent with
+    ``protect=LineProtection(...)`` gets its GET CHALLENGE and MAC there.
     """
 
     def __init__(self, transport: Transport, processors: Iterable[Processor] | None = None) -> None:
         self.transport = transport
         self.processors = list(processors) if processors is not None else [T0Fetch()]
+        self._protector = LineProtector()
         self._send = self._build()
 
     def _build(self) -> Send:
@@ -37,6 +42,7 @@ class CardSession:
         return send
 
     def add_processor(self, proc: Processor, *, outermost: bool = False) -> None:
+        """Add ``proc`` first (``outermost``, just below line protection) or last (nearest the wire)."""
         if outermost:
             self.processors.insert(0, proc)
         else:
@@ -44,24 +50,19 @@ class CardSession:
         self._send = self._build()
 
     # ------------------------------------------------------------------ sending
-    def send(self, cmd: CommandApdu | bytes, *, expect: int | None = None, what: str = "") -> ResponseApdu:
-        """Send a command; with ``expect`` raise :class:`ApduError` on another SW."""
+    def send(self, cmd: CommandApdu | bytes, *, expect: int | None = None, what: str = "",
+             protect: LineProtection | None = None) -> ResponseApdu:
+        """Send a command; with ``protect`` under line protection (GET CHALLENGE, MAC, and
+        cipher when asked); with ``expect`` raise :class:`~citycard.errors.CardError` on another SW."""
         if not isinstance(cmd, CommandApdu):
             cmd = CommandApdu.parse(cmd)
-        resp = self._send(cmd)
+        resp = self._send(cmd) if protect is None else self._protector.process(cmd, self._send, protect)
         if expect is not None and resp.sw != expect:
-            raise ApduError(resp.sw, command=what or cmd.hex()[:8], expected=expect)
+            raise CardError(resp.sw, what or cmd.hex()[:8], expected=expect)
         return resp
 
     def get_challenge(self, length: int = 4) -> bytes:
-        return self.send(CommandApdu(0x00, 0x84, 0, 0, ne=length), expect=0x9000,
-                         what="GET CHALLENGE").data
-
-    def send_protected(self, cmd: CommandApdu, key: bytes, *, encrypt: bool = False,
-                       expect: int | None = None, what: str = "") -> ResponseApdu:
-        """GET CHALLENGE, then send ``cmd`` with line protection (SPEC.md §1.6)."""
-        challenge = self.get_challenge(4)
-        return self.send(protect(cmd, key, challenge, encrypt=encrypt), expect=expect, what=what)
+        return self.send(iso.get_challenge(length), expect=0x9000, what="GET CHALLENGE").data
 
     @property
     def atr(self) -> bytes:

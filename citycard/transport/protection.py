@@ -1,0 +1,49 @@
+"""Line protection as the top layer of the transport stack (SPEC.md §1.6, D6).
+
+A caller asks for a protected command and the stack does the rest::
+
+    session.send(fmcos.card_block(), protect=LineProtection(damk))          # MAC
+    session.send(iso.update_binary(data, sfi=0x15), protect=LineProtection(key, encrypt=True))
+
+:class:`LineProtector` sits above every processor of a :class:`CardSession` (like the
+secure-channel processor of yubikit, but per command, because each FMCOS MAC needs a fresh
+challenge): it sends GET CHALLENGE, then the protected form of the command (CLA ``|04``,
+data enciphered when asked, the MAC appended).  The processors below (an observer, T=0
+fetching, the transcript) see both APDUs as they go on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..apdu import CommandApdu, ResponseApdu
+from ..commands import iso
+from ..crypto.cipher import Alg
+from ..crypto.secure import protect
+from ..errors import CardError
+from ..keys.handles import Key
+from .processors import Send
+
+
+@dataclass(frozen=True, slots=True)
+class LineProtection:
+    """How to protect one command: the key (bytes or a key handle; never shown), whether the
+    data is enciphered as well as MAC'd, and the cipher (``des``: DES/3DES by key length)."""
+
+    key: Key = field(repr=False)
+    encrypt: bool = False
+    alg: Alg = "des"
+    challenge_length: int = 4
+
+
+class LineProtector:
+    """The top layer of a session: protected commands get their challenge and MAC here."""
+
+    def process(self, cmd: CommandApdu, send: Send, protection: LineProtection | None = None) -> ResponseApdu:
+        if protection is None:
+            return send(cmd)
+        challenge = send(iso.get_challenge(protection.challenge_length))
+        if challenge.sw != 0x9000:
+            raise CardError(challenge.sw, "GET CHALLENGE")
+        return send(protect(cmd, protection.key, challenge.data, encrypt=protection.encrypt,
+                            alg=protection.alg))
