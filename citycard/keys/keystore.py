@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from .. import crypto
 from ..fsutil import atomic_write
 from ..errors import InputError
-from . import KeyError_
+from .source import KeyError_
 
 FORMAT = "citycard-keystore"
 VERSION = 1

@@ -51,7 +51,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from .. import crypto
-from . import KeyError_, PKCS11_PREFIX
+from .source import PKCS11_PREFIX, KeyError_
 from .handles import KeyHandle, KeyHandleError
 
 MODULE_ENV = "CITYCARD_PKCS11_MODULE"
