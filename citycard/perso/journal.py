@@ -113,6 +113,12 @@ class Journal:
             self._conn.close()
             self._conn = None
 
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _q(self, sql: str) -> str:
         return sql.replace("?", self.ph)
 
