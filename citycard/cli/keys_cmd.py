@@ -55,15 +55,11 @@ def _kcv(b: bytes) -> str:
 
 def _precheck(store, unit: str, name: str, version: int) -> None:
     """Refuse before any key material is typed or drawn."""
-    from ..keys.keystore import KeystoreError, check_name
+    from ..keys.keystore import check_name
 
     check_name(unit, "--unit")
     check_name(name, "--name")
-    if store.unit is not None and unit != store.unit:
-        raise KeystoreError(f"{store.name}: this keystore holds the keys of unit {store.unit!r} only, not {unit!r}")
-    if version in store.versions(unit, name):
-        raise KeystoreError(f"{store.name}: already holds {unit}/{name} version {version} "
-                            "(give another --version, or delete it first)")
+    store.check_can_add(unit, name, version)
 
 
 @click.group()
@@ -394,25 +390,6 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
 
 def _masters_of(source: str, unit: str | None, passphrase_file: str | None) -> list:
     """((unit, role, version), key) of every master of a demo key file or keystore."""
-    out = []
-    if source.lower().endswith(".toml"):
-        from ..keys.demo import DemoKeyFile
+    from ..keys import clear_masters
 
-        for (u, r), key in sorted(DemoKeyFile(source).masters()):
-            out.append(((u, r, 1), key))
-    else:
-        store = _open(source, passphrase_file)
-        try:
-            for info in store.keys():
-                if info.algorithm != "3des":
-                    raise InputError(f"{source}: {info.label} is {info.algorithm}: PKCS#11 tokens here hold 2-key "
-                                     "3DES masters only; nothing stored")
-                out.append(((info.unit, info.name, info.version),
-                            store.derive(info.unit, info.name, None, version=info.version)))
-        finally:
-            store.close()
-    if unit is not None:
-        out = [m for m in out if m[0][0] == unit]
-        if not out:
-            raise InputError(f"{source} holds no keys of unit {unit!r}")
-    return out
+    return clear_masters(source, lambda header: get_passphrase(keystore_label(header), passphrase_file), unit=unit)

@@ -22,11 +22,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..errors import InputError
 from .handles import Key
 from .source import PKCS11_PREFIX, KeyError_, KeySource
 
-__all__ = ["Key", "KeyError_", "KeyRing", "KeySource", "PKCS11_PREFIX", "is_keystore_source", "open_ring",
-           "open_source"]
+__all__ = ["Key", "KeyError_", "KeyRing", "KeySource", "PKCS11_PREFIX", "clear_masters", "is_keystore_source",
+           "open_ring", "open_source"]
 
 
 class KeyRing:
@@ -151,3 +152,41 @@ def open_ring(sources: Iterable[str], passphrases: Iterable[Passphrase | None] =
     except BaseException:
         KeyRing.close_all(opened)
         raise
+
+
+MasterId = tuple[str, str, int]     # (unit, role, version)
+
+
+def clear_masters(source: str, passphrase: Passphrase | None = None, *,
+                  unit: str | None = None) -> list[tuple[MasterId, bytes]]:
+    """Every master of a file source as ((unit, role, version), key), to load them into a
+    hardware security module: the demo key file (a ``.toml``: TEST KEYS, version 1) or a
+    keystore (opened with ``passphrase``; 2-key 3DES masters only, as PKCS#11 tokens here
+    hold).  ``unit`` keeps one unit's keys.  The keys are bytes: the caller drops them once
+    stored."""
+    out: list[tuple[MasterId, bytes]] = []
+    if source.lower().endswith(".toml"):
+        from .demo import DemoKeyFile
+
+        for (u, r), key in sorted(DemoKeyFile(source).masters()):
+            out.append(((u, r, 1), key))
+    else:
+        from .keystore import Keystore
+
+        if passphrase is None:
+            raise KeyError_(f"{source}: a keystore needs a passphrase")
+        store = Keystore.open(Path(source), passphrase)
+        try:
+            for info in store.keys():
+                if info.algorithm != "3des":
+                    raise InputError(f"{source}: {info.label} is {info.algorithm}: PKCS#11 tokens here hold 2-key "
+                                     "3DES masters only; nothing stored")
+                out.append(((info.unit, info.name, info.version),
+                            store.derive(info.unit, info.name, None, version=info.version)))
+        finally:
+            store.close()
+    if unit is not None:
+        out = [m for m in out if m[0][0] == unit]
+        if not out:
+            raise InputError(f"{source} holds no keys of unit {unit!r}")
+    return out
