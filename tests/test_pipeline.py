@@ -73,6 +73,40 @@ def test_open_session_raw_and_silent(tmp_path):
         open_session("0", transport=open_image(image))
 
 
+def test_open_session_asks_for_the_transcript_only_once_connected(tmp_path):
+    from citycard.errors import TransportError
+
+    class Dead(SimTransport):
+        def connect(self) -> None:
+            raise TransportError("no card", self.name)
+
+    asked: list[str] = []
+
+    def sink() -> io.StringIO:
+        asked.append("sink")
+        return io.StringIO()
+
+    with pytest.raises(TransportError, match="no card"):
+        open_session(transport=Dead(SimCard()), transcript=sink)
+    assert asked == []
+    with open_session(transport=SimTransport(SimCard()), transcript=sink) as session:
+        assert isinstance(session.processors[-1], Transcript)
+    assert asked == ["sink"]
+    closed = []
+
+    class Watched(SimTransport):
+        def close(self) -> None:
+            closed.append(True)
+            super().close()
+
+    def broken() -> io.StringIO:
+        raise InputError("transcript: cannot open")
+
+    with pytest.raises(InputError, match="cannot open"):
+        open_session(transport=Watched(SimCard()), transcript=broken)
+    assert closed == [True]                   # the card is not left connected
+
+
 # ------------------------------------------------------------------ image saver
 def test_open_image_saves_on_close_only_when_changed(tmp_path):
     image = tmp_path / "card.json"

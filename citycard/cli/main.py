@@ -34,7 +34,7 @@ class AppContext:
             from ..sim.saver import open_image
 
             transport = open_image(sim)
-        return open_session(reader, transport=transport, transcript=self._transcript_sink(), fetch=fetch)
+        return open_session(reader, transport=transport, transcript=self._transcript_sink, fetch=fetch)
 
     def _transcript_sink(self) -> IO[str] | None:
         if self.transcript_path is not None and self._transcript_file is None:

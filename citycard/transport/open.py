@@ -20,7 +20,7 @@ or ``log_apdus`` (default: when the ``citycard.apdu`` logger is at DEBUG).
 from __future__ import annotations
 
 import logging
-from typing import IO
+from typing import IO, Callable, Union
 
 from ..errors import InputError
 from . import Transport
@@ -28,12 +28,16 @@ from .processors import Processor, T0Fetch
 from .session import CardSession
 from .transcript import Transcript
 
+#: where the transcript goes: a text file, or a function giving it (or None) once the card is connected
+TranscriptSink = Union[IO[str], Callable[[], Union[IO[str], None]]]
+
 
 def open_session(reader: str | None = None, *, transport: Transport | None = None,
-                 transcript: IO[str] | None = None, log_apdus: bool | None = None,
+                 transcript: TranscriptSink | None = None, log_apdus: bool | None = None,
                  fetch: bool = True) -> CardSession:
     """Connect to the card and return a ready :class:`CardSession` (a context manager: leaving
-    it closes the card connection)."""
+    it closes the card connection).  A ``transcript`` given as a function is called once the
+    card is connected (a transcript file is then created only for a card that answered)."""
     if reader is not None and transport is not None:
         raise InputError("choose either a reader or a transport, not both")
     if transport is None:
@@ -41,11 +45,16 @@ def open_session(reader: str | None = None, *, transport: Transport | None = Non
 
         transport = PcscTransport(reader if reader is not None else choose_default_reader())
     transport.connect()
+    try:
+        sink = transcript() if callable(transcript) else transcript
+    except BaseException:
+        transport.close()
+        raise
     processors: list[Processor] = [T0Fetch()] if fetch else []
     if log_apdus is None:
         log_apdus = logging.getLogger("citycard.apdu").isEnabledFor(logging.DEBUG)
-    if transcript is not None or log_apdus:
-        recorder = Transcript(transcript)
+    if sink is not None or log_apdus:
+        recorder = Transcript(sink)
         recorder.header(transport.name, transport.atr)
         processors.append(recorder)
     return CardSession(transport, processors)
