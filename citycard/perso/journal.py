@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import sqlite3
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..errors import CitycardError
 
@@ -151,7 +151,7 @@ class Journal:
             cur.executemany(sql, [(batch, r, cid) for r, cid in rows])
             return True
 
-    def claim(self, batch: str, reader: str, prefix: str, serial_of: Any, *,
+    def claim(self, batch: str, reader: str, prefix: str, serial_of: Callable[[int], str], *,
               resume_reader_only: bool = False) -> Claim | None:
         """Take the next row for ``reader``: first a row this reader left in progress (its card
         may still be in the reader, half done), then the lowest pending row.  The card number
