@@ -281,3 +281,20 @@ def test_open_ring_closes_what_it_opened_when_one_source_fails(tmp_path):
     assert len(closed) == 1
     with pytest.raises(CitycardError, match="no key source"):
         open_ring([])
+
+
+def test_the_cli_draws_the_progress_bar_on_a_terminal_only():
+    from citycard.cli.batch_cmd import ProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = ProgressBar(stream)
+        bar(BatchProgress(total=4, done=1, failed=0, elapsed=30.0))
+        bar(BatchProgress(total=4, done=4, failed=1, elapsed=60.0, final=True))
+    assert pipe.getvalue() == ""
+    assert tty.getvalue() == ("\r[#######.......................] 1/4 cards, 0 failed, 2/min, ETA 00:01:30"
+                              "\r[##############################] 4/4 cards, 1 failed, 4/min, ETA 00:00:00\n")
