@@ -318,7 +318,8 @@ def bench_batch(rows: int) -> dict[str, float]:
 
     from citycard.keys import KeyRing
     from citycard.keys.demo import DemoKeyFile
-    from citycard.perso.batch import Batch, SimSource
+    from citycard.perso.batch import Batch
+    from citycard.sim.batch_readers import SimSource
     from citycard.perso.data import read_csv
     from citycard.profile import load_profile
 
@@ -330,7 +331,7 @@ def bench_batch(rows: int) -> dict[str, float]:
     for n in (1, 2, 4):
         tmp = Path(tempfile.mkdtemp(prefix="ccbatch"))
         b = Batch(spec, keys, data, str(tmp / "journal.db"), issue_date=datetime.date(2026, 11, 24), limit=rows)
-        res = b.run([SimSource(f"sim-{i}") for i in range(1, n + 1)], progress_stream=None)
+        res = b.run([SimSource(f"sim-{i}") for i in range(1, n + 1)])
         assert res.verified == min(rows, len(data.rows))
         out[f"batch_cards_per_min_{n}_readers"] = res.cards_per_minute
     return out

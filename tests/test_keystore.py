@@ -634,3 +634,45 @@ def test_perso_with_one_keystore_per_unit(tmp_path, run_cli, monkeypatch):
 def test_library_errors_are_citycard_errors():
     for cls in (KeystoreError, KeystoreFormatError, KeystoreAuthError):
         assert issubclass(cls, CitycardError)
+
+
+# ---------------------------------------------------------------------- library rules the CLI uses
+def test_check_can_add_refuses_before_any_key_material(tmp_path):
+    store = Keystore.create(tmp_path / "t.cks", PW, unit="transit", n=N)
+    store.check_can_add("transit", "dlk", 1)               # free: no error
+    with pytest.raises(KeystoreError, match="holds the keys of unit 'transit' only, not 'bike'"):
+        store.check_can_add("bike", "dlk", 1)
+    store.add("transit", "dlk", K1)
+    with pytest.raises(KeystoreError, match="already holds transit/dlk version 1"):
+        store.check_can_add("transit", "dlk", 1)
+    store.check_can_add("transit", "dlk", 2)
+    store.close()
+    with pytest.raises(KeystoreError, match="closed"):
+        store.check_can_add("transit", "dlk", 3)
+
+
+def test_clear_masters_of_the_demo_file_and_of_a_keystore(tmp_path):
+    from citycard.keys import clear_masters
+
+    demo = tomllib.loads(DEMO_KEYS.read_text())
+    every = clear_masters(str(DEMO_KEYS))
+    assert {(u, r, v) for (u, r, v), _k in every} == {(u, r, 1) for u, roles in demo.items() for r in roles}
+    assert all(key == bytes.fromhex(demo[u][r]) for (u, r, _v), key in every)
+    assert {m[0][0] for m in clear_masters(str(DEMO_KEYS), unit="transit")} == {"transit"}
+    with pytest.raises(InputError, match="holds no keys of unit 'nobody'"):
+        clear_masters(str(DEMO_KEYS), unit="nobody")
+    ks = tmp_path / "m.cks"
+    store = Keystore.create(ks, PW, n=N)
+    store.add("transit", "dlk", K1, version=2)
+    store.save()
+    store.close()
+    assert clear_masters(str(ks), PW) == [(("transit", "dlk", 2), K1)]
+    with pytest.raises(KeyError_, match="needs a passphrase"):
+        clear_masters(str(ks))
+    store = Keystore.open(ks, PW)
+    store.add("health", "master", K1, algorithm="sm4")
+    store.save()
+    store.close()
+    with pytest.raises(InputError, match="is sm4: PKCS#11 tokens here hold 2-key 3DES masters only") as err:
+        clear_masters(str(ks), PW)
+    assert K1.hex() not in str(err.value).lower()

@@ -6,12 +6,39 @@ import csv
 import io
 import json
 import sys
+import time
+from typing import IO, TYPE_CHECKING
 
 import click
 
 from ..errors import InputError
 from .keyopts import keys_option, open_keys
 from .perso_cmd import _date
+
+if TYPE_CHECKING:
+    from ..perso.batch import BatchProgress
+
+
+class ProgressBar:
+    """Draws a batch's progress on a terminal (nothing when the stream is not one)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+
+    def __call__(self, p: BatchProgress) -> None:
+        if not self.tty:
+            return
+        filled = int(self.WIDTH * (p.done / p.total if p.total else 1.0))
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        eta = time.strftime("%H:%M:%S", time.gmtime(p.seconds_left))
+        self.stream.write(f"\r[{bar}] {p.done}/{p.total} cards, {p.failed} failed, {p.cards_per_minute:,.0f}/min, "
+                          f"ETA {eta}")
+        if p.final:
+            self.stream.write("\n")
+        self.stream.flush()
 
 
 @click.group()
@@ -40,51 +67,23 @@ def batch() -> None:
 def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, keep_cards, batch_id, station,
         issue_date, limit, retry_failed, no_verify, as_json):
     """Personalize every pending row of the data file, one worker per reader."""
-    from pathlib import Path
-
-    from ..perso.batch import Batch, PcscSource, SimSource
-    from ..perso.data import read_csv
-    from ..perso.journal import Journal
-    from ..profile import check_columns, check_keys, load_profile
-    from ..transport.pcsc import PcscContext, resolve_reader
+    from ..perso.batch import Batch, default_station, pcsc_readers
+    from ..perso.job import prepare
 
     if not readers and not sims:
         raise InputError("give --reader NAME (one or more) and/or --sims N")
-    spec = load_profile(profile_path)
-    data = read_csv(data_path, encoding)
-    check_columns(spec, data.columns, data_path)
-    ring = open_keys(keys)
-    check_keys(spec, ring)
+    job = prepare(profile_path, data_path, lambda: open_keys(keys), encoding=encoding)
     sources: list = []
     if sims:
-        keep = Path(keep_cards) if keep_cards else None
-        if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-        sources += [SimSource(f"sim-{i}", keep) for i in range(1, sims + 1)]
-    if readers:
-        ctx = PcscContext()
-        try:
-            names = ctx.readers()
-        finally:
-            ctx.release()
-        resolved = [resolve_reader(r, names) for r in readers]
-        if len(set(resolved)) != len(resolved):
-            raise InputError("the same reader is named twice")
-        sources += [PcscSource(r) for r in resolved]
-    import socket
-    station = station or socket.gethostname()
-    for src in sources:   # reader names are per station: a row left in progress belongs to one reader
-        src.label = f"{station}/{src.name}"
-    b = Batch(spec, ring, data, journal_url, batch=batch_id, issue_date=issue_date, verify=not no_verify,
-              limit=limit)
+        from ..sim.batch_readers import simulated_readers
+
+        sources += simulated_readers(sims, keep_cards)
+    sources += pcsc_readers(readers)
+    b = Batch(job.spec, job.keys, job.data, journal_url, batch=batch_id, issue_date=issue_date,
+              verify=not no_verify, limit=limit, station=station or default_station())
     if retry_failed:
-        j = Journal(journal_url)
-        try:
-            n = j.retry_failed(b.batch) if b.batch in j.batches() else 0
-        finally:
-            j.close()
-        click.echo(f"{n} failed row(s) back to pending", err=True)
-    result = b.run(sources, progress_stream=sys.stderr)
+        click.echo(f"{b.retry_failed()} failed row(s) back to pending", err=True)
+    result = b.run(sources, on_progress=ProgressBar(sys.stderr))
     summary = {"batch": result.batch, "processed": result.processed, "verified": result.verified,
                "failed": result.failed, "seconds": round(result.seconds, 2),
                "cards_per_minute": round(result.cards_per_minute, 1), "status": result.counts}

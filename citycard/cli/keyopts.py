@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import click
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..keys import KeyRing
+    from ..keys.keystore import KeystoreHeader
 
 PASSPHRASE_ENV = "CITYCARD_KEYSTORE_PASSPHRASE"
 _META = "citycard.keys.passphrase_files"
@@ -84,7 +88,7 @@ def get_pin(token: str) -> str:
     return click.prompt(f"PIN for {token}", hide_input=True, err=True)
 
 
-def keystore_label(header: Any) -> str:
+def keystore_label(header: KeystoreHeader) -> str:
     return f"{header.path}" + (f" (unit {header.unit})" if header.unit else "")
 
 
@@ -127,10 +131,10 @@ def _pair_files(keystores: list[str], files: tuple[str, ...]) -> list[str | None
     return list(files)
 
 
-def open_keys(sources: tuple[str, ...], passphrase_files: tuple[str, ...] | None = None):
+def open_keys(sources: tuple[str, ...], passphrase_files: tuple[str, ...] | None = None) -> KeyRing:
     """A :class:`~citycard.keys.KeyRing` over the ``--keys`` sources, each keystore opened with
     its passphrase (see the module docstring)."""
-    from ..keys import KeyRing, is_keystore_source, open_source
+    from ..keys import is_keystore_source, open_ring
 
     if not sources:
         raise InputError("no key source given (--keys)")
@@ -138,19 +142,6 @@ def open_keys(sources: tuple[str, ...], passphrase_files: tuple[str, ...] | None
         ctx = click.get_current_context(silent=True)
         passphrase_files = ctx.meta.get(_META, ()) if ctx is not None else ()
     keystores = [s for s in sources if is_keystore_source(s)]
-    files = iter(_pair_files(keystores, passphrase_files))
-    opened: list[Any] = []
-    try:
-        for source in sources:
-            if is_keystore_source(source):
-                pfile = next(files)
-                opened.append(open_source(source, lambda header, f=pfile: get_passphrase(keystore_label(header), f)))
-            else:
-                opened.append(open_source(source, pin=get_pin))
-        return KeyRing(opened)
-    except BaseException:
-        for src in opened:
-            close = getattr(src, "close", None)
-            if callable(close):
-                close()
-        raise
+    asks = [lambda header, f=pfile: get_passphrase(keystore_label(header), f)
+            for pfile in _pair_files(keystores, passphrase_files)]
+    return open_ring(sources, asks, pin=get_pin)

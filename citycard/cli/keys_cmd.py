@@ -55,15 +55,11 @@ def _kcv(b: bytes) -> str:
 
 def _precheck(store, unit: str, name: str, version: int) -> None:
     """Refuse before any key material is typed or drawn."""
-    from ..keys.keystore import KeystoreError, check_name
+    from ..keys.keystore import check_name
 
     check_name(unit, "--unit")
     check_name(name, "--name")
-    if store.unit is not None and unit != store.unit:
-        raise KeystoreError(f"{store.name}: this keystore holds the keys of unit {store.unit!r} only, not {unit!r}")
-    if version in store.versions(unit, name):
-        raise KeystoreError(f"{store.name}: already holds {unit}/{name} version {version} "
-                            "(give another --version, or delete it first)")
+    store.check_can_add(unit, name, version)
 
 
 @click.group()
@@ -88,55 +84,43 @@ def create(keystore: str, unit: str | None, passphrase_file: str | None) -> None
     click.echo(f"created keystore {keystore}" + (f" for unit {unit}" if unit else " (any unit)"))
 
 
-def _read_component(i: int, n: int, algorithm: str) -> bytes:
+def _read_component(ceremony, algorithm: str) -> bytes:
+    """Ask for the next component until the ceremony accepts it; its KCV."""
+    from ..keys.ceremony import MAX_ATTEMPTS, ComponentRejected, too_many_attempts
     from ..keys.keystore import KEY_LENGTH
 
-    digits = 2 * KEY_LENGTH
-    for _attempt in range(3):
-        text = click.prompt(f"Component {i} of {n} ({digits} hex digits, hidden)", hide_input=True, err=True)
-        clean = "".join(str(text).split())
+    i, n = ceremony.next_index, ceremony.count
+    for _attempt in range(MAX_ATTEMPTS):
+        text = click.prompt(f"Component {i} of {n} ({2 * KEY_LENGTH} hex digits, hidden)", hide_input=True, err=True)
         try:
-            comp = bytes.fromhex(clean)
-        except ValueError:
-            click.echo(f"component {i}: not hex digits; type it again", err=True)
-            continue
-        if len(comp) != KEY_LENGTH:
-            click.echo(f"component {i}: {len(clean)} hex digits, expected {digits}; type it again", err=True)
-            continue
-        if not any(comp):
-            click.echo(f"component {i}: all zeros; type it again", err=True)
-            continue
-        return comp
-    raise InputError(f"component {i}: no valid component after 3 attempts; nothing stored")
+            return ceremony.add(str(text))
+        except ComponentRejected as exc:
+            click.echo(f"{exc}; type it again", err=True)
+    raise too_many_attempts(i)
 
 
 def _ceremony(command: str, where: str, unit: str, name: str, version: int, algorithm: str, components: int) -> bytes:
-    """Key ceremony: 2 or 3 clear components typed at hidden prompts, their KCVs shown, the
-    combined key's KCV confirmed; returns the combined key (never printed)."""
-    from .. import crypto
+    """Key ceremony (rules in :mod:`citycard.keys.ceremony`): 2 or 3 clear components typed at
+    hidden prompts, their KCVs shown, the combined key's KCV confirmed; returns the combined
+    key (never printed)."""
+    from ..keys.ceremony import Ceremony, weak
     from ..keys.keystore import key_kcv
 
     if not keyopts._interactive():
         raise InputError(f"{command}: components are typed at a hidden prompt, and there is no terminal "
                          "to ask on (`citycard keys generate` makes a random key)")
     click.echo(f"importing {unit}/{name} version {version} ({algorithm}) into {where} from {components} components")
-    parts: list[bytes] = []
-    for i in range(1, components + 1):
-        comp = _read_component(i, components, algorithm)
-        for j, earlier in enumerate(parts, 1):
-            if comp == earlier:
-                raise InputError(f"component {i} equals component {j}; nothing stored")
-        parts.append(comp)
-        click.echo(f"component {i} KCV {_kcv(key_kcv(comp, algorithm))}")
-    key = parts[0]
-    for comp in parts[1:]:
-        key = crypto.xor(key, comp)
-    del parts
-    if not any(key):
-        raise InputError("the components combine to an all-zero key; nothing stored")
+    ceremony = Ceremony(components, algorithm)
+    try:
+        while not ceremony.complete:
+            i = ceremony.next_index
+            click.echo(f"component {i} KCV {_kcv(_read_component(ceremony, algorithm))}")
+        key = ceremony.key()
+    finally:
+        ceremony.forget()
     kcv = _kcv(key_kcv(key, algorithm))
     click.echo(f"combined key KCV {kcv}")
-    if algorithm == "3des" and key[:8] == key[8:]:
+    if weak(key, algorithm):
         click.echo("warning: the two halves of the key are equal (single-DES strength)", err=True)
     if not click.confirm(f"Store {unit}/{name} version {version} with KCV {kcv}?", default=False, err=True):
         click.echo("nothing stored", err=True)
@@ -406,25 +390,6 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
 
 def _masters_of(source: str, unit: str | None, passphrase_file: str | None) -> list:
     """((unit, role, version), key) of every master of a demo key file or keystore."""
-    out = []
-    if source.lower().endswith(".toml"):
-        from ..keys.demo import DemoKeyFile
+    from ..keys import clear_masters
 
-        for (u, r), key in sorted(DemoKeyFile(source).masters()):
-            out.append(((u, r, 1), key))
-    else:
-        store = _open(source, passphrase_file)
-        try:
-            for info in store.keys():
-                if info.algorithm != "3des":
-                    raise InputError(f"{source}: {info.label} is {info.algorithm}: PKCS#11 tokens here hold 2-key "
-                                     "3DES masters only; nothing stored")
-                out.append(((info.unit, info.name, info.version),
-                            store.derive(info.unit, info.name, None, version=info.version)))
-        finally:
-            store.close()
-    if unit is not None:
-        out = [m for m in out if m[0][0] == unit]
-        if not out:
-            raise InputError(f"{source} holds no keys of unit {unit!r}")
-    return out
+    return clear_masters(source, lambda header: get_passphrase(keystore_label(header), passphrase_file), unit=unit)

@@ -13,8 +13,6 @@ import click
 from .. import __version__
 from ..errors import CitycardError
 from ..transport import CardSession
-from ..transport.processors import T0Fetch
-from ..transport.transcript import Transcript
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -26,36 +24,25 @@ class AppContext:
 
     def open_session(self, reader: str | None = None, *, sim: str | None = None,
                      fetch: bool = True) -> CardSession:
-        """Connect to a reader (or a simulated card image) and build the processing stack
-        (T=0 fetching, transcript)."""
+        """The card of ``--reader`` or ``--sim IMAGE``, with the ``--transcript`` file."""
+        from ..transport.open import open_session
         from .common import check_card_choice
 
         check_card_choice(reader, sim)
+        transport = None
         if sim is not None:
-            from ..sim.transport import ImageTransport
+            from ..sim.saver import open_image
 
-            transport = ImageTransport(sim)
-        else:
-            from ..transport.pcsc import PcscTransport, choose_default_reader
+            transport = open_image(sim)
+        return open_session(reader, transport=transport, transcript=self._transcript_sink, fetch=fetch)
 
-            transport = PcscTransport(reader if reader is not None else choose_default_reader())
-        transport.connect()
-        procs: list = [T0Fetch()] if fetch else []
-        transcript = self._transcript()
-        if transcript is not None:
-            transcript.header(transport.name, transport.atr)
-            procs.append(transcript)
-        return CardSession(transport, procs)
-
-    def _transcript(self) -> Transcript | None:
-        if self.transcript_path is None and not logging.getLogger("citycard.apdu").isEnabledFor(logging.DEBUG):
-            return None
+    def _transcript_sink(self) -> IO[str] | None:
         if self.transcript_path is not None and self._transcript_file is None:
             try:
                 self._transcript_file = open(self.transcript_path, "a", encoding="utf-8")
             except OSError as exc:
                 raise CitycardError(f"--transcript {self.transcript_path}: {exc.strerror}") from None
-        return Transcript(self._transcript_file)
+        return self._transcript_file
 
     def close(self) -> None:
         if self._transcript_file is not None:

@@ -38,20 +38,13 @@ def _date(_ctx, _param, value):
 def perso(app, profile_path, keys, data_path, row, card_number, issue_date, encoding, reader, sim, dry_run,
           no_verify, as_json) -> None:
     """Personalize one card from PROFILE, key sources and one cardholder row."""
-    from ..perso.context import CardData
-    from ..perso.data import read_csv
-    from ..perso.plan import Planner
+    from ..perso.job import prepare
     from ..perso.run import personalize
-    from ..profile import check_columns, check_keys, load_profile
     from ..transport.transcript import format_command
 
-    spec = load_profile(profile_path)
-    data = read_csv(data_path, encoding)
-    check_columns(spec, data.columns, data_path)
-    ring = open_keys(keys)
-    check_keys(spec, ring)
-    card = CardData(data.row(row), card_number if card_number is not None else row, issue_date, data.where(row))
-    plan = Planner(spec, ring).plan(card)
+    job = prepare(profile_path, data_path, lambda: open_keys(keys), encoding=encoding)
+    plan = job.plan(row, issue_date=issue_date, card_number=card_number)
+    data, spec = job.data, job.spec
     if dry_run:
         if as_json:
             click.echo(json.dumps({"card_serial": plan.card_serial, "apdus": plan.apdu_count, "steps": [
@@ -66,11 +59,8 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
                    "ext_auth": " [GET CHALLENGE, then the cryptogram]"}[s.kind]
             click.echo(f"{i:3d}. {s.label}: {format_command(s.cmd)}{how}")
         return
-    session = app.open_session(reader, sim=sim)
-    try:
+    with app.open_session(reader, sim=sim) as session:
         report = personalize(session, spec, plan, verify=not no_verify)
-    finally:
-        session.close()
     if as_json:
         click.echo(json.dumps({"card_serial": report.card_serial, "row": row, "steps": report.steps,
                                "rerun": report.rerun, "verified": report.verified if not no_verify else None,
@@ -97,11 +87,8 @@ def dump(app, reader, sim, profile_path, keys, as_json) -> None:
 
     spec = load_profile(profile_path) if profile_path else None
     ring = open_keys(keys) if keys else None
-    session = app.open_session(reader, sim=sim)
-    try:
+    with app.open_session(reader, sim=sim) as session:
         out = dump_card(session, spec, ring)
-    finally:
-        session.close()
     if as_json:
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return

@@ -22,15 +22,9 @@ def profile() -> None:
 @keys_option(required=False)
 def check(path: str, data_path: str | None, encoding: str, keys: tuple[str, ...]) -> None:
     """Validate PROFILE (and, if given, against a data file and key sources)."""
-    from ..profile import check_columns, check_keys, load_profile
+    from ..perso.job import check_profile
 
-    spec = load_profile(path)
-    if data_path is not None:
-        from ..perso.data import read_csv
-
-        check_columns(spec, read_csv(data_path, encoding).columns, data_path)
-    if keys:
-        check_keys(spec, open_keys(keys))
+    spec = check_profile(path, data_path, (lambda: open_keys(keys)) if keys else None, encoding=encoding)
     n_files = sum(len(df.files) for df in spec.dfs())
     n_keys = sum(len(df.keys) for df in spec.dfs())
     click.echo(f"{path}: ok ({len(spec.apps)} applications, {n_files} files, {n_keys} keys)")

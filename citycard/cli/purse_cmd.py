@@ -44,7 +44,11 @@ def _terminal(app, reader, sim, profile_path, keys, app_name):
 
     spec = load_profile(profile_path)
     session = app.open_session(reader, sim=sim)
-    return session, PurseTerminal(session, spec, open_keys(keys), app_name)
+    try:
+        return session, PurseTerminal(session, spec, open_keys(keys), app_name)
+    except BaseException:
+        session.close()
+        raise
 
 
 @purse.command()

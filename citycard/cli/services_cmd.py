@@ -28,7 +28,11 @@ def _services(app, reader, sim, profile_path, keys):
 
     spec = load_profile(profile_path)
     session = app.open_session(reader, sim=sim)
-    return session, spec, CardServices(session, spec, open_keys(keys) if keys else None)
+    try:
+        return session, spec, CardServices(session, spec, open_keys(keys) if keys else None)
+    except BaseException:
+        session.close()
+        raise
 
 
 def _opts(need_keys: bool):

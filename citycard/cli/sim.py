@@ -64,6 +64,7 @@ def serve(image: str, endpoint: str, save_interval: float, dispenser_dir: str | 
     The image is saved (atomically) as the card changes, and once more on exit.
     """
     from ..sim import image as _image
+    from ..sim.saver import ImageSaver
     from ..vpcd import VpcdServer, parse_endpoint
 
     host, port = parse_endpoint(endpoint)
@@ -72,7 +73,7 @@ def serve(image: str, endpoint: str, save_interval: float, dispenser_dir: str | 
     if dispenser_dir is not None:
         from ..sim.dispenser import Dispenser
         holder = Dispenser(card, dispenser_dir)
-    saver = _ImageSaver(holder, image, save_interval)
+    saver = ImageSaver(holder, image, save_interval)
     server = VpcdServer(holder, host, port, on_apdu=saver.after_apdu)
     if dispenser_dir is not None:
         holder.server = server
@@ -97,46 +98,3 @@ def serve(image: str, endpoint: str, save_interval: float, dispenser_dir: str | 
         saver.close()
     click.echo(f"stopped; {image} saved", err=True)
 
-
-class _ImageSaver:
-    """Saves the image after APDUs that changed the card (or at most every ``interval`` s).
-    ``holder`` is the card, or a dispenser whose ``card`` changes."""
-
-    def __init__(self, holder, path: str, interval: float) -> None:
-        self.holder, self.path, self.interval = holder, path, interval
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
-        self.saved = self._gen()
-
-    @property
-    def card(self):
-        return getattr(self.holder, "card", self.holder)
-
-    def _gen(self):
-        card = self.card
-        return (id(card), card.generation)
-
-    def after_apdu(self, _apdu: bytes, _resp: bytes) -> None:
-        if self._gen() == self.saved:
-            return
-        if self.interval <= 0:
-            self.save()
-        elif self._timer is None:
-            self._timer = threading.Timer(self.interval, self.save)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def save(self) -> None:
-        from ..sim import image as _image
-
-        with self._lock:
-            self._timer = None
-            gen = self._gen()
-            if gen != self.saved:
-                _image.save(self.card, self.path)
-                self.saved = gen
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self.save()

@@ -20,35 +20,14 @@ its value (the planner asks so for keys it writes to a card, as the profile allo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable
 
-from ..errors import CitycardError
+from ..errors import InputError
+from .handles import Key
+from .source import PKCS11_PREFIX, KeyError_, KeySource
 
-
-class KeyError_(CitycardError):
-    """A key source problem; never carries a key value."""
-
-
-@runtime_checkable
-class KeySource(Protocol):
-    name: str
-
-    def entries(self) -> set[tuple[str, str]]:
-        """The (unit, role) pairs this source holds."""
-        ...
-
-    def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
-               version: int | None = None) -> Any:
-        """The per-card key: the master diversified with ``factor`` (rightmost 8 bytes per
-        level), or the master itself when ``factor`` is None (transport keys).  ``version``
-        picks a key version; None means the newest the source holds.  ``bytes``, or a
-        :class:`~citycard.keys.handles.KeyHandle` from a source that keeps its keys inside
-        (``holds_keys_inside = True``; its ``derive`` also takes ``export``)."""
-        ...
-
-    def kcv(self, unit: str, role: str, *, version: int | None = None) -> bytes:
-        """The master's key check value (3 bytes); never the key."""
-        ...
+__all__ = ["Key", "KeyError_", "KeyRing", "KeySource", "PKCS11_PREFIX", "clear_masters", "is_keystore_source",
+           "open_ring", "open_source"]
 
 
 class KeyRing:
@@ -82,7 +61,7 @@ class KeyRing:
         return src
 
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
-               version: int | None = None, export: bool = False) -> Any:
+               version: int | None = None, export: bool = False) -> Key:
         """The per-card key: ``bytes`` from a file source, a key handle from an HSM.  ``export``
         asks an HSM for a handle that also gives its value (a key to be written to a card);
         file sources hold every key in this process anyway."""
@@ -105,13 +84,14 @@ class KeyRing:
 
     def close(self) -> None:
         """Close the sources that can be closed (a keystore forgets its decrypted keys)."""
-        for src in self.sources:
+        self.close_all(self.sources)
+
+    @staticmethod
+    def close_all(sources: Iterable[KeySource]) -> None:
+        for src in sources:
             close = getattr(src, "close", None)
             if callable(close):
                 close()
-
-
-PKCS11_PREFIX = "pkcs11:"
 
 
 def is_keystore_source(source: str) -> bool:
@@ -145,3 +125,68 @@ def open_source(source: str, passphrase: Callable[..., str] | str | None = None,
     if passphrase is None:
         raise KeyError_(f"{source}: a keystore needs a passphrase")
     return Keystore.open(Path(source), passphrase)
+
+
+Passphrase = Callable[..., str] | str
+
+
+def open_ring(sources: Iterable[str], passphrases: Iterable[Passphrase | None] = (), *,
+              pin: Callable[[str], str] | str | None = None) -> KeyRing:
+    """A :class:`KeyRing` over the sources named in ``sources`` (see :func:`open_source`).
+
+    ``passphrases`` gives one passphrase (or function of the keystore header) per keystore
+    source, in order; ``pin`` serves every HSM source.  When one source fails to open, the
+    ones already open are closed (a keystore forgets its keys) before the error goes on."""
+    names = list(sources)
+    if not names:
+        raise KeyError_("no key source given")
+    given = iter(passphrases)
+    opened: list[KeySource] = []
+    try:
+        for name in names:
+            if is_keystore_source(name):
+                opened.append(open_source(name, next(given, None)))
+            else:
+                opened.append(open_source(name, pin=pin))
+        return KeyRing(opened)
+    except BaseException:
+        KeyRing.close_all(opened)
+        raise
+
+
+MasterId = tuple[str, str, int]     # (unit, role, version)
+
+
+def clear_masters(source: str, passphrase: Passphrase | None = None, *,
+                  unit: str | None = None) -> list[tuple[MasterId, bytes]]:
+    """Every master of a file source as ((unit, role, version), key), to load them into a
+    hardware security module: the demo key file (a ``.toml``: TEST KEYS, version 1) or a
+    keystore (opened with ``passphrase``; 2-key 3DES masters only, as PKCS#11 tokens here
+    hold).  ``unit`` keeps one unit's keys.  The keys are bytes: the caller drops them once
+    stored."""
+    out: list[tuple[MasterId, bytes]] = []
+    if source.lower().endswith(".toml"):
+        from .demo import DemoKeyFile
+
+        for (u, r), key in sorted(DemoKeyFile(source).masters()):
+            out.append(((u, r, 1), key))
+    else:
+        from .keystore import Keystore
+
+        if passphrase is None:
+            raise KeyError_(f"{source}: a keystore needs a passphrase")
+        store = Keystore.open(Path(source), passphrase)
+        try:
+            for info in store.keys():
+                if info.algorithm != "3des":
+                    raise InputError(f"{source}: {info.label} is {info.algorithm}: PKCS#11 tokens here hold 2-key "
+                                     "3DES masters only; nothing stored")
+                out.append(((info.unit, info.name, info.version),
+                            store.derive(info.unit, info.name, None, version=info.version)))
+        finally:
+            store.close()
+    if unit is not None:
+        out = [m for m in out if m[0][0] == unit]
+        if not out:
+            raise InputError(f"{source} holds no keys of unit {unit!r}")
+    return out

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from .. import crypto
 from ..errors import InputError
-from . import KeyError_
+from .source import KeyError_
 
 
 class DemoKeyFile:

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from .. import crypto
 from ..fsutil import atomic_write
 from ..errors import InputError
-from . import KeyError_
+from .source import KeyError_
 
 FORMAT = "citycard-keystore"
 VERSION = 1
@@ -361,18 +361,31 @@ class Keystore:
         check_name(name, "key name")
         check_version(version)
         check_algorithm(algorithm)
-        if self.unit is not None and unit != self.unit:
-            raise KeystoreError(f"{self.name}: this keystore holds the keys of unit {self.unit!r} only, "
-                                f"not {unit!r}")
+        self._check_room(unit)
         if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LENGTH:
             raise InputError(f"{unit}/{name}: a master key is {KEY_LENGTH} bytes")
-        if (unit, name, version) in self._entries:
-            raise KeystoreError(f"{self.name}: already holds {unit}/{name} version {version} "
-                                "(give another --version, or delete it first)")
+        self._check_free(unit, name, version)
         info = KeyInfo(unit, name, version, algorithm, key_kcv(bytes(key), algorithm),
                        created or _dt.date.today().isoformat())
         self._entries[(unit, name, version)] = _Entry(info, bytes(key))
         return info
+
+    def check_can_add(self, unit: str, name: str, version: int) -> None:
+        """Refuse, before any key material is typed or drawn, a key this keystore would not
+        take: another unit than the one it is restricted to, or a version it already holds."""
+        self._require_open()
+        self._check_room(unit)
+        self._check_free(unit, name, version)
+
+    def _check_room(self, unit: str) -> None:
+        if self.unit is not None and unit != self.unit:
+            raise KeystoreError(f"{self.name}: this keystore holds the keys of unit {self.unit!r} only, "
+                                f"not {unit!r}")
+
+    def _check_free(self, unit: str, name: str, version: int) -> None:
+        if (unit, name, version) in self._entries:
+            raise KeystoreError(f"{self.name}: already holds {unit}/{name} version {version} "
+                                "(give another --version, or delete it first)")
 
     def generate(self, unit: str, name: str, *, version: int = 1, algorithm: str = "3des") -> KeyInfo:
         """Add a random master key (from the OS's CSPRNG)."""

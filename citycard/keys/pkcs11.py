@@ -51,7 +51,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import KeyError_
+from .source import KeyError_
 from .pkcs11_import import store_master
 from .pkcs11_key import Pkcs11Key
 from .pkcs11_token import Token, open_token

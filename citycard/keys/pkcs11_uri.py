@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote
 
-from . import KeyError_, PKCS11_PREFIX
+from .source import KeyError_, PKCS11_PREFIX
 
 MODULE_ENV = "CITYCARD_PKCS11_MODULE"
 PIN_ENV = "CITYCARD_HSM_PIN"

@@ -17,14 +17,15 @@ import datetime as _dt
 import hashlib
 import logging
 import multiprocessing
-import sys
+import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from ..errors import CitycardError, InputError, TransportError
+from ..keys import KeyRing
 from ..spec import CardSpec
 from ..transport import CardSession
 from .context import CardData
@@ -37,7 +38,12 @@ log = logging.getLogger("citycard.batch")
 
 
 class CardSource(Protocol):
-    """A reader that hands out cards."""
+    """A reader that hands out cards.
+
+    ``in_process_card`` (optional, default False): the card runs in this process on the
+    host's CPU (a simulated card), so the batch gives the reader a worker process of its
+    own.  Simulated readers come from the simulator side
+    (:func:`citycard.sim.batch_readers.simulated_readers`): host code never imports it."""
 
     name: str
 
@@ -50,30 +56,10 @@ class CardSource(Protocol):
         ...
 
 
-class SimSource:
-    """A simulated reader: a fresh factory card for every cardholder."""
-
-    def __init__(self, name: str, keep_dir: Path | None = None) -> None:
-        self.name = name
-        self.keep_dir = keep_dir
-
-    def next_card(self, stop: threading.Event) -> CardSession | None:
-        from ..sim import SimCard
-        from ..sim.transport import SimTransport
-
-        t = SimTransport(SimCard(), name=self.name)
-        t.connect()
-        return CardSession(t)
-
-    def done(self, session: CardSession, serial: str | None) -> None:
-        if self.keep_dir is not None and serial:
-            from ..sim import image
-            image.save(session.transport.card, self.keep_dir / f"{serial}.json")  # type: ignore[attr-defined]
-        session.close()
-
-
 class PcscSource:
     """A PC/SC reader: waits for a card, and after it for the card to be taken out."""
+
+    in_process_card = False
 
     def __init__(self, reader: str) -> None:
         self.name = reader
@@ -98,40 +84,79 @@ class PcscSource:
         wait_card_change(self.name, present=False, timeout=10.0)
 
 
-@dataclass
-class Progress:
+def pcsc_readers(names: Iterable[str]) -> list[PcscSource]:
+    """One :class:`PcscSource` per named PC/SC reader (a name, a unique name fragment or an
+    index, resolved against the readers present); a reader named twice is an error."""
+    from ..transport.pcsc import PcscContext, resolve_reader
+
+    wanted = list(names)
+    if not wanted:
+        return []
+    ctx = PcscContext()
+    try:
+        present = ctx.readers()
+    finally:
+        ctx.release()
+    resolved = [resolve_reader(r, present) for r in wanted]
+    if len(set(resolved)) != len(resolved):
+        raise InputError("the same reader is named twice")
+    return [PcscSource(r) for r in resolved]
+
+
+def default_station() -> str:
+    """This station's name in a shared journal when none is given: the host name."""
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where a running batch stands, given to the ``on_progress`` callback after every card
+    and once more at the end (``final``).  The library never draws: the caller does."""
+
     total: int
-    done: int = 0
-    failed: int = 0
-    started: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    stream: Any = None
+    done: int
+    failed: int
+    elapsed: float          # seconds since the run started
+    final: bool = False
+
+    @property
+    def cards_per_minute(self) -> float:
+        return self.done / self.elapsed * 60 if self.elapsed > 0 else 0.0
+
+    @property
+    def seconds_left(self) -> float:
+        """Estimated from the rate so far (0 before the first card)."""
+        rate = self.cards_per_minute
+        return (self.total - self.done) / rate * 60 if rate > 0 else 0.0
+
+
+ProgressCallback = Callable[[BatchProgress], None]
+
+
+class _Tally:
+    """Cards done and failed in this run; reports each change to the callback (serialized)."""
+
+    def __init__(self, total: int, on_progress: ProgressCallback | None) -> None:
+        self.total, self.on_progress = total, on_progress
+        self.done = self.failed = 0
+        self.started = time.monotonic()
+        self.lock = threading.Lock()
 
     def add(self, ok: bool) -> None:
         with self.lock:
             self.done += 1
             if not ok:
                 self.failed += 1
-            self.draw()
+            self._report(False)
 
-    def rate(self) -> float:
-        el = time.monotonic() - self.started
-        return self.done / el * 60 if el > 0 else 0.0
+    def finish(self) -> None:
+        with self.lock:
+            self._report(True)
 
-    def draw(self, final: bool = False) -> None:
-        s = self.stream
-        if s is None or not getattr(s, "isatty", lambda: False)():
-            return
-        width = 30
-        frac = self.done / self.total if self.total else 1.0
-        bar = "#" * int(width * frac) + "." * (width - int(width * frac))
-        rate = self.rate()
-        left = (self.total - self.done) / rate * 60 if rate > 0 else 0
-        eta = time.strftime("%H:%M:%S", time.gmtime(left))
-        s.write(f"\r[{bar}] {self.done}/{self.total} cards, {self.failed} failed, {rate:,.0f}/min, ETA {eta}")
-        if final:
-            s.write("\n")
-        s.flush()
+    def _report(self, final: bool) -> None:
+        if self.on_progress is not None:
+            self.on_progress(BatchProgress(self.total, self.done, self.failed, time.monotonic() - self.started,
+                                           final))
 
 
 @dataclass
@@ -160,11 +185,6 @@ def _die_with_parent() -> None:
         pass
 
 
-def _label(src: CardSource) -> str:
-    """The reader's name in the journal: ``station/reader`` when the CLI set a label."""
-    return getattr(src, "label", None) or src.name
-
-
 def batch_name(data_path: str, sha: str) -> str:
     return f"{Path(data_path).stem}-{sha[:8]}"
 
@@ -190,10 +210,18 @@ def check_rows(spec: CardSpec, planner: Planner, data: DataFile, issue_date: _dt
 
 
 class Batch:
-    def __init__(self, spec: CardSpec, keys: Any, data: DataFile, journal_url: str, *, batch: str | None = None,
+    """One batch of a data file in a journal (see the module docstring).
+
+    ``station`` names this station in a shared journal: each reader is recorded as
+    ``station/reader`` (a row left in progress belongs to one reader of one station); None
+    records the bare reader names."""
+
+    def __init__(self, spec: CardSpec, keys: KeyRing, data: DataFile, journal_url: str, *, batch: str | None = None,
                  issue_date: _dt.date | None = None, verify: bool = True, id_column: str = "cardholder_id",
-                 limit: int | None = None, on_card: Callable[[str, int, str], None] | None = None) -> None:
+                 limit: int | None = None, station: str | None = None,
+                 on_card: Callable[[str, int, str], None] | None = None) -> None:
         self.spec, self.keys, self.data = spec, keys, data
+        self.station = station
         self.journal_url = journal_url
         self.sha = file_sha256(data.path)
         self.batch = batch or batch_name(data.path, self.sha)
@@ -205,6 +233,18 @@ class Batch:
         self.planner = Planner(spec, keys)
         self.stop = threading.Event()
         self._lock = threading.Lock()
+
+    def label(self, src: CardSource) -> str:
+        """The reader's name in the journal: ``station/reader``, or the reader's name."""
+        return f"{self.station}/{src.name}" if self.station else src.name
+
+    def retry_failed(self) -> int:
+        """Put this batch's failed rows back to pending (they get new serials); how many."""
+        journal = Journal(self.journal_url)
+        try:
+            return journal.retry_failed(self.batch) if self.batch in journal.batches() else 0
+        finally:
+            journal.close()
 
     def prepare(self) -> Journal:
         problems = check_rows(self.spec, self.planner, self.data, self.issue_date)
@@ -218,12 +258,13 @@ class Batch:
         journal.create_batch(self.batch, self.spec.source, self.data.path, self.sha, rows)
         return journal
 
-    def run(self, sources: list[CardSource], *, progress_stream: Any = sys.stderr,
+    def run(self, sources: list[CardSource], *, on_progress: ProgressCallback | None = None,
             processes: bool = True) -> BatchResult:
-        """Run the batch.  Simulated readers run in worker processes when ``processes`` (the card
-        OS is pure Python: threads would share one core); PC/SC readers run as threads."""
+        """Run the batch.  Readers of in-process cards (simulated) run in worker processes when
+        ``processes`` (the card OS is pure Python: threads would share one core); PC/SC readers
+        run as threads.  ``on_progress`` is called after every card and at the end."""
         journal = self.prepare()
-        names = {_label(s) for s in sources}
+        names = {self.label(s) for s in sources}
         stations = {n.split("/", 1)[0] + "/" for n in names if "/" in n}
         for row, reader in journal.orphans(self.batch):
             mine = not stations or any((reader or "").startswith(st) for st in stations)
@@ -235,14 +276,14 @@ class Batch:
         todo = counts["pending"] + counts["in_progress"]
         if self.limit is not None:
             todo = min(todo, self.limit)
-        progress = Progress(todo, stream=progress_stream)
+        progress = _Tally(todo, on_progress)
         mp = multiprocessing.get_context("fork")
         budget = mp.Value("q", todo)
         t0 = time.monotonic()
         results = {"processed": 0, "verified": 0, "failed": 0}
         errors: list[BaseException | str] = []
-        forked = [s for s in sources if isinstance(s, SimSource)] if processes and len(sources) > 1 \
-            and not getattr(self.keys, "in_hsm", False) else []
+        forked = [s for s in sources if getattr(s, "in_process_card", False)] \
+            if processes and len(sources) > 1 and not self.keys.in_hsm else []
         threaded = [s for s in sources if s not in forked]
 
         def take() -> bool:
@@ -302,7 +343,7 @@ class Batch:
             for t in threads:
                 t.join(30)
             raise
-        progress.draw(final=True)
+        progress.finish()
         if errors:
             first = errors[0]
             raise first if isinstance(first, BaseException) else CitycardError(f"a batch worker failed: {first}")
@@ -332,7 +373,7 @@ class Batch:
 
     def _one(self, j: Journal, src: CardSource, results: dict[str, int]) -> bool | None:
         spec = self.spec
-        claim = j.claim(self.batch, _label(src), spec.serial_prefix,
+        claim = j.claim(self.batch, self.label(src), spec.serial_prefix,
                         lambda n: CardData({}, n, self.issue_date).serial(spec))
         if claim is None:
             return None
@@ -350,7 +391,7 @@ class Batch:
             status, error = "spoiled", str(exc)
         except CitycardError as exc:
             status, error = "failed", str(exc)
-        j.finish(self.batch, row, claim.card_serial, _label(src), status, error, started)
+        j.finish(self.batch, row, claim.card_serial, self.label(src), status, error, started)
         with self._lock:
             results["processed"] += 1
             results["verified" if status in ("verified", "personalized") else "failed"] += 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import sqlite3
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..errors import CitycardError
 
@@ -113,6 +113,12 @@ class Journal:
             self._conn.close()
             self._conn = None
 
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _q(self, sql: str) -> str:
         return sql.replace("?", self.ph)
 
@@ -145,7 +151,7 @@ class Journal:
             cur.executemany(sql, [(batch, r, cid) for r, cid in rows])
             return True
 
-    def claim(self, batch: str, reader: str, prefix: str, serial_of: Any, *,
+    def claim(self, batch: str, reader: str, prefix: str, serial_of: Callable[[int], str], *,
               resume_reader_only: bool = False) -> Claim | None:
         """Take the next row for ``reader``: first a row this reader left in progress (its card
         may still be in the reader, half done), then the lowest pending row.  The card number

@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from ..apdu import CommandApdu, describe_sw
 from ..errors import CitycardError, TransportError
+from ..keys.handles import Key
 from ..spec import CardSpec
 from ..transport import CardSession
 from .plan import Plan, Step
@@ -61,7 +62,7 @@ def run_plan(session: CardSession, plan: Plan, *, start: int = 0,
     return total - start
 
 
-def _mf_master(spec: CardSpec, plan: Plan) -> Any:
+def _mf_master(spec: CardSpec, plan: Plan) -> Key | None:
     m = spec.mf.master_key()
     return plan.keys.get(f"mf/{m.name}") if m is not None else None
 

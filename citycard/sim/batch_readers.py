@@ -1,0 +1,50 @@
+"""Simulated readers for ``citycard batch run --sims N``: the simulator's side of the batch.
+
+The batch (:mod:`citycard.perso.batch`) is host code and never imports the simulator; it
+takes any reader that follows its :class:`~citycard.perso.batch.CardSource` protocol.  The
+caller (the command line, a benchmark, a script) makes simulated readers here and hands
+them in.  Each gives a fresh factory card for every cardholder; with ``keep_dir`` every
+finished card's image is filed there as ``SERIAL.json``.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from ..transport import CardSession
+from . import SimCard
+from . import image as _image
+from .transport import SimTransport
+
+
+class SimSource:
+    """A simulated reader: a fresh factory card for every cardholder."""
+
+    #: the card runs in this process (pure Python): the batch gives it a worker process
+    in_process_card = True
+
+    def __init__(self, name: str, keep_dir: Path | None = None) -> None:
+        self.name = name
+        self.keep_dir = keep_dir
+
+    def next_card(self, stop: threading.Event) -> CardSession | None:
+        transport = SimTransport(SimCard(), name=self.name)
+        transport.connect()
+        return CardSession(transport)
+
+    def done(self, session: CardSession, serial: str | None) -> None:
+        if self.keep_dir is not None and serial:
+            transport = session.transport
+            assert isinstance(transport, SimTransport)
+            _image.save(transport.card, self.keep_dir / f"{serial}.json")
+        session.close()
+
+
+def simulated_readers(count: int, keep_dir: str | Path | None = None) -> list[SimSource]:
+    """``count`` simulated readers named ``sim-1`` … ``sim-N``; ``keep_dir`` (created if
+    missing) receives every finished card's image."""
+    keep = Path(keep_dir) if keep_dir is not None else None
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+    return [SimSource(f"sim-{i}", keep) for i in range(1, count + 1)]
