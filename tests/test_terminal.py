@@ -208,7 +208,7 @@ class DropAfterDebit:
 def test_torn_purchase_through_pcscd_is_recovered(demo, pcscd):
     from citycard.testing.pcscd import wait_for_card
     from citycard.transport.pcsc import PcscTransport
-    from citycard.vpcd import VpcdServer
+    from citycard.sim.vpcd import VpcdServer
 
     spec, keys, _ = demo
     card, session = personalized(demo, row=5)

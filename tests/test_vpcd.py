@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from citycard import vpcd
+from citycard.sim import vpcd
 from citycard.errors import InputError
-from citycard.vpcd import VpcdServer, parse_endpoint
+from citycard.sim.vpcd import VpcdServer, parse_endpoint
 
 ATR = bytes.fromhex("3B8701706373636C6162EA")
 

@@ -64,7 +64,7 @@ def serve(image: str, endpoint: str, save_interval: float, dispenser_dir: str | 
     The image is saved (atomically) as the card changes, and once more on exit.
     """
     from ..sim import image as _image
-    from ..vpcd import VpcdServer, parse_endpoint
+    from ..sim.vpcd import VpcdServer, parse_endpoint
 
     host, port = parse_endpoint(endpoint)
     card = _image.load(image)

@@ -1,0 +1,336 @@
+"""File commands of the simulated card: SELECT and the FCI, CREATE FILE, ERASE DF,
+binary files and record files (SPEC.md §1.2, §1.3, §1.5, §1.6)."""
+
+from __future__ import annotations
+
+from ..apdu import CommandApdu
+from .core import CardCore, SwError, decipher_or_6a80, tl, u
+from .fs import (DF, EF, FT_BINARY, FT_CYCLIC, FT_DF, FT_FIXED, FT_KEY, FT_PURSE, FT_VARIABLE, BinaryEF, KeyFile,
+                 KeyRecord, PurseEF, RecordEF)
+from ..crypto.secure import line_mac
+
+
+class FileCommands(CardCore):
+    """SELECT, CREATE FILE, ERASE DF, READ/UPDATE BINARY, READ/UPDATE/APPEND RECORD."""
+
+    # ------------------------------------------------------------------ select
+    def _select(self, cmd: CommandApdu, chal, sess) -> bytes:
+        p1, data = cmd.p1, cmd.data
+        if cmd.p2 & 0xF3:
+            raise SwError(0x6A86)
+        if p1 == 0x00:
+            if not data:
+                node = self.mf
+            elif len(data) != 2:
+                raise SwError(0x6700)
+            else:
+                fid = u(data)
+                if fid == 0x3F00:
+                    node = self.mf
+                elif fid == self.df.fid and self.df is not self.mf:
+                    node = self.df
+                else:
+                    node = self.df.children.get(fid)
+                    if node is None and self.df.parent is not None:
+                        node = self.df.parent.children.get(fid)
+                        if node is not None and not isinstance(node, DF):
+                            node = None
+                    if node is None:
+                        raise SwError(0x6A82)
+        elif p1 == 0x04:
+            if not 1 <= len(data) <= 16:
+                raise SwError(0x6700)
+            node = self._find_df_by_name(data)
+            if node is None:
+                raise SwError(0x6A82)
+        else:
+            raise SwError(0x6A86)
+        if isinstance(node, DF):
+            self.df, self.ef = node, None
+            self.df_sr = self.mf_sr if node is self.mf else 0
+            self.free = node.empty
+            if node.block:  # D5: current, but no FCI
+                raise SwError(0x9303 if node.block == 2 else 0x6A81)
+            self._check_app()
+            return self._fci(node)
+        self._check_app()
+        self.ef = node  # type: ignore[assignment]
+        return b""
+
+    def _find_df_by_name(self, name: bytes) -> DF | None:
+        queue, partial = [self.mf], None
+        while queue:
+            df = queue.pop(0)
+            if df.name == name:
+                return df
+            if partial is None and df.name.startswith(name):
+                partial = df
+            queue.extend(c for c in df.children.values() if isinstance(c, DF))
+        return partial
+
+    def _fci(self, df: DF) -> bytes:
+        prop = b""
+        sfi_byte = df.sfi_byte
+        if sfi_byte & 0x80:
+            ef = df.find_sfi(sfi_byte & 0x1F)
+            if isinstance(ef, BinaryEF):
+                prop = tl(b"\x9F\x0C", ef.data)
+        elif sfi_byte & 0x1F:
+            prop = b"\x88\x01" + bytes((sfi_byte & 0x1F,))
+        body = tl(b"\x84", df.name) + (tl(b"\xA5", prop) if prop else b"")
+        return tl(b"\x6F", body)
+
+    # ------------------------------------------------------------------ create / erase
+    def _create_file(self, cmd: CommandApdu, chal, sess) -> bytes:
+        df, d = self.df, cmd.data
+        self._check_app()
+        if not (self.free or self._ac(df.create_ac)):
+            raise SwError(0x6982)
+        if len(d) < 7:
+            raise SwError(0x6700)
+        fid = (cmd.p1 << 8) | cmd.p2
+        ftype, kind = d[0], d[0] & 0x3F
+        if fid in (0x3F00, 0xFFFF) or fid in df.children or (
+                df.keyfile is not None and df.keyfile.fid == fid and kind != FT_KEY):
+            raise SwError(0x6A86)
+        if kind == FT_KEY:
+            if ftype != FT_KEY or len(d) != 7:
+                raise SwError(0x6A80)
+            if df.keyfile is not None:
+                raise SwError(0x6A86)
+            if df.children:
+                raise SwError(0x6985)  # the KEY file must be the first file of a DF
+            node = KeyFile(fid, u(d[1:3]), d[3], d[4], df)
+        elif kind == FT_DF:
+            if ftype != FT_DF or len(d) < 8 or len(d) == 9:
+                raise SwError(0x6A80)
+            name = d[8:]
+            if df.depth >= 2 or len(name) > 16:
+                raise SwError(0x6A80)
+            if name and self._find_df_by_name_exact(name):
+                raise SwError(0x6A8A)
+            node = DF(fid, name, u(d[1:3]), d[3], d[4], d[5], df)
+        elif kind == FT_BINARY:
+            size = u(d[1:3])
+            if len(d) != 7 or size == 0:
+                raise SwError(0x6A80)
+            node = BinaryEF(fid, ftype, size, d[3], d[4], d[6], df)
+        elif kind in (FT_FIXED, FT_CYCLIC):
+            if len(d) != 7 or d[1] < 2 or d[2] == 0:
+                raise SwError(0x6A80)
+            node = RecordEF(fid, ftype, d[1], d[2], d[3], d[4], d[6], df)
+        elif kind == FT_VARIABLE:
+            if len(d) != 7 or u(d[1:3]) == 0:
+                raise SwError(0x6A80)
+            node = RecordEF(fid, ftype, d[1], d[2], d[3], d[4], d[6], df)
+        elif kind == FT_PURSE:
+            if ftype != FT_PURSE or len(d) != 7 or fid not in (0x0001, 0x0002) or d[1:3] != b"\x02\x08":
+                raise SwError(0x6A80)
+            node = PurseEF(fid, d[3], d[4], d[6], df)
+        else:
+            raise SwError(0x6A80)
+        if node.size > df.free():
+            raise SwError(0x6A84)
+        if kind == FT_KEY:
+            self.nvm.set(df, "keyfile", node)
+        else:
+            self.nvm.put(df.children, fid, node)
+        return b""
+
+    def _find_df_by_name_exact(self, name: bytes) -> bool:
+        queue = [self.mf]
+        while queue:
+            df = queue.pop()
+            if df.name == name:
+                return True
+            queue.extend(c for c in df.children.values() if isinstance(c, DF))
+        return False
+
+    def _erase_df(self, cmd: CommandApdu, chal, sess) -> bytes:
+        if cmd.p1 or cmd.p2:
+            raise SwError(0x6A86)
+        df = self.df
+        self._check_app()
+        if not (self.free or self._ac(df.erase_ac)):
+            raise SwError(0x6982)
+        with self.nvm.transaction():
+            self.nvm.set(df, "children", {})
+            self.nvm.set(df, "keyfile", None)
+            self.nvm.set(df, "auth_code", None)
+        self.ef = None
+        self.free = True
+        return b""
+
+    # ------------------------------------------------------------------ binary files
+    def _target_ef(self, sfi: int | None) -> EF:
+        self._check_app()
+        if sfi is not None:
+            ef = self.df.find_sfi(sfi)
+            if ef is None:
+                raise SwError(0x6A82)
+            self.ef = ef
+            return ef
+        if self.ef is None:
+            raise SwError(0x6986)
+        return self.ef
+
+    def _read_guard(self, ef: EF, cmd: CommandApdu, chal) -> KeyRecord | None:
+        """Read AC and line protection; returns the key for a response MAC, if any."""
+        if not self._ac(ef.read_ac):
+            raise SwError(0x6982)
+        if cmd.cla & 0x04:
+            key = self._line_key(ef.read_key_id)
+            if self._mac_checked(cmd, chal, key):
+                raise SwError(0x6700)
+            return key
+        if ef.read_protected and not self.free:
+            raise SwError(0x6900)
+        return None
+
+    def _write_guard(self, ef: EF, cmd: CommandApdu, chal) -> bytes:
+        """Write AC and line protection; returns the plain data to write."""
+        if not self._ac(ef.write_ac):
+            raise SwError(0x6982)
+        if cmd.cla & 0x04:
+            key = self._line_key(ef.write_key_id)
+            body = self._mac_checked(cmd, chal, key)
+            if ef.write_enc:
+                return decipher_or_6a80(key.value, body)
+            return body
+        if ef.ftype & 0xC0 and not self.free:
+            raise SwError(0x6900)
+        return cmd.data
+
+    @staticmethod
+    def _response_mac(key: KeyRecord | None, chal: bytes | None, data: bytes) -> bytes:
+        """Decision: a protected read answers data ‖ MAC(data) with the read key, IV = challenge."""
+        if key is None or chal is None:
+            return data
+        return data + line_mac(key.value, chal, data)
+
+    @staticmethod
+    def _binary_address(cmd: CommandApdu) -> tuple[int | None, int]:
+        if cmd.p1 & 0x80:
+            if cmd.p1 & 0x60:
+                raise SwError(0x6A86)
+            return cmd.p1 & 0x1F, cmd.p2
+        return None, (cmd.p1 << 8) | cmd.p2
+
+    def _read_binary(self, cmd: CommandApdu, chal, sess) -> bytes:
+        sfi, offset = self._binary_address(cmd)
+        ef = self._target_ef(sfi)
+        if not isinstance(ef, BinaryEF):
+            raise SwError(0x6981)
+        key = self._read_guard(ef, cmd, chal)
+        size = len(ef.data)
+        if offset >= size:
+            raise SwError(0x6B00)
+        avail = size - offset
+        ne = cmd.ne if key is None else (cmd.ne or 256)
+        if ne is None:
+            ne = 256
+        if ne == 256:
+            n = min(avail, 256)
+        elif ne > avail:
+            raise SwError(0x6C00 | avail if avail < 256 else 0x6C00)
+        else:
+            n = ne
+        return self._response_mac(key, chal, ef.data[offset:offset + n])
+
+    def _update_binary(self, cmd: CommandApdu, chal, sess) -> bytes:
+        sfi, offset = self._binary_address(cmd)
+        ef = self._target_ef(sfi)
+        if not isinstance(ef, BinaryEF):
+            raise SwError(0x6981)
+        data = self._write_guard(ef, cmd, chal)
+        if not data:
+            raise SwError(0x6700)
+        if offset >= len(ef.data):
+            raise SwError(0x6B00)
+        if offset + len(data) > len(ef.data):
+            raise SwError(0x6700)
+        with self._commit():
+            self.nvm.set(ef, "data", ef.data[:offset] + data + ef.data[offset + len(data):])
+        return b""
+
+    # ------------------------------------------------------------------ record files
+    def _record_target(self, cmd: CommandApdu) -> tuple[RecordEF, int]:
+        """P2 = SFI<<3 | mode; returns the file and the mode bits."""
+        sfi = cmd.p2 >> 3
+        ef = self._target_ef(sfi if sfi else None)
+        if not isinstance(ef, RecordEF):
+            raise SwError(0x6981)
+        return ef, cmd.p2 & 0x07
+
+    @staticmethod
+    def _tagged(ef: RecordEF, tag: int, which: int) -> int:
+        """Index of the first (mode 0) or last (mode 1) variable record with ``tag``."""
+        idx = [i for i, r in enumerate(ef.records) if r and r[0] == tag]
+        if not idx:
+            raise SwError(0x6A83)
+        return idx[0] if which == 0 else idx[-1]
+
+    def _read_record(self, cmd: CommandApdu, chal, sess) -> bytes:
+        ef, mode = self._record_target(cmd)
+        key = self._read_guard(ef, cmd, chal)
+        if mode == 0x04:
+            if cmd.p1 == 0 or cmd.p1 > len(ef.records):
+                raise SwError(0x6A83)
+            rec = ef.records[cmd.p1 - 1]
+        elif mode in (0, 1) and ef.kind == FT_VARIABLE:
+            rec = ef.records[self._tagged(ef, cmd.p1, mode)]
+        else:
+            raise SwError(0x6A86)
+        ne = cmd.ne
+        if key is None and ne is not None and ne != 256 and ne != len(rec):
+            raise SwError(0x6C00 | len(rec) if len(rec) < 256 else 0x6C00)
+        return self._response_mac(key, chal, rec)
+
+    def _check_record(self, ef: RecordEF, rec: bytes, old: bytes | None = None) -> None:
+        kind = ef.kind
+        if len(rec) > 255:  # a record length is one byte (SPEC §1.2)
+            raise SwError(0x6700)
+        if kind == FT_VARIABLE:
+            if len(rec) < 2 or rec[1] != len(rec) - 2:
+                raise SwError(0x6A80)
+            if old is not None and len(old) != len(rec):
+                raise SwError(0x6700)
+            if old is None and ef.used() + len(rec) > ef.space:
+                raise SwError(0x6A84)
+        elif len(rec) != ef.reclen:
+            raise SwError(0x6700)
+
+    def _update_record(self, cmd: CommandApdu, chal, sess) -> bytes:
+        ef, mode = self._record_target(cmd)
+        rec = self._write_guard(ef, cmd, chal)
+        if mode == 0x04:
+            i = cmd.p1 - 1
+            if cmd.p1 == 0 or i >= len(ef.records):
+                raise SwError(0x6A83)
+        elif mode in (0, 1) and ef.kind == FT_VARIABLE:
+            i = self._tagged(ef, cmd.p1, mode)
+        else:
+            raise SwError(0x6A86)
+        self._check_record(ef, rec, ef.records[i])
+        with self._commit():
+            self.nvm.set(ef, "records", ef.records[:i] + (rec,) + ef.records[i + 1:])
+        return b""
+
+    def _append_record(self, cmd: CommandApdu, chal, sess) -> bytes:
+        if cmd.p1 or cmd.p2 & 0x07:
+            raise SwError(0x6A86)
+        ef, _mode = self._record_target(cmd)
+        rec = self._write_guard(ef, cmd, chal)
+        self._check_record(ef, rec)
+        records = self._appended(ef, rec)
+        with self._commit():
+            self.nvm.set(ef, "records", records)
+        return b""
+
+    @staticmethod
+    def _appended(ef: RecordEF, rec: bytes) -> tuple[bytes, ...]:
+        if ef.kind == FT_CYCLIC:
+            return ((rec,) + ef.records)[: ef.nrec]
+        if ef.kind == FT_FIXED and len(ef.records) >= ef.nrec:
+            raise SwError(0x6A84)
+        return ef.records + (rec,)

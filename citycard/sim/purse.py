@@ -1,0 +1,260 @@
+"""Purse commands of the simulated card: the PBOC ED/EP (load, purchase, unload, balance,
+transaction prove), the CAPP data cache and the MOHURD authentication code (SPEC.md §2, D7)."""
+
+from __future__ import annotations
+
+import hmac
+
+from ..apdu import CommandApdu
+from ..crypto import pboc
+from .core import CardCore, SwError, u
+from .fs import FT_CYCLIC, FT_VARIABLE, KT_INTERNAL, KT_LOAD, KT_PURCHASE, KT_UNLOAD, KeyRecord, PurseEF, RecordEF
+
+_S_LOAD, _S_PURCHASE, _S_CAPP, _S_UNLOAD = "load", "purchase", "capp", "unload"
+
+
+class PurseSession:
+    __slots__ = ("kind", "purse", "key", "ses", "amount", "ttype", "terminal", "counter", "capp")
+
+    def __init__(self, kind: str, purse: PurseEF, key: KeyRecord, ses: bytes, amount: int, ttype: int,
+                 terminal: bytes, counter: int) -> None:
+        self.kind, self.purse, self.key, self.ses = kind, purse, key, ses
+        self.amount, self.ttype, self.terminal, self.counter = amount, ttype, terminal, counter
+        self.capp: tuple[RecordEF, int, bool, bytes] | None = None
+
+
+
+class PurseCommands(CardCore):
+    """INITIALIZE, CREDIT FOR LOAD, DEBIT, GET BALANCE, GET TRANSACTION PROVE,
+    UPDATE CAPP DATA CACHE, and the MOHURD code (00 22 / 80 CA)."""
+
+    # ------------------------------------------------------------------ MOHURD code (D7)
+    def _set_auth_code(self, cmd: CommandApdu, chal, sess) -> bytes:
+        """``00 22 00 00 09 85 ...`` stores the application's authentication code (CS)."""
+        if cmd.p1 or cmd.p2:
+            raise SwError(0x6A86)
+        self._check_app()
+        if len(cmd.data) != 9 or cmd.data[0] != 0x85:
+            raise SwError(0x6A80 if len(cmd.data) == 9 else 0x6700)
+        if not (self.free or self._ac(self.df.create_ac)):
+            raise SwError(0x6982)
+        self.nvm.set(self.df, "auth_code", cmd.data)
+        return b""
+
+    def _get_data(self, cmd: CommandApdu, chal, sess) -> bytes:
+        if cmd.p1 or cmd.p2:
+            raise SwError(0x6A86)
+        self._check_app()
+        if self.df.auth_code is None:
+            raise SwError(0x6A88)
+        return self.df.auth_code
+
+    # ------------------------------------------------------------------ purse
+    def _purse(self, p2: int) -> PurseEF:
+        if p2 not in (1, 2):
+            raise SwError(0x6A86)
+        self._check_app()
+        purse = self.df.children.get(p2)
+        if not isinstance(purse, PurseEF):
+            raise SwError(0x6A82)
+        if not self._ac(purse.usage_ac):
+            raise SwError(0x6982)
+        return purse
+
+    def _initialize(self, cmd: CommandApdu, chal, sess) -> bytes:
+        p1 = cmd.p1
+        if p1 not in (0x00, 0x01, 0x03, 0x05):
+            raise SwError(0x6A86)
+        if p1 == 0x03 and cmd.p2 != 0x02:
+            raise SwError(0x6A86)
+        purse = self._purse(cmd.p2)
+        d = cmd.data
+        if len(d) != 11:
+            raise SwError(0x6700)
+        kid, amount, terminal = d[0], u(d[1:5]), d[5:11]
+        base = {0x00: KT_LOAD, 0x01: KT_PURCHASE, 0x03: KT_PURCHASE, 0x05: KT_UNLOAD}[p1]
+        kf = self.df.keyfile
+        key = kf.get(base, kid) if kf is not None else None
+        if key is None:
+            raise SwError(0x9403)
+        if not self._ac(key.usage_ac):
+            raise SwError(0x6982)
+        random = self.rng(4)
+        ver_alg = bytes((key.b3, key.b4))
+        bal = purse.balance.to_bytes(4, "big")
+        if p1 == 0x00:  # load
+            if purse.balance + amount > 0xFFFFFFFF or amount == 0:
+                raise SwError(0x6A80)
+            ttype = 0x01 if purse.is_ed else 0x02
+            counter = purse.online
+            ses = pboc.load_session_key(key.value, random, counter)
+            mac1 = pboc.load_mac1(ses, purse.balance, amount, ttype, terminal)
+            self.session = PurseSession(_S_LOAD, purse, key, ses, amount, ttype, terminal, counter)
+            return bal + counter.to_bytes(2, "big") + ver_alg + random + mac1
+        if p1 == 0x05:  # unload
+            if amount > purse.balance or amount == 0:
+                raise SwError(0x9401)
+            counter = purse.online
+            ses = pboc.load_session_key(key.value, random, counter)
+            mac1 = pboc.load_mac1(ses, purse.balance, amount, pboc.TT_UNLOAD, terminal)
+            self.session = PurseSession(_S_UNLOAD, purse, key, ses, amount, pboc.TT_UNLOAD, terminal, counter)
+            return bal + counter.to_bytes(2, "big") + ver_alg + random + mac1
+        # purchase / CAPP purchase
+        if amount > purse.balance + purse.overdraw:
+            raise SwError(0x9401)
+        kind = _S_CAPP if p1 == 0x03 else _S_PURCHASE
+        ttype = pboc.TT_CAPP_PURCHASE if p1 == 0x03 else (0x05 if purse.is_ed else 0x06)
+        counter = purse.offline
+        # the purchase session key needs the terminal serial of DEBIT: keep the random for now
+        self.session = PurseSession(kind, purse, key, random, amount, ttype, terminal, counter)
+        return (bal + counter.to_bytes(2, "big") + purse.overdraw.to_bytes(3, "big") + ver_alg + random)
+
+    def _record_transaction(self, purse: PurseEF, counter: int, amount: int, ttype: int,
+                            terminal: bytes, date: bytes, time: bytes) -> None:
+        """Append the 23-byte record (SPEC §2.2; counter as used in the MACs, D4)."""
+        if purse.detail_sfi in (0x00, 0xFF):
+            return
+        ef = self.df.find_sfi(purse.detail_sfi)
+        if not isinstance(ef, RecordEF) or ef.kind != FT_CYCLIC or ef.reclen != 23:
+            return
+        rec = (counter.to_bytes(2, "big") + purse.overdraw.to_bytes(3, "big") + amount.to_bytes(4, "big")
+               + bytes((ttype,)) + terminal + date + time)
+        self.nvm.set(ef, "records", self._appended(ef, rec))
+
+    def _tac_key(self, purse: PurseEF) -> KeyRecord:
+        kf = self.df.keyfile
+        key = kf.get(KT_INTERNAL, purse.tac_kid) if kf is not None else None
+        if key is None:
+            raise SwError(0x9406)
+        return key
+
+    @staticmethod
+    def _online_mac2(cmd: CommandApdu, sess: PurseSession | None, kind: str) -> tuple[bytes, bytes, bytes]:
+        """CREDIT FOR LOAD / DEBIT FOR UNLOAD data: date ‖ time ‖ MAC2, MAC2 checked (SPEC §2.2)."""
+        if sess is None or sess.kind != kind:
+            raise SwError(0x6901)
+        d = cmd.data
+        if len(d) != 11:
+            raise SwError(0x6700)
+        date, time, mac2 = d[0:4], d[4:7], d[7:11]
+        expected = pboc.load_mac2(sess.ses, sess.amount, sess.ttype, sess.terminal, date, time)
+        if not hmac.compare_digest(expected, mac2):
+            raise SwError(0x9302)
+        return date, time, mac2
+
+    def _credit_for_load(self, cmd: CommandApdu, chal, sess: PurseSession | None) -> bytes:
+        if cmd.p1 or cmd.p2:
+            raise SwError(0x6A86)
+        date, time, mac2 = self._online_mac2(cmd, sess, _S_LOAD)
+        purse = sess.purse
+        new_balance = purse.balance + sess.amount
+        tac = pboc.load_tac(self._tac_key(purse).value, new_balance, sess.counter, sess.amount, sess.ttype,
+                            sess.terminal, date, time)
+        with self.nvm.transaction():
+            self.nvm.set(purse, "balance", new_balance)
+            self.nvm.set(purse, "online", (sess.counter + 1) & 0xFFFF)
+            self._record_transaction(purse, sess.counter, sess.amount, sess.ttype, sess.terminal, date, time)
+            self.nvm.set(purse, "last", (sess.ttype, sess.counter, mac2, tac))
+        return tac
+
+    def _update_capp_cache(self, cmd: CommandApdu, chal, sess: PurseSession | None) -> bytes:
+        if sess is None or sess.kind != _S_CAPP or sess.capp is not None:
+            raise SwError(0x6901)
+        sfi, mode = cmd.p2 >> 3, cmd.p2 & 0x07
+        ef = self.df.find_sfi(sfi) if sfi else None
+        if not isinstance(ef, RecordEF):
+            raise SwError(0x6A82)
+        rec = self._write_guard(ef, cmd, chal)
+        if mode == 0x04:
+            i = cmd.p1 - 1
+            if cmd.p1 == 0 or i >= len(ef.records):
+                raise SwError(0x6A83)
+            self._check_record(ef, rec, ef.records[i])
+            sess.capp = (ef, i, False, rec)
+        elif mode == 0x00:
+            idx = [n for n, r in enumerate(ef.records) if r and r[0] == cmd.p1]
+            if idx:
+                self._check_record(ef, rec, ef.records[idx[0]])
+                sess.capp = (ef, idx[0], False, rec)
+            elif ef.kind == FT_VARIABLE:  # no record with this tag yet: DEBIT appends it
+                self._check_record(ef, rec)
+                sess.capp = (ef, len(ef.records), True, rec)
+            else:  # Decision: a CAPP update never grows a fixed or cyclic file
+                raise SwError(0x6A83)
+        else:
+            raise SwError(0x6A86)
+        self.session = sess
+        return b""
+
+    def _debit(self, cmd: CommandApdu, chal, sess: PurseSession | None) -> bytes:
+        if cmd.p2:
+            raise SwError(0x6A86)
+        if cmd.p1 == 0x01:
+            return self._debit_for_purchase(cmd, sess)
+        if cmd.p1 == 0x03:
+            return self._debit_for_unload(cmd, sess)
+        raise SwError(0x6A86)
+
+    def _debit_for_purchase(self, cmd: CommandApdu, sess: PurseSession | None) -> bytes:
+        if sess is None or sess.kind not in (_S_PURCHASE, _S_CAPP):
+            raise SwError(0x6901)
+        d = cmd.data
+        if len(d) != 15:
+            raise SwError(0x6700)
+        serial, date, time, mac1 = d[0:4], d[4:8], d[8:11], d[11:15]
+        ses = pboc.purchase_session_key(sess.key.value, sess.ses, sess.counter, serial)
+        expected = pboc.purchase_mac1(ses, sess.amount, sess.ttype, sess.terminal, date, time,
+                                      self.df.auth_code)
+        if not hmac.compare_digest(expected, mac1):
+            raise SwError(0x9302)
+        purse = sess.purse
+        tac = pboc.purchase_tac(self._tac_key(purse).value, sess.amount, sess.ttype, sess.terminal, serial,
+                                date, time)
+        mac2 = pboc.purchase_mac2(ses, sess.amount)
+        with self.nvm.transaction():
+            self.nvm.set(purse, "balance", purse.balance - sess.amount)
+            self.nvm.set(purse, "offline", (sess.counter + 1) & 0xFFFF)
+            if sess.capp is not None:
+                ef, i, append, rec = sess.capp
+                new = ef.records + (rec,) if append else ef.records[:i] + (rec,) + ef.records[i + 1:]
+                self.nvm.set(ef, "records", new)
+            self._record_transaction(purse, sess.counter, sess.amount, sess.ttype, sess.terminal, date, time)
+            self.nvm.set(purse, "last", (sess.ttype, sess.counter, mac2, tac))
+        return tac + mac2
+
+    def _debit_for_unload(self, cmd: CommandApdu, sess: PurseSession | None) -> bytes:
+        date, time, mac2 = self._online_mac2(cmd, sess, _S_UNLOAD)
+        purse = sess.purse
+        new_balance = purse.balance - sess.amount
+        mac3 = pboc.unload_mac3(sess.ses, new_balance, sess.counter, sess.amount, sess.ttype, sess.terminal,
+                                date, time)
+        with self.nvm.transaction():
+            self.nvm.set(purse, "balance", new_balance)
+            self.nvm.set(purse, "online", (sess.counter + 1) & 0xFFFF)
+            self._record_transaction(purse, sess.counter, sess.amount, sess.ttype, sess.terminal, date, time)
+            self.nvm.set(purse, "last", (sess.ttype, sess.counter, mac3, bytes(4)))
+        return mac3
+
+    def _get_balance(self, cmd: CommandApdu, chal, sess) -> bytes:
+        if cmd.p1:
+            raise SwError(0x6A86)
+        if cmd.ne not in (4, 256) or cmd.data:
+            raise SwError(0x6700)
+        return self._purse(cmd.p2).balance.to_bytes(4, "big")
+
+    def _transaction_prove(self, cmd: CommandApdu, chal, sess) -> bytes:
+        """``80 5A 00 type 02 counter``: MAC ‖ TAC of the last completed transaction of that
+        type and counter (the counter its MACs used, D4), else 9406."""
+        if cmd.p1:
+            raise SwError(0x6A86)
+        if len(cmd.data) != 2:
+            raise SwError(0x6700)
+        self._check_app()
+        counter = u(cmd.data)
+        for fid in (0x0001, 0x0002):
+            purse = self.df.children.get(fid)
+            if isinstance(purse, PurseEF) and purse.last is not None:
+                ttype, ctr, mac, tac = purse.last
+                if ttype == cmd.p2 and ctr == counter:
+                    return mac + tac
+        raise SwError(0x9406)
