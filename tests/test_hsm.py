@@ -278,7 +278,7 @@ def test_perso_through_the_hsm_makes_the_same_card(hsm, loaded, run_cli, tmp_pat
     common = ["--profile", str(PROFILE), "--data", str(DATA), "--row", "1", "--issue-date", DAY]
     a, b = tmp_path / "hsm.json", tmp_path / "file.json"
     for img in (a, b):
-        cli("sim", "new", str(img))
+        cli("sim", "new", str(img), "--model", "fm1208-16ff")
     r = cli("perso", *common, "--keys", hsm.uri(), "--sim", str(a), "--dry-run")
     assert r.stdout.count(EXPORTED) == 5          # the masters of the 5 applications, written plain
     assert "replace the transport key (39/00) under cipher [key enciphered by the HSM]" in r.stdout
@@ -374,7 +374,7 @@ def test_scripts_use_hsm_keys(hsm, loaded, run_cli, tmp_path):
     if "script" not in getattr(cli, "commands", {}):
         pytest.skip("no `citycard script` command in this tree")
     card = tmp_path / "card.json"
-    assert run_cli("sim", "new", str(card)).exit_code == 0
+    assert run_cli("sim", "new", str(card), "--model", "fm1208-16ff").exit_code == 0
     r = run_cli("perso", "--profile", str(PROFILE), "--data", str(DATA), "--row", "1", "--issue-date", DAY,
                 "--keys", hsm.uri(), "--sim", str(card))
     assert r.exit_code == 0, r.stderr

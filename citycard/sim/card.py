@@ -11,17 +11,17 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from .core import ISO, ISO_PLAIN, PROPRIETARY, PROPRIETARY_PLAIN, PROTECTED_ONLY, Route, SwError, \
-    atr_from_historical
+from .core import ISO, ISO_PLAIN, PROPRIETARY, PROPRIETARY_PLAIN, PROTECTED_ONLY, Route, SwError
 from .files import FileCommands
-from .fs import DF, FactorySettings, factory_mf
+from .fs import DF, factory_mf
+from .models import FM1208_16FF, LEGACY_MODEL, CardModel, get_model
 from .nvm import Nvm
 from .purse import PurseCommands, PurseSession
 from .security import SecurityCommands
 
-__all__ = ["SimCard", "SwError", "SIM_ATR", "PurseSession"]
+__all__ = ["SimCard", "SwError", "SIM_ATR", "PurseSession", "new_card"]
 
-SIM_ATR = atr_from_historical(b"CITYCARD FMCOS")
+SIM_ATR = FM1208_16FF.atr   # the legacy model's ATR (kept for callers that import it)
 
 _MAC_ONLY = ((0x80, 0x6982),)   # the plain form of a MAC-only command: security state not satisfied
 
@@ -60,14 +60,28 @@ class SimCard(FileCommands, SecurityCommands, PurseCommands):
         0xCA: (Route("_get_data", PROPRIETARY),),
     }
 
-    def __init__(self, mf: DF | None = None, *, card_blocked: bool = False, atr: bytes = SIM_ATR,
-                 rng: Callable[[int], bytes] = os.urandom,
-                 factory: FactorySettings = FactorySettings()) -> None:
-        self.mf = mf if mf is not None else factory_mf(factory)
+    def __init__(self, mf: DF | None = None, *, card_blocked: bool = False, atr: bytes | None = None,
+                 rng: Callable[[int], bytes] | None = None, model: str | CardModel = LEGACY_MODEL) -> None:
+        """A card with the file tree ``mf`` (a factory card of ``model`` when None).
+
+        Without ``model`` the card is the legacy ``fm1208-16ff`` (the personalization planner
+        still replaces its 16-byte transport key in place); new code uses
+        :func:`citycard.sim.new_card`, whose default is the real-card model ``fm1208``.
+        ``rng(n)`` supplies every random number the card makes (GET CHALLENGE, purse randoms).
+        """
+        self.model = get_model(model)
+        self.mf = mf if mf is not None else factory_mf(self.model)
         self.card_blocked = card_blocked
-        self.atr = atr
-        self.rng = rng
+        self.atr = atr if atr is not None else self.model.atr
+        self.rng = rng if rng is not None else os.urandom
         self.nvm = Nvm()
         self.generation = 0           # bumped by every persistent change (image saving)
         self.powered = False
         self._reset_state()
+
+
+def new_card(model: str | CardModel = "fm1208", *, rng: Callable[[int], bytes] | None = None) -> SimCard:
+    """A factory card of ``model`` (a name from :data:`~citycard.sim.models.MODELS` or a
+    :class:`~citycard.sim.models.CardModel`); ``rng(n)`` supplies every random number the card
+    makes (default ``os.urandom``).  Public API (docs/sim.md)."""
+    return SimCard(model=model, rng=rng)

@@ -28,6 +28,7 @@ from .fs import COUNTER_TYPES, DF, EF, KT_LINE, KeyRecord
 from .nvm import Nvm, PowerLoss
 
 if TYPE_CHECKING:
+    from .models import CardModel
     from .purse import PurseSession
 
 log = logging.getLogger("citycard.sim")
@@ -50,15 +51,6 @@ class Route:
     handler: str
     clas: frozenset[int]
     refused: tuple[tuple[int, int], ...] = ()
-
-
-def atr_from_historical(historical: bytes) -> bytes:
-    """A T=1 ATR carrying ``historical`` bytes, with its check byte."""
-    body = bytes((0x80 | len(historical), 0x01)) + historical  # T0 (TD1 present), TD1 = T=1
-    tck = 0
-    for b in body:
-        tck ^= b
-    return b"\x3B" + body + bytes((tck,))
 
 
 class SwError(Exception):
@@ -104,6 +96,7 @@ class CardCore:
 
     COMMANDS: ClassVar[Mapping[int, tuple[Route, ...]]] = {}
 
+    model: CardModel
     mf: DF
     card_blocked: bool
     atr: bytes
@@ -124,20 +117,23 @@ class CardCore:
         self.session: PurseSession | None = None
         self._verified: KeyRecord | None = None   # a key whose MAC this command verified
 
-    def power_on(self) -> None:
+    def power_on(self) -> bytes:
+        """Power the card up (rolling back a torn transaction); returns the ATR."""
         if self.nvm.recover():
             self.generation += 1
             log.info("power-on: interrupted transaction rolled back")
         self.powered = True
         self._reset_state()
+        return self.atr
 
     def power_off(self) -> None:
         self.powered = False
         self._reset_state()
 
-    def reset(self) -> None:
+    def reset(self) -> bytes:
+        """Power cycle: every transient state is lost; returns the ATR."""
         self.power_off()
-        self.power_on()
+        return self.power_on()
 
     # ------------------------------------------------------------------ dispatch
     def process(self, raw: bytes) -> bytes:

@@ -5,9 +5,9 @@ folder), so a crash leaves either the old image or the new one.  The image of a
 simulated card holds its key values, as a real card's EEPROM does: treat image files
 as secret test data, never commit them; ``citycard sim show`` never prints a key.
 
-Format (version 1)::
+Format (version 1; "model" names the card model, absent in older images = ``fm1208-16ff``)::
 
-    {"format": "citycard-sim-image", "version": 1, "atr": "3B8E...", "card_blocked": false,
+    {"format": "citycard-sim-image", "version": 1, "model": "fm1208", "atr": "3B8E...", "card_blocked": false,
      "mf": {"type": "DF", "fid": "3F00", "name": "...", ..., "keyfile": {...}, "children": [...]}}
 """
 
@@ -22,6 +22,7 @@ from ..errors import CitycardError
 from ..fsutil import atomic_write
 from .card import SimCard
 from .fs import DF, BinaryEF, KeyFile, KeyRecord, Node, PurseEF, RecordEF
+from .models import LEGACY_MODEL, MODELS
 
 FORMAT = "citycard-sim-image"
 VERSION = 1
@@ -73,8 +74,8 @@ def _node(n: Node) -> dict[str, Any]:
 
 
 def to_dict(card: SimCard) -> dict[str, Any]:
-    return {"format": FORMAT, "version": VERSION, "atr": _h(card.atr), "card_blocked": card.card_blocked,
-            "mf": _node(card.mf)}
+    return {"format": FORMAT, "version": VERSION, "model": card.model.name, "atr": _h(card.atr),
+            "card_blocked": card.card_blocked, "mf": _node(card.mf)}
 
 
 # ---------------------------------------------------------------------- decode
@@ -187,7 +188,11 @@ def from_dict(data: Any, source: str = "image") -> SimCard:
         raise r.fail("mf", "the root must be the MF (DF 3F00)")
     atr = r.hexv(data, "atr", "")
     blocked = r.get(data, "card_blocked", "", bool)
-    return SimCard(mf, card_blocked=blocked, atr=atr)
+    # images written before card models existed were all legacy cards
+    name = r.get(data, "model", "", str) if "model" in data else LEGACY_MODEL
+    if name not in MODELS:
+        raise r.fail("model", f"unknown card model {name!r} (known: {', '.join(sorted(MODELS))})")
+    return SimCard(mf, card_blocked=blocked, atr=atr, model=name)
 
 
 # ---------------------------------------------------------------------- files
