@@ -344,7 +344,9 @@ def test_library_purse_and_services_with_hsm_keys(source):
     term = PurseTerminal(session, spec, ring)
     assert term.load(1000).balance_after == 1000
     assert term.purchase(250).balance_after == 750
-    assert term.unload(100).balance_after == 650
+    from citycard.terminal.purse import PurseError
+    with pytest.raises(PurseError, match="6A86"):                         # unload: ED only (SPEC §6 R18, UM 8.10)
+        term.unload(100)
     svc = CardServices(session, spec, ring)
     social = next(a for a in spec.apps if a.name == "social")
     svc.reload_pin(social, "654321")
@@ -356,7 +358,7 @@ def test_library_purse_and_services_with_hsm_keys(source):
     svc.unblock_app(library)
     # the same card, the same terminal with the clear demo keys: same keys on both sides
     file_ring = KeyRing([DemoKeyFile(DEMO_KEYS)])
-    assert PurseTerminal(session, spec, file_ring).purchase(50).balance_after == 600
+    assert PurseTerminal(session, spec, file_ring).purchase(50).balance_after == 700
 
 
 def test_batch_workers_share_the_hsm(hsm, loaded, run_cli, tmp_path):

@@ -103,6 +103,9 @@ def test_image_round_trip_preserves_every_answer(tmp_path):
 
 def test_image_round_trip_of_a_blocked_card(tmp_path):
     host = app()
+    host.select_mf()                                          # CARD BLOCK: the MF's 36 key (UM 8.1)
+    host.ext_auth(TRANSPORT)
+    host.add_key(0x36, 0x00, 0xF0, 0xF1, 0xFF, 0x33, DAMK)
     host.protected(0x80, 0x16, 0x00, 0x00, b"", DAMK)
     image.save(host.card, tmp_path / "blocked.json")
     loaded = image.load(tmp_path / "blocked.json")

@@ -57,6 +57,7 @@ class SimCard(FileCommands, SecurityCommands, PurseCommands):
         0x54: (Route("_debit", PROPRIETARY_PLAIN),),
         0x5A: (Route("_transaction_prove", PROPRIETARY),),
         0x5C: (Route("_get_balance", PROPRIETARY),),
+        0x58: (Route("_update_overdraw_limit", PROPRIETARY_PLAIN),),
         0xCA: (Route("_get_data", PROPRIETARY),),
     }
 

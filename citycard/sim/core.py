@@ -111,10 +111,12 @@ class CardCore:
         self.ef: EF | None = None
         self.mf_sr = 0
         self.df_sr = 0
-        self.free = self.mf.empty
+        self.free = self.mf.keyfile is None   # R5: free until the DF holds a KEY file
         self.challenge: bytes | None = None
         self.pending = b""
         self.session: PurseSession | None = None
+        self.warning = 0        # a warning SW (6281) for the data this command returns
+        self.trailer = 0        # bytes after the data Le counts (a protected read's MAC, R14)
         self._verified: KeyRecord | None = None   # a key whose MAC this command verified
 
     def power_on(self) -> bytes:
@@ -154,6 +156,7 @@ class CardCore:
                 self.challenge, self.session = chal, sess   # GET RESPONSE keeps both alive
                 return self._get_response(cmd)
             self.pending = b""
+            self.warning = self.trailer = 0
             try:
                 data = self._dispatch(cmd, chal, sess)
             except SwError:
@@ -180,8 +183,10 @@ class CardCore:
 
     def _format(self, cmd: CommandApdu, data: bytes) -> bytes:
         ne = cmd.ne
-        if ne is None or len(data) <= ne:
-            return data + SW_OK
+        trailer, self.trailer = self.trailer, 0
+        warning, self.warning = self.warning, 0
+        if ne is None or len(data) <= ne + trailer:
+            return data + (_sw(warning) if warning else SW_OK)
         self.pending = data[ne:]
         return data[:ne] + bytes((0x61, min(len(self.pending), 256) & 0xFF))
 
@@ -278,11 +283,14 @@ class CardCore:
             self._reset_verified()
             yield
 
-    def _mac_checked(self, cmd: CommandApdu, chal: bytes | None, key: KeyRecord) -> bytes:
+    def _mac_checked(self, cmd: CommandApdu, chal: bytes | None, key: KeyRecord, *,
+                     owner: DF | None = None, bad_mac: int = 0x9302) -> bytes:
         """Verify the line-protection MAC of ``cmd`` with ``key``; return the data before the MAC.
 
-        A wrong MAC counts against a line-protection key's error counter; when it reaches
-        zero the application is locked permanently (SPEC §2.5: three MAC failures → 9303).
+        A wrong MAC answers ``bad_mac`` (``9302``; ``6988`` for the blocking commands and PIN
+        UNBLOCK, SPEC §6 R15) and counts against a line-protection key's error counter; when it
+        reaches zero the DF holding the key (``owner``, default the current DF) is locked
+        permanently (UM appendix A on EF0015: "three MAC failures → 9303").
         """
         if chal is None:
             raise SwError(0x6984)
@@ -296,15 +304,16 @@ class CardCore:
         header = bytes((cmd.cla, cmd.ins, cmd.p1, cmd.p2, len(cmd.data)))
         if not hmac.compare_digest(line_mac(key.value, chal, header + body), mac):
             if key.base in COUNTER_TYPES:
+                df = owner if owner is not None else self.df
                 with self.nvm.transaction():
                     left = self._count_failure(key)
-                    if left == 0 and key.base == KT_LINE and self.df is not self.mf:
-                        self.nvm.set(self.df, "block", 2)
+                    if left == 0 and key.base == KT_LINE and df is not self.mf:
+                        self.nvm.set(df, "block", 2)
                 if left == 0 and key.base == KT_LINE:
                     # Decision: the failure that locks the application already answers 9303
-                    # (SPEC §2.5 "three MAC failures → 9303"), as APP UNBLOCK does.
+                    # (UM appendix A: "three MAC failures → 9303"), as APP UNBLOCK does.
                     raise SwError(0x9303)
-            raise SwError(0x9302)
+            raise SwError(bad_mac)
         if key.base in COUNTER_TYPES:
             self._verified = key  # counter reset: with the command's writes (_commit) or after it
         return body

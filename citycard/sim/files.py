@@ -6,8 +6,8 @@ from __future__ import annotations
 from ..apdu import CommandApdu
 from .core import CardCore, SwError, decipher_or_6a80, tl, u
 from .fs import (DF, EF, FT_BINARY, FT_CYCLIC, FT_DF, FT_FIXED, FT_KEY, FT_PURSE, FT_VARIABLE, BinaryEF, KeyFile,
-                 KeyRecord, PurseEF, RecordEF)
-from ..crypto.secure import line_mac
+                 KeyRecord, Node, PurseEF, RecordEF)
+from ..crypto.secure import encipher, line_mac
 
 
 class FileCommands(CardCore):
@@ -48,7 +48,7 @@ class FileCommands(CardCore):
         if isinstance(node, DF):
             self.df, self.ef = node, None
             self.df_sr = self.mf_sr if node is self.mf else 0
-            self.free = node.empty
+            self.free = node.keyfile is None   # R5: free until the DF holds a KEY file
             if node.block:  # D5: current, but no FCI
                 raise SwError(0x9303 if node.block == 2 else 0x6A81)
             self._check_app()
@@ -74,7 +74,10 @@ class FileCommands(CardCore):
         if sfi_byte & 0x80:
             ef = df.find_sfi(sfi_byte & 0x1F)
             if isinstance(ef, BinaryEF):
-                prop = tl(b"\x9F\x0C", ef.data)
+                # R10: FM1208 puts the application version 9F08 before 9F0C (BLOG16, CAPT)
+                version = self.model.fci_app_version
+                prop = (b"\x9F\x08\x01" + bytes((version,)) if version is not None else b"") \
+                    + tl(b"\x9F\x0C", ef.data)
         elif sfi_byte & 0x1F:
             prop = b"\x88\x01" + bytes((sfi_byte & 0x1F,))
         body = tl(b"\x84", df.name) + (tl(b"\xA5", prop) if prop else b"")
@@ -90,6 +93,8 @@ class FileCommands(CardCore):
             raise SwError(0x6700)
         fid = (cmd.p1 << 8) | cmd.p2
         ftype, kind = d[0], d[0] & 0x3F
+        if fid == 0x3F00 and kind == FT_DF and df is self.mf and self.mf.empty:
+            return self._recreate_mf(d)
         if fid in (0x3F00, 0xFFFF) or fid in df.children or (
                 df.keyfile is not None and df.keyfile.fid == fid and kind != FT_KEY):
             raise SwError(0x6A86)
@@ -129,12 +134,53 @@ class FileCommands(CardCore):
             node = PurseEF(fid, d[3], d[4], d[6], df)
         else:
             raise SwError(0x6A80)
-        if node.size > df.free():
-            raise SwError(0x6A84)
+        self._check_space(df, node)
         if kind == FT_KEY:
             self.nvm.set(df, "keyfile", node)
         else:
             self.nvm.put(df.children, fid, node)
+        return b""
+
+    def _check_space(self, df: DF, node: Node) -> None:
+        """6A84 when ``node`` does not fit: in ``df``'s declared space when the card model
+        enforces DF space, else only in the card's EEPROM (SPEC §6 R9: a real card took a
+        1500-byte EF in a DF of space 036F, BLOG16)."""
+        if self.model.enforce_df_space:
+            if node.size > df.free():
+                raise SwError(0x6A84)
+            return
+        if not isinstance(node, DF) and self._card_used() + node.size > self.model.eeprom_bytes:
+            raise SwError(0x6A84)
+
+    def _card_used(self) -> int:
+        """EEPROM taken by the card's files: every EF and KEY file (DFs count by their files)."""
+        total, queue = 0, [self.mf]
+        while queue:
+            df = queue.pop()
+            if df.keyfile is not None:
+                total += df.keyfile.size
+            for child in df.children.values():
+                if isinstance(child, DF):
+                    queue.append(child)
+                else:
+                    total += child.size
+        return total
+
+    def _recreate_mf(self, d: bytes) -> bytes:
+        """CREATE MF in an erased MF (``80 E0 3F 00 .. 38 ...``) is accepted and sets the MF's
+        header (SPEC §6 R3; BLOG16 ``80E03F000D38FFFFF0F001FFFFFFFFFFFFFF`` → 9000).  Decision:
+        a name of all FF (as BLOG16 sends) keeps the MF's name; BLOG16's card still answers
+        SELECT 3F00 with ``84 0E 1PAY.SYS.DDF01``."""
+        if d[0] != FT_DF or len(d) < 8 or len(d) == 9 or len(d) > 8 + 16:
+            raise SwError(0x6A80)
+        mf, name = self.mf, d[8:]
+        with self.nvm.transaction():
+            self.nvm.set(mf, "space", u(d[1:3]))
+            self.nvm.set(mf, "create_ac", d[3])
+            self.nvm.set(mf, "erase_ac", d[4])
+            self.nvm.set(mf, "sfi_byte", d[5])
+            if name and name != b"\xFF" * len(name):
+                self.nvm.set(mf, "name", name)
         return b""
 
     def _find_df_by_name_exact(self, name: bytes) -> bool:
@@ -175,12 +221,17 @@ class FileCommands(CardCore):
         return self.ef
 
     def _read_guard(self, ef: EF, cmd: CommandApdu, chal) -> KeyRecord | None:
-        """Read AC and line protection; returns the key for a response MAC, if any."""
+        """Read AC and line protection; returns the key for a response MAC, if any.
+
+        A protected read carries ``MAC`` (``04 B0 .. 04 MAC``) or, for an enciphered file, may
+        carry ``E(Le ‖ 80 00..) ‖ MAC`` (UM 7.5 example 3); the enciphered Le is not used (the
+        command's Le or the end of the file bounds the read)."""
         if not self._ac(ef.read_ac):
             raise SwError(0x6982)
         if cmd.cla & 0x04:
             key = self._line_key(ef.read_key_id)
-            if self._mac_checked(cmd, chal, key):
+            body = self._mac_checked(cmd, chal, key)
+            if body and not (ef.write_enc and len(body) % 8 == 0):
                 raise SwError(0x6700)
             return key
         if ef.read_protected and not self.free:
@@ -201,12 +252,17 @@ class FileCommands(CardCore):
             raise SwError(0x6900)
         return cmd.data
 
-    @staticmethod
-    def _response_mac(key: KeyRecord | None, chal: bytes | None, data: bytes) -> bytes:
-        """Decision: a protected read answers data ‖ MAC(data) with the read key, IV = challenge."""
+    def _response_mac(self, ef: EF, key: KeyRecord | None, chal: bytes | None, data: bytes) -> bytes:
+        """A protected read answers data ‖ MAC(data) with the read key, IV = the challenge; an
+        enciphered file answers E(LD ‖ data ‖ pad) ‖ MAC(ciphertext) (SPEC §6 R14; UM 7.5
+        examples 2 and 3; FMPY checks the MAC over what precedes it).  Le counts the data:
+        the rest is a trailer after it (R14)."""
         if key is None or chal is None:
             return data
-        return data + line_mac(key.value, chal, data)
+        body = encipher(key.value, data) if ef.write_enc else data
+        out = body + line_mac(key.value, chal, body)
+        self.trailer = len(out) - len(data)
+        return out
 
     @staticmethod
     def _binary_address(cmd: CommandApdu) -> tuple[int | None, int]:
@@ -235,7 +291,9 @@ class FileCommands(CardCore):
             raise SwError(0x6C00 | avail if avail < 256 else 0x6C00)
         else:
             n = ne
-        return self._response_mac(key, chal, ef.data[offset:offset + n])
+        if not ef.written:
+            self.warning = 0x6281   # never written: data with the checksum warning (R13, UM 7.5)
+        return self._response_mac(ef, key, chal, ef.data[offset:offset + n])
 
     def _update_binary(self, cmd: CommandApdu, chal, sess) -> bytes:
         sfi, offset = self._binary_address(cmd)
@@ -251,6 +309,8 @@ class FileCommands(CardCore):
             raise SwError(0x6700)
         with self._commit():
             self.nvm.set(ef, "data", ef.data[:offset] + data + ef.data[offset + len(data):])
+            if not ef.written:
+                self.nvm.set(ef, "written", True)
         return b""
 
     # ------------------------------------------------------------------ record files
@@ -284,7 +344,7 @@ class FileCommands(CardCore):
         ne = cmd.ne
         if key is None and ne is not None and ne != 256 and ne != len(rec):
             raise SwError(0x6C00 | len(rec) if len(rec) < 256 else 0x6C00)
-        return self._response_mac(key, chal, rec)
+        return self._response_mac(ef, key, chal, rec)
 
     def _check_record(self, ef: RecordEF, rec: bytes, old: bytes | None = None) -> None:
         kind = ef.kind
@@ -301,10 +361,18 @@ class FileCommands(CardCore):
             raise SwError(0x6700)
 
     def _update_record(self, cmd: CommandApdu, chal, sess) -> bytes:
+        """UPDATE RECORD by number (mode 100) or tag (000 first, 001 last; variable files).
+        SPEC §6 R22 (FMPY, LAB, UM): on a variable-record file, record number len+1 (record 1
+        of an empty file) creates the record; mode 010 creates a new record on a variable file
+        and appends (as the newest) on a cyclic one."""
         ef, mode = self._record_target(cmd)
         rec = self._write_guard(ef, cmd, chal)
+        if mode == 0x02 and ef.kind in (FT_VARIABLE, FT_CYCLIC):
+            return self._append_checked(ef, rec)
         if mode == 0x04:
             i = cmd.p1 - 1
+            if ef.kind == FT_VARIABLE and cmd.p1 == len(ef.records) + 1:
+                return self._append_checked(ef, rec)
             if cmd.p1 == 0 or i >= len(ef.records):
                 raise SwError(0x6A83)
         elif mode in (0, 1) and ef.kind == FT_VARIABLE:
@@ -317,20 +385,31 @@ class FileCommands(CardCore):
         return b""
 
     def _append_record(self, cmd: CommandApdu, chal, sess) -> bytes:
-        if cmd.p1 or cmd.p2 & 0x07:
+        """APPEND RECORD, P2 = SFI<<3 | 000 or | 100 (SPEC §6 R20: UM table 7.6, FMPY, BLOG16)."""
+        if cmd.p1 or cmd.p2 & 0x07 not in (0x00, 0x04):
             raise SwError(0x6A86)
         ef, _mode = self._record_target(cmd)
         rec = self._write_guard(ef, cmd, chal)
+        return self._append_checked(ef, rec)
+
+    def _append_checked(self, ef: RecordEF, rec: bytes) -> bytes:
         self._check_record(ef, rec)
         records = self._appended(ef, rec)
         with self._commit():
             self.nvm.set(ef, "records", records)
+            if ef.kind == FT_FIXED:
+                self.nvm.set(ef, "appended", ef.appended + 1)
         return b""
 
     @staticmethod
     def _appended(ef: RecordEF, rec: bytes) -> tuple[bytes, ...]:
+        """The records after appending ``rec``: a cyclic file's newest is record 1; a fixed
+        file (all records exist, R21) gets the next record not yet appended."""
         if ef.kind == FT_CYCLIC:
             return ((rec,) + ef.records)[: ef.nrec]
-        if ef.kind == FT_FIXED and len(ef.records) >= ef.nrec:
-            raise SwError(0x6A84)
+        if ef.kind == FT_FIXED:
+            i = ef.appended
+            if i >= ef.nrec:
+                raise SwError(0x6A84)
+            return ef.records[:i] + (rec,) + ef.records[i + 1:]
         return ef.records + (rec,)

@@ -206,12 +206,16 @@ class EF(Node):
 
 
 class BinaryEF(EF):
-    __slots__ = ("data",)
+    """``written`` is False until the first UPDATE BINARY: a read answers ``6281`` before
+    (SPEC §6 R13, UM 7.5)."""
+
+    __slots__ = ("data", "written")
 
     def __init__(self, fid: int, ftype: int, size: int, read_ac: int, write_ac: int, b7: int,
                  parent: DF) -> None:
         super().__init__(fid, ftype, read_ac, write_ac, b7, parent)
         self.data = bytes(size)
+        self.written = False
 
     @property
     def size(self) -> int:
@@ -219,9 +223,12 @@ class BinaryEF(EF):
 
 
 class RecordEF(EF):
-    """Fixed, cyclic or variable (TLV) records.  Cyclic: ``records[0]`` is the newest."""
+    """Fixed, cyclic or variable (TLV) records.  Cyclic: ``records[0]`` is the newest.
 
-    __slots__ = ("nrec", "reclen", "space", "records")
+    A fixed-record file has all its records from creation, filled with ``00`` (SPEC §6 R21);
+    ``appended`` counts the records APPEND RECORD has written (the next one it writes)."""
+
+    __slots__ = ("nrec", "reclen", "space", "records", "appended")
 
     def __init__(self, fid: int, ftype: int, nrec: int, reclen: int, read_ac: int, write_ac: int,
                  b7: int, parent: DF) -> None:
@@ -229,6 +236,9 @@ class RecordEF(EF):
         self.nrec, self.reclen = nrec, reclen
         self.space = (nrec << 8) | reclen  # the two space bytes as one number (variable files)
         self.records: tuple[bytes, ...] = ()
+        self.appended = 0
+        if self.kind == FT_FIXED:
+            self.records = (bytes(reclen),) * nrec
 
     @property
     def size(self) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import CitycardError
 from ..fsutil import atomic_write
 from .card import SimCard
-from .fs import DF, BinaryEF, KeyFile, KeyRecord, Node, PurseEF, RecordEF
+from .fs import FT_FIXED, DF, BinaryEF, KeyFile, KeyRecord, Node, PurseEF, RecordEF
 from .models import LEGACY_MODEL, MODELS
 
 FORMAT = "citycard-sim-image"
@@ -66,10 +66,13 @@ def _node(n: Node) -> dict[str, Any]:
     base = {"fid": _x(n.fid, 4), "ftype": _x(n.ftype), "read_ac": _x(n.read_ac),  # type: ignore[attr-defined]
             "write_ac": _x(n.write_ac), "b7": _x(n.b7)}  # type: ignore[attr-defined]
     if isinstance(n, BinaryEF):
-        return {"type": "binary", **base, "data": _h(n.data)}
+        return {"type": "binary", **base, "data": _h(n.data), "written": n.written}
     if isinstance(n, RecordEF):
-        return {"type": "records", **base, "nrec": n.nrec, "reclen": n.reclen,
-                "records": [_h(r) for r in n.records]}
+        d = {"type": "records", **base, "nrec": n.nrec, "reclen": n.reclen,
+             "records": [_h(r) for r in n.records]}
+        if n.kind == FT_FIXED:
+            d["appended"] = n.appended
+        return d
     raise TypeError(f"cannot encode {type(n).__name__}")
 
 
@@ -166,12 +169,19 @@ class _Reader:
         if t == "binary":
             ef = BinaryEF(fid, ftype, 1, rac, wac, b7, parent)
             ef.data = self.hexv(d, "data", path)
+            # older images did not record it: take their files as written (no 6281)
+            ef.written = self.get(d, "written", path, bool) if "written" in d else True
             return ef
         if t == "records":
             rf = RecordEF(fid, ftype, self.intv(d, "nrec", path, 0, 255), self.intv(d, "reclen", path, 0, 255),
                           rac, wac, b7, parent)
             recs = self.get(d, "records", path, list)
             rf.records = tuple(self.hexv({"r": r}, "r", f"{path}.records[{i}]") for i, r in enumerate(recs))
+            if rf.kind == FT_FIXED:
+                # R21: all records exist; older images held only the appended ones
+                rf.appended = self.intv(d, "appended", path, 0, rf.nrec) if "appended" in d \
+                    else min(len(rf.records), rf.nrec)
+                rf.records = (rf.records + (bytes(rf.reclen),) * rf.nrec)[:max(rf.nrec, len(rf.records))]
             return rf
         raise self.fail(f"{path}.type", f"unknown file type {t!r}")
 

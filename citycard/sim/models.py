@@ -45,7 +45,9 @@ class CardModel:
     declared space limits the files created in it (SPEC §6 R9: a real card does not); the
     card-wide limit is always ``eeprom_bytes``.  ``fci_app_version``: the ``9F08`` value put
     before ``9F0C`` in an ADF's FCI (R10), or None for no ``9F08``.  ``max_balance``: the
-    highest ED/EP balance a load may reach (else ``6985``)."""
+    highest ED/EP balance a load may reach (else ``6985``).  ``enciphered_add_any_type``: accept
+    an enciphered WRITE KEY add of any key type (the legacy simulator; a real card takes the
+    ciphertext as a plain record unless the type has both flags set, R4)."""
 
     name: str
     description: str
@@ -58,6 +60,7 @@ class CardModel:
     eeprom_bytes: int = 8192
     fci_app_version: int | None = 0x02
     max_balance: int = 0xFFFFFFFF
+    enciphered_add_any_type: bool = False
     # the factory MF (not given by any source: the simulator's choice, docs/sim.md)
     mf_space: int = 0xFFFF
     mf_create_ac: int = 0xF1      # creating needs SR >= 1: the transport key
@@ -93,6 +96,7 @@ FM1208_16FF = CardModel(
     transport_tries=15,
     atr=atr_from_historical(b"CITYCARD FMCOS"),
     enforce_df_space=True,
+    enciphered_add_any_type=True,
 )
 
 MODELS: dict[str, CardModel] = {m.name: m for m in (FM1208, FM1208_16FF)}

@@ -35,13 +35,20 @@ class SecurityCommands(CardCore):
         existing: KeyRecord | None = None
         if p1 != 0x01:
             existing = kf.get(p1 & 0x3F | 0x30, kid)
-            if existing is None or existing.ktype != p1:
+            # P1 = the stored type byte, or its unflagged form (39 for a stored F9: SPEC §6 R17)
+            if existing is None or p1 not in (existing.ktype, existing.base):
                 raise SwError(0x6A88)
         if cmd.cla & 0x04:
             master = self._master_key()
             body = self._mac_checked(cmd, chal, master)
             must_decipher = existing is not None and existing.ktype & 0x40
             record = self._maybe_decipher(master.value, body, bool(must_decipher))
+            if (existing is None and record is not body and record[:1]
+                    and record[0] & 0xC0 != 0xC0 and not self.model.enciphered_add_any_type):
+                # R4 (UM 7.12): new keys only in plaintext or plaintext+MAC; an enciphered add is
+                # known to work only for key types with both flags set (CIPHK: F9).  The card
+                # takes the ciphertext as a plain record.
+                record = body
         else:
             if existing is not None and existing.ktype & 0xC0:
                 raise SwError(0x6982)  # flagged keys change only under MAC (D1)
@@ -118,8 +125,8 @@ class SecurityCommands(CardCore):
             raise SwError(0x6984)
         expected = _cipher.ecb_encrypt(key.value, chal + bytes(8 - len(chal)))
         if not hmac.compare_digest(expected, cmd.data):
-            left = self._count_failure(key)
-            raise SwError(0x63C0 | left if left else 0x6983)
+            # R12 (UM 7.10): the failure that uses the last try answers 63C0; only the next 6983
+            raise SwError(0x63C0 | self._count_failure(key))
         self._count_success(key)
         self._set_sr(key.b3 & 0x0F)
         return b""
@@ -157,19 +164,25 @@ class SecurityCommands(CardCore):
         return hmac.compare_digest(given + b"\xFF" * (len(stored) - len(given)), stored)
 
     def _pin_fail(self, key: KeyRecord) -> SwError:
-        left = self._count_failure(key)
-        return SwError(0x63C0 | left if left else 0x6983)
+        return SwError(0x63C0 | self._count_failure(key))   # 63C0 on the last try (R12)
 
     def _verify(self, cmd: CommandApdu, chal, sess) -> bytes:
+        """``00 20 00 kid PIN``, or ``04 20 00 kid`` with the PIN enciphered and MAC'd under the
+        DF's line-protection key (SPEC §6.4, UM 7.10.3; FMPY)."""
         if cmd.p1:
             raise SwError(0x6A86)
         self._check_app()
-        if not 1 <= len(cmd.data) <= 8:
+        given = cmd.data
+        if cmd.cla & 0x04:
+            lk = self._first_key(KT_LINE)
+            body = self._mac_checked(cmd, chal, lk)
+            given = decipher_or_6a80(lk.value, body) if body else b""
+        if not 1 <= len(given) <= 8:
             raise SwError(0x6700)
         key = self._pin(cmd.p2)
         if not self._ac(key.usage_ac):
             raise SwError(0x6982)
-        if not self._pin_matches(key, cmd.data):
+        if not self._pin_matches(key, given):
             raise self._pin_fail(key)
         self._count_success(key)
         self._set_sr(key.b3 & 0x0F)
@@ -213,22 +226,31 @@ class SecurityCommands(CardCore):
                          KeyRecord(key.ktype, key.kid, key.usage_ac, key.change_ac, key.b3, full, new))
 
     def _pin_unblock(self, cmd: CommandApdu, chal, sess) -> bytes:
-        """D2: ``84 24 00 <pin id>``, data = E(LD‖PIN‖pad) ‖ MAC under the 37 key.
-        Decision: the deciphered PIN becomes the PIN value and the counter is reset."""
-        if cmd.p1:
-            raise SwError(0x6A86)
+        """D2: ``84 24 P1 P2``, data = E(LD‖PIN‖pad) ‖ MAC under the 37 key.  The PIN id cannot
+        be chosen: PIN 00 is unblocked whatever P1/P2 say (SPEC §6 R16; UM 8.4 example
+        ``84 24 00 01``).  A wrong MAC answers 6988 (R15).  Decision: the deciphered PIN becomes
+        the PIN value and the counter is reset."""
         self._check_app()
         uk = self._first_key(KT_PIN_UNBLOCK)
-        body = self._mac_checked(cmd, chal, uk)
+        body = self._mac_checked(cmd, chal, uk, bad_mac=0x6988)
         new = decipher_or_6a80(uk.value, body)
         if not 2 <= len(new) <= 8:
             raise SwError(0x6A80)
-        self._store_pin(self._key(KT_PIN, cmd.p2), new)
+        self._store_pin(self._key(KT_PIN, 0x00), new)
         return b""
 
     # ------------------------------------------------------------------ blocking
     def _card_block(self, cmd: CommandApdu, chal, sess) -> bytes:
-        self._mac_checked(cmd, chal, self._first_key(KT_LINE))
+        """``84 16 00 00 04 MAC``: the MAC is the card issuer's, made with the MF's line-protection
+        key whatever DF is current (UM 8.1: "MAC（由线路保护密钥生成）" for a command that blocks
+        every application; issue 18 point 6: an application's DAMK must not block the card)."""
+        if chal is None:
+            raise SwError(0x6984)
+        kf = self.mf.keyfile
+        key = next((k for (b, _), k in kf.keys.items() if b == KT_LINE), None) if kf is not None else None
+        if key is None:
+            raise SwError(0x6A88)
+        self._mac_checked(cmd, chal, key, owner=self.mf, bad_mac=0x6988)
         with self._commit():
             self.nvm.set(self, "card_blocked", True)
         return b""
@@ -237,7 +259,7 @@ class SecurityCommands(CardCore):
         if cmd.p1 or cmd.p2 > 1:
             raise SwError(0x6A86)
         self._check_app()
-        self._mac_checked(cmd, chal, self._first_key(KT_LINE))
+        self._mac_checked(cmd, chal, self._first_key(KT_LINE), bad_mac=0x6988)   # R15
         with self._commit():
             self.nvm.set(self.df, "block", 2 if cmd.p2 else 1)
         return b""
@@ -248,15 +270,16 @@ class SecurityCommands(CardCore):
             raise SwError(0x9303)
         key = self._first_key(KT_LINE)
         try:
-            self._mac_checked(cmd, chal, key)
+            self._mac_checked(cmd, chal, key, bad_mac=0x6988)   # R15
         except SwError as e:
-            if e.sw != 0x9302:
+            if e.sw != 0x6988:
                 raise
+            # UM 8.2: three failed unblocks lock the application permanently
             with self.nvm.transaction():
                 self.nvm.set(df, "unblock_fails", df.unblock_fails + 1)
                 if df.unblock_fails >= 3:
                     self.nvm.set(df, "block", 2)
-            raise SwError(0x9303 if df.block == 2 else 0x9302) from None
+            raise SwError(0x9303 if df.block == 2 else 0x6988) from None
         with self._commit():
             self.nvm.set(df, "block", 0)
             self.nvm.set(df, "unblock_fails", 0)
