@@ -35,7 +35,7 @@ class SimCard(FileCommands, SecurityCommands, PurseCommands):
         0x84: (Route("_get_challenge", ISO),),
         0x82: (Route("_external_auth", ISO_PLAIN),),
         0x88: (Route("_internal_auth", ISO_PLAIN),),
-        0x20: (Route("_verify", ISO_PLAIN),),
+        0x20: (Route("_verify", ISO),),                       # 04: line protection (SPEC §6.4)
         0xB0: (Route("_read_binary", ISO),),
         0xD6: (Route("_update_binary", ISO),),
         0xB2: (Route("_read_record", ISO),),
