@@ -69,7 +69,7 @@ def serve(image: str, endpoint: str, save_interval: float, dispenser_dir: str | 
     from ..sim.vpcd import VpcdServer, parse_endpoint
 
     host, port = parse_endpoint(endpoint)
-    card = _image.load(image)
+    card = _image.load(image, lock=True)   # the only writer of the image (issue 18 point 5)
     holder = card
     if dispenser_dir is not None:
         from ..sim.dispenser import Dispenser

@@ -13,6 +13,7 @@ Format (version 1; "model" names the card model, absent in older images = ``fm12
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -211,7 +212,66 @@ def save(card: SimCard, path: str | os.PathLike[str]) -> None:
     atomic_write(path, json.dumps(to_dict(card), indent=1).encode("utf-8"), 0o600)
 
 
-def load(path: str | os.PathLike[str]) -> SimCard:
+class ImageLock:
+    """An exclusive advisory lock (``fcntl.flock``) on ``<image>.lock`` beside a card image:
+    one writer per image (a ``sim serve`` or a ``--sim`` run), so that two cannot lose each
+    other's updates (issue 18 point 5).  Readers (``sim show``) do not lock."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(f"{os.fspath(path)}.lock")
+        self.image = os.fspath(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> "ImageLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ImageError(f"{self.image}: the card image is in use by another writer "
+                             f"(a `citycard sim serve` or a --sim run); stop it first") from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)   # closing the descriptor drops the lock
+            self._fd = None
+
+    def __enter__(self) -> "ImageLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+_held: dict[str, ImageLock] = {}
+
+
+def release(path: str | os.PathLike[str]) -> None:
+    """Drop the lock :func:`load` took with ``lock=True`` (else it lasts until the process ends)."""
+    held = _held.pop(os.path.realpath(path), None)
+    if held is not None:
+        held.release()
+
+
+def load(path: str | os.PathLike[str], *, lock: bool = False) -> SimCard:
+    """The card of the image at ``path``.  ``lock=True``: this process becomes the image's only
+    writer (:class:`ImageLock`) until :func:`release` or its end; a second writer gets one
+    clear :class:`ImageError` line."""
+    if lock:
+        key = os.path.realpath(path)
+        if key not in _held:
+            _held[key] = ImageLock(path).acquire()
+    try:
+        return _load(path)
+    except BaseException:
+        if lock:
+            release(path)
+        raise
+
+
+def _load(path: str | os.PathLike[str]) -> SimCard:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
