@@ -389,3 +389,20 @@ def test_r15_wrong_mac_on_blocking_answers_6988(ins):
     hdr = bytes((0x84, ins, 0x00, 0x00, 0x04))
     sw = 0x6A88 if ins == 0x16 else 0x6988                       # CARD BLOCK: no MF line key here
     host.tx(hdr + crypto.mac_alg3(bytes(16), hdr, iv=chal + bytes(4))[:4], sw)
+
+
+def test_r7_data_fields_up_to_239_bytes():
+    host = Host(new_card(rng=Rng(7)))
+    host.select_mf()
+    host.ext_auth(b"\xFF" * 8)
+    host.create(0x0005, H("280190F0F0FFFF"))                     # 400 bytes
+    host.select_fid(0x0005)
+    host.tx(b"\x00\xD6\x00\x00\xF0" + b"\x11" * 240, 0x6700)     # Lc 240: too long (UM: Lc <= 239)
+    host.tx(b"\x00\xD6\x00\x00\xEF" + b"\x11" * 239)
+    assert host.tx("00B0000000") == b"\x11" * 239                # Le 00: at most 239 bytes
+    legacy = Host(new_card("fm1208-16ff", rng=Rng(7)))
+    legacy.select_mf()
+    legacy.ext_auth(b"\xFF" * 16)
+    legacy.create(0x0005, H("280190F0F0FFFF"))
+    legacy.select_fid(0x0005)
+    legacy.tx(b"\x00\xD6\x00\x00\xF0" + b"\x11" * 240)

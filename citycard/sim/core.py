@@ -210,6 +210,9 @@ class CardCore:
         routes = self.COMMANDS.get(cmd.ins)
         if routes is None:
             raise SwError(0x6D00)
+        limit = self.model.max_data
+        if limit is not None and len(cmd.data) > limit:   # R7: Lc <= 239 on an FM1208 (UM)
+            raise SwError(0x6700)
         for route in routes:
             if cla in route.clas:
                 return getattr(self, route.handler)(cmd, chal, sess)

@@ -285,8 +285,8 @@ class FileCommands(CardCore):
         ne = cmd.ne if key is None else (cmd.ne or 256)
         if ne is None:
             ne = 256
-        if ne == 256:
-            n = min(avail, 256)
+        if ne == 256:   # Le 00: to the end of the file, at most 239 bytes on an FM1208 (R7, UM)
+            n = min(avail, self.model.max_data or 256)
         elif ne > avail:
             raise SwError(0x6C00 | avail if avail < 256 else 0x6C00)
         else:

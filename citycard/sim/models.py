@@ -47,7 +47,10 @@ class CardModel:
     before ``9F0C`` in an ADF's FCI (R10), or None for no ``9F08``.  ``max_balance``: the
     highest ED/EP balance a load may reach (else ``6985``).  ``enciphered_add_any_type``: accept
     an enciphered WRITE KEY add of any key type (the legacy simulator; a real card takes the
-    ciphertext as a plain record unless the type has both flags set, R4)."""
+    ciphertext as a plain record unless the type has both flags set, R4).  ``max_data``: the
+    longest command data field (longer: ``6700``) and the most a READ BINARY with Le ``00``
+    returns (UM 7.1 conventions: "Lc … 不可超过 239 字节", Le likewise; SPEC §6 R7), or None for
+    the short-APDU limits."""
 
     name: str
     description: str
@@ -61,6 +64,7 @@ class CardModel:
     fci_app_version: int | None = 0x02
     max_balance: int = 0xFFFFFFFF
     enciphered_add_any_type: bool = False
+    max_data: int | None = 239
     # the factory MF (not given by any source: the simulator's choice, docs/sim.md)
     mf_space: int = 0xFFFF
     mf_create_ac: int = 0xF1      # creating needs SR >= 1: the transport key
@@ -97,6 +101,7 @@ FM1208_16FF = CardModel(
     atr=atr_from_historical(b"CITYCARD FMCOS"),
     enforce_df_space=True,
     enciphered_add_any_type=True,
+    max_data=None,
 )
 
 MODELS: dict[str, CardModel] = {m.name: m for m in (FM1208, FM1208_16FF)}
