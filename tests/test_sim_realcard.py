@@ -406,3 +406,60 @@ def test_r7_data_fields_up_to_239_bytes():
     legacy.create(0x0005, H("280190F0F0FFFF"))
     legacy.select_fid(0x0005)
     legacy.tx(b"\x00\xD6\x00\x00\xF0" + b"\x11" * 240)
+
+
+LAB_ISSUANCE = """
+800e000000
+80e00000073f004001f0ffff
+80d401001539f0f0aa33ffffffffffffffffffffffffffffffff
+80e00001072c0018f0f0ffff
+00dc010c15701361114f09a00000000386980701500450424f43
+80e03f01113804f4f0f0957fffa00000000386980701
+00a4040009a00000000386980701
+80e00000073f0150FFf0ffff
+80d401001539f002aa3300000000000000000000000000000000
+80d40100153ef002010111111111111111111111111111111111
+80d40101153ef002010122222222222222222222222222222222
+80d40100153ff002010133333333333333333333333333333333
+80d40101153ff002010144444444444444444444444444444444
+80d401001534f002010155555555555555555555555555555555
+80d401001538f002ffff66666666666666666666666666666666
+80d401001537f002ffff77777777777777777777777777777777
+80d401001536f002ff3388888888888888888888888888888888
+80d40100153df002010199999999999999999999999999999999
+80d40101153df0020101aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+80d40100153cf0020101bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
+80d40101153cf0020101cccccccccccccccccccccccccccccccc
+80d401000b3af0ef0133123456FFFFFF
+80e0001507a8001ef0f0ffff
+80e0001607a80027f0f0ffff
+80e00018072e0A17f1efffff
+80e00001072f0208f10f1f18
+80e00002072f0208f0f0ff18
+""".split()
+
+
+def test_lab_issuance_script_is_accepted_and_its_ep_transacts():
+    """LAB (klks/fmcos-python docs/CPU Key Example.pdf): the teaching kit's issuance script,
+    sent after the transport authentication; its record update creates record 1 of an empty
+    variable file (R22) and its EP's byte 5 is F0 (no 34 key F0: the DF's TAC key serves)."""
+    host = Host(new_card(rng=Rng(8)))
+    assert host.tx("00a4000000") == H("6F15840E315041592E5359532E4444463031A503880101")
+    host.ext_auth(b"\xFF" * 8, n=8)
+    for i, cmd in enumerate(LAB_ISSUANCE):
+        data, sw = host.send(cmd)
+        assert sw == 0x9000, f"step {i + 1}: {cmd}: {sw:04X}"
+    host.card.reset()
+    host.select_name(AID)
+    host.verify(H("123456"))
+    dlk, dpk, dtk = H("33" * 16), H("11" * 16), H("55" * 16)
+    i = host.init_load(15)
+    cg = pboc.load_cryptogram(dlk, dtk, random=i["random"], counter=0, balance=0, amount=15,
+                              terminal=TERMINAL, date=DATE, time=TIME)
+    assert i["mac1"] == cg.mac1
+    assert host.tx(b"\x80\x52\x00\x00\x0B" + DATE + TIME + cg.mac2 + b"\x04") == cg.tac
+    p = host.init_purchase(1)
+    pc = pboc.purchase_cryptogram(dpk, dtk, random=p["random"], counter=0, terminal_serial=H("00000001"),
+                                  amount=1, terminal=TERMINAL, date=DATE, time=TIME, ttype=0x06)
+    assert host.debit(pc, serial=H("00000001")) == pc.tac + pc.mac2
+    assert host.balance() == 14

@@ -180,8 +180,13 @@ class PurseCommands(CardCore):
         self.nvm.set(ef, "records", self._appended(ef, rec))
 
     def _tac_key(self, purse: PurseEF) -> KeyRecord:
+        """The TAC key: the 34 key whose id is byte 5 of the ED/EP file (D3), else the DF's
+        first 34 key.  Decision: real scripts put 00 ("reserved", BLOG16) or F0/0F (LAB) in
+        that byte and still transact, so a byte naming no 34 key falls back to the DF's."""
         kf = self.df.keyfile
         key = kf.get(KT_INTERNAL, purse.tac_kid) if kf is not None else None
+        if key is None and kf is not None:
+            key = next((k for (b, _), k in kf.keys.items() if b == KT_INTERNAL), None)
         if key is None:
             raise SwError(0x9406)
         return key
