@@ -78,6 +78,7 @@ class SimCard(FileCommands, SecurityCommands, PurseCommands):
         self.nvm = Nvm()
         self.generation = 0           # bumped by every persistent change (image saving)
         self.powered = False
+        self._bind_routes()
         self._reset_state()
 
 

@@ -104,6 +104,7 @@ class CardCore:
     nvm: Nvm
     generation: int
     powered: bool
+    _routes: dict[int, tuple[tuple[frozenset[int], Callable[..., bytes]], ...]]
 
     # ------------------------------------------------------------------ power
     def _reset_state(self) -> None:
@@ -207,16 +208,21 @@ class CardCore:
         cla = cmd.cla
         if cla & 0x0B or cla & 0x70:  # secure-messaging bits we do not speak / logical channels
             raise SwError(0x6E00 if cla & 0x70 or cla & 0x08 else 0x6881)
-        routes = self.COMMANDS.get(cmd.ins)
+        routes = self._routes.get(cmd.ins)
         if routes is None:
             raise SwError(0x6D00)
         limit = self.model.max_data
         if limit is not None and len(cmd.data) > limit:   # R7: Lc <= 239 on an FM1208 (UM)
             raise SwError(0x6700)
-        for route in routes:
-            if cla in route.clas:
-                return getattr(self, route.handler)(cmd, chal, sess)
-        raise SwError(dict(routes[0].refused).get(cla, 0x6E00))
+        for clas, handler in routes:
+            if cla in clas:
+                return handler(cmd, chal, sess)
+        raise SwError(dict(self.COMMANDS[cmd.ins][0].refused).get(cla, 0x6E00))
+
+    def _bind_routes(self) -> None:
+        """:attr:`COMMANDS` with the handlers bound once (the dispatch runs per APDU)."""
+        self._routes = {ins: tuple((r.clas, getattr(self, r.handler)) for r in routes)
+                        for ins, routes in self.COMMANDS.items()}
 
     # ------------------------------------------------------------------ security
     def _ac(self, ac: int) -> bool:
