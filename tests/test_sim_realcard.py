@@ -463,3 +463,61 @@ def test_lab_issuance_script_is_accepted_and_its_ep_transacts():
                                   amount=1, terminal=TERMINAL, date=DATE, time=TIME, ttype=0x06)
     assert host.debit(pc, serial=H("00000001")) == pc.tac + pc.mac2
     assert host.balance() == 14
+
+
+ROBUR = [
+    ("80E03F010D380800F0F095FFFF1122334455", "9000"),
+    ("00A40000023F0100", None),                                   # answer not published
+    ("80E00000073F018F95F0FFFF", "9000"),
+    ("80D401000D39F0F0AAFF1122334455667788", "9000"),
+    ("80D40100153EF0F000013E3E3E3E3E3E3E3E1122334455667788", "9000"),
+    ("80D40100153FF0F000013F3F3F3F3F3F3F3F1122334455667788", "9000"),
+    ("80D401001534F0F0000134343434343434341122334455667788", "9000"),
+    ("80D40100073AF0EFAAFF1234", "9000"),
+    ("80E00018072E0A17F0EFFFFF", "9000"),
+    ("80E00002072F0208F000FF18", "9000"),
+    ("805C000204", "000000009000"),
+    ("0020000002 1234", "9000"),
+    ("805000020B 00 00000010 666666666666 10", "00000000 0000 00 01 4E066548 0D39ADBB 9000"),
+    ("805200000B 20240411 212121 097E98FE 04", "A802863E 9000"),
+    ("805C000204", "000000109000"),
+    ("00B201C400", "0001 000000 00000010 02 666666666666 20240411 212121 9000"),   # R11
+]
+
+
+def test_robur_trace_replayed():
+    """ROBUR (klks/fmcos-python docs, a real FMCOS card, 2024): set-up, PIN, load, record."""
+    card = new_card(rng=Recorded("0102030405060708", "4E066548"))
+    host = Host(card)
+    host.select_mf()
+    host.ext_auth(b"\xFF" * 8, n=8)
+    for i, (cmd, expected) in enumerate(ROBUR):
+        resp = card.process(h(cmd))
+        if expected is not None:
+            assert resp == h(expected), f"step {i + 1}: {cmd}: {resp.hex().upper()}"
+
+
+def test_change_pin_always_changes_pin_00():
+    """UM 8.6: "the PIN id cannot be given in CHANGE PIN: PIN 00 is changed" (SPEC §1.5)."""
+    host = app()
+    host.tx("805E010706 123456 FF 6543".replace(" ", ""))       # P2 07: still PIN 00
+    host.verify(H("6543"))
+
+
+def test_load_requires_pin_is_a_model_choice():
+    """SPEC §6.6: ROBUR's card insisted on the PIN before a load, DENG's did not."""
+    import dataclasses
+
+    from citycard.sim.models import FM1208
+    strict = dataclasses.replace(FM1208, name="fm1208-robur", load_requires_pin=True)
+    for model, sw in ((strict, 0x6982), (FM1208, 0x9000)):
+        card = new_card(model, rng=Recorded("0102030405060708", "4E066548", "4E066548"))
+        host = Host(card)
+        host.select_mf()
+        host.ext_auth(b"\xFF" * 8, n=8)
+        for cmd, _ in ROBUR[:10]:
+            card.process(h(cmd))
+        host.select_fid(0x3F01)
+        host.tx(h("805000020B 00 00000010 666666666666 10"), sw)
+        host.verify(H("1234"))
+        host.tx(h("805000020B 00 00000010 666666666666 10"))

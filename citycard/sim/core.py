@@ -116,6 +116,7 @@ class CardCore:
         self.challenge: bytes | None = None
         self.pending = b""
         self.session: PurseSession | None = None
+        self.pin_verified = False   # a VERIFY succeeded in the current DF (load_requires_pin)
         self.warning = 0        # a warning SW (6281) for the data this command returns
         self.trailer = 0        # bytes after the data Le counts (a protected read's MAC, R14)
         self._verified: KeyRecord | None = None   # a key whose MAC this command verified

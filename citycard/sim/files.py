@@ -49,6 +49,7 @@ class FileCommands(CardCore):
             self.df, self.ef = node, None
             self.df_sr = self.mf_sr if node is self.mf else 0
             self.free = node.keyfile is None   # R5: free until the DF holds a KEY file
+            self.pin_verified = False
             if node.block:  # D5: current, but no FCI
                 raise SwError(0x9303 if node.block == 2 else 0x6A81)
             self._check_app()

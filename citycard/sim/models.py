@@ -50,7 +50,9 @@ class CardModel:
     ciphertext as a plain record unless the type has both flags set, R4).  ``max_data``: the
     longest command data field (longer: ``6700``) and the most a READ BINARY with Le ``00``
     returns (UM 7.1 conventions: "Lc … 不可超过 239 字节", Le likewise; SPEC §6 R7), or None for
-    the short-APDU limits."""
+    the short-APDU limits.  ``load_requires_pin``: INITIALIZE FOR LOAD answers ``6982`` until a
+    PIN was verified in the current DF, whatever the ACs (ROBUR's card insisted; DENG's card
+    loaded without VERIFY: SPEC §6.6, kept configurable, off by default)."""
 
     name: str
     description: str
@@ -65,6 +67,7 @@ class CardModel:
     max_balance: int = 0xFFFFFFFF
     enciphered_add_any_type: bool = False
     max_data: int | None = 239
+    load_requires_pin: bool = False
     # the factory MF (not given by any source: the simulator's choice, docs/sim.md)
     mf_space: int = 0xFFFF
     mf_create_ac: int = 0xF1      # creating needs SR >= 1: the transport key

@@ -99,6 +99,8 @@ class PurseCommands(CardCore):
         counter = purse.online if online else purse.offline
         if counter == 0xFFFF:
             raise SwError(0x9402)   # "transaction counter reached its maximum" (RECHARGE SW list)
+        if p1 == 0x00 and self.model.load_requires_pin and not self.pin_verified:
+            raise SwError(0x6982)   # ROBUR's card: a load needs the PIN first (SPEC §6.6)
         if p1 == 0x00 and (amount == 0 or purse.balance + amount > self.model.max_balance):
             raise SwError(0x6A80 if amount == 0 else 0x6985)   # 6985: UM 8.7.1.5
         if p1 == 0x05 and (amount > purse.balance or amount == 0):

@@ -186,13 +186,15 @@ class SecurityCommands(CardCore):
             raise self._pin_fail(key)
         self._count_success(key)
         self._set_sr(key.b3 & 0x0F)
+        self.pin_verified = True
         return b""
 
     def _pin_change_reload(self, cmd: CommandApdu, chal, sess) -> bytes:
         self._check_app()
         if cmd.p1 == 0x01:  # CHANGE PIN: old ‖ FF ‖ new
             data = self._mac_checked(cmd, chal, self._first_key(KT_LINE)) if cmd.cla & 0x04 else cmd.data
-            key = self._pin(cmd.p2)
+            # the PIN id cannot be chosen: PIN 00 is changed (UM 8.6 note; SPEC §1.5)
+            key = self._pin(0x00)
             sep = data.find(b"\xFF")
             old, new = (data[:sep], data[sep + 1:]) if sep > 0 else (b"", b"")
             if not old or not 2 <= len(new) <= 8:
