@@ -521,3 +521,16 @@ def test_load_requires_pin_is_a_model_choice():
         host.tx(h("805000020B 00 00000010 666666666666 10"), sw)
         host.verify(H("1234"))
         host.tx(h("805000020B 00 00000010 666666666666 10"))
+
+
+def test_mac_check_load_on_the_blog16_card():
+    """MAC-CHECK (klks/fmcos-python docs, 2018): a load on a card issued as in BLOG16 (same
+    author and keys), at balance 1A and online counter 0017; the card's answers byte for byte."""
+    card = new_card("fm1208", rng=Recorded("53fd1f262ec4e6e2", "88bbe4e3", "a3bbcfc8", "06b825d7"))
+    card.power_on()
+    for cmd, expected in BLOG16:
+        assert card.process(H(cmd)).hex() == expected.lower()
+    ep = card.df.children[0x0002]
+    ep.balance, ep.online = 0x1A, 0x17          # the state of that card at the time of the trace
+    assert card.process(H("805000020b0100000001112233445566" + "10")) == H("0000001a0017000106b825d7684c81ce9000")
+    assert card.process(H("805200000b201703101107349C8A0625" + "04")) == H("16ead5169000")
