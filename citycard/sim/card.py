@@ -46,7 +46,7 @@ class SimCard(FileCommands, SecurityCommands, PurseCommands):
         0xE0: (Route("_create_file", PROPRIETARY_PLAIN),),
         0x0E: (Route("_erase_df", PROPRIETARY_PLAIN),),
         0xD4: (Route("_write_key", PROPRIETARY),),
-        0x5E: (Route("_pin_change_reload", PROPRIETARY),),
+        0x5E: (Route("_pin_change", PROPRIETARY, p1=0x01), Route("_pin_reload", PROPRIETARY_PLAIN, p1=0x00)),
         0x24: (Route("_pin_unblock", PROTECTED_ONLY, _MAC_ONLY),),
         0x16: (Route("_card_block", PROTECTED_ONLY, _MAC_ONLY),),
         0x1E: (Route("_app_block", PROTECTED_ONLY, _MAC_ONLY),),

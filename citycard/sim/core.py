@@ -45,12 +45,14 @@ PROTECTED_ONLY = frozenset({0x84})       # MAC required (blocking, PIN UNBLOCK)
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One row of the dispatch table: the handler method of an INS for the CLAs in
-    ``clas``; any other CLA answers ``refused``'s SW for it, else ``6E00``."""
+    """One row of the dispatch table: the handler method of an INS (and P1, when the INS is
+    two commands told apart by P1) for the CLAs in ``clas``; any other CLA answers
+    ``refused``'s SW for it, else ``6E00``; a P1 no row names answers ``6A86``."""
 
     handler: str
     clas: frozenset[int]
     refused: tuple[tuple[int, int], ...] = ()
+    p1: int | None = None
 
 
 class SwError(Exception):
@@ -104,7 +106,7 @@ class CardCore:
     nvm: Nvm
     generation: int
     powered: bool
-    _routes: dict[int, tuple[tuple[frozenset[int], Callable[..., bytes]], ...]]
+    _routes: dict[int, tuple[tuple[Route, Callable[..., bytes]], ...]]
 
     # ------------------------------------------------------------------ power
     def _reset_state(self) -> None:
@@ -215,14 +217,20 @@ class CardCore:
         limit = self.model.max_data
         if limit is not None and len(cmd.data) > limit:   # R7: Lc <= 239 on an FM1208 (UM)
             raise SwError(0x6700)
-        for clas, handler in routes:
-            if cla in clas:
+        first: Route | None = None
+        for route, handler in routes:
+            if route.p1 is not None and route.p1 != cmd.p1:
+                continue
+            if cla in route.clas:
                 return handler(cmd, chal, sess)
-        raise SwError(dict(self.COMMANDS[cmd.ins][0].refused).get(cla, 0x6E00))
+            first = first or route
+        if first is None:
+            raise SwError(0x6A86)
+        raise SwError(dict(first.refused).get(cla, 0x6E00))
 
     def _bind_routes(self) -> None:
         """:attr:`COMMANDS` with the handlers bound once (the dispatch runs per APDU)."""
-        self._routes = {ins: tuple((r.clas, getattr(self, r.handler)) for r in routes)
+        self._routes = {ins: tuple((r, getattr(self, r.handler)) for r in routes)
                         for ins, routes in self.COMMANDS.items()}
 
     # ------------------------------------------------------------------ security

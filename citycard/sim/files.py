@@ -4,10 +4,10 @@ binary files and record files (SPEC.md §1.2, §1.3, §1.5, §1.6)."""
 from __future__ import annotations
 
 from ..apdu import CommandApdu
+from ..crypto.secure import encipher, line_mac
 from .core import CardCore, SwError, decipher_or_6a80, tl, u
 from .fs import (DF, EF, FT_BINARY, FT_CYCLIC, FT_DF, FT_FIXED, FT_KEY, FT_PURSE, FT_VARIABLE, BinaryEF, KeyFile,
                  KeyRecord, Node, PurseEF, RecordEF)
-from ..crypto.secure import encipher, line_mac
 
 
 class FileCommands(CardCore):

@@ -189,36 +189,36 @@ class SecurityCommands(CardCore):
         self.pin_verified = True
         return b""
 
-    def _pin_change_reload(self, cmd: CommandApdu, chal, sess) -> bytes:
+    def _pin_change(self, cmd: CommandApdu, chal, sess) -> bytes:
+        """CHANGE PIN ``80 5E 01 P2 old ‖ FF ‖ new`` (``84``: MAC from the DF's 36 key)."""
         self._check_app()
-        if cmd.p1 == 0x01:  # CHANGE PIN: old ‖ FF ‖ new
-            data = self._mac_checked(cmd, chal, self._first_key(KT_LINE)) if cmd.cla & 0x04 else cmd.data
-            # the PIN id cannot be chosen: PIN 00 is changed (UM 8.6 note; SPEC §1.5)
-            key = self._pin(0x00)
-            sep = data.find(b"\xFF")
-            old, new = (data[:sep], data[sep + 1:]) if sep > 0 else (b"", b"")
-            if not old or not 2 <= len(new) <= 8:
-                raise SwError(0x6A80)
-            if not self._pin_matches(key, old):
-                raise self._pin_fail(key)
-        elif cmd.p1 == 0x00:  # RELOAD PIN: new ‖ MAC under the 38 key, L ⊕ R (D2)
-            if cmd.cla != 0x80:
-                raise SwError(0x6E00)
-            if not 6 <= len(cmd.data) <= 12:
-                raise SwError(0x6700)
-            new, mac = cmd.data[:-4], cmd.data[-4:]
-            rk = self._first_key(KT_PIN_RELOAD)
-            if rk.locked:
-                raise SwError(0x6983)
-            k = rk.value if len(rk.value) == 8 else _cipher.xor(rk.value[:8], rk.value[8:])
-            if not hmac.compare_digest(mac_alg1(k, new)[:4], mac):
-                self._count_failure(rk)
-                raise SwError(0x9302)
-            self._verified = rk
-            key = self._key(KT_PIN, cmd.p2)
-        else:
-            raise SwError(0x6A86)
+        data = self._mac_checked(cmd, chal, self._first_key(KT_LINE)) if cmd.cla & 0x04 else cmd.data
+        # the PIN id cannot be chosen: PIN 00 is changed (UM 8.6 note; SPEC §1.5)
+        key = self._pin(0x00)
+        sep = data.find(b"\xFF")
+        old, new = (data[:sep], data[sep + 1:]) if sep > 0 else (b"", b"")
+        if not old or not 2 <= len(new) <= 8:
+            raise SwError(0x6A80)
+        if not self._pin_matches(key, old):
+            raise self._pin_fail(key)
         self._store_pin(key, new)
+        return b""
+
+    def _pin_reload(self, cmd: CommandApdu, chal, sess) -> bytes:
+        """RELOAD PIN ``80 5E 00 kid new ‖ MAC`` under the 38 key, L ⊕ R (D2; UM 8.5)."""
+        self._check_app()
+        if not 6 <= len(cmd.data) <= 12:
+            raise SwError(0x6700)
+        new, mac = cmd.data[:-4], cmd.data[-4:]
+        rk = self._first_key(KT_PIN_RELOAD)
+        if rk.locked:
+            raise SwError(0x6983)
+        k = rk.value if len(rk.value) == 8 else _cipher.xor(rk.value[:8], rk.value[8:])
+        if not hmac.compare_digest(mac_alg1(k, new)[:4], mac):
+            self._count_failure(rk)
+            raise SwError(0x9302)
+        self._verified = rk
+        self._store_pin(self._key(KT_PIN, cmd.p2), new)
         return b""
 
     def _store_pin(self, key: KeyRecord, new: bytes) -> None:
