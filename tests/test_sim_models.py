@@ -108,6 +108,7 @@ def test_cli_sim_new_model(run_cli, tmp_path):
     assert run_cli("sim", "new", str(a)).exit_code == 0
     assert run_cli("sim", "new", str(b), "--model", "fm1208-16ff").exit_code == 0
     assert image.load(a).model.name == "fm1208" and image.load(b).model.name == "fm1208-16ff"
+    assert run_cli("sim", "show", str(a)).stdout.startswith("card model fm1208, ATR 3B8B8001209000")
     bad = run_cli("sim", "new", str(tmp_path / "c.json"), "--model", "nope")
     assert bad.exit_code != 0 and "unknown card model" in bad.stderr
 
