@@ -141,7 +141,7 @@ def bench_sim_inprocess(sec: float) -> dict[str, float]:
 _FLOOR_CARD = """
 import signal, sys
 from citycard.testing.democard import DemoCard
-from citycard.vpcd import VpcdServer
+from citycard.sim.vpcd import VpcdServer
 srv = VpcdServer(DemoCard(), port=int(sys.argv[1]))
 signal.signal(signal.SIGTERM, lambda *a: srv.stop())
 srv.serve_forever()

@@ -27,7 +27,7 @@ import pytest
 
 from citycard.testing.democard import DemoCard
 from citycard.testing.pcscd import PrivatePcscd, pcscd_available, wait_for_card
-from citycard.vpcd import VpcdServer
+from citycard.sim.vpcd import VpcdServer
 
 __all__ = ["ServedSim", "VCard", "pcscd", "pytest_runtest_makereport", "require_pcsc", "served_sim", "vcard"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from citycard.testing.democard import DEMO_ATR, DEMO_BINARY, DEMO_FCI, DemoCard
-from citycard.vpcd import VirtualCard
+from citycard.sim.vpcd import VirtualCard
 
 SELECT_AID = bytes.fromhex("00A404000E315041592E5359532E4444463031")
 SELECT_MF = bytes.fromhex("00A40000023F00")

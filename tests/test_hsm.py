@@ -278,7 +278,7 @@ def test_perso_through_the_hsm_makes_the_same_card(hsm, loaded, run_cli, tmp_pat
     common = ["--profile", str(PROFILE), "--data", str(DATA), "--row", "1", "--issue-date", DAY]
     a, b = tmp_path / "hsm.json", tmp_path / "file.json"
     for img in (a, b):
-        cli("sim", "new", str(img))
+        cli("sim", "new", str(img), "--model", "fm1208-16ff")
     r = cli("perso", *common, "--keys", hsm.uri(), "--sim", str(a), "--dry-run")
     assert r.stdout.count(EXPORTED) == 5          # the masters of the 5 applications, written plain
     assert "replace the transport key (39/00) under cipher [key enciphered by the HSM]" in r.stdout
@@ -344,7 +344,9 @@ def test_library_purse_and_services_with_hsm_keys(source):
     term = PurseTerminal(session, spec, ring)
     assert term.load(1000).balance_after == 1000
     assert term.purchase(250).balance_after == 750
-    assert term.unload(100).balance_after == 650
+    from citycard.terminal.purse import PurseError
+    with pytest.raises(PurseError, match="6A86"):                         # unload: ED only (SPEC §6 R18, UM 8.10)
+        term.unload(100)
     svc = CardServices(session, spec, ring)
     social = next(a for a in spec.apps if a.name == "social")
     svc.reload_pin(social, "654321")
@@ -356,7 +358,7 @@ def test_library_purse_and_services_with_hsm_keys(source):
     svc.unblock_app(library)
     # the same card, the same terminal with the clear demo keys: same keys on both sides
     file_ring = KeyRing([DemoKeyFile(DEMO_KEYS)])
-    assert PurseTerminal(session, spec, file_ring).purchase(50).balance_after == 600
+    assert PurseTerminal(session, spec, file_ring).purchase(50).balance_after == 700
 
 
 def test_batch_workers_share_the_hsm(hsm, loaded, run_cli, tmp_path):
@@ -374,7 +376,7 @@ def test_scripts_use_hsm_keys(hsm, loaded, run_cli, tmp_path):
     if "script" not in getattr(cli, "commands", {}):
         pytest.skip("no `citycard script` command in this tree")
     card = tmp_path / "card.json"
-    assert run_cli("sim", "new", str(card)).exit_code == 0
+    assert run_cli("sim", "new", str(card), "--model", "fm1208-16ff").exit_code == 0
     r = run_cli("perso", "--profile", str(PROFILE), "--data", str(DATA), "--row", "1", "--issue-date", DAY,
                 "--keys", hsm.uri(), "--sim", str(card))
     assert r.exit_code == 0, r.stderr

@@ -14,7 +14,7 @@ import pytest
 
 from citycard.testing.democard import DEMO_ATR, DemoCard
 from citycard.testing.pcscd import PrivatePcscd, free_port_pair, wait_for_card
-from citycard.vpcd import VpcdServer
+from citycard.sim.vpcd import VpcdServer
 
 pytestmark = pytest.mark.pcsc
 

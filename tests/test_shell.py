@@ -35,7 +35,7 @@ def personalize(image: Path) -> None:
     from citycard.cli.main import cli
 
     runner = CliRunner()
-    assert runner.invoke(cli, ["sim", "new", str(image)]).exit_code == 0
+    assert runner.invoke(cli, ["sim", "new", str(image), "--model", "fm1208-16ff"]).exit_code == 0
     r = runner.invoke(cli, args)
     assert r.exit_code == 0, r.output
 
@@ -238,7 +238,7 @@ def drive_shell(argv: list[str], env: dict[str, str], home: Path) -> str:
         sh.expect("transit ")
         sh.send("\r")
         out = sh.prompt("citycard:transit> ")
-        assert "< 6F2E8409A00000000386980701" in out and "(success)" in out
+        assert "< 6F328409A00000000386980701" in out and "(success)" in out  # FCI with 9F08 01 02 (SPEC §6 R10)
         assert "84 (DF name) 09 A00000000386980701" in out
         sh.send("select ef0\t")                                 # ef0015 / ef0018: the common part
         sh.expect("ef001")

@@ -85,7 +85,7 @@ def test_update_binary(host):
 # ====================================================================== records
 def test_fixed_records():
     host = records_card()
-    host.tx("00B2010C00", 0x6A83)                          # nothing appended yet
+    assert host.tx("00B2010C00") == bytes(5)               # all records exist from creation (SPEC §6 R21)
     for i in range(1, 4):
         host.tx(b"\x00\xE2\x00\x08\x05" + bytes((i,)) * 5)
     host.tx(b"\x00\xE2\x00\x08\x05" + b"\x04" * 5, 0x6A84)   # full
@@ -197,7 +197,7 @@ def test_write_key_chosen_by_byte_7(host):
     host.tx("00B09B0000", 0x6900)
     chal = host.challenge()
     mac = crypto.mac_alg3(DAMK, H("04B09B0004"), iv=chal + bytes(4))[:4]
-    r = host.tx(H("04B09B0004") + mac)
+    r = host.tx(H("04B09B0004") + mac, 0x6281)              # never written: 6281 (SPEC §6 R13)
     assert r == bytes(4) + crypto.mac_alg3(DAMK, bytes(4), iv=chal + bytes(4))[:4]
 
 
@@ -213,12 +213,15 @@ def test_e8_record_file_enciphered_append(host):
 # ====================================================================== GET RESPONSE
 def test_get_response_after_short_le():
     host = app()
-    fci = h("6F2E 8409 A00000000386980701 A521 9F0C1E") + EF15
+    fci = h("6F32 8409 A00000000386980701 A525 9F080102 9F0C1E") + EF15
+    assert len(fci) == 0x34
     r, sw = host.send(h("00A4040009") + AID + b"\x10")
-    assert (r, sw) == (fci[:16], 0x6120)
+    assert (r, sw) == (fci[:16], 0x6124)
     r, sw = host.send("00C0000010")
-    assert (r, sw) == (fci[16:32], 0x6110)
-    assert host.tx("00C0000010") == fci[32:]
+    assert (r, sw) == (fci[16:32], 0x6114)
+    r, sw = host.send("00C0000010")
+    assert (r, sw) == (fci[32:48], 0x6104)
+    assert host.tx("00C0000010") == fci[48:]
     host.tx("00C0000010", 0x6985)                           # nothing left
 
 

@@ -57,7 +57,7 @@ def test_external_auth_counter_counts_down_then_locks(host):
         host.challenge()
         host.tx(H("0082000008") + wrong, 0x63C0 | left)
     host.challenge()
-    host.tx(H("0082000008") + wrong, 0x6983)       # the last try locks the key
+    host.tx(H("0082000008") + wrong, 0x63C0)       # the last try locks the key: 63C0 (SPEC §6 R12, UM 7.10)
     host.ext_auth(TRANSPORT, sw=0x6983)            # and a locked key cannot be used
     host.card.reset()
     host.ext_auth(TRANSPORT, sw=0x6983)            # persistent
@@ -110,7 +110,7 @@ def test_spec_scripts_byte_for_byte(host):
     for fid in (0x0015, 0x0018, 0x0002, 0x0001):
         assert host.select_fid(fid) == b""
     # the FCI now carries EF0015 (all zero) in 9F0C because of the SFI byte 95
-    assert host.select_name(AID) == h("6F2E 8409 A00000000386980701 A521 9F0C1E") + bytes(30)
+    assert host.select_name(AID) == h("6F32 8409 A00000000386980701 A525 9F080102 9F0C1E") + bytes(30)
 
 
 def test_every_file_type_created(host):
@@ -285,7 +285,7 @@ def test_created_files_are_not_selected(host):
     host.select_fid(0x0005)
     host.create(0x0006, H("280004F0F0FFFF"))
     host.tx("00D6000004 11223344".replace(" ", ""))      # goes to 0005, still current
-    assert host.tx("00B0860004") == bytes(4)
+    assert host.tx("00B0860004", 0x6281) == bytes(4)     # never written (SPEC §6 R13)
     assert host.tx("00B0850004") == H("11223344")
 
 
@@ -299,7 +299,7 @@ def test_create_wrong_class_and_length(host):
 def test_select_adf_fci_with_ef0015():
     host = app()
     fci = host.select_name(AID)
-    assert fci == h("6F2E 8409 A00000000386980701 A521 9F0C1E") + EF15
+    assert fci == h("6F32 8409 A00000000386980701 A525 9F080102 9F0C1E") + EF15
     assert host.select_fid(0x3F01) == fci
     assert host.tx("00A4040009A0000000038698070100") == fci
 

@@ -103,6 +103,9 @@ def test_image_round_trip_preserves_every_answer(tmp_path):
 
 def test_image_round_trip_of_a_blocked_card(tmp_path):
     host = app()
+    host.select_mf()                                          # CARD BLOCK: the MF's 36 key (UM 8.1)
+    host.ext_auth(TRANSPORT)
+    host.add_key(0x36, 0x00, 0xF0, 0xF1, 0xFF, 0x33, DAMK)
     host.protected(0x80, 0x16, 0x00, 0x00, b"", DAMK)
     image.save(host.card, tmp_path / "blocked.json")
     loaded = image.load(tmp_path / "blocked.json")
@@ -119,3 +122,24 @@ def test_image_round_trip_of_a_factory_card(tmp_path):
     host.ext_auth(TRANSPORT)
     host.create(0x0005, H("280004F0F0FFFF"))
     host.verify(PIN, sw=0x6A88)
+
+
+def test_one_writer_per_image(tmp_path):
+    """Issue 18 point 5: a second writer of an image gets one clear line, a reader is free."""
+    import subprocess
+    import sys
+
+    from citycard.sim.transport import ImageTransport
+
+    p = tmp_path / "c.json"
+    image.save(SimCard(), p)
+    t = ImageTransport(p)
+    code = ("import sys\nfrom citycard.sim import image\n"
+            "try:\n    image.load(sys.argv[1], lock=True)\nexcept image.ImageError as e:\n"
+            "    print(e); sys.exit(3)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and "in use by another writer" in r.stdout and r.stdout.count("\n") == 1
+    assert image.load(p).model.name == "fm1208-16ff"       # reading needs no lock
+    t.close()
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr

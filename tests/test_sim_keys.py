@@ -46,7 +46,7 @@ def test_spec_example_master_key():
     host.challenge()
     host.tx("0082000008" + "00" * 8, 0x63C7)          # counter 88: 8 tries, 7 left
     host.ext_auth(K16)                                # follow-up AA -> SR A
-    assert host.tx("00B0850004") == bytes(4)
+    assert host.tx("00B0850004", 0x6281) == bytes(4)  # never written (SPEC §6 R13)
 
 
 def test_spec_example_8_byte_line_key():
@@ -248,8 +248,8 @@ def test_verify_counts_down_locks_and_resets():
     host.verify(sw=0x9000)
     host.verify(H("123457"), sw=0x63C2)                     # success reset the counter
     host.verify(H("1234"), sw=0x63C1)                       # a prefix is not the PIN
-    host.verify(H("123457"), sw=0x6983)                     # third failure: locked
-    host.verify(sw=0x6983)
+    host.verify(H("123457"), sw=0x63C0)                     # third failure locks: 63C0 (SPEC §6 R12)
+    host.verify(sw=0x6983)                                  # only the next attempt answers 6983
     host.card.reset()
     host.select_name(AID)
     host.verify(sw=0x6983)
@@ -307,7 +307,7 @@ def test_pin_unblock_d2():
     ct = crypto.ecb_encrypt(PUK, body)
     hdr = H("842400000C")
     bad = hdr + ct + bytes(4)
-    host.tx(bad, 0x9302)
+    host.tx(bad, 0x6988)                                         # wrong MAC: 6988 (SPEC §6 R15)
     host.verify(sw=0x6983)
     chal = host.challenge()
     host.tx(hdr + ct + crypto.mac_alg3(PUK, hdr + ct, iv=chal + bytes(4))[:4])

@@ -114,7 +114,7 @@ def test_build_load_spend_through_sim_serve(served, run_cli):
     r = served.reader
     ef15 = build_transit_card(run_cli, r)
     (fci,) = apdu(run_cli, r, f"00A4040009{AID}=9000")
-    assert fci == f"6F2E8409{AID}A5219F0C1E{ef15}"            # FCI with EF0015 in 9F0C (SPEC §2.5)
+    assert fci == f"6F328409{AID}A5259F0801029F0C1E{ef15}"    # EF0015 in 9F0C after 9F08 01 02 (SPEC §2.5, §6 R10)
     load(run_cli, r, "00002710", 0)                               # 100.00 yuan
     purchase(run_cli, r, "000001F4", "00000001")                  # 5.00 yuan
     assert apdu(run_cli, r, "805C000204=9000") == ["0000251C"]   # 95.00 yuan
@@ -124,10 +124,10 @@ def test_build_load_spend_through_sim_serve(served, run_cli):
     assert apdu(run_cli, r, "805C000204=9000") == ["0000251C"]
     # more than the balance: 9401
     apdu(run_cli, r, f"805001020B00FFFFFFFF{TERMINAL}0F=9401")
-    # transaction records, newest first, with the counters the MACs used (D4)
+    # transaction records, newest first, with the counters after the increment (SPEC §6 R11)
     recs = apdu(run_cli, r, "00B201C400=9000", "00B202C400=9000")
-    assert recs[0] == "0000" + "000000" + "000001F4" + "06" + TERMINAL + "20261124101600"
-    assert recs[1] == "0000" + "000000" + "00002710" + "02" + TERMINAL + "20261124101500"
+    assert recs[0] == "0001" + "000000" + "000001F4" + "06" + TERMINAL + "20261124101600"
+    assert recs[1] == "0001" + "000000" + "00002710" + "02" + TERMINAL + "20261124101500"
     # GET TRANSACTION PROVE of the purchase
     assert len(apdu(run_cli, r, "805A0006020000=9000")[0]) == 16
     # the image is saved as the card changes, while serving

@@ -11,8 +11,9 @@ SERIAL = H("00000007")
 
 def detail_record(counter: int, amount: int, ttype: int, date: bytes = H("20261124"),
                   time: bytes = H("120000"), terminal: bytes = TERMINAL) -> bytes:
-    """The 23-byte EF0018 record of SPEC §2.2 (counter as used in the MACs, D4)."""
-    rec = counter.to_bytes(2, "big") + bytes(3) + amount.to_bytes(4, "big") + bytes((ttype,)) + terminal + date + time
+    """The 23-byte EF0018 record of SPEC §2.2 for the transaction whose MACs used ``counter``:
+    the record stores the counter after the increment (SPEC §6 R11: ROBUR, CSLOG)."""
+    rec = (counter + 1).to_bytes(2, "big") + bytes(3) + amount.to_bytes(4, "big") + bytes((ttype,)) + terminal + date + time
     assert len(rec) == 23
     return rec
 
@@ -286,11 +287,11 @@ def test_load_limits_and_parameters():
     host = app()
     host.tx("805000020B0000000000000000000001" + "10", 0x6A80)     # zero amount
     host.tx("805000030B0000000001000000000001" + "10", 0x6A86)     # P2 03
-    host.tx("805002020B0000000001000000000001" + "10", 0x6A86)     # cash withdraw not supported
+    host.tx("805002020B0000000001000000000001" + "10", 0x6A86)     # cash withdraw: ED only (UM 8.11)
     host.tx("805000020A00000000010000000000" + "10", 0x6700)
     host.tx("845000020B0000000001000000000001" + "10", 0x6E00)
     host.load(0xFFFFFFF0)
-    host.tx("805000020B0000000010000000000001" + "10", 0x6A80)     # would overflow
+    host.tx("805000020B0000000010000000000001" + "10", 0x6985)     # over the model's max balance (UM 8.7.1.5)
     assert host.balance() == 0xFFFFFFF0
 
 

@@ -58,11 +58,13 @@ def test_purse_load_purchase_capp_unload_history(demo):
     capp = term.purchase(200, capp=(2, rec))
     assert capp.kind == "capp purchase" and capp.balance_after == 4680
     assert card.mf.children[0x3F01].children[0x001A].records[0] == rec    # written by the DEBIT
-    assert term.unload(680).balance_after == 4000
+    from citycard.terminal.purse import PurseError
+    with pytest.raises(PurseError, match="6A86"):                         # unload: ED only (SPEC §6 R18, UM 8.10)
+        term.unload(680)
     hist = term.history()
-    assert [h["type"] for h in hist] == [3, 9, 6, 2]                       # newest first
-    assert [h["amount"] for h in hist] == [680, 200, 120, 5000]
-    assert term.balance() == 4000
+    assert [h["type"] for h in hist] == [9, 6, 2]                          # newest first
+    assert [h["amount"] for h in hist] == [200, 120, 5000]
+    assert term.balance() == 4680
 
 
 @pytest.mark.parametrize("kind", ["load", "purchase"])
@@ -208,7 +210,7 @@ class DropAfterDebit:
 def test_torn_purchase_through_pcscd_is_recovered(demo, pcscd):
     from citycard.testing.pcscd import wait_for_card
     from citycard.transport.pcsc import PcscTransport
-    from citycard.vpcd import VpcdServer
+    from citycard.sim.vpcd import VpcdServer
 
     spec, keys, _ = demo
     card, session = personalized(demo, row=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import statistics
 import sys
@@ -10,9 +11,9 @@ import time
 
 import pytest
 
-from citycard import vpcd
+from citycard.sim import vpcd
 from citycard.errors import InputError
-from citycard.vpcd import VpcdServer, parse_endpoint
+from citycard.sim.vpcd import VpcdServer, parse_endpoint
 
 ATR = bytes.fromhex("3B8701706373636C6162EA")
 
@@ -321,3 +322,39 @@ def test_parse_endpoint_bad(text, message):
 def test_module_constants():
     assert vpcd.DEFAULT_PORT == 35963
     assert isinstance(RecordingCard(), vpcd.VirtualCard)
+
+
+def test_on_apdu_runs_before_the_answer_is_sent(reader):
+    """Durability (issue 18 point 5): the saver hook runs before the host gets the answer."""
+    in_hook, release = threading.Event(), threading.Event()
+
+    def on_apdu(apdu: bytes, rsp: bytes) -> None:
+        in_hook.set()
+        assert release.wait(5)
+
+    server, thread = start(RecordingCard(), reader.port, on_apdu=on_apdu)
+    reader.accept()
+    assert server.wait_connected(2)
+    got: list[bytes] = []
+    t = threading.Thread(target=lambda: got.append(reader.transmit(bytes.fromhex("80EE000001AA00"))))
+    t.start()
+    assert in_hook.wait(5)
+    assert not got                      # the hook holds the answer back
+    release.set()
+    t.join(5)
+    assert got == [bytes.fromhex("AA9000")]
+    stop(server, thread)
+
+
+def test_debug_log_masks_pins_and_keys(reader, caplog):
+    """Issue 18 point 7: the card side logs with the host transcript's masking rule."""
+    caplog.set_level(logging.DEBUG, logger="citycard.vpcd")
+    server, thread = start(RecordingCard(), reader.port)
+    reader.accept()
+    assert server.wait_connected(2)
+    reader.transmit(bytes.fromhex("0020000003123456"))
+    reader.transmit(bytes.fromhex("80D401000D36F0F0FF33A1B2C3D4E5F60718"))
+    stop(server, thread)
+    text = caplog.text.upper()
+    assert "0020000003 <3 BYTES MASKED>" in text and "80D401000D <13 BYTES MASKED>" in text
+    assert "123456" not in text and "A1B2C3D4E5F60718" not in text

@@ -23,14 +23,16 @@ def sim() -> None:
 @sim.command()
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing image.")
-def new(image: str, force: bool) -> None:
-    """Make IMAGE a fresh card, as a factory FM1208 (MF, transport key 00 = 16×FF)."""
-    from ..sim import SimCard
+@click.option("--model", "model", default="fm1208", show_default=True, metavar="NAME",
+              help="Card model: fm1208 (transport key 00 = 8×FF, 3 tries) or fm1208-16ff (legacy: 16×FF, 15 tries).")
+def new(image: str, force: bool, model: str) -> None:
+    """Make IMAGE a fresh card, as a factory FM1208 (MF, transport key 00 of the card model)."""
+    from ..sim import new_card
     from ..sim.image import save
 
     if os.path.exists(image) and not force:
         raise InputError(f"{image} exists; use --force to replace it with a fresh card")
-    save(SimCard(), image)
+    save(new_card(model), image)
     click.echo(f"{image}: fresh card (MF 3F00, external-auth key 00 = transport key)")
 
 
@@ -65,10 +67,10 @@ def serve(image: str, endpoint: str, save_interval: float, dispenser_dir: str | 
     """
     from ..sim import image as _image
     from ..sim.saver import ImageSaver
-    from ..vpcd import VpcdServer, parse_endpoint
+    from ..sim.vpcd import VpcdServer, parse_endpoint
 
     host, port = parse_endpoint(endpoint)
-    card = _image.load(image)
+    card = _image.load(image, lock=True)   # the only writer of the image (issue 18 point 5)
     holder = card
     if dispenser_dir is not None:
         from ..sim.dispenser import Dispenser

@@ -1,6 +1,17 @@
-"""The simulated city card: an FMCOS-style card OS with the PBOC purse (issue 3)."""
+"""The simulated city card: an FMCOS-style card OS with the PBOC purse.
 
-from .card import SIM_ATR, SimCard, SwError
+Public API (stable, documented in docs/sim.md)::
+
+    from citycard.sim import SimCard, new_card, CardModel, MODELS
+    card = new_card("fm1208", rng=recorded_randoms)   # a factory card
+    atr = card.power_on()
+    response = card.process(bytes.fromhex("0084000008"))   # data ‖ SW
+    card.reset()
+"""
+
+from .card import SIM_ATR, SimCard, SwError, new_card
+from .models import DEFAULT_MODEL, LEGACY_MODEL, MODELS, CardModel
 from .nvm import PowerLoss
 
-__all__ = ["SimCard", "SwError", "PowerLoss", "SIM_ATR"]
+__all__ = ["SimCard", "new_card", "CardModel", "MODELS", "DEFAULT_MODEL", "LEGACY_MODEL", "SwError",
+           "PowerLoss", "SIM_ATR"]

@@ -48,7 +48,7 @@ class Dispenser:
             return
         path = self.dir / f"card-{next(self._count):06d}.json"
         image.save(self.card, path)
-        self.card = SimCard()
+        self.card = SimCard(model=self.card.model)   # a fresh card of the same model
         self._inserted_gen = self.card.generation
         self.swaps += 1
         log.info("dispenser: card filed as %s, fresh card inserted", path.name)

@@ -14,7 +14,10 @@ the rest is our decision, documented in docs/sim.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import CardModel
 
 # File type bytes (SPEC §1.2); b8 = MAC required, b7 = encryption required (D1).
 FT_DF = 0x38
@@ -203,12 +206,16 @@ class EF(Node):
 
 
 class BinaryEF(EF):
-    __slots__ = ("data",)
+    """``written`` is False until the first UPDATE BINARY: a read answers ``6281`` before
+    (SPEC §6 R13, UM 7.5)."""
+
+    __slots__ = ("data", "written")
 
     def __init__(self, fid: int, ftype: int, size: int, read_ac: int, write_ac: int, b7: int,
                  parent: DF) -> None:
         super().__init__(fid, ftype, read_ac, write_ac, b7, parent)
         self.data = bytes(size)
+        self.written = False
 
     @property
     def size(self) -> int:
@@ -216,9 +223,12 @@ class BinaryEF(EF):
 
 
 class RecordEF(EF):
-    """Fixed, cyclic or variable (TLV) records.  Cyclic: ``records[0]`` is the newest."""
+    """Fixed, cyclic or variable (TLV) records.  Cyclic: ``records[0]`` is the newest.
 
-    __slots__ = ("nrec", "reclen", "space", "records")
+    A fixed-record file has all its records from creation, filled with ``00`` (SPEC §6 R21);
+    ``appended`` counts the records APPEND RECORD has written (the next one it writes)."""
+
+    __slots__ = ("nrec", "reclen", "space", "records", "appended")
 
     def __init__(self, fid: int, ftype: int, nrec: int, reclen: int, read_ac: int, write_ac: int,
                  b7: int, parent: DF) -> None:
@@ -226,6 +236,9 @@ class RecordEF(EF):
         self.nrec, self.reclen = nrec, reclen
         self.space = (nrec << 8) | reclen  # the two space bytes as one number (variable files)
         self.records: tuple[bytes, ...] = ()
+        self.appended = 0
+        if self.kind == FT_FIXED:
+            self.records = (bytes(reclen),) * nrec
 
     @property
     def size(self) -> int:
@@ -262,28 +275,16 @@ class PurseEF(EF):
         return self.fid == 0x0001
 
 
-@dataclass(frozen=True, slots=True)
-class FactorySettings:
-    """A factory FM1208 (SPEC §1.1): MF present, external-auth key 00 = 16×FF."""
-
-    mf_space: int = 0xFFFF
-    mf_create_ac: int = 0xF1      # creating needs SR >= 1: the transport key
-    mf_erase_ac: int = 0xF1
-    mf_sfi_byte: int = 0x01
-    keyfile_space: int = 0x0100
-    transport_key: bytes = b"\xFF" * 16
-    transport_follow_up: int = 0x01
-    transport_counter: int = 0xFF
-
-
 MF_NAME = b"1PAY.SYS.DDF01"
 
 
-def factory_mf(settings: FactorySettings = FactorySettings()) -> DF:
-    mf = DF(0x3F00, MF_NAME, settings.mf_space, settings.mf_create_ac, settings.mf_erase_ac,
-            settings.mf_sfi_byte)
-    kf = KeyFile(0x0000, settings.keyfile_space, 0x01, 0xF1, mf)
-    kf.keys[(KT_EXT_AUTH, 0)] = KeyRecord(KT_EXT_AUTH, 0, 0xF0, 0xF1, settings.transport_follow_up,
-                                          settings.transport_counter, settings.transport_key)
+def factory_mf(model: CardModel) -> DF:
+    """The MF of a factory card of ``model``: MF ``3F00`` with a KEY file holding the transport
+    (external-auth) key (SPEC §1.1, §6 R1, R8)."""
+    mf = DF(0x3F00, MF_NAME, model.mf_space, model.mf_create_ac, model.mf_erase_ac, model.mf_sfi_byte)
+    kf = KeyFile(0x0000, model.keyfile_space, 0x01, 0xF1, mf)
+    kid = model.transport_key_id
+    kf.keys[(KT_EXT_AUTH, kid)] = KeyRecord(KT_EXT_AUTH, kid, 0xF0, 0xF1, model.transport_follow_up,
+                                            model.transport_counter, model.transport_key)
     mf.keyfile = kf
     return mf

@@ -5,14 +5,15 @@ folder), so a crash leaves either the old image or the new one.  The image of a
 simulated card holds its key values, as a real card's EEPROM does: treat image files
 as secret test data, never commit them; ``citycard sim show`` never prints a key.
 
-Format (version 1)::
+Format (version 1; "model" names the card model, absent in older images = ``fm1208-16ff``)::
 
-    {"format": "citycard-sim-image", "version": 1, "atr": "3B8E...", "card_blocked": false,
+    {"format": "citycard-sim-image", "version": 1, "model": "fm1208", "atr": "3B8E...", "card_blocked": false,
      "mf": {"type": "DF", "fid": "3F00", "name": "...", ..., "keyfile": {...}, "children": [...]}}
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Any
 from ..errors import CitycardError
 from ..fsutil import atomic_write
 from .card import SimCard
-from .fs import DF, BinaryEF, KeyFile, KeyRecord, Node, PurseEF, RecordEF
+from .fs import FT_FIXED, DF, BinaryEF, KeyFile, KeyRecord, Node, PurseEF, RecordEF
+from .models import LEGACY_MODEL, MODELS
 
 FORMAT = "citycard-sim-image"
 VERSION = 1
@@ -65,16 +67,19 @@ def _node(n: Node) -> dict[str, Any]:
     base = {"fid": _x(n.fid, 4), "ftype": _x(n.ftype), "read_ac": _x(n.read_ac),  # type: ignore[attr-defined]
             "write_ac": _x(n.write_ac), "b7": _x(n.b7)}  # type: ignore[attr-defined]
     if isinstance(n, BinaryEF):
-        return {"type": "binary", **base, "data": _h(n.data)}
+        return {"type": "binary", **base, "data": _h(n.data), "written": n.written}
     if isinstance(n, RecordEF):
-        return {"type": "records", **base, "nrec": n.nrec, "reclen": n.reclen,
-                "records": [_h(r) for r in n.records]}
+        d = {"type": "records", **base, "nrec": n.nrec, "reclen": n.reclen,
+             "records": [_h(r) for r in n.records]}
+        if n.kind == FT_FIXED:
+            d["appended"] = n.appended
+        return d
     raise TypeError(f"cannot encode {type(n).__name__}")
 
 
 def to_dict(card: SimCard) -> dict[str, Any]:
-    return {"format": FORMAT, "version": VERSION, "atr": _h(card.atr), "card_blocked": card.card_blocked,
-            "mf": _node(card.mf)}
+    return {"format": FORMAT, "version": VERSION, "model": card.model.name, "atr": _h(card.atr),
+            "card_blocked": card.card_blocked, "mf": _node(card.mf)}
 
 
 # ---------------------------------------------------------------------- decode
@@ -165,12 +170,19 @@ class _Reader:
         if t == "binary":
             ef = BinaryEF(fid, ftype, 1, rac, wac, b7, parent)
             ef.data = self.hexv(d, "data", path)
+            # older images did not record it: take their files as written (no 6281)
+            ef.written = self.get(d, "written", path, bool) if "written" in d else True
             return ef
         if t == "records":
             rf = RecordEF(fid, ftype, self.intv(d, "nrec", path, 0, 255), self.intv(d, "reclen", path, 0, 255),
                           rac, wac, b7, parent)
             recs = self.get(d, "records", path, list)
             rf.records = tuple(self.hexv({"r": r}, "r", f"{path}.records[{i}]") for i, r in enumerate(recs))
+            if rf.kind == FT_FIXED:
+                # R21: all records exist; older images held only the appended ones
+                rf.appended = self.intv(d, "appended", path, 0, rf.nrec) if "appended" in d \
+                    else min(len(rf.records), rf.nrec)
+                rf.records = (rf.records + (bytes(rf.reclen),) * rf.nrec)[:max(rf.nrec, len(rf.records))]
             return rf
         raise self.fail(f"{path}.type", f"unknown file type {t!r}")
 
@@ -187,7 +199,11 @@ def from_dict(data: Any, source: str = "image") -> SimCard:
         raise r.fail("mf", "the root must be the MF (DF 3F00)")
     atr = r.hexv(data, "atr", "")
     blocked = r.get(data, "card_blocked", "", bool)
-    return SimCard(mf, card_blocked=blocked, atr=atr)
+    # images written before card models existed were all legacy cards
+    name = r.get(data, "model", "", str) if "model" in data else LEGACY_MODEL
+    if name not in MODELS:
+        raise r.fail("model", f"unknown card model {name!r} (known: {', '.join(sorted(MODELS))})")
+    return SimCard(mf, card_blocked=blocked, atr=atr, model=name)
 
 
 # ---------------------------------------------------------------------- files
@@ -196,7 +212,66 @@ def save(card: SimCard, path: str | os.PathLike[str]) -> None:
     atomic_write(path, json.dumps(to_dict(card), indent=1).encode("utf-8"), 0o600)
 
 
-def load(path: str | os.PathLike[str]) -> SimCard:
+class ImageLock:
+    """An exclusive advisory lock (``fcntl.flock``) on ``<image>.lock`` beside a card image:
+    one writer per image (a ``sim serve`` or a ``--sim`` run), so that two cannot lose each
+    other's updates (issue 18 point 5).  Readers (``sim show``) do not lock."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(f"{os.fspath(path)}.lock")
+        self.image = os.fspath(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> "ImageLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ImageError(f"{self.image}: the card image is in use by another writer "
+                             f"(a `citycard sim serve` or a --sim run); stop it first") from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)   # closing the descriptor drops the lock
+            self._fd = None
+
+    def __enter__(self) -> "ImageLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+_held: dict[str, ImageLock] = {}
+
+
+def release(path: str | os.PathLike[str]) -> None:
+    """Drop the lock :func:`load` took with ``lock=True`` (else it lasts until the process ends)."""
+    held = _held.pop(os.path.realpath(path), None)
+    if held is not None:
+        held.release()
+
+
+def load(path: str | os.PathLike[str], *, lock: bool = False) -> SimCard:
+    """The card of the image at ``path``.  ``lock=True``: this process becomes the image's only
+    writer (:class:`ImageLock`) until :func:`release` or its end; a second writer gets one
+    clear :class:`ImageError` line."""
+    if lock:
+        key = os.path.realpath(path)
+        if key not in _held:
+            _held[key] = ImageLock(path).acquire()
+    try:
+        return _load(path)
+    except BaseException:
+        if lock:
+            release(path)
+        raise
+
+
+def _load(path: str | os.PathLike[str]) -> SimCard:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -71,7 +71,8 @@ def tree(card: SimCard) -> dict[str, Any]:
             d["record_count"], d["record_length"] = n.nrec, n.reclen
         return d
 
-    return {"atr": card.atr.hex().upper(), "card_blocked": card.card_blocked, "mf": node(card.mf)}
+    return {"model": card.model.name, "atr": card.atr.hex().upper(), "card_blocked": card.card_blocked,
+            "mf": node(card.mf)}
 
 
 def _protection(n: Node) -> str:
@@ -87,7 +88,8 @@ def _protection(n: Node) -> str:
 
 
 def lines(card: SimCard) -> list[str]:
-    out = [f"card ATR {card.atr.hex().upper()}" + ("  [CARD BLOCKED]" if card.card_blocked else "")]
+    out = [f"card model {card.model.name}, ATR {card.atr.hex().upper()}"
+           + ("  [CARD BLOCKED]" if card.card_blocked else "")]
 
     def walk(n: Node, depth: int) -> None:
         pad = "  " * depth

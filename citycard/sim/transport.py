@@ -35,7 +35,8 @@ class ImageTransport(SimTransport):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = path
-        super().__init__(_image.load(path), name=f"sim:{path}")
+        # the only writer of this image while open (a second one: one clear ImageError line)
+        super().__init__(_image.load(path, lock=True), name=f"sim:{path}")
         self._saved = self.card.generation
 
     def save(self) -> None:
@@ -47,4 +48,7 @@ class ImageTransport(SimTransport):
         try:
             self.save()
         finally:
-            super().close()
+            try:
+                super().close()
+            finally:
+                _image.release(self.path)

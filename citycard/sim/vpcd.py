@@ -21,7 +21,9 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from citycard.apdu import CommandApdu, is_sensitive
 from citycard.errors import InputError
+from citycard.transport.transcript import format_command
 
 __all__ = ["DEFAULT_PORT", "VirtualCard", "VpcdServer", "parse_endpoint"]
 
@@ -55,12 +57,23 @@ class VirtualCard(Protocol):
         """Execute one command APDU; return response data || SW1 SW2. Should not raise."""
 
 
+def masked_apdu(apdu: bytes) -> str:
+    """A command APDU for a log line, with key and PIN data masked by the same rule as the host
+    transcript (``citycard.transport.transcript.format_command``)."""
+    try:
+        return format_command(CommandApdu.parse(apdu))
+    except Exception:  # unparsable: header only
+        return apdu[:4].hex().upper() + (f" <{len(apdu) - 4} bytes>" if len(apdu) > 4 else "")
+
+
 class VpcdServer:
     """Connects a :class:`VirtualCard` to a vpcd reader slot and serves it.
 
     Named a server because it serves the card, although it is the TCP client.
-    ``on_apdu(apdu, response)`` is called after each APDU in the serving thread
-    (exceptions from it are logged, not propagated).
+    ``on_apdu(apdu, response)`` is called in the serving thread after the card processed each
+    APDU and **before** the answer is sent, so that a saver can persist the change first
+    (exceptions from it are logged, not propagated).  The debug log masks key and PIN data
+    with the host transcript's rule (:func:`masked_apdu`).
     """
 
     def __init__(
@@ -233,19 +246,24 @@ class VpcdServer:
                 rsp = process(msg)
                 size = len(rsp)
                 if not 2 <= size <= 0xFFFF:
-                    log.error("card returned %d bytes for %s; answering 6F00", size, msg.hex())
+                    log.error("card returned %d bytes for %s; answering 6F00", size, masked_apdu(msg))
                     rsp, size = _SW_ERROR, 2
             except Exception:
-                log.exception("card raised on APDU %s; answering 6F00", msg.hex())
+                log.exception("card raised on APDU %s; answering 6F00", masked_apdu(msg))
                 rsp, size = _SW_ERROR, 2
-            sendall(size.to_bytes(2, "big") + rsp)
-            if debug:
-                log.debug("C: %s  R: %s", msg.hex(), bytes(rsp).hex())
             if self.on_apdu is not None:
+                # before the answer: a saver persists the change first, as a real card writes
+                # its EEPROM before it answers (issue 18 point 5)
                 try:
                     self.on_apdu(msg, rsp)
                 except Exception:
                     log.exception("on_apdu callback raised")
+            sendall(size.to_bytes(2, "big") + rsp)
+            if debug:
+                shown = bytes(rsp).hex().upper()
+                if is_sensitive(msg) and len(rsp) > 2:   # never echo what a sensitive command carried
+                    shown = f"<{len(rsp) - 2} bytes masked> {shown[-4:]}"
+                log.debug("C: %s  R: %s", masked_apdu(msg), shown)
 
     def _control(self, sock: socket.socket, code: int) -> None:
         card = self.card
