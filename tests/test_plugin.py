@@ -296,3 +296,16 @@ def test_citycard_reader_personalized(citycard_served_card, citycard_reader):
     finally:
         t.close()
     assert ef15[12:20] == bytes.fromhex(citycard_served_card.personalization.card_serial.zfill(16))
+
+
+@pytest.mark.pcsc
+def test_readme_library_example_runs_as_written(citycard_reader):
+    import re
+
+    section = (ROOT / "README.md").read_text().split("\n## The library\n", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert 'PcscTransport("Virtual")' in example
+    scope: dict = {}
+    exec(compile(example, "README.md (The library)", "exec"), scope)
+    assert scope["fci"].startswith(b"\x6f")        # the MF's FCI template, fetched through 61xx
+    assert scope["t"].name == citycard_reader
