@@ -214,8 +214,13 @@ def _check_binding(ctx: _Ctx, value: Any, path: list[Any]) -> None:
 
 # --------------------------------------------------------------------------- loading
 def load_profile(path: str | Path) -> CardSpec:
-    """Read and validate a profile file."""
+    """Read and validate a profile file; a name of ``citycard.assets.NAMED_PROFILES`` (``demo``,
+    ``pboc-ep``) that is not a file here means the profile shipped in the package."""
     path = Path(path)
+    if not path.exists():
+        from .assets import named_profile
+
+        path = named_profile(str(path)) or path
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

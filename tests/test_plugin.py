@@ -309,3 +309,17 @@ def test_readme_library_example_runs_as_written(citycard_reader):
     exec(compile(example, "README.md (The library)", "exec"), scope)
     assert scope["fci"].startswith(b"\x6f")        # the MF's FCI template, fetched through 61xx
     assert scope["t"].name == citycard_reader
+
+
+def test_named_profiles_resolve_to_the_shipped_files_unless_a_file_has_that_name(run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    demo = run_cli("profile", "check", "demo")
+    assert demo.exit_code == 0, demo.stderr
+    assert demo.stdout.strip() == "demo: ok (5 applications, 11 files, 20 keys)"   # the citizen card
+    pboc = run_cli("profile", "check", "pboc-ep")
+    assert pboc.stdout.startswith("pboc-ep: ok (1 application"), pboc.stdout
+    (tmp_path / "demo").write_bytes(asset_path("pboc-ep.toml").read_bytes())   # a file called demo wins
+    mine = run_cli("profile", "check", "demo")
+    assert mine.stdout.startswith("demo: ok (1 application"), mine.stdout
+    missing = run_cli("profile", "check", "nonesuch")
+    assert missing.exit_code == 2 and "nonesuch" in missing.stderr and "no such profile" in missing.stderr
