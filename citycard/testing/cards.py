@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..sim import SimCard
 from .pcscd import PrivatePcscd, wait_for_card
+
+if TYPE_CHECKING:   # imported when used: the pytest plugin imports this module at every pytest start
+    from ..sim import SimCard
 
 __all__ = ["DEFAULT_MODEL", "Personalization", "ServedCard", "load_card", "new_card", "personalize_demo",
            "serve_in_reader"]
@@ -38,7 +41,7 @@ def new_card(model: str | None = None) -> SimCard:
         return factory(model=model or DEFAULT_MODEL)
     if model not in (None, DEFAULT_MODEL):
         raise ValueError(f"card model {model!r}: this citycard simulates the {DEFAULT_MODEL} only")
-    return SimCard()
+    return sim.SimCard()
 
 
 def load_card(image: str | os.PathLike[str]) -> SimCard:

@@ -39,14 +39,16 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..sim import SimCard
-from ..transport import CardSession
 from .cards import DEFAULT_MODEL, Personalization, ServedCard
 from .pcscd import PrivatePcscd
+
+if TYPE_CHECKING:   # imported when a fixture runs: pytest loads this plugin at every start
+    from ..sim import SimCard
+    from ..transport import CardSession
 
 __all__ = ["CitycardCard", "REQUIRE_PCSC_ENV", "citycard_card", "citycard_pcscd", "citycard_reader",
            "citycard_served_card", "require_pcsc"]
@@ -174,6 +176,7 @@ class CitycardCard:
 def citycard_card(request: pytest.FixtureRequest) -> Iterator[CitycardCard]:
     """A fresh simulated card in process with a session ready to send APDUs."""
     from ..sim.transport import SimTransport
+    from ..transport import CardSession
 
     choice = _choice(request, ("citycard_card",))
     card, perso = _make_card(choice)
