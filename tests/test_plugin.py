@@ -323,3 +323,13 @@ def test_named_profiles_resolve_to_the_shipped_files_unless_a_file_has_that_name
     assert mine.stdout.startswith("demo: ok (1 application"), mine.stdout
     missing = run_cli("profile", "check", "nonesuch")
     assert missing.exit_code == 2 and "nonesuch" in missing.stderr and "no such profile" in missing.stderr
+
+
+@pytest.mark.pcsc
+@pytest.mark.parametrize("citycard_reader", [{"personalized": True, "profile": "pboc-ep", "row": 6}], indirect=True)
+def test_citycard_reader_indirect_parameter(citycard_reader, citycard_served_card):
+    perso = citycard_served_card.personalization
+    assert citycard_served_card.reader == citycard_reader
+    assert perso.profile == asset_path("pboc-ep.toml") and perso.row == 6
+    name, resp = transmit(citycard_reader, SELECT_MF)
+    assert resp[-2:] == b"\x90\x00"
