@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from citycard.cli.main import cli
 
-pytest_plugins = ["tests.pcsc_fixtures"]
+pytest_plugins = ["tests.pcsc_fixtures", "pytester"]
 
 
 class CliResult:

@@ -3,7 +3,8 @@
 Load it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.pcsc_fixtures"]``
 (or on the command line with ``-p tests.pcsc_fixtures``).
 
-* ``pcscd`` (session): a started :class:`PrivatePcscd`; ``os.environ`` then has
+* ``pcscd`` (session): the citycard plugin's ``citycard_pcscd``, a started
+  :class:`PrivatePcscd`; ``os.environ`` then has
   ``PCSCLITE_CSOCK_NAME`` pointing at it.  The PC/SC client library reads that
   variable once per process, at its first PC/SC call: if anything in the test
   process used PC/SC before this fixture ran, the process stays bound to the other
@@ -11,7 +12,7 @@ Load it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.pcsc_fixtures
   listed and fails with an explanation when it is not.
 * ``vcard`` (function): :class:`DemoCard` served on slot 0, present in the reader.
 
-Skip policy: when :func:`pcscd_available` says no, the tests are skipped, unless
+Skip policy (the plugin's): when :func:`pcscd_available` says no, the tests are skipped, unless
 ``CITYCARD_REQUIRE_PCSC=1``, where they fail; with that variable any skipped test
 marked ``pcsc`` is reported as a failure (see :func:`pytest_runtest_makereport`).
 """
@@ -26,21 +27,11 @@ from dataclasses import dataclass
 import pytest
 
 from citycard.testing.democard import DemoCard
-from citycard.testing.pcscd import PrivatePcscd, pcscd_available, wait_for_card
+from citycard.testing.pcscd import PrivatePcscd, wait_for_card
+from citycard.testing.plugin import require_pcsc
 from citycard.sim.vpcd import VpcdServer
 
 __all__ = ["ServedSim", "VCard", "pcscd", "pytest_runtest_makereport", "require_pcsc", "served_sim", "vcard"]
-
-
-def require_pcsc() -> bool:
-    """True when ``CITYCARD_REQUIRE_PCSC=1``: PC/SC tests must run, never skip."""
-    return os.environ.get("CITYCARD_REQUIRE_PCSC") == "1"
-
-
-def _unavailable(reason: str) -> None:
-    if require_pcsc():
-        pytest.fail(f"CITYCARD_REQUIRE_PCSC=1 but the private pcscd cannot run: {reason}")
-    pytest.skip(f"private pcscd unavailable: {reason}")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -60,36 +51,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
 
 
 @pytest.fixture(scope="session")
-def pcscd() -> Iterator[PrivatePcscd]:
-    """A private pcscd for the whole session, with ``PCSCLITE_CSOCK_NAME`` set."""
-    ok, reason = pcscd_available()
-    if not ok:
-        _unavailable(reason)
-    daemon = PrivatePcscd().start()
-    old = os.environ.get("PCSCLITE_CSOCK_NAME")
-    os.environ.update(daemon.env)
-    try:
-        from smartcard import scard
+def pcscd(citycard_pcscd: PrivatePcscd) -> PrivatePcscd:
+    """A private pcscd for the whole session, with ``PCSCLITE_CSOCK_NAME`` set.
 
-        hres, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-        readers: list[str] = []
-        if hres == scard.SCARD_S_SUCCESS:
-            _, readers = scard.SCardListReaders(ctx, [])
-            scard.SCardReleaseContext(ctx)
-        if daemon.reader_names[0] not in (readers or []):
-            pytest.fail(
-                f"the private pcscd's reader {daemon.reader_names[0]!r} is not listed"
-                f" (readers: {readers}, {scard.SCardGetErrorMessage(hres)}). Something in this"
-                " process probably used PC/SC before PCSCLITE_CSOCK_NAME was set; the client"
-                f" library reads it only once.\npcscd log:\n{daemon.log_tail()}"
-            )
-        yield daemon
-    finally:
-        if old is None:
-            os.environ.pop("PCSCLITE_CSOCK_NAME", None)
-        else:
-            os.environ["PCSCLITE_CSOCK_NAME"] = old
-        daemon.stop()
+    The one of the citycard pytest plugin (citycard.testing.plugin): a process can reach
+    only one pcscd (the client library reads the variable once), so the project's tests and
+    the plugin's fixtures share it.
+    """
+    return citycard_pcscd
 
 
 @dataclass

@@ -247,17 +247,17 @@ def passphrase(keystore: str, passphrase_file: str | None, new_passphrase_file: 
 
 
 def demo_key_file() -> Path:
-    """profiles/demo-keys.toml of the source tree this package runs from."""
-    import citycard
+    """profiles/demo-keys.toml shipped inside the package (citycard.assets)."""
+    from ..keys.demo import default_demo_key_file
 
-    return Path(citycard.__file__).resolve().parent.parent / "profiles" / "demo-keys.toml"
+    return default_demo_key_file()
 
 
 @keys.command()
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--unit", default=None, help="Only this unit's keys (a keystore restricted to it).")
 @click.option("--from", "source", default=None, metavar="TOML", type=click.Path(dir_okay=False),
-              help="The demo key file (default: profiles/demo-keys.toml of the source tree).")
+              help="The demo key file (default: profiles/demo-keys.toml shipped with citycard).")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @_pfile_option
 def demo(out: str, unit: str | None, source: str | None, force: bool, passphrase_file: str | None) -> None:

@@ -79,7 +79,7 @@ def cli(ctx: click.Context, log_level: str, transcript: str | None) -> None:
 
 def _register() -> None:
     from . import apdu_cmd, batch_cmd, calc, keys_cmd, perso_cmd, profile_cmd, purse_cmd, readers, services_cmd, sim
-    from . import script_cmd, shell_cmd
+    from . import assets_cmd, script_cmd, shell_cmd
 
     cli.add_command(readers.readers)
     cli.add_command(profile_cmd.profile)
@@ -96,6 +96,7 @@ def _register() -> None:
     cli.add_command(calc.calc)
     cli.add_command(script_cmd.script)
     cli.add_command(shell_cmd.shell)
+    cli.add_command(assets_cmd.demo_assets)
 
 
 _register()

@@ -1,7 +1,8 @@
 """The demo key file: clear master keys in TOML, for tests and the demo only.
 
 ``profiles/demo-keys.toml`` holds the demo profile's TEST KEYS (published in this
-repository; never use them for real cards).  Format: one table per service unit,
+repository; never use them for real cards); it ships inside the package
+(:func:`default_demo_key_file`, ``citycard.assets``).  Format: one table per service unit,
 ``role = "32 hex digits"``.  The encrypted keystore of ``citycard.keys.keystore``
 replaces this file for real use.
 """
@@ -15,6 +16,13 @@ from typing import Iterator
 from .. import crypto
 from ..errors import InputError
 from .source import KeyError_
+
+
+def default_demo_key_file() -> Path:
+    """The demo key file (TEST KEYS) of the installed package: ``profiles/demo-keys.toml``."""
+    from ..assets import DEMO_KEYS, asset_path
+
+    return asset_path(DEMO_KEYS)
 
 
 class DemoKeyFile:

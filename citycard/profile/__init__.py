@@ -46,8 +46,13 @@ __all__ = [
 
 
 def load_profile(path: str | Path) -> CardSpec:
-    """Read and validate a profile file."""
+    """Read and validate a profile file; a name of ``citycard.assets.NAMED_PROFILES`` (``demo``,
+    ``pboc-ep``) that is not a file here means the profile shipped in the package."""
     path = Path(path)
+    if not path.exists():
+        from ..assets import named_profile
+
+        path = named_profile(str(path)) or path
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

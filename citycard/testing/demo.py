@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..assets import copy_assets
 from .pcscd import PrivatePcscd, pcscd_available
 
 CLI = [sys.executable, "-m", "citycard"]
@@ -63,7 +64,8 @@ def main() -> int:
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         card = ["--reader", reader]
     profile, keys, data = "profiles/citycard.toml", "profiles/demo-keys.toml", "profiles/citycard-sample.csv"
-    os.chdir(Path(__file__).resolve().parent.parent.parent)
+    copy_assets(workdir)   # the demo files shipped in the package, as the README names them
+    os.chdir(workdir)
     try:
         if daemon is not None:
             _wait_card(env, reader)

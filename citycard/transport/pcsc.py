@@ -1,13 +1,18 @@
 """PC/SC transport over pyscard's low-level ``smartcard.scard`` API.
 
-Readers are chosen by exact name, by a case-insensitive name fragment that
-matches exactly one reader, or by index (``"0"``, ``"1"``, ...).  Errors say why
+Readers are chosen by exact name, by index (``"0"``, ``"1"``, ...), or by a
+case-insensitive name fragment.  A fragment matching several readers picks the only
+one of them holding a card and says so (a WARNING log line): the vpcd virtual reader
+always opens two slots, ``"<name> 00 00"`` and ``"<name> 00 01"`` (PCSC.md), so
+``"Virtual"`` matches both while only one holds the simulated card.  Errors say why
 nothing was found and how to fix it (pcscd not running, no reader configured).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from ..errors import NoReaderError, TransportError
@@ -18,6 +23,7 @@ except ImportError:  # pragma: no cover - pyscard is a hard dependency
     scard = None  # type: ignore[assignment]
 
 _PROTOCOLS = {1: "T=0", 2: "T=1"}
+log = logging.getLogger(__name__)
 
 
 def _hr(hresult: int) -> int:
@@ -97,8 +103,14 @@ def list_readers() -> list[ReaderStatus]:
         ctx.release()
 
 
-def resolve_reader(spec: str, names: list[str]) -> str:
-    """Pick one reader by exact name, unique case-insensitive fragment, or index."""
+def resolve_reader(spec: str, names: list[str],
+                   holding_card: Callable[[list[str]], Collection[str]] | None = None) -> str:
+    """Pick one reader by exact name, index, or case-insensitive fragment.
+
+    A fragment matching several readers needs ``holding_card`` (given the matching names,
+    it returns those with a card in them): the only one holding a card is picked, with a
+    WARNING log line naming it; none or several holding a card is an error listing them.
+    """
     if not names:
         raise NoReaderError(_explain(scard.SCARD_E_NO_READERS_AVAILABLE))
     if spec in names:
@@ -113,7 +125,25 @@ def resolve_reader(spec: str, names: list[str]) -> str:
         return hits[0]
     if not hits:
         raise NoReaderError(f"no reader matches {spec!r}; readers: {', '.join(names)}")
-    raise NoReaderError(f"{spec!r} matches {len(hits)} readers ({', '.join(hits)}); be more specific")
+    if holding_card is None:
+        raise NoReaderError(f"{spec!r} matches {len(hits)} readers ({', '.join(hits)}); be more specific")
+    present = set(holding_card(hits))
+    with_card = [n for n in hits if n in present]
+    if len(with_card) == 1:
+        log.warning("reader %r matches %d readers; using %r, the only one holding a card",
+                    spec, len(hits), with_card[0])
+        return with_card[0]
+    if not with_card:
+        raise NoReaderError(f"{spec!r} matches {len(hits)} readers and none holds a card: {', '.join(hits)}")
+    raise NoReaderError(f"{spec!r} matches {len(with_card)} readers holding a card ({', '.join(with_card)});"
+                        " give the full name or the index (citycard readers)")
+
+
+def _holding_card(ctx: PcscContext) -> Callable[[list[str]], list[str]]:
+    def query(names: list[str]) -> list[str]:
+        return [r.name for r in ctx.status(names) if r.card_present]
+
+    return query
 
 
 class PcscTransport:
@@ -122,6 +152,7 @@ class PcscTransport:
     def __init__(self, reader: str = "0", *, shared: bool = True) -> None:
         self.spec = reader
         self.name = reader
+        self._resolved: str | None = None   # the reader picked at the first connect
         self.shared = shared
         self._ctx: PcscContext | None = None
         self._card = None
@@ -131,7 +162,9 @@ class PcscTransport:
     def connect(self) -> None:
         ctx = PcscContext()
         try:
-            self.name = resolve_reader(self.spec, ctx.readers())
+            if self._resolved is None:   # reconnect() comes back to the same reader
+                self._resolved = resolve_reader(self.spec, ctx.readers(), _holding_card(ctx))
+            self.name = self._resolved
             mode = scard.SCARD_SHARE_SHARED if self.shared else scard.SCARD_SHARE_EXCLUSIVE
             hr, card, proto = scard.SCardConnect(ctx.handle, self.name, mode,
                                                  scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1)
