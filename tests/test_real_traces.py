@@ -21,6 +21,8 @@ per-trace tally (real answers matched / compared).
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -28,7 +30,8 @@ import pytest
 from citycard import crypto
 from citycard.crypto import pboc
 
-from .traces import TRACE_DIR, Card, Outcome, Rng, Trace, describe, load_all, replay, tally
+from .traces import (TRACE_DIR, Card, Outcome, Rng, Trace, TraceFormatError, describe, load_all, parse,
+                     replay, tally)
 
 H = bytes.fromhex
 TRACES = load_all()
@@ -111,6 +114,22 @@ def test_readme_and_divergence_list_are_current() -> None:
         for s in t.steps:
             if s.xfail or s.accept:
                 assert f"{t.path.name}:{s.line} " in listed, f"DIVERGENCES.md misses {t.path.name}:{s.line}"
+
+
+@pytest.mark.parametrize(("body", "line", "message"), [
+    ("> 00A4\n< 9000\n> 0084000004\n< 12\n", 4, "an answer needs at least SW1 SW2"),
+    ("> 00A4\n< 90 0\n", 2, "not an even-length hex string"),
+    ("< 9000\n", 1, "'<' line without a preceding command"),
+    ("> 00A4\n< {1234 9000\n", 2, "unbalanced braces"),
+    ("> 00A4\n< 9000\n! differs 2-9: x\n", 1, "divergence range outside the answer"),
+])
+def test_bad_trace_names_file_and_line(tmp_path: Path, body: str, line: int, message: str) -> None:
+    """Bad input: one clear message naming file:line; nothing is replayed."""
+    header = "".join(f"@{h} x\n" for h in ("title", "source", "card", "start", "replay"))
+    bad = tmp_path / "bad.trace"
+    bad.write_text(header + body, encoding="utf-8")
+    with pytest.raises(TraceFormatError, match=re.escape(f"bad.trace:{5 + line}: {message}")):
+        parse(bad)
 
 
 # ------------------------------------------------------------------------------ replay

@@ -213,11 +213,9 @@ class RandomFeed:
 
     def __init__(self) -> None:
         self.queue: deque[int] = deque()
-        self.starved = False
 
     def load(self, randoms: tuple[bytes, ...]) -> None:
         self.queue.clear()
-        self.starved = False
         for r in randoms:
             self.queue.extend(r)
 
@@ -225,10 +223,7 @@ class RandomFeed:
         out = bytearray()
         while self.queue and len(out) < n:
             out.append(self.queue.popleft())
-        if len(out) < n:
-            self.starved = bool(out) or self.starved
-            out.extend(b"\xA5" * (n - len(out)))
-        return bytes(out)
+        return bytes(out) + b"\xA5" * (n - len(out))
 
 
 @dataclass(frozen=True)
