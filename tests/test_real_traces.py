@@ -145,6 +145,8 @@ def test_replay(trace: Trace) -> None:
             assert o.status == "accepted", describe(o)
     expected_misses = sum(1 for s in trace.steps if s.compared and (s.xfail or s.accept))
     assert total - matched <= expected_misses
+    listed = (TRACE_DIR / "DIVERGENCES.md").read_text(encoding="utf-8")
+    assert f"| {trace.name} | {matched} | {total} |" in listed, "update the tally in DIVERGENCES.md"
 
 
 def _xfail_params() -> list[object]:
