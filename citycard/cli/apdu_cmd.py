@@ -62,7 +62,7 @@ def apdu(app, reader: str | None, sim: str | None, raw: bool, as_json: bool, apd
     word stop here and exit with code 1.
     """
     commands = [parse_apdu_arg(a, i) for i, a in enumerate(apdus, 1)]  # all checked before sending
-    session = app.open_session(reader, sim=sim, fetch=not raw)
+    session = app.open_session(reader, sim=sim, fetch=not raw, custody=False)  # raw APDUs: shared, card left as it is (like scriptor)
     exchanges = []
     failure = None
     try:

@@ -23,8 +23,9 @@ class AppContext:
     _transcript_file: IO[str] | None = field(default=None, repr=False)
 
     def open_session(self, reader: str | None = None, *, sim: str | None = None,
-                     fetch: bool = True) -> CardSession:
-        """The card of ``--reader`` or ``--sim IMAGE``, with the ``--transcript`` file."""
+                     fetch: bool = True, custody: bool = True) -> CardSession:
+        """The card of ``--reader`` or ``--sim IMAGE``, with the ``--transcript`` file
+        (``custody``: see :func:`citycard.transport.open.open_session`)."""
         from ..transport.open import open_session
         from .common import check_card_choice
 
@@ -34,7 +35,8 @@ class AppContext:
             from ..sim.saver import open_image
 
             transport = open_image(sim)
-        return open_session(reader, transport=transport, transcript=self._transcript_sink, fetch=fetch)
+        return open_session(reader, transport=transport, transcript=self._transcript_sink, fetch=fetch,
+                            custody=custody)
 
     def _transcript_sink(self) -> IO[str] | None:
         if self.transcript_path is not None and self._transcript_file is None:
