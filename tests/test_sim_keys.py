@@ -298,6 +298,12 @@ def test_reload_pin_d2():
     host.tx(H("805E000007") + new + mac)
     host.verify(sw=0x63C2)                                # the old PIN is gone, counter reset
     host.verify(new)
+    # a property of the card (docs/sim.md): no challenge in the MAC, so a recorded RELOAD PIN
+    # works again later, e.g. after the holder changed the PIN
+    host.tx(H("805E010007") + new + b"\xFF" + H("123456"))
+    host.verify(new, sw=0x63C2)
+    host.tx(H("805E000007") + new + mac)                  # the captured command, replayed
+    host.verify(new)
 
 
 def test_pin_unblock_d2():
