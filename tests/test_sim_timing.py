@@ -182,3 +182,39 @@ def test_cli_timing_options_refuse_bad_input(run_cli, tmp_path):
                 "-r", "nothing", "--timing", "contact-9600")
     assert r.exit_code != 0 and "--timing is an option of the simulated readers" in r.stderr
     assert not (tmp_path / "j.db").exists()
+
+
+def test_served_timed_card_sleeps_before_answering_through_vpcd(tmp_path: Path):
+    """``sim serve --timing``: the vpcd server serves a TimedCard (around a dispenser here),
+    which sleeps each APDU's modelled time before the answer goes; writes are seen through
+    the dispenser's current card."""
+    from citycard.sim.dispenser import Dispenser
+    from citycard.sim.vpcd import VpcdServer
+    from tests.test_vpcd import FakeReader
+
+    slept: list[float] = []
+    seen: list[bytes] = []
+    holder = Dispenser(SimCard(), tmp_path / "out")
+    card = TimedCard(holder, "contact-115200", sleep=slept.append)
+    reader = FakeReader()
+    server = VpcdServer(card, port=reader.port, retry_interval=0.02,
+                        on_apdu=lambda apdu, rsp: seen.append(rsp))
+    thread = server.start_thread()
+    try:
+        reader.accept()
+        assert server.wait_connected(2)
+        exchanged = []
+        for apdu in (H("00A40000023F00"), H("0084000004")):
+            exchanged.append((apdu, reader.transmit(apdu)))
+        chal = exchanged[-1][1][:-2]
+        auth = H("0082000008") + crypto.ecb_encrypt(b"\xff" * 16, chal + bytes(4))
+        exchanged.append((auth, reader.transmit(auth)))
+        exchanged.append((H("800E000000"), reader.transmit(H("800E000000"))))
+    finally:
+        server.stop()
+        thread.join(2)
+        reader.close()
+    assert [r[-2:] for _a, r in exchanged] == [H("9000")] * 4
+    expected = [apdu_timing("contact-115200", a, r, wrote=a[1] == 0x0E).total_s for a, r in exchanged]
+    assert slept[-4:] == pytest.approx(expected)
+    assert card.clock.families["ERASE DF"].writes == 1 and card.clock.apdus == 4
