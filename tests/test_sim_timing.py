@@ -182,6 +182,11 @@ def test_cli_timing_options_refuse_bad_input(run_cli, tmp_path):
                 "-r", "nothing", "--timing", "contact-9600")
     assert r.exit_code != 0 and "--timing is an option of the simulated readers" in r.stderr
     assert not (tmp_path / "j.db").exists()
+    r = run_cli("batch", "run", "-p", str(root / "profiles/citycard.toml"), "-d",
+                str(root / "profiles/citycard-sample.csv"), "-j", str(tmp_path / "j.db"),
+                "-k", str(root / "profiles/demo-keys.toml"), "--sims", "1", "--timing", "warp")
+    assert r.exit_code != 0 and "unknown timing preset 'warp'" in r.stderr
+    assert not (tmp_path / "j.db").exists()
 
 
 def test_served_timed_card_sleeps_before_answering_through_vpcd(tmp_path: Path):

@@ -74,8 +74,12 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
 
     if not readers and not sims:
         raise InputError("give --reader NAME (one or more) and/or --sims N")
-    if timing is not None and not sims:
-        raise InputError("--timing is an option of the simulated readers: give --sims N")
+    if timing is not None:
+        if not sims:
+            raise InputError("--timing is an option of the simulated readers: give --sims N")
+        from ..sim.timing import get_preset
+
+        get_preset(timing)   # an unknown name: one line before anything is read or written
     job = prepare(profile_path, data_path, lambda: open_keys(keys), encoding=encoding)
     sources: list = []
     if sims:
