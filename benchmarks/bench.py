@@ -415,8 +415,168 @@ def bench_hsm_derive(cards: int) -> dict[str, float]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --------------------------------------------------------------------------- card time (modelled)
+def _demo_job():
+    from citycard.keys import KeyRing
+    from citycard.keys.demo import DemoKeyFile
+    from citycard.perso.data import read_csv
+    from citycard.profile import load_profile
+
+    root = Path(__file__).resolve().parent.parent
+    spec = load_profile(root / "profiles/citycard.toml")
+    keys = KeyRing([DemoKeyFile(root / "profiles/demo-keys.toml")])
+    return spec, keys, read_csv(root / "profiles/citycard-sample.csv")
+
+
+CARD_TIME_PRESETS = {"115200": "contact-115200", "9600": "contact-9600", "contactless106": "contactless-106"}
+
+
+def bench_card_time(cards: int) -> tuple[dict[str, float], dict[str, object]]:
+    """Modelled card seconds per card of the demo profile (citycard.sim.timing): the whole card
+    (power-on, personalization, verification), and personalization and verification apart, for
+    each preset; the APDUs are whatever the planner and the verifier send today.  Also the
+    time per command family at 115,200 bps (where the card time goes)."""
+    import copy
+    import datetime
+
+    from citycard.perso.context import CardData
+    from citycard.perso.plan import Planner
+    from citycard.perso.run import personalize
+    from citycard.perso.verify import verify_card
+    from citycard.sim import SimCard
+    from citycard.sim.timing import ModelledClock, TimedCard
+    from citycard.sim.transport import SimTransport
+    from citycard.transport import CardSession
+
+    spec, keys, data = _demo_job()
+    planner = Planner(spec, keys)
+    day = datetime.date(2026, 11, 24)
+    out: dict[str, float] = {}
+    families: dict[str, object] = {}
+    for label, preset in CARD_TIME_PRESETS.items():
+        whole, perso, verify = [], [], []
+        per_family = ModelledClock()
+        for i in range(cards):
+            row = 1 + i % len(data.rows)
+            card = TimedCard(SimCard(), preset)      # accounts the modelled time, sleeps nothing
+            t = SimTransport(card)
+            t.connect()
+            session = CardSession(t)
+            plan = planner.plan(CardData(data.row(row), 1000 + i, day, data.where(row)))
+            report = personalize(session, spec, plan, verify=False)
+            after_perso = card.clock.seconds
+            checks = verify_card(session, spec, plan)
+            assert report.steps and checks and all(ok for _l, ok, _d in checks)
+            whole.append(card.clock.seconds)
+            perso.append(after_perso)
+            verify.append(card.clock.seconds - after_perso)
+            per_family.merge([copy.deepcopy(card.clock)])
+        out[f"modelled_card_s_{label}"] = statistics.median(whole)
+        out[f"modelled_perso_s_{label}"] = statistics.median(perso)
+        out[f"modelled_verify_s_{label}"] = statistics.median(verify)
+        if label == "115200":
+            families = {name: {"apdus": f.count / cards, "writes": f.writes / cards, "wire_s": f.wire_s / cards,
+                               "processing_s": f.processing_s / cards, "eeprom_s": f.eeprom_s / cards,
+                               "total_s": f.total_s / cards}
+                        for name, f in sorted(per_family.families.items(), key=lambda kv: -kv[1].total_s)}
+            families["(power-on)"] = {"total_s": per_family.activation_s / cards}
+            out["modelled_apdus_per_card"] = per_family.apdus / cards
+    return out, families
+
+
+def _id_check_digit(first17: str) -> str:
+    """GB 11643-1999 check character of a resident ID number (ISO 7064 MOD 11-2)."""
+    total = sum(int(d) * pow(2, 17 - i, 11) for i, d in enumerate(first17))
+    return "10X98765432"[total % 11]
+
+
+def generated_data(rows: int, directory: Path) -> Path:
+    """A data file of ``rows`` cardholders made from the sample's rows, each with its own
+    cardholder id and resident ID number (valid check digit); made on the fly, not committed."""
+    import csv
+
+    root = Path(__file__).resolve().parent.parent
+    with open(root / "profiles/citycard-sample.csv", encoding="utf-8", newline="") as f:
+        sample = list(csv.DictReader(f))
+    path = directory / f"generated-{rows}.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(sample[0]), lineterminator="\n")
+        w.writeheader()
+        for n in range(1, rows + 1):
+            r = dict(sample[(n - 1) % len(sample)])
+            r["cardholder_id"] = f"G{n:07d}"
+            first17 = r["id_number"][:14] + f"{n % 1000:03d}"
+            r["id_number"] = first17 + _id_check_digit(first17)
+            w.writerow(r)
+    return path
+
+
+def bench_timed_readers(counts: tuple[int, ...], cards_per_reader: int,
+                        preset: str = "contact-115200") -> dict[str, float]:
+    """Batch throughput with N simulated readers whose cards sleep the modelled card time of
+    ``preset`` (real seconds, not scaled, so host CPU per card weighs as it would), as a
+    fraction of N times the one-reader throughput: over the whole run (start-up included, as
+    the batch reports it) and in the steady state (from the N-th card done to the last); and
+    the CPU (this process and the
+    workers) per card.  The simulated card's own OS runs on the host too (a real card's CPU
+    would not), so the CPU per card here is an upper bound of the host's."""
+    import datetime
+
+    from citycard.perso.batch import Batch
+    from citycard.sim.batch_readers import simulated_readers
+
+    from citycard.perso.data import read_csv
+
+    spec, keys, _sample = _demo_job()
+    tmp = Path(tempfile.mkdtemp(prefix="cctimed"))
+    data = read_csv(generated_data(max(counts) * cards_per_reader, tmp))
+    out: dict[str, float] = {}
+    per_min, steady = {}, {}
+    for n in counts:
+        rows = n * cards_per_reader
+        b = Batch(spec, keys, data, str(tmp / f"journal-{n}.db"), issue_date=datetime.date(2026, 11, 24), limit=rows)
+        done_at: list[float] = []
+
+        def on_progress(p, done_at=done_at) -> None:
+            if not p.final:
+                done_at.append(p.elapsed)
+
+        c0 = os.times()
+        res = b.run(simulated_readers(n, timing=preset), on_progress=on_progress)
+        c1 = os.times()
+        assert res.verified == rows, res
+        per_min[n] = res.cards_per_minute
+        # steady state: from the n-th card done (every reader started) to the last
+        steady[n] = (len(done_at) - n) / (done_at[-1] - done_at[n - 1]) * 60
+        out[f"timed_readers{n}_cards_per_min"] = res.cards_per_minute
+        out[f"timed_readers{n}_steady_cards_per_min"] = steady[n]
+        cpu = (c1.user + c1.system + c1.children_user + c1.children_system) - \
+              (c0.user + c0.system + c0.children_user + c0.children_system)
+        out[f"timed_readers{n}_cpu_ms_per_card"] = cpu * 1000 / rows
+    one = per_min[min(counts)] / min(counts)
+    one_steady = steady[min(counts)] / min(counts)
+    for n in counts:
+        out[f"timed_readers{n}_linearity"] = per_min[n] / (n * one)
+        out[f"timed_readers{n}_steady_linearity"] = steady[n] / (n * one_steady)
+    return out
+
+
 GOALS = {"perso_verify_ms": ("<=", 50), "host_cpu_ms_per_card": ("<=", 5), "apdus_vs_lower_bound": ("<=", 1.05),
          "pcsc_sim_vs_floor": ("<=", 1.5), "stack_overhead_vs_pyscard": ("<=", 1.10)}
+
+
+def print_card_time(families: dict[str, object]) -> None:
+    """Where the modelled card time of one demo card goes at 115,200 bps, per command family."""
+    if not families:
+        return
+    print("\nmodelled card time per card at 115,200 bps, per command family (ms)")
+    print(f"{'family':<24} {'APDUs':>6} {'writes':>6} {'wire':>8} {'CPU':>8} {'EEPROM':>8} {'total':>8}")
+    for name, f in families.items():
+        if "apdus" not in f:
+            print(f"{name:<24} {'':>6} {'':>6} {'':>8} {'':>8} {'':>8} {f['total_s'] * 1000:>8.1f}")
+            continue
+        print(f"{name:<24} {f['apdus']:>6.0f} {f['writes']:>6.0f} {f['wire_s'] * 1000:>8.1f} "
+              f"{f['processing_s'] * 1000:>8.1f} {f['eeprom_s'] * 1000:>8.1f} {f['total_s'] * 1000:>8.1f}")
 
 
 def main() -> int:
@@ -433,6 +593,9 @@ def main() -> int:
     figures.update(bench_batch(120 if args.quick else 240))
     figures.update(bench_hsm_derive(50 if args.quick else 300))
     figures.update(bench_pcsc(count))
+    card_time, families = bench_card_time(3 if args.quick else 10)
+    figures.update(card_time)
+    figures.update(bench_timed_readers((1, 8, 64) if args.quick else (1, 4, 16, 64), 6 if args.quick else 10))
     print(f"{'figure':<32} {'value':>14}  goal")
     for k, v in figures.items():
         goal = GOALS.get(k)
@@ -441,10 +604,12 @@ def main() -> int:
             op, lim = goal
             mark = f"{op} {lim}  {'ok' if v <= lim else 'MISSED'}"
         print(f"{k:<32} {v:>14,.2f}  {mark}")
+    print_card_time(families)
     if args.json:
         meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
                 "quick": args.quick, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        Path(args.json).write_text(json.dumps({"meta": meta, "figures": figures}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"meta": meta, "figures": figures,
+                                               "card_time_families_115200": families}, indent=2) + "\n")
     return 0
 
 

@@ -57,6 +57,8 @@ def batch() -> None:
               help="PC/SC reader (name, fragment or index); repeat for several readers.")
 @click.option("--sims", type=click.IntRange(1, 64), default=None, help="Use N simulated readers in process.")
 @click.option("--keep-cards", default=None, metavar="DIR", help="With --sims: file each card's image here.")
+@click.option("--timing", default=None, metavar="PRESET",
+              help="With --sims: each card sleeps a real card's modelled time per APDU (e.g. contact-115200; docs/sim.md).")
 @click.option("--batch", "batch_id", default=None, help="Batch name (default: data file name and hash).")
 @click.option("--station", default=None, help="This station's name in a shared journal (default: the host name).")
 @click.option("--issue-date", callback=_date, default=None, metavar="YYYYMMDD")
@@ -64,7 +66,7 @@ def batch() -> None:
 @click.option("--retry-failed", is_flag=True, help="Put failed rows back (new serials) before running.")
 @click.option("--no-verify", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, keep_cards, batch_id, station,
+def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, keep_cards, timing, batch_id, station,
         issue_date, limit, retry_failed, no_verify, as_json):
     """Personalize every pending row of the data file, one worker per reader."""
     from ..perso.batch import Batch, default_station, pcsc_readers
@@ -72,12 +74,18 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
 
     if not readers and not sims:
         raise InputError("give --reader NAME (one or more) and/or --sims N")
+    if timing is not None:
+        if not sims:
+            raise InputError("--timing is an option of the simulated readers: give --sims N")
+        from ..sim.timing import get_preset
+
+        get_preset(timing)   # an unknown name: one line before anything is read or written
     job = prepare(profile_path, data_path, lambda: open_keys(keys), encoding=encoding)
     sources: list = []
     if sims:
         from ..sim.batch_readers import simulated_readers
 
-        sources += simulated_readers(sims, keep_cards)
+        sources += simulated_readers(sims, keep_cards, timing=timing)
     sources += pcsc_readers(readers)
     b = Batch(job.spec, job.keys, job.data, journal_url, batch=batch_id, issue_date=issue_date,
               verify=not no_verify, limit=limit, station=station or default_station())

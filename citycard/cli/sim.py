@@ -60,7 +60,11 @@ def show(image: str, as_json: bool) -> None:
 @click.option("--dispenser", "dispenser_dir", default=None, metavar="DIR",
               help="Act as a card dispenser: a changed card powered down by the host is filed in DIR "
                    "and replaced by a fresh one (for citycard batch).")
-def serve(image: str, endpoint: str, save_interval: float, dispenser_dir: str | None) -> None:
+@click.option("--timing", "timing", default=None, metavar="PRESET",
+              help="Take a real card's time: sleep the modelled time of every APDU (contact-9600, contact-115200, "
+                   "contactless-106, contactless-424, ...; docs/sim.md).")
+def serve(image: str, endpoint: str, save_interval: float, dispenser_dir: str | None,
+          timing: str | None) -> None:
     """Put the card of IMAGE in a vpcd virtual reader until SIGTERM or Ctrl-C.
 
     The image is saved (atomically) as the card changes, and once more on exit.
@@ -70,13 +74,22 @@ def serve(image: str, endpoint: str, save_interval: float, dispenser_dir: str | 
     from ..sim.vpcd import VpcdServer, parse_endpoint
 
     host, port = parse_endpoint(endpoint)
+    if timing is not None:
+        from ..sim.timing import get_preset
+        preset = get_preset(timing)   # an unknown name: one line, before the image is locked
     card = _image.load(image, lock=True)   # the only writer of the image (issue 18 point 5)
     holder = card
     if dispenser_dir is not None:
         from ..sim.dispenser import Dispenser
         holder = Dispenser(card, dispenser_dir)
     saver = ImageSaver(holder, image, save_interval)
-    server = VpcdServer(holder, host, port, on_apdu=saver.after_apdu)
+    served = holder
+    if timing is not None:
+        import time
+
+        from ..sim.timing import TimedCard
+        served = TimedCard(holder, preset, sleep=time.sleep)
+    server = VpcdServer(served, host, port, on_apdu=saver.after_apdu)
     if dispenser_dir is not None:
         holder.server = server
 

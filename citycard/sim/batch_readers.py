@@ -4,17 +4,22 @@ The batch (:mod:`citycard.perso.batch`) is host code and never imports the simul
 takes any reader that follows its :class:`~citycard.perso.batch.CardSource` protocol.  The
 caller (the command line, a benchmark, a script) makes simulated readers here and hands
 them in.  Each gives a fresh factory card for every cardholder; with ``keep_dir`` every
-finished card's image is filed there as ``SERIAL.json``.
+finished card's image is filed there as ``SERIAL.json``.  With ``timing`` (a preset of
+:mod:`citycard.sim.timing`) every card sleeps its modelled card time per APDU, so the
+batch sees real card time (``citycard batch run --sims N --timing PRESET``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 from ..transport import CardSession
 from . import SimCard
 from . import image as _image
+from .timing import TimedCard, TimingPreset, get_preset, unwrap
 from .transport import SimTransport
 
 
@@ -24,12 +29,21 @@ class SimSource:
     #: the card runs in this process (pure Python): the batch gives it a worker process
     in_process_card = True
 
-    def __init__(self, name: str, keep_dir: Path | None = None) -> None:
+    def __init__(self, name: str, keep_dir: Path | None = None, *, timing: str | TimingPreset | None = None,
+                 sleep: Callable[[float], None] = time.sleep, scale: float = 1.0) -> None:
+        """``timing``: a card-time preset; each card then sleeps (``sleep(seconds × scale)``)
+        the modelled time of every APDU."""
         self.name = name
         self.keep_dir = keep_dir
+        self.timing = get_preset(timing) if timing is not None else None
+        self.sleep = sleep
+        self.scale = scale
 
     def next_card(self, stop: threading.Event) -> CardSession | None:
-        transport = SimTransport(SimCard(), name=self.name)
+        card: object = SimCard()
+        if self.timing is not None:
+            card = TimedCard(card, self.timing, sleep=self.sleep, scale=self.scale)
+        transport = SimTransport(card, name=self.name)  # type: ignore[arg-type]
         transport.connect()
         return CardSession(transport)
 
@@ -37,14 +51,17 @@ class SimSource:
         if self.keep_dir is not None and serial:
             transport = session.transport
             assert isinstance(transport, SimTransport)
-            _image.save(transport.card, self.keep_dir / f"{serial}.json")
+            _image.save(unwrap(transport.card), self.keep_dir / f"{serial}.json")
         session.close()
 
 
-def simulated_readers(count: int, keep_dir: str | Path | None = None) -> list[SimSource]:
+def simulated_readers(count: int, keep_dir: str | Path | None = None, *,
+                      timing: str | TimingPreset | None = None) -> list[SimSource]:
     """``count`` simulated readers named ``sim-1`` … ``sim-N``; ``keep_dir`` (created if
-    missing) receives every finished card's image."""
+    missing) receives every finished card's image; ``timing``: a card-time preset whose
+    modelled time every card sleeps."""
     keep = Path(keep_dir) if keep_dir is not None else None
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-    return [SimSource(f"sim-{i}", keep) for i in range(1, count + 1)]
+    preset = get_preset(timing) if timing is not None else None
+    return [SimSource(f"sim-{i}", keep, timing=preset) for i in range(1, count + 1)]
