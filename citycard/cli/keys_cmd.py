@@ -70,8 +70,10 @@ def keys() -> None:
 @keys.command()
 @click.argument("keystore", type=click.Path(dir_okay=False))
 @click.option("--unit", default=None, help="Hold the keys of this service unit only (custody).")
+@click.option("--production", is_flag=True,
+              help="Mark the keystore for production: commands refuse it next to TEST KEYS.")
 @_pfile_option
-def create(keystore: str, unit: str | None, passphrase_file: str | None) -> None:
+def create(keystore: str, unit: str | None, production: bool, passphrase_file: str | None) -> None:
     """Create an empty KEYSTORE (asks for a new passphrase)."""
     from ..keys.keystore import Keystore, KeystoreError, check_name
 
@@ -79,9 +81,11 @@ def create(keystore: str, unit: str | None, passphrase_file: str | None) -> None
         check_name(unit, "--unit")
     if Path(keystore).exists():
         raise KeystoreError(f"{keystore}: already exists (a keystore is never overwritten)")
-    store = Keystore.create(keystore, _new_passphrase(keystore, passphrase_file), unit=unit)
+    store = Keystore.create(keystore, _new_passphrase(keystore, passphrase_file), unit=unit,
+                            purpose="production" if production else None)
     store.close()
-    click.echo(f"created keystore {keystore}" + (f" for unit {unit}" if unit else " (any unit)"))
+    click.echo(f"created keystore {keystore}" + (f" for unit {unit}" if unit else " (any unit)")
+               + (", marked production" if production else ""))
 
 
 def _read_component(ceremony, algorithm: str) -> bytes:
