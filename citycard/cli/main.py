@@ -16,10 +16,8 @@ Exit codes (README, "Exit codes"), decided in one place, :func:`exit_code_for`:
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 import click
@@ -58,10 +56,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass
+#: commands that never log: at the default level their start-up skips the logging module
+QUIET_COMMANDS = frozenset({"calc"})
+
+
 class AppContext:
-    transcript_path: str | None = None
-    _transcript_file: IO[str] | None = field(default=None, repr=False)
+    """What the global options give every command: the ``--transcript`` file, sessions."""
+
+    def __init__(self, transcript_path: str | None = None) -> None:
+        self.transcript_path = transcript_path
+        self._transcript_file: IO[str] | None = None
 
     def open_session(self, reader: str | None = None, *, sim: str | None = None,
                      fetch: bool = True, writes: bool = False) -> CardSession:
@@ -232,8 +236,11 @@ def cli(ctx: click.Context, log_level: str, transcript: str | None) -> None:
 
     Exit codes: 0 ok, 1 the card refused or a verification failed, 2 usage or bad
     input, 130 interrupted."""
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
-                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    if log_level.upper() != "WARNING" or ctx.invoked_subcommand not in QUIET_COMMANDS:
+        import logging
+
+        logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
+                            format="%(levelname)s %(name)s: %(message)s", force=True)
     app = AppContext(transcript_path=transcript)
     ctx.obj = app
     ctx.call_on_close(app.close)
