@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -66,7 +67,7 @@ def _commands(apdus: tuple[str, ...]) -> list[tuple[CommandApdu, SwPattern | Non
     out = []
     for i, a in enumerate(apdus, 1):
         if a == "-":
-            out += read_apdu_lines(click.get_text_stream("stdin"))
+            out += read_apdu_lines(sys.stdin)
         else:
             out.append(parse_apdu_arg(a, i))
     if not out:

@@ -27,7 +27,7 @@ def batch() -> None:
 @click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
               help="Card profile (TOML): the card's files, keys and data bindings.")
 @keys_option()
-@click.option("-d", "--data", "data_path", required=True, metavar="CSV")
+@click.option("-d", "--data", "data_path", required=True, metavar="CSV", help="Cardholder data file (CSV).")
 @click.option("--encoding", default="utf-8", show_default=True, help="utf-8, gb18030 or gbk.")
 @click.option("-j", "--journal", "journal_url", required=True, metavar="FILE|postgresql://...",
               help="SQLite file, or a PostgreSQL URL shared by several stations.")

@@ -70,8 +70,8 @@ def calc() -> None:
 
 def _cipher_cmd(name: str, key_lengths: tuple[int, ...], alg: str, doc: str) -> None:
     @calc.command(name, help=doc)
-    @_hex_opt("-k", "--key", length=key_lengths)
-    @_hex_opt("-d", "--data")
+    @_hex_opt("-k", "--key", length=key_lengths, help=f"Key ({' or '.join(map(str, key_lengths))} bytes, hex).")
+    @_hex_opt("-d", "--data", help="Data (hex), a multiple of the block size (8 bytes; 16 for SM4).")
     @_hex_opt("--iv", required=False, help="CBC with this IV (default ECB).")
     @click.option("--decrypt", is_flag=True, help="Decrypt instead of encrypt.")
     @json_opt
@@ -91,8 +91,8 @@ _cipher_cmd("sm4", (16,), "sm4", "SM4 (16-byte key), ECB or CBC.")
 
 
 @calc.command()
-@_hex_opt("-k", "--key", length=(8, 16, 24))
-@_hex_opt("-d", "--data")
+@_hex_opt("-k", "--key", length=(8, 16, 24), help="MAC key (8, 16 or 24 bytes, hex).")
+@_hex_opt("-d", "--data", help="Message (hex, any length; padded by --pad).")
 @_hex_opt("--iv", required=False, help="Initial vector (default zeros).")
 @click.option("--alg", "mac_alg", type=click.Choice(["1", "3"]), default=None,
               help="ISO 9797-1 MAC algorithm [default: 1 for 8-byte keys, 3 for 16-byte keys].")
@@ -112,7 +112,8 @@ def mac(key: bytes, data: bytes, iv: bytes | None, mac_alg: str | None, pad_meth
 @calc.command()
 @_hex_opt("-k", "--key", length=(16, 24), help="Master key.")
 @_hex_opt("-d", "--data", help="Diversification factor: rightmost 8 bytes used; 8 bytes per level.")
-@click.option("--levels", type=click.IntRange(1, 7), default=1, show_default=True)
+@click.option("--levels", type=click.IntRange(1, 7), default=1, show_default=True,
+              help="Diversification levels (one 8-byte factor each).")
 @alg_opt
 @json_opt
 def diversify(key: bytes, data: bytes, levels: int, cipher: str, as_json: bool) -> None:
@@ -121,7 +122,7 @@ def diversify(key: bytes, data: bytes, levels: int, cipher: str, as_json: bool) 
 
 
 @calc.command()
-@_hex_opt("-k", "--key", length=(8, 16, 24))
+@_hex_opt("-k", "--key", length=(8, 16, 24), help="Key (8, 16 or 24 bytes, hex).")
 @alg_opt
 @json_opt
 def kcv(key: bytes, cipher: str, as_json: bool) -> None:

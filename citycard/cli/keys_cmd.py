@@ -176,7 +176,7 @@ def generate(keystore: str, unit: str, name: str, key_version: int, algorithm: s
 
 @keys.command("list")
 @click.argument("keystore", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
 @_pfile_option
 def list_(keystore: str, as_json: bool, passphrase_file: str | None) -> None:
     """Show the units, names, versions, algorithms and KCVs of KEYSTORE (never a key).
@@ -209,9 +209,10 @@ def list_(keystore: str, as_json: bool, passphrase_file: str | None) -> None:
 
 @keys.command()
 @click.argument("keystore", type=click.Path(dir_okay=False))
-@click.option("--unit", required=True)
-@click.option("--name", required=True)
-@click.option("--version", "key_version", type=click.IntRange(1, 255), required=True)
+@click.option("--unit", required=True, help="Service unit of the key to delete, e.g. transit.")
+@click.option("--name", required=True, help="Key name (role) to delete, e.g. dlk.")
+@click.option("--version", "key_version", type=click.IntRange(1, 255), required=True,
+              help="Version of the key to delete (1..255).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @_pfile_option
 def delete(keystore: str, unit: str, name: str, key_version: int, yes: bool, passphrase_file: str | None) -> None:
