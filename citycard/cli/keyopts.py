@@ -150,9 +150,9 @@ def open_keys(sources: tuple[str, ...], passphrase_files: tuple[str, ...] | None
 def warn_test_keys(ring: KeyRing, spec: object | None = None, *, what: str = "cards") -> None:
     """Print the library's TEST KEYS warning on stderr (it is also logged), or stop with its
     refusal when the profile (``[profile] production = true``) or a keystore is marked
-    production (:func:`citycard.keys.test_keys_warning` decides)."""
-    from ..keys import test_keys_warning
+    production (:func:`citycard.keys.check_test_keys` decides)."""
+    from ..keys import check_test_keys
 
-    message = test_keys_warning(ring, production=bool(getattr(spec, "production", False)), what=what)
+    message = check_test_keys(ring, production=bool(getattr(spec, "production", False)), what=what)
     if message:
         click.echo(f"citycard: {message}", err=True)

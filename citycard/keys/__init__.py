@@ -28,7 +28,7 @@ from .handles import Key
 from .source import PKCS11_PREFIX, KeyError_, KeySource
 
 __all__ = ["Key", "KeyError_", "KeyRing", "KeySource", "PKCS11_PREFIX", "TestKeysRefused", "clear_masters",
-           "is_keystore_source", "open_ring", "open_source", "test_keys_warning"]
+           "is_keystore_source", "open_ring", "open_source", "check_test_keys"]
 
 log = logging.getLogger("citycard.keys")
 
@@ -115,7 +115,7 @@ class KeyRing:
                 close()
 
 
-def test_keys_warning(ring: KeyRing, *, production: bool = False, what: str = "cards") -> str | None:
+def check_test_keys(ring: KeyRing, *, production: bool = False, what: str = "cards") -> str | None:
     """Decide about TEST KEYS before they are used on ``what`` (issue 17 item 5).
 
     None when no source of ``ring`` holds test keys; else the warning line (also logged on
