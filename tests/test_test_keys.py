@@ -57,7 +57,8 @@ def test_the_library_decides(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="citycard.keys"):
         message = check_test_keys(demo)
     assert message is not None and "TEST KEYS" in message and str(KEYS) in message
-    assert [r.getMessage() for r in caplog.records if r.name == "citycard.keys"] == [message]
+    assert [r.getMessage() for r in caplog.records if r.name == "citycard.keys"] == [
+        f"TEST KEYS in use for cards: {KEYS}"]
     with pytest.raises(TestKeysRefused, match=r"profile is marked production"):
         check_test_keys(demo, production=True)
     prod_path = tmp_path / "prod.cks"
@@ -85,7 +86,8 @@ def _perso(run_cli, card, *extra, profile=PROFILE, keys=(str(KEYS),)):
 def test_perso_with_test_keys_warns(run_cli, card, capture):
     r = _perso(run_cli, card)
     assert r.exit_code == 0, r.stderr
-    assert "TEST KEYS" in r.stderr and "never use them for real cards" in r.stderr
+    assert f"citycard: warning: {KEYS} holds published TEST KEYS" in r.stderr
+    assert "never use them for real cards" in r.stderr
     assert any("TEST KEYS" in rec.getMessage() for rec in capture.records if rec.name == "citycard.keys")
     purse = run_cli("purse", "load", "--profile", str(PROFILE), "--keys", str(KEYS), "--sim", str(card),
                     "--amount", "1.00")

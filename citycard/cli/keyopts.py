@@ -155,4 +155,4 @@ def warn_test_keys(ring: KeyRing, spec: object | None = None, *, what: str = "ca
 
     message = check_test_keys(ring, production=bool(getattr(spec, "production", False)), what=what)
     if message:
-        click.echo(f"citycard: {message}", err=True)
+        click.echo(f"citycard: warning: {message}", err=True)

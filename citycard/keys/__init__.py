@@ -118,8 +118,8 @@ class KeyRing:
 def check_test_keys(ring: KeyRing, *, production: bool = False, what: str = "cards") -> str | None:
     """Decide about TEST KEYS before they are used on ``what`` (issue 17 item 5).
 
-    None when no source of ``ring`` holds test keys; else the warning line (also logged on
-    ``citycard.keys``), for the caller to show.  Refused with :class:`TestKeysRefused` when
+    None when no source of ``ring`` holds test keys; else the warning for the caller to show
+    (and a log line on ``citycard.keys``, for the audit trail).  Refused with :class:`TestKeysRefused` when
     production is declared: by the profile (``production``, ``[profile] production = true``)
     or by a keystore of the ring (``purpose = "production"``)."""
     tests = ring.test_key_sources
@@ -133,10 +133,8 @@ def check_test_keys(ring: KeyRing, *, production: bool = False, what: str = "car
     if prod:
         raise TestKeysRefused(f"{names}: TEST KEYS (published demo keys) refused next to the production "
                               f"keystore {', '.join(prod)}")
-    message = (f"WARNING: {names} holds published TEST KEYS: anyone can read them; never use them "
-               f"for real {what}")
-    log.warning("%s", message)
-    return message
+    log.warning("TEST KEYS in use for %s: %s", what, names)    # the audit line of every use
+    return f"{names} holds published TEST KEYS: anyone can read them; never use them for real {what}"
 
 
 def is_keystore_source(source: str) -> bool:
