@@ -158,7 +158,7 @@ def test_purse_cli_json(demo, run_cli, tmp_path):
     assert r.exit_code == 0 and r.json()["balance_fen"] == 1200 and r.json()["recovered"] is False
     assert run_cli("purse", "balance", *common, "--json").json() == {"balance_fen": 1200, "balance_yuan": "12.00"}
     hist = run_cli("purse", "history", *common, "--json").json()
-    assert [(h["type"], h["amount"]) for h in hist] == [(6, 34), (2, 1234)]
+    assert [(h["type"], h["amount_fen"], h["amount_yuan"]) for h in hist] == [(6, 34, "0.34"), (2, 1234, "12.34")]
     bad = run_cli("purse", "load", *common, "--amount", "1.234")
     assert bad.exit_code == 2 and "at most 2 decimals" in bad.stderr
     poor = run_cli("purse", "purchase", *common, "--amount", "99.00")

@@ -164,8 +164,10 @@ def history(app, reader, sim, profile_path, keys, app_name, as_json):
         recs = term.history()
     finally:
         session.close()
-    if as_json:
-        click.echo(json.dumps(recs, indent=2))
+    if as_json:   # the JSON vocabulary (docs/json.md): amounts as *_fen with *_yuan beside them
+        out = [{**{k: v for k, v in r.items() if k != "amount"}, "amount_fen": r["amount"],
+                "amount_yuan": yuan(r["amount"])} for r in recs]
+        click.echo(json.dumps(out, indent=2))
         return
     names = {1: "ED load", 2: "EP load", 3: "unload", 5: "ED purchase", 6: "EP purchase", 9: "CAPP purchase"}
     for r in recs:
