@@ -75,3 +75,11 @@ def test_help_lists_every_command(run_cli):
     text = run_cli("--help").stdout
     for name in COMMANDS:
         assert f"\n  {name} " in text
+
+
+def test_apdu_with_a_reader_imports_no_crypto_keys_or_simulator():
+    # no pcscd needed: the modules are loaded before the connection fails (or succeeds)
+    _out, code, modules = _loaded("apdu", "--reader", "no such reader", "00A40000023F00")
+    assert code in (1, 2)
+    assert [m for m in modules if m.startswith(("cryptography", "citycard.crypto", "citycard.keys",
+                                                "citycard.sim", "construct", "citycard.profile"))] == []

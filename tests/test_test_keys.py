@@ -130,3 +130,13 @@ def test_a_production_keystore_refuses_test_keys(run_cli, card, tmp_path, monkey
     r = _perso(run_cli, card, keys=(str(KEYS), str(prod)))
     assert r.exit_code == 2 and "refused next to the production keystore" in r.stderr
     assert card.read_bytes() == before
+
+
+def test_hsm_import_knows_a_demo_keystore_holds_test_keys(tmp_path):
+    from citycard.cli.keys_cmd import _holds_test_keys
+
+    demo, plain = tmp_path / "demo.cks", tmp_path / "plain.cks"
+    write_demo(demo, PW, KEYS, n=FAST_N).close()
+    Keystore.create(plain, PW, n=FAST_N).close()
+    assert _holds_test_keys(str(KEYS)) and _holds_test_keys(str(demo))
+    assert not _holds_test_keys(str(plain)) and not _holds_test_keys(str(tmp_path / "none.cks"))

@@ -387,10 +387,22 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
         del masters
     finally:
         src.close()
-    if source is not None and source.lower().endswith(".toml"):
+    if source is not None and _holds_test_keys(source):
         click.echo(f"warning: {src.name} now holds the demo TEST KEYS of {Path(source).name}: never use them for "
                    "real cards", err=True)
     click.echo(f"imported {count} master key(s) into {src.name}")
+
+
+def _holds_test_keys(source: str) -> bool:
+    """The demo key file, or a keystore whose header says ``purpose = "test"`` (``keys demo``)."""
+    if source.lower().endswith(".toml"):
+        return True
+    from ..keys.keystore import KeystoreError, read_header
+
+    try:
+        return read_header(source)[0].purpose == "test"
+    except KeystoreError:
+        return False
 
 
 def _masters_of(source: str, unit: str | None, passphrase_file: str | None) -> list:
