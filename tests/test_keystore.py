@@ -676,3 +676,29 @@ def test_clear_masters_of_the_demo_file_and_of_a_keystore(tmp_path):
     with pytest.raises(InputError, match="is sm4: PKCS#11 tokens here hold 2-key 3DES masters only") as err:
         clear_masters(str(ks), PW)
     assert K1.hex() not in str(err.value).lower()
+
+
+@pytest.mark.parametrize("kdf", [{"n": 2 ** 20, "r": 32, "p": 1},      # 4 GiB of scrypt memory
+                                 {"n": 2 ** 18, "r": 8, "p": 16},       # 256 MiB, but 2^25 n·r·p
+                                 {"n": 2 ** 20, "r": 8, "p": 16}])
+def test_a_tampered_kdf_cost_is_refused_before_scrypt_runs(store_path, monkeypatch, kdf):
+    """Issue 18 point 8: the header's n, r, p are bounded, so a tampered header cannot make an
+    open cost gigabytes and minutes before "wrong passphrase"; scrypt is never called."""
+    import citycard.keys.keystore as ks_mod
+
+    doc = json.loads(store_path.read_text())
+    doc["kdf"].update(kdf)
+    store_path.write_text(json.dumps(doc))
+
+    def no_scrypt(*_a, **_k):
+        raise AssertionError("scrypt ran on an unaffordable header")
+
+    monkeypatch.setattr(ks_mod, "Scrypt", no_scrypt)
+    with pytest.raises(KeystoreFormatError, match="kdf cost"):
+        Keystore.open(store_path, PW)
+
+
+def test_creating_an_unaffordable_keystore_is_refused(tmp_path):
+    with pytest.raises(InputError, match="memory 128·n·r at most 256 MiB"):
+        Keystore.create(tmp_path / "k.cks", PW, n=2 ** 20, r=8)
+    assert not (tmp_path / "k.cks").exists()

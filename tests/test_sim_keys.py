@@ -68,7 +68,8 @@ def test_spec_example_8_byte_line_key():
 def test_spec_example_purchase_key_java():
     host = app()
     host.ext_auth(MK)
-    host.tx("80D40101153EF0020001" + K16.hex(), 0x6A86)     # 3E/01 exists on the standard card
+    # 3E/01 exists on the standard card: a real FM1208 replaces it (DENG p.2), the legacy model refuses
+    host.tx("80D40101153EF0020001" + K16.hex(), 0x9000 if host.card.model.add_replaces_existing else 0x6A86)
     host.tx("80D401021523F0020001" + "00" * 16, 0x6A80)   # 23: not a key type
     host.tx("80D40102153EF0020001" + K16.hex())
     assert stored(host, 0x3E, 2) == h("3E F0 02 00 01") + K16
@@ -120,7 +121,10 @@ def test_wrong_lengths_6700():
 def test_add_existing_and_key_file_space():
     host = keys_df(kf_space=0x0028)               # 40 bytes: a 16-byte key (24) + an 8-byte key (16)
     host.add_key(0x39, 0x00, 0xF0, 0xF0, 0x01, 0x33, K16)
-    host.add_key(0x39, 0x00, 0xF0, 0xF0, 0x01, 0x33, K16B, sw=0x6A86)
+    replaces = host.card.model.add_replaces_existing
+    host.add_key(0x39, 0x00, 0xF0, 0xF0, 0x01, 0x33, K16B, sw=0x9000 if replaces else 0x6A86)
+    if replaces:
+        host.add_key(0x39, 0x00, 0xF0, 0xF0, 0x01, 0x33, K16)  # back to the first value
     host.add_key(0x30, 0x00, 0xF0, 0xF0, 0x00, 0x00, K16, sw=0x6A84)
     host.add_key(0x30, 0x00, 0xF0, 0xF0, 0x00, 0x00, K8)
     host.add_key(0x3A, 0x00, 0xF0, 0xEF, 0x01, 0x33, H("1234"), sw=0x6A84)
@@ -294,6 +298,12 @@ def test_reload_pin_d2():
     host.tx(H("805E000007") + new + mac)
     host.verify(sw=0x63C2)                                # the old PIN is gone, counter reset
     host.verify(new)
+    # a property of the card (docs/sim.md): no challenge in the MAC, so a recorded RELOAD PIN
+    # works again later, e.g. after the holder changed the PIN
+    host.tx(H("805E010007") + new + b"\xFF" + H("123456"))
+    host.verify(new, sw=0x63C2)
+    host.tx(H("805E000007") + new + mac)                  # the captured command, replayed
+    host.verify(new)
 
 
 def test_pin_unblock_d2():
@@ -329,3 +339,19 @@ def test_pin_unblock_empty_cryptogram_is_6a80():
     host = app()
     host.protected(0x80, 0x24, 0x00, 0x00, b"", PUK, sw=0x6A80)
     host.verify()
+
+
+@pytest.mark.parametrize("model, replaces", [("fm1208", True), ("fm1208-16ff", False)])
+def test_add_of_an_existing_key_replaces_it_on_a_real_card(model, replaces):
+    """DENG p.2 (tests/data/traces/deng_purse.trace): a second plaintext add of 3F/02 was in force
+    at the next INITIALIZE on a real FM1208; the legacy model refuses it (6A86)."""
+    card = SimCard(model=model, rng=Rng(2))
+    host = Host(card)
+    host.select_mf()
+    host.ext_auth(card.model.transport_key)
+    host.create(0x3F05, H("380400F0F001FFFF") + b"KEYS")
+    host.select_name(b"KEYS")
+    host.create(0x0000, H("3F0100") + H("01F0FFFF"))
+    host.add_key(0x3F, 0x02, 0xF0, 0xF2, 0x01, 0x02, K16)
+    host.add_key(0x3F, 0x02, 0xF0, 0xF2, 0x00, 0x00, K16B, sw=0x9000 if replaces else 0x6A86)
+    assert stored(host, 0x3F, 2) == (h("3F F0 F2 00 00") + K16B if replaces else h("3F F0 F2 01 02") + K16)

@@ -95,7 +95,7 @@ def apdu(app, reader: str | None, sim: str | None, raw: bool, as_json: bool, apd
     Keys and PINs (VERIFY, CHANGE PIN, WRITE KEY...) are masked in every output.
     """
     commands = _commands(apdus)  # all checked before sending
-    session = app.open_session(reader, sim=sim, fetch=not raw)
+    session = app.open_session(reader, sim=sim, fetch=not raw, custody=False)  # raw APDUs: shared, card left as it is (like scriptor)
     exchanges = []
     failure = None
     try:

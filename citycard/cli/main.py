@@ -68,8 +68,9 @@ class AppContext:
         self._transcript_file: IO[str] | None = None
 
     def open_session(self, reader: str | None = None, *, sim: str | None = None,
-                     fetch: bool = True, writes: bool = False) -> CardSession:
-        """The card of ``--reader`` or ``--sim IMAGE``, with the ``--transcript`` file.
+                     fetch: bool = True, writes: bool = False, custody: bool = True) -> CardSession:
+        """The card of ``--reader`` or ``--sim IMAGE``, with the ``--transcript`` file
+        (``custody``: see :func:`citycard.transport.open.open_session`).
 
         ``writes``: the command writes to the card (issue 17 item 2): with neither option the
         one reader holding a card is used only when it is the only one, and the output says
@@ -85,7 +86,8 @@ class AppContext:
             transport = open_image(sim)
         elif reader is None and writes:
             reader = default_reader_for_writing()
-        return open_session(reader, transport=transport, transcript=self._transcript_sink, fetch=fetch)
+        return open_session(reader, transport=transport, transcript=self._transcript_sink, fetch=fetch,
+                            custody=custody)
 
     def _transcript_sink(self) -> IO[str] | None:
         if self.transcript_path is not None and self._transcript_file is None:

@@ -83,7 +83,7 @@ def run(app, file: str, reader, sim, profile_path, keys, variables, record_path,
             for line in exchange_lines(ex):
                 click.echo(line)
 
-        session = app.open_session(reader, sim=sim, fetch=not (raw or script_.wire))
+        session = app.open_session(reader, sim=sim, fetch=not (raw or script_.wire), custody=False)  # raw APDUs: shared, card left as it is (like scriptor)
         stack.callback(session.close)
         ctx = CardContext(session, spec, ring, on_exchange=None if quiet else show)
         try:

@@ -60,6 +60,10 @@ DEFAULT_N = 2 ** 15          # scrypt cost: ~0.1 s and 32 MiB with r = 8
 DEFAULT_R = 8
 DEFAULT_P = 1
 MAX_N = 2 ** 20              # refuse to spend more than ~1 GiB on a file's say-so
+# What a keystore's header may make an open cost, whatever its n, r and p say (a tampered
+# header must not make "wrong passphrase" cost gigabytes and minutes: issue 18 point 8).
+MAX_KDF_MEMORY = 2 ** 28     # scrypt memory 128·n·r bytes: 256 MiB (defaults: 32 MiB)
+MAX_KDF_WORK = 2 ** 22       # n·r·p: 16 times the defaults' 2^18 (~1.5 s here)
 ALGORITHMS = ("3des", "sm4")
 KEY_LENGTH = 16
 MIN_PASSPHRASE = 8
@@ -224,6 +228,11 @@ def _check_value(kek: bytes) -> bytes:
     return hmac.new(kek, _CHECK_LABEL, hashlib.sha256).digest()[:16]
 
 
+def _affordable(n: int, r: int, p: int) -> bool:
+    """Whether scrypt(n, r, p) stays within what an open may cost (MAX_KDF_MEMORY, MAX_KDF_WORK)."""
+    return 128 * n * r <= MAX_KDF_MEMORY and n * r * p <= MAX_KDF_WORK
+
+
 def _valid_n(n: int) -> bool:
     return 2 <= n <= MAX_N and n & (n - 1) == 0
 
@@ -263,6 +272,9 @@ def read_header(path: str | os.PathLike[str]) -> tuple[KeystoreHeader, dict[str,
         raise KeystoreFormatError(f"{where}: damaged keystore (kdf n)")
     r = _int(kdf["r"], "kdf r", where, 1, 32)
     p = _int(kdf["p"], "kdf p", where, 1, 16)
+    if not _affordable(n, r, p):
+        raise KeystoreFormatError(f"{where}: damaged keystore (kdf cost n={n} r={r} p={p} beyond "
+                                  f"{MAX_KDF_MEMORY >> 20} MiB or {MAX_KDF_WORK} n·r·p)")
     salt = _unb64(kdf["salt"], "kdf salt", where, 16)
     check = _unb64(data["check"], "check", where, 16)
     purpose = data.get("purpose")
@@ -323,8 +335,10 @@ class Keystore:
         check_purpose(purpose)
         if unit is not None:
             check_name(unit, "unit")
-        if not _valid_n(n) or not 1 <= r <= 32 or not 1 <= p <= 16:
-            raise InputError(f"scrypt parameters n={n} r={r} p={p}: n a power of 2 up to {MAX_N}, r 1..32, p 1..16")
+        if not _valid_n(n) or not 1 <= r <= 32 or not 1 <= p <= 16 or not _affordable(n, r, p):
+            raise InputError(f"scrypt parameters n={n} r={r} p={p}: n a power of 2 up to {MAX_N}, r 1..32, "
+                             f"p 1..16, memory 128·n·r at most {MAX_KDF_MEMORY >> 20} MiB, n·r·p at most "
+                             f"{MAX_KDF_WORK}")
         pw = check_passphrase(passphrase, new=True)
         if path.exists() and not overwrite:
             raise KeystoreError(f"{path}: already exists (a keystore is never overwritten)")
@@ -382,8 +396,9 @@ class Keystore:
         pw = check_passphrase(new_passphrase, new=True)
         cost_n, r, p = self._kdf
         if n is not None:
-            if not _valid_n(n):
-                raise InputError(f"scrypt n={n}: a power of 2 up to {MAX_N}")
+            if not _valid_n(n) or not _affordable(n, r, p):
+                raise InputError(f"scrypt n={n}: a power of 2 up to {MAX_N}, memory 128·n·r at most "
+                                 f"{MAX_KDF_MEMORY >> 20} MiB, n·r·p at most {MAX_KDF_WORK}")
             cost_n = n
         self._salt = os.urandom(16)
         self._kdf = (cost_n, r, p)

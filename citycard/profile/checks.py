@@ -6,6 +6,7 @@ import difflib
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..keys.source import KeySource
 from ..spec import CardSpec
 from .bindings import binding_columns
 from .fields import ProfileError, locate
@@ -41,7 +42,7 @@ def _binding_error(spec: CardSpec, path: str, col: str, have: set[str], source: 
                         file=spec.source, line=locate(_source_text(spec), path.split(".")), path=path)
 
 
-def check_keys(spec: CardSpec, keys: Any) -> None:
+def check_keys(spec: CardSpec, keys: KeySource) -> None:
     """Every master the profile derives from must be in the key sources."""
     text = _source_text(spec)
     for df in spec.dfs():

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..keytypes import KeyType
+
 if TYPE_CHECKING:
     from .models import CardModel
 
@@ -46,13 +48,10 @@ KT_OVERDRAW = 0x3C
 KT_UNLOAD = 0x3D
 KT_PURCHASE = 0x3E
 KT_LOAD = 0x3F
-KEY_TYPE_NAMES = {
-    0x30: "DES encrypt", 0x31: "DES decrypt", 0x32: "DES MAC", 0x34: "internal (TAC)", 0x35: "type 35",
-    0x36: "line protection (DAMK)", 0x37: "PIN unblock", 0x38: "PIN reload", 0x39: "external auth",
-    0x3A: "PIN", 0x3C: "overdraw limit", 0x3D: "unload", 0x3E: "purchase", 0x3F: "load",
-}
+# The names and counter-carrying types come from the one key-type table (citycard.keytypes).
+KEY_TYPE_NAMES = {int(t): t.label for t in KeyType}
 # Types whose 4th record byte is an error counter (others: version, algorithm).
-COUNTER_TYPES = frozenset({KT_LINE, KT_PIN_UNBLOCK, KT_PIN_RELOAD, KT_EXT_AUTH, KT_PIN})
+COUNTER_TYPES = frozenset(int(t) for t in KeyType if t.has_error_counter)
 VALID_KEY_TYPES = frozenset(KEY_TYPE_NAMES)
 
 

@@ -52,7 +52,11 @@ class CardModel:
     returns (UM 7.1 conventions: "Lc … 不可超过 239 字节", Le likewise; SPEC §6 R7), or None for
     the short-APDU limits.  ``load_requires_pin``: INITIALIZE FOR LOAD answers ``6982`` until a
     PIN was verified in the current DF, whatever the ACs (ROBUR's card insisted; DENG's card
-    loaded without VERIFY: SPEC §6.6, kept configurable, off by default)."""
+    loaded without VERIFY: SPEC §6.6, kept configurable, off by default).
+    ``add_replaces_existing``: a WRITE KEY add (P1 ``01``) of a type and id already in the KEY
+    file replaces that key (DENG p.2: the re-added load key 3F/02 answered INITIALIZE with
+    version 00, algorithm 00 on a real FM1208; tests/data/traces/deng_purse.trace); the legacy
+    simulator refused it with ``6A86``."""
 
     name: str
     description: str
@@ -68,6 +72,7 @@ class CardModel:
     enciphered_add_any_type: bool = False
     max_data: int | None = 239
     load_requires_pin: bool = False
+    add_replaces_existing: bool = True
     # the factory MF (not given by any source: the simulator's choice, docs/sim.md)
     mf_space: int = 0xFFFF
     mf_create_ac: int = 0xF1      # creating needs SR >= 1: the transport key
@@ -105,6 +110,7 @@ FM1208_16FF = CardModel(
     enforce_df_space=True,
     enciphered_add_any_type=True,
     max_data=None,
+    add_replaces_existing=False,
 )
 
 MODELS: dict[str, CardModel] = {m.name: m for m in (FM1208, FM1208_16FF)}

@@ -68,10 +68,11 @@ class SecurityCommands(CardCore):
         if existing is None:  # add
             if not (self.free or self._ac(kf.add_ac)):
                 raise SwError(0x6982)
-            if kf.get(base, kid) is not None:
+            replaced = kf.get(base, kid)
+            if replaced is not None and not self.model.add_replaces_existing:
                 raise SwError(0x6A86)
             key = KeyRecord(ktype, kid, record[1], record[2], record[3], record[4], value)
-            if key.size > kf.free():
+            if key.size > kf.free() + (replaced.size if replaced is not None else 0):
                 raise SwError(0x6A84)
             with self._commit():
                 self.nvm.put(kf.keys, (base, kid), key)

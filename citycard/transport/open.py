@@ -34,16 +34,22 @@ TranscriptSink = Union[IO[str], Callable[[], Union[IO[str], None]]]
 
 def open_session(reader: str | None = None, *, transport: Transport | None = None,
                  transcript: TranscriptSink | None = None, log_apdus: bool | None = None,
-                 fetch: bool = True) -> CardSession:
+                 fetch: bool = True, custody: bool = True) -> CardSession:
     """Connect to the card and return a ready :class:`CardSession` (a context manager: leaving
     it closes the card connection).  A ``transcript`` given as a function is called once the
-    card is connected (a transcript file is then created only for a card that answered)."""
+    card is connected (a transcript file is then created only for a card that answered).
+
+    ``custody`` (the default, for a PC/SC reader): the card is held exclusively for the whole
+    session and reset when it is released, so no other program on the station can send commands
+    inside this session's security state, and none inherits it afterwards.  ``custody=False``
+    shares the card and leaves it as it is (raw APDU tools, like opensc-tool and scriptor)."""
     if reader is not None and transport is not None:
         raise InputError("choose either a reader or a transport, not both")
     if transport is None:
         from .pcsc import PcscTransport, choose_default_reader
 
-        transport = PcscTransport(reader if reader is not None else choose_default_reader())
+        transport = PcscTransport(reader if reader is not None else choose_default_reader(),
+                                  shared=not custody, reset_on_close=custody)
     transport.connect()
     try:
         sink = transcript() if callable(transcript) else transcript

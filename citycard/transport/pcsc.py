@@ -149,11 +149,16 @@ def _holding_card(ctx: PcscContext) -> Callable[[list[str]], list[str]]:
 class PcscTransport:
     """A card in a PC/SC reader.  ``reader`` is a name, fragment or index."""
 
-    def __init__(self, reader: str = "0", *, shared: bool = True) -> None:
+    def __init__(self, reader: str = "0", *, shared: bool = True, reset_on_close: bool = False) -> None:
+        """``shared`` False takes the card exclusively (``SCARD_SHARE_EXCLUSIVE``: no other PC/SC
+        client can send a command inside this one's security state); ``reset_on_close`` resets the
+        card when it is released, so the next client does not inherit a security state reached
+        with keys or PINs (issue 18, "card custody")."""
         self.spec = reader
         self.name = reader
         self._resolved: str | None = None   # the reader picked at the first connect
         self.shared = shared
+        self.reset_on_close = reset_on_close
         self._ctx: PcscContext | None = None
         self._card = None
         self._pci = None
@@ -227,7 +232,9 @@ class PcscTransport:
         """Release the card; ``unpower`` powers it down (the card is done: a card dispenser
         such as ``citycard sim serve --dispenser`` then swaps it for a fresh one)."""
         if self._card is not None:
-            scard.SCardDisconnect(self._card, scard.SCARD_UNPOWER_CARD if unpower else scard.SCARD_LEAVE_CARD)
+            disposition = (scard.SCARD_UNPOWER_CARD if unpower else
+                           scard.SCARD_RESET_CARD if self.reset_on_close else scard.SCARD_LEAVE_CARD)
+            scard.SCardDisconnect(self._card, disposition)
             self._card = None
         if self._ctx is not None:
             self._ctx.release()

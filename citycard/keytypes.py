@@ -1,0 +1,64 @@
+"""FMCOS key types (UM p.74, SPEC §1.4): the one name table of citycard, shared by the host
+(commands, planner, verification, shell) and the simulated card (its ``sim show`` labels and the
+types it accepts).  A table of facts, not behaviour: it imports nothing of citycard."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class KeyType(IntEnum):
+    """FMCOS key types (UM p.74, SPEC §1.4): the one name table of citycard.
+
+    The stored type byte may carry the change-protection flags of D1 (``0x80`` MAC,
+    ``0xC0`` cipher+MAC): :meth:`of` strips them.
+    """
+
+    DES_ENCRYPT = 0x30
+    DES_DECRYPT = 0x31
+    DES_MAC = 0x32
+    TAC = 0x34                 # internal key; the DTK of the purse (SPEC §2.2)
+    TYPE_35 = 0x35
+    LINE_PROTECTION = 0x36     # DAMK
+    PIN_UNBLOCK = 0x37
+    PIN_RELOAD = 0x38
+    EXTERNAL_AUTH = 0x39       # id 00: the DF's master key
+    PIN = 0x3A
+    OVERDRAW = 0x3C
+    UNLOAD = 0x3D
+    PURCHASE = 0x3E            # DPK
+    LOAD = 0x3F                # DLK
+
+    @property
+    def label(self) -> str:
+        """The name users read ("external-auth", "line-protection (DAMK)", ...)."""
+        return _KEY_LABELS[self]
+
+    @property
+    def has_error_counter(self) -> bool:
+        """Whether byte 4 of the record is an error counter (else: the algorithm id)."""
+        return self in _COUNTER_TYPES
+
+    @classmethod
+    def of(cls, type_byte: int) -> KeyType:
+        """The key type of a stored type byte, flags (D1) removed; ValueError if unknown."""
+        return cls(type_byte & 0x3F)
+
+    @classmethod
+    def label_of(cls, type_byte: int | None, default: str = "") -> str:
+        """The label of ``type_byte``, or ``default`` (its hex when empty) if it is no key type."""
+        try:
+            return cls.of(type_byte).label if type_byte is not None else default
+        except ValueError:
+            return default or hex(type_byte or 0)
+
+
+_KEY_LABELS = {
+    KeyType.DES_ENCRYPT: "DES-encrypt", KeyType.DES_DECRYPT: "DES-decrypt", KeyType.DES_MAC: "DES-MAC",
+    KeyType.TAC: "TAC", KeyType.TYPE_35: "type-35", KeyType.LINE_PROTECTION: "line-protection (DAMK)",
+    KeyType.PIN_UNBLOCK: "PIN-unblock", KeyType.PIN_RELOAD: "PIN-reload", KeyType.EXTERNAL_AUTH: "external-auth",
+    KeyType.PIN: "PIN", KeyType.OVERDRAW: "overdraw", KeyType.UNLOAD: "unload", KeyType.PURCHASE: "purchase",
+    KeyType.LOAD: "load",
+}
+_COUNTER_TYPES = frozenset({KeyType.LINE_PROTECTION, KeyType.PIN_UNBLOCK, KeyType.PIN_RELOAD,
+                            KeyType.EXTERNAL_AUTH, KeyType.PIN})
