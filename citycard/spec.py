@@ -261,6 +261,7 @@ class CardSpec:
     apps: tuple[DFSpec, ...]
     columns: tuple[str, ...]                # cardholder columns the bindings use
     units: dict[str, str] = field(default_factory=dict)
+    production: bool = False                # [profile] production: TEST KEYS refused (issue 17 item 5)
 
     def dfs(self) -> tuple[DFSpec, ...]:
         return (self.mf, *self.apps)

@@ -38,7 +38,8 @@ def test_perso_verify_dump_and_purse_through_pcscd(served_sim, run_cli, tmp_path
     p = run_cli("purse", "purchase", *COMMON, *card, "--amount", "1.25", "--json")
     assert p.exit_code == 0, p.stderr
     assert p.json()["balance_fen"] == 1875
-    assert run_cli("purse", "balance", *COMMON, *card, "--json").json() == {"balance_fen": 1875}
+    assert run_cli("purse", "balance", *COMMON, *card, "--json").json() == {"balance_fen": 1875,
+                                                                          "balance_yuan": "18.75"}
     # a second perso of the same card, through the reader: erased and redone
     again = run_cli("perso", *COMMON, *DATA, "--row", "3", *card, "--json")
     assert again.exit_code == 0, again.stderr

@@ -283,7 +283,7 @@ def test_open_ring_closes_what_it_opened_when_one_source_fails(tmp_path):
         open_ring([])
 
 
-def test_the_cli_draws_the_progress_bar_on_a_terminal_only():
+def test_the_cli_draws_a_bar_on_a_terminal_and_lines_without():
     from citycard.cli.batch_cmd import ProgressBar
 
     class Tty(io.StringIO):
@@ -295,6 +295,7 @@ def test_the_cli_draws_the_progress_bar_on_a_terminal_only():
         bar = ProgressBar(stream)
         bar(BatchProgress(total=4, done=1, failed=0, elapsed=30.0))
         bar(BatchProgress(total=4, done=4, failed=1, elapsed=60.0, final=True))
-    assert pipe.getvalue() == ""
+    # without a terminal: a line every few seconds (none at card 1) and one at the end (issue 17)
+    assert pipe.getvalue() == "batch: done: 4/4 cards, 1 failed, 4/min, ETA 00:00:00\n"
     assert tty.getvalue() == ("\r[#######.......................] 1/4 cards, 0 failed, 2/min, ETA 00:01:30"
                               "\r[##############################] 4/4 cards, 1 failed, 4/min, ETA 00:00:00\n")

@@ -156,17 +156,17 @@ def test_purse_cli_json(demo, run_cli, tmp_path):
     assert run_cli("purse", "load", *common, "--amount", "12.34").exit_code == 0
     r = run_cli("purse", "purchase", *common, "--amount", "0.34", "--json")
     assert r.exit_code == 0 and r.json()["balance_fen"] == 1200 and r.json()["recovered"] is False
-    assert run_cli("purse", "balance", *common, "--json").json() == {"balance_fen": 1200}
+    assert run_cli("purse", "balance", *common, "--json").json() == {"balance_fen": 1200, "balance_yuan": "12.00"}
     hist = run_cli("purse", "history", *common, "--json").json()
-    assert [(h["type"], h["amount"]) for h in hist] == [(6, 34), (2, 1234)]
+    assert [(h["type"], h["amount_fen"], h["amount_yuan"]) for h in hist] == [(6, 34, "0.34"), (2, 1234, "12.34")]
     bad = run_cli("purse", "load", *common, "--amount", "1.234")
     assert bad.exit_code == 2 and "at most 2 decimals" in bad.stderr
     poor = run_cli("purse", "purchase", *common, "--amount", "99.00")
-    assert poor.exit_code == 2 and "9401" in poor.stderr
-    pin = run_cli("pin", "verify", *common, input="123456\n")
+    assert poor.exit_code == 1 and "9401" in poor.stderr
+    pin = run_cli("pin", "verify", *common, "--pin-stdin", input="123456\n")
     assert pin.exit_code == 0 and "123456" not in pin.stdout + pin.stderr
-    wrong = run_cli("pin", "verify", *common, input="111111\n")
-    assert wrong.exit_code == 2 and "2 tries left" in wrong.stderr
+    wrong = run_cli("pin", "verify", *common, "--pin-stdin", input="111111\n")
+    assert wrong.exit_code == 1 and "2 tries left" in wrong.stderr
     assert run_cli("app", "block", *common, "--app", "bike").exit_code == 0
     assert run_cli("app", "unblock", *common, "--app", "bike").exit_code == 0
     assert run_cli("card", "block", *common, "--yes").exit_code == 0

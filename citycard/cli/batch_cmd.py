@@ -6,39 +6,16 @@ import csv
 import io
 import json
 import sys
-import time
-from typing import IO, TYPE_CHECKING
 
 import click
 
 from ..errors import InputError
-from .keyopts import keys_option, open_keys
+from .common import ProgressDrawer, require_batch, require_existing_journal
+from .keyopts import keys_option, open_keys, warn_test_keys
 from .perso_cmd import _date
 
-if TYPE_CHECKING:
-    from ..perso.batch import BatchProgress
-
-
-class ProgressBar:
-    """Draws a batch's progress on a terminal (nothing when the stream is not one)."""
-
-    WIDTH = 30
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-
-    def __call__(self, p: BatchProgress) -> None:
-        if not self.tty:
-            return
-        filled = int(self.WIDTH * (p.done / p.total if p.total else 1.0))
-        bar = "#" * filled + "." * (self.WIDTH - filled)
-        eta = time.strftime("%H:%M:%S", time.gmtime(p.seconds_left))
-        self.stream.write(f"\r[{bar}] {p.done}/{p.total} cards, {p.failed} failed, {p.cards_per_minute:,.0f}/min, "
-                          f"ETA {eta}")
-        if p.final:
-            self.stream.write("\n")
-        self.stream.flush()
+# progress is drawn by citycard.cli.common.ProgressDrawer (throttled bar on a TTY, lines without)
+ProgressBar = ProgressDrawer
 
 
 @click.group()
@@ -47,9 +24,10 @@ def batch() -> None:
 
 
 @batch.command()
-@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE")
+@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
+              help="Card profile (TOML): the card's files, keys and data bindings.")
 @keys_option()
-@click.option("-d", "--data", "data_path", required=True, metavar="CSV")
+@click.option("-d", "--data", "data_path", required=True, metavar="CSV", help="Cardholder data file (CSV).")
 @click.option("--encoding", default="utf-8", show_default=True, help="utf-8, gb18030 or gbk.")
 @click.option("-j", "--journal", "journal_url", required=True, metavar="FILE|postgresql://...",
               help="SQLite file, or a PostgreSQL URL shared by several stations.")
@@ -61,10 +39,12 @@ def batch() -> None:
               help="With --sims: each card sleeps a real card's modelled time per APDU (e.g. contact-115200; docs/sim.md).")
 @click.option("--batch", "batch_id", default=None, help="Batch name (default: data file name and hash).")
 @click.option("--station", default=None, help="This station's name in a shared journal (default: the host name).")
-@click.option("--issue-date", callback=_date, default=None, metavar="YYYYMMDD")
+@click.option("--issue-date", callback=_date, default=None, metavar="YYYYMMDD",
+              help="Issue date written to the cards [default: today].")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Stop after this many cards.")
 @click.option("--retry-failed", is_flag=True, help="Put failed rows back (new serials) before running.")
-@click.option("--no-verify", is_flag=True)
+@click.option("--no-verify", is_flag=True,
+              help="Skip the verification of each card after personalization (not recommended).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, keep_cards, timing, batch_id, station,
         issue_date, limit, retry_failed, no_verify, as_json):
@@ -81,6 +61,7 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
 
         get_preset(timing)   # an unknown name: one line before anything is read or written
     job = prepare(profile_path, data_path, lambda: open_keys(keys), encoding=encoding)
+    warn_test_keys(job.keys, job.spec)
     sources: list = []
     if sims:
         from ..sim.batch_readers import simulated_readers
@@ -107,15 +88,17 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
 
 @batch.command()
 @click.argument("journal_url", metavar="JOURNAL")
-@click.option("--batch", "batch_id", default=None)
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--csv", "as_csv", is_flag=True)
+@click.option("--batch", "batch_id", default=None, help="Only this batch (its name in `batch status`).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per card.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header line.")
 def report(journal_url, batch_id, as_json, as_csv):
     """Every card of the journal, for the card management system."""
     from ..perso.journal import Journal
 
+    require_existing_journal(journal_url)
     j = Journal(journal_url)
     try:
+        require_batch(journal_url, batch_id, j.batches())
         rows = j.report(batch_id)
     finally:
         j.close()
@@ -135,11 +118,12 @@ def report(journal_url, batch_id, as_json, as_csv):
 
 @batch.command()
 @click.argument("journal_url", metavar="JOURNAL")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: batch -> counts by status.")
 def status(journal_url, as_json):
     """Where each batch of the journal stands."""
     from ..perso.journal import Journal
 
+    require_existing_journal(journal_url)
     j = Journal(journal_url)
     try:
         out = {b: j.counts(b) for b in j.batches()}

@@ -8,14 +8,11 @@ command line are the user's own and are printed only where they are the result.
 
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 import click
 
-from .. import crypto
-from ..apdu import CommandApdu
-from ..crypto import pboc
+from .. import crypto     # lazy: each calculation imports only the module it uses (issue 19 item 3)
 from ..errors import InputError
 from ..hexutil import parse_hex
 
@@ -52,6 +49,8 @@ def _int_opt(name: str, nbytes: int, help: str, default: str | None = None) -> C
 def _emit(as_json: bool, values: dict[str, bytes]) -> None:
     out = {k: v.hex().upper() for k, v in values.items()}
     if as_json:
+        import json
+
         click.echo(json.dumps(out))
     else:
         width = max(len(k) for k in out)
@@ -71,8 +70,8 @@ def calc() -> None:
 
 def _cipher_cmd(name: str, key_lengths: tuple[int, ...], alg: str, doc: str) -> None:
     @calc.command(name, help=doc)
-    @_hex_opt("-k", "--key", length=key_lengths)
-    @_hex_opt("-d", "--data")
+    @_hex_opt("-k", "--key", length=key_lengths, help=f"Key ({' or '.join(map(str, key_lengths))} bytes, hex).")
+    @_hex_opt("-d", "--data", help="Data (hex), a multiple of the block size (8 bytes; 16 for SM4).")
     @_hex_opt("--iv", required=False, help="CBC with this IV (default ECB).")
     @click.option("--decrypt", is_flag=True, help="Decrypt instead of encrypt.")
     @json_opt
@@ -92,8 +91,8 @@ _cipher_cmd("sm4", (16,), "sm4", "SM4 (16-byte key), ECB or CBC.")
 
 
 @calc.command()
-@_hex_opt("-k", "--key", length=(8, 16, 24))
-@_hex_opt("-d", "--data")
+@_hex_opt("-k", "--key", length=(8, 16, 24), help="MAC key (8, 16 or 24 bytes, hex).")
+@_hex_opt("-d", "--data", help="Message (hex, any length; padded by --pad).")
 @_hex_opt("--iv", required=False, help="Initial vector (default zeros).")
 @click.option("--alg", "mac_alg", type=click.Choice(["1", "3"]), default=None,
               help="ISO 9797-1 MAC algorithm [default: 1 for 8-byte keys, 3 for 16-byte keys].")
@@ -113,7 +112,8 @@ def mac(key: bytes, data: bytes, iv: bytes | None, mac_alg: str | None, pad_meth
 @calc.command()
 @_hex_opt("-k", "--key", length=(16, 24), help="Master key.")
 @_hex_opt("-d", "--data", help="Diversification factor: rightmost 8 bytes used; 8 bytes per level.")
-@click.option("--levels", type=click.IntRange(1, 7), default=1, show_default=True)
+@click.option("--levels", type=click.IntRange(1, 7), default=1, show_default=True,
+              help="Diversification levels (one 8-byte factor each).")
 @alg_opt
 @json_opt
 def diversify(key: bytes, data: bytes, levels: int, cipher: str, as_json: bool) -> None:
@@ -122,7 +122,7 @@ def diversify(key: bytes, data: bytes, levels: int, cipher: str, as_json: bool) 
 
 
 @calc.command()
-@_hex_opt("-k", "--key", length=(8, 16, 24))
+@_hex_opt("-k", "--key", length=(8, 16, 24), help="Key (8, 16 or 24 bytes, hex).")
 @alg_opt
 @json_opt
 def kcv(key: bytes, cipher: str, as_json: bool) -> None:
@@ -135,7 +135,7 @@ def _common_purse(f: Callable) -> Callable:
         _hex_opt("--dtk", length=(8, 16), help="TAC key (type 34)."),
         _hex_opt("--random", length=4, help="Card random from INITIALIZE."),
         _int_opt("--counter", 2, "Transaction counter from INITIALIZE (hex)."),
-        _int_opt("--amount", 4, "Amount in fen (hex)."),
+        _int_opt("--amount", 4, "Amount in fen, as hex (4 bytes: e.g. 000003E8 = 1000 fen = 10.00 yuan)."),
         _hex_opt("--terminal", length=6, help="Terminal number (6 bytes)."),
         _hex_opt("--date", length=4, help="YYYYMMDD."),
         _hex_opt("--time", length=3, help="hhmmss."),
@@ -147,12 +147,14 @@ def _common_purse(f: Callable) -> Callable:
 
 @calc.command()
 @_hex_opt("--dlk", length=(8, 16), help="Load key (type 3F).")
-@_int_opt("--balance", 4, "Balance before the load (hex).")
+@_int_opt("--balance", 4, "Balance before the load, in fen, as hex (4 bytes: e.g. 000003E8 = 1000 fen = 10.00 yuan).")
 @_common_purse
 @_int_opt("--type", 1, "Transaction type (hex).", default="02")
 def load(dlk: bytes, balance: int, dtk: bytes, random: bytes, counter: int, amount: int, terminal: bytes,
          date: bytes, time: bytes, as_json: bool, type: int) -> None:
     """Load (圈存) session key, MAC1, MAC2 and TAC (SPEC.md §2.2)."""
+    from ..crypto import pboc
+
     c = pboc.load_cryptogram(dlk, dtk, random=random, counter=counter, balance=balance, amount=amount,
                              terminal=terminal, date=date, time=time, ttype=type)
     _emit(as_json, {"session_key": c.session_key, "mac1": c.mac1, "mac2": c.mac2, "tac": c.tac})
@@ -168,6 +170,8 @@ def load(dlk: bytes, balance: int, dtk: bytes, random: bytes, counter: int, amou
 def purchase(dpk: bytes, terminal_serial: bytes, dtk: bytes, random: bytes, counter: int, amount: int,
              terminal: bytes, date: bytes, time: bytes, as_json: bool, type: int, auth_code: bytes | None) -> None:
     """Purchase (消费) session key, MAC1, MAC2 and TAC (SPEC.md §2.2, D7)."""
+    from ..crypto import pboc
+
     c = pboc.purchase_cryptogram(dpk, dtk, random=random, counter=counter, terminal_serial=terminal_serial,
                                  amount=amount, terminal=terminal, date=date, time=time, ttype=type,
                                  auth_code=auth_code)
@@ -182,5 +186,7 @@ def purchase(dpk: bytes, terminal_serial: bytes, dtk: bytes, random: bytes, coun
 @json_opt
 def secure_apdu(key: bytes, challenge: bytes, apdu_bytes: bytes, encrypt: bool, as_json: bool) -> None:
     """The line-protected form of an APDU (SPEC.md §1.4, §1.6)."""
+    from ..apdu import CommandApdu
+
     cmd = CommandApdu.parse(apdu_bytes, what="--apdu")
     _emit(as_json, {"apdu": crypto.protect(cmd, key, challenge, encrypt=encrypt).encode()})

@@ -145,3 +145,14 @@ def open_keys(sources: tuple[str, ...], passphrase_files: tuple[str, ...] | None
     asks = [lambda header, f=pfile: get_passphrase(keystore_label(header), f)
             for pfile in _pair_files(keystores, passphrase_files)]
     return open_ring(sources, asks, pin=get_pin)
+
+
+def warn_test_keys(ring: KeyRing, spec: object | None = None, *, what: str = "cards") -> None:
+    """Print the library's TEST KEYS warning on stderr (it is also logged), or stop with its
+    refusal when the profile (``[profile] production = true``) or a keystore is marked
+    production (:func:`citycard.keys.check_test_keys` decides)."""
+    from ..keys import check_test_keys
+
+    message = check_test_keys(ring, production=bool(getattr(spec, "production", False)), what=what)
+    if message:
+        click.echo(f"citycard: warning: {message}", err=True)

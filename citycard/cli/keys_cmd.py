@@ -70,8 +70,10 @@ def keys() -> None:
 @keys.command()
 @click.argument("keystore", type=click.Path(dir_okay=False))
 @click.option("--unit", default=None, help="Hold the keys of this service unit only (custody).")
+@click.option("--production", is_flag=True,
+              help="Mark the keystore for production: commands refuse it next to TEST KEYS.")
 @_pfile_option
-def create(keystore: str, unit: str | None, passphrase_file: str | None) -> None:
+def create(keystore: str, unit: str | None, production: bool, passphrase_file: str | None) -> None:
     """Create an empty KEYSTORE (asks for a new passphrase)."""
     from ..keys.keystore import Keystore, KeystoreError, check_name
 
@@ -79,9 +81,11 @@ def create(keystore: str, unit: str | None, passphrase_file: str | None) -> None
         check_name(unit, "--unit")
     if Path(keystore).exists():
         raise KeystoreError(f"{keystore}: already exists (a keystore is never overwritten)")
-    store = Keystore.create(keystore, _new_passphrase(keystore, passphrase_file), unit=unit)
+    store = Keystore.create(keystore, _new_passphrase(keystore, passphrase_file), unit=unit,
+                            purpose="production" if production else None)
     store.close()
-    click.echo(f"created keystore {keystore}" + (f" for unit {unit}" if unit else " (any unit)"))
+    click.echo(f"created keystore {keystore}" + (f" for unit {unit}" if unit else " (any unit)")
+               + (", marked production" if production else ""))
 
 
 def _read_component(ceremony, algorithm: str) -> bytes:
@@ -172,7 +176,7 @@ def generate(keystore: str, unit: str, name: str, key_version: int, algorithm: s
 
 @keys.command("list")
 @click.argument("keystore", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
 @_pfile_option
 def list_(keystore: str, as_json: bool, passphrase_file: str | None) -> None:
     """Show the units, names, versions, algorithms and KCVs of KEYSTORE (never a key).
@@ -205,9 +209,10 @@ def list_(keystore: str, as_json: bool, passphrase_file: str | None) -> None:
 
 @keys.command()
 @click.argument("keystore", type=click.Path(dir_okay=False))
-@click.option("--unit", required=True)
-@click.option("--name", required=True)
-@click.option("--version", "key_version", type=click.IntRange(1, 255), required=True)
+@click.option("--unit", required=True, help="Service unit of the key to delete, e.g. transit.")
+@click.option("--name", required=True, help="Key name (role) to delete, e.g. dlk.")
+@click.option("--version", "key_version", type=click.IntRange(1, 255), required=True,
+              help="Version of the key to delete (1..255).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @_pfile_option
 def delete(keystore: str, unit: str, name: str, key_version: int, yes: bool, passphrase_file: str | None) -> None:
@@ -382,10 +387,22 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
         del masters
     finally:
         src.close()
-    if source is not None and source.lower().endswith(".toml"):
+    if source is not None and _holds_test_keys(source):
         click.echo(f"warning: {src.name} now holds the demo TEST KEYS of {Path(source).name}: never use them for "
                    "real cards", err=True)
     click.echo(f"imported {count} master key(s) into {src.name}")
+
+
+def _holds_test_keys(source: str) -> bool:
+    """The demo key file, or a keystore whose header says ``purpose = "test"`` (``keys demo``)."""
+    if source.lower().endswith(".toml"):
+        return True
+    from ..keys.keystore import KeystoreError, read_header
+
+    try:
+        return read_header(source)[0].purpose == "test"
+    except KeystoreError:
+        return False
 
 
 def _masters_of(source: str, unit: str | None, passphrase_file: str | None) -> list:

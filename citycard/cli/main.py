@@ -1,33 +1,82 @@
-"""Entry point: global options, error handling, session opening."""
+"""Entry point: global options, error handling (exit codes, JSON errors), session opening.
+
+Start-up is kept short (issue 19 item 3): the subcommand modules are imported only when
+their command is invoked (:class:`CitycardGroup` is a lazy group), and this module imports
+neither the transport stack nor the crypto, pyscard, construct or the simulator.
+
+Exit codes (README, "Exit codes"), decided in one place, :func:`exit_code_for`:
+
+- 0: ok;
+- 1: the card refused or a verification failed (:class:`~citycard.errors.CardError`, a
+  personalization, purse, service or script check that failed on the card);
+- 2: usage or bad input (options, files, data, keys, readers);
+- 130: interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
-import logging
+import importlib
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from .. import __version__
 from ..errors import CitycardError
-from ..transport import CardSession
+
+if TYPE_CHECKING:
+    from ..transport import CardSession
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
+EXIT_OK = 0
+EXIT_CARD = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
-@dataclass
+#: command name -> (module of citycard.cli, attribute); imported when the command is invoked
+COMMANDS: dict[str, tuple[str, str]] = {
+    "readers": ("readers", "readers"),
+    "profile": ("profile_cmd", "profile"),
+    "perso": ("perso_cmd", "perso"),
+    "batch": ("batch_cmd", "batch"),
+    "dump": ("perso_cmd", "dump"),
+    "purse": ("purse_cmd", "purse"),
+    "pin": ("services_cmd", "pin"),
+    "app": ("services_cmd", "app_group"),
+    "card": ("services_cmd", "card_group"),
+    "keys": ("keys_cmd", "keys"),
+    "sim": ("sim", "sim"),
+    "apdu": ("apdu_cmd", "apdu"),
+    "calc": ("calc", "calc"),
+    "script": ("script_cmd", "script"),
+    "shell": ("shell_cmd", "shell"),
+    "demo-assets": ("assets_cmd", "demo_assets"),
+}
+
+
+#: commands that never log: at the default level their start-up skips the logging module
+QUIET_COMMANDS = frozenset({"calc"})
+
+
 class AppContext:
-    transcript_path: str | None = None
-    _transcript_file: IO[str] | None = field(default=None, repr=False)
+    """What the global options give every command: the ``--transcript`` file, sessions."""
+
+    def __init__(self, transcript_path: str | None = None) -> None:
+        self.transcript_path = transcript_path
+        self._transcript_file: IO[str] | None = None
 
     def open_session(self, reader: str | None = None, *, sim: str | None = None,
-                     fetch: bool = True, custody: bool = True) -> CardSession:
+                     fetch: bool = True, writes: bool = False, custody: bool = True) -> CardSession:
         """The card of ``--reader`` or ``--sim IMAGE``, with the ``--transcript`` file
-        (``custody``: see :func:`citycard.transport.open.open_session`)."""
+        (``custody``: see :func:`citycard.transport.open.open_session`).
+
+        ``writes``: the command writes to the card (issue 17 item 2): with neither option the
+        one reader holding a card is used only when it is the only one, and the output says
+        which (:func:`citycard.cli.common.default_reader_for_writing`)."""
         from ..transport.open import open_session
-        from .common import check_card_choice
+        from .common import check_card_choice, default_reader_for_writing
 
         check_card_choice(reader, sim)
         transport = None
@@ -35,6 +84,8 @@ class AppContext:
             from ..sim.saver import open_image
 
             transport = open_image(sim)
+        elif reader is None and writes:
+            reader = default_reader_for_writing()
         return open_session(reader, transport=transport, transcript=self._transcript_sink, fetch=fetch,
                             custody=custody)
 
@@ -52,15 +103,127 @@ class AppContext:
             self._transcript_file = None
 
 
+# ------------------------------------------------------------------ exit codes and errors
+def _is_card_failure(exc: BaseException) -> bool:
+    """The card refused, or what it answered did not verify (exit code 1)."""
+    from ..errors import CardError
+
+    if isinstance(exc, CardError):
+        return True
+    # the families raised while talking to a card; their modules are looked up only when
+    # already imported (an error of a command that never loaded them is not of them)
+    families = (("citycard.perso.steps", "PersoError"), ("citycard.terminal.purse", "PurseError"),
+                ("citycard.terminal.services", "ServiceError"), ("citycard.shell.script", "ScriptFailure"),
+                ("citycard.commands.walk", "SerialNotReadable"))
+    for module, name in families:
+        mod = sys.modules.get(module)
+        if mod is not None and isinstance(exc, getattr(mod, name)):
+            return True
+    return False
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code of an exception that ended a command (the one mapping of the CLI)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, click.exceptions.Abort) and isinstance(exc.__context__, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if _is_card_failure(exc):
+        return EXIT_CARD
+    return EXIT_USAGE
+
+
+def error_kind(exc: BaseException) -> str:
+    """The ``error.kind`` of the JSON error object (docs/json.md)."""
+    from ..errors import TransportError
+
+    if isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
+        return "interrupted" if exit_code_for(exc) == EXIT_INTERRUPTED else "aborted"
+    if _is_card_failure(exc):
+        return "card"
+    if isinstance(exc, click.UsageError):
+        return "usage"
+    if isinstance(exc, TransportError):
+        return "reader"
+    return "input"
+
+
+def error_object(exc: BaseException, message: str) -> dict[str, Any]:
+    """``{"ok": false, "error": {"kind", "message", "exit_code"[, "sw"]}}`` (docs/json.md)."""
+    err: dict[str, Any] = {"kind": error_kind(exc), "message": message, "exit_code": exit_code_for(exc)}
+    sw = getattr(exc, "sw", None)
+    if isinstance(sw, int):
+        err["sw"] = f"{sw:04X}"
+    return {"ok": False, "error": err}
+
+
+def _wants_json(args: list[str]) -> bool:
+    for a in args:
+        if a == "--":
+            return False
+        if a == "--json":
+            return True
+    return False
+
+
+def _report(exc: BaseException, message: str, as_json: bool) -> int:
+    import json
+
+    code = exit_code_for(exc)
+    if as_json:
+        click.echo(json.dumps(error_object(exc, message), ensure_ascii=False))
+    click.echo(f"citycard: error: {message}", err=True)
+    return code
+
+
+def _os_error_message(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "file"
+    return f"{where}: {exc.strerror or exc}"
+
+
 class CitycardGroup(click.Group):
-    """Turns a :class:`CitycardError` into one line on stderr and exit code 2 (no traceback)."""
+    """The top-level group: imports a subcommand's module only when it is invoked, and turns
+    every user mistake into one line on stderr (and a JSON error object on stdout under
+    ``--json``) with the exit code of :func:`exit_code_for` (no traceback)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module = importlib.import_module(f"{__package__}.{target[0]}")
+        command = getattr(module, target[1])
+        self.commands[cmd_name] = command
+        return command
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
+        args = list(getattr(ctx, "_protected_args", [])) + list(ctx.args)
+        as_json = _wants_json(args)
         try:
             return super().invoke(ctx)
         except CitycardError as exc:
-            click.echo(f"citycard: error: {exc}", err=True)
-            raise click.exceptions.Exit(2) from None
+            raise click.exceptions.Exit(_report(exc, str(exc), as_json)) from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            # a path the user gave that cannot be used: one line, never a traceback
+            raise click.exceptions.Exit(_report(exc, _os_error_message(exc), as_json)) from None
+        except KeyboardInterrupt as exc:
+            raise click.exceptions.Exit(_report(exc, "interrupted", as_json)) from None
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise click.exceptions.Exit(_report(exc, "interrupted", as_json)) from None
+            raise
+        except click.UsageError as exc:
+            if not as_json:
+                raise
+            import json
+
+            exc.show()
+            click.echo(json.dumps(error_object(exc, exc.format_message()), ensure_ascii=False))
+            raise click.exceptions.Exit(exc.exit_code) from None
 
 
 @click.group(cls=CitycardGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,37 +234,18 @@ class CitycardGroup(click.Group):
               help="Append every APDU exchanged to FILE (keys and PINs masked).")
 @click.pass_context
 def cli(ctx: click.Context, log_level: str, transcript: str | None) -> None:
-    """citycard: personalize multi-application city cards and talk to them in APDUs."""
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
-                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    """citycard: personalize multi-application city cards and talk to them in APDUs.
+
+    Exit codes: 0 ok, 1 the card refused or a verification failed, 2 usage or bad
+    input, 130 interrupted."""
+    if log_level.upper() != "WARNING" or ctx.invoked_subcommand not in QUIET_COMMANDS:
+        import logging
+
+        logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
+                            format="%(levelname)s %(name)s: %(message)s", force=True)
     app = AppContext(transcript_path=transcript)
     ctx.obj = app
     ctx.call_on_close(app.close)
-
-
-def _register() -> None:
-    from . import apdu_cmd, batch_cmd, calc, keys_cmd, perso_cmd, profile_cmd, purse_cmd, readers, services_cmd, sim
-    from . import assets_cmd, script_cmd, shell_cmd
-
-    cli.add_command(readers.readers)
-    cli.add_command(profile_cmd.profile)
-    cli.add_command(perso_cmd.perso)
-    cli.add_command(batch_cmd.batch)
-    cli.add_command(perso_cmd.dump)
-    cli.add_command(purse_cmd.purse)
-    cli.add_command(services_cmd.pin)
-    cli.add_command(services_cmd.app_group)
-    cli.add_command(services_cmd.card_group)
-    cli.add_command(keys_cmd.keys)
-    cli.add_command(sim.sim)
-    cli.add_command(apdu_cmd.apdu)
-    cli.add_command(calc.calc)
-    cli.add_command(script_cmd.script)
-    cli.add_command(shell_cmd.shell)
-    cli.add_command(assets_cmd.demo_assets)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,3 +256,5 @@ def main(argv: list[str] | None = None) -> None:
         # stdout closed early (e.g. piped into head): exit quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    except KeyboardInterrupt:       # outside a command (e.g. while parsing)
+        sys.exit(EXIT_INTERRUPTED)

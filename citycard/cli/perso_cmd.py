@@ -22,18 +22,22 @@ def _date(_ctx, _param, value):
 
 
 @click.command()
-@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE")
+@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
+              help="Card profile (TOML): the card's files, keys and data bindings.")
 @keys_option()
 @click.option("-d", "--data", "data_path", required=True, metavar="CSV", help="Cardholder data file.")
 @click.option("--row", type=click.IntRange(1), required=True, help="Data row (1 = first after the header).")
 @click.option("--card-number", type=click.IntRange(0), default=None,
               help="Card number in the serial (default: the row number).")
-@click.option("--issue-date", callback=_date, default=None, metavar="YYYYMMDD", help="Default: today.")
+@click.option("--issue-date", callback=_date, default=None, metavar="YYYYMMDD",
+              help="Issue date written to the card (its validity starts there) [default: today].")
 @click.option("--encoding", default="utf-8", show_default=True, help="Data file encoding (utf-8, gb18030, gbk).")
 @card_options
 @click.option("--dry-run", is_flag=True, help="Print the plan (sensitive data masked); touch no card.")
-@click.option("--no-verify", is_flag=True, help="Skip verification after personalization.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--no-verify", is_flag=True,
+              help="Skip the verification after personalization (reading back every file and proving every "
+                   "key); the card is then not known to be right.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
 @click.pass_obj
 def perso(app, profile_path, keys, data_path, row, card_number, issue_date, encoding, reader, sim, dry_run,
           no_verify, as_json) -> None:
@@ -42,7 +46,10 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
     from ..perso.run import personalize
     from ..transport.transcript import format_command
 
+    from .keyopts import warn_test_keys
+
     job = prepare(profile_path, data_path, lambda: open_keys(keys), encoding=encoding)
+    warn_test_keys(job.keys, job.spec)
     plan = job.plan(row, issue_date=issue_date, card_number=card_number)
     data, spec = job.data, job.spec
     if dry_run:
@@ -59,7 +66,7 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
                    "ext_auth": " [GET CHALLENGE, then the cryptogram]"}[s.kind]
             click.echo(f"{i:3d}. {s.label}: {format_command(s.cmd)}{how}")
         return
-    with app.open_session(reader, sim=sim) as session:
+    with app.open_session(reader, sim=sim, writes=True) as session:
         report = personalize(session, spec, plan, verify=not no_verify)
     if as_json:
         click.echo(json.dumps({"card_serial": report.card_serial, "row": row, "steps": report.steps,
@@ -78,7 +85,7 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
 @click.option("-p", "--profile", "profile_path", default=None, metavar="PROFILE",
               help="Read and decode every file of this profile.")
 @keys_option(required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
 @click.pass_obj
 def dump(app, reader, sim, profile_path, keys, as_json) -> None:
     """Read every application, file and record of a card, decoded."""

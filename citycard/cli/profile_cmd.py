@@ -32,7 +32,7 @@ def check(path: str, data_path: str | None, encoding: str, keys: tuple[str, ...]
 
 @profile.command()
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
 def show(path: str, as_json: bool) -> None:
     """Show PROFILE as a tree: DFs, files with sizes and ACs, key sets."""
     from ..profile import load_profile

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 import click
 
@@ -12,25 +13,50 @@ from .common import card_options
 from .keyopts import keys_option, open_keys
 
 
+#: the largest amount of one transaction: the 4-byte amount field of the purse commands (SPEC §2.2)
+MAX_AMOUNT_FEN = 0xFFFFFFFF
+_AMOUNT_RE = re.compile(r"[0-9]+(\.[0-9]{1,2})?|\.[0-9]{1,2}")
+
+
+def parse_yuan(value: str, what: str = "--amount") -> int:
+    """An amount in yuan (``10``, ``10.5``, ``10.00``) as fen: plain decimal digits only, no
+    exponent (``1e3``), sign, separator or more than 2 decimals; positive and at most
+    :data:`MAX_AMOUNT_FEN` fen, a limit the message states."""
+    text = value.strip()
+    if not _AMOUNT_RE.fullmatch(text):
+        raise InputError(f"{what} {value!r}: expected yuan as digits with at most 2 decimals, e.g. 10.00 "
+                         "(no exponent, sign or separator)")
+    fen = int(Decimal(text) * 100)
+    if fen <= 0:
+        raise InputError(f"{what} {value!r}: the amount must be positive")
+    if fen > MAX_AMOUNT_FEN:
+        raise InputError(f"{what} {value!r}: too large: at most {yuan(MAX_AMOUNT_FEN)} yuan "
+                         f"({MAX_AMOUNT_FEN} fen, the card's 4-byte amount)")
+    return fen
+
+
+def yuan(fen: int) -> str:
+    """Fen as a yuan string with 2 decimals (the ``*_yuan`` keys of docs/json.md)."""
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
 def _fen(_ctx, _param, value):
-    if value is None:
-        return None
-    try:
-        d = Decimal(value)
-    except InvalidOperation:
-        raise InputError(f"--amount {value!r}: expected yuan, e.g. 10.00") from None
-    fen = d * 100
-    if fen != fen.to_integral_value() or fen <= 0 or fen > 0xFFFFFFFF:
-        raise InputError(f"--amount {value!r}: a positive amount in yuan with at most 2 decimals")
-    return int(fen)
+    return None if value is None else parse_yuan(value)
 
 
-def _common(f):
-    f = click.option("--json", "as_json", is_flag=True)(f)
+def _common(f, need_keys: bool = True):
+    f = click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")(f)
     f = click.option("--app", "app_name", default=None, help="Purse application of the profile (default: the first).")(f)
-    f = keys_option()(f)
-    f = click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE")(f)
+    f = keys_option(required=need_keys)(f)
+    f = click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
+                     help="Card profile (TOML) describing the purse application and its keys.")(f)
     return card_options(f)
+
+
+def _common_read(f):
+    """Options of the commands that only read the purse (GET BALANCE, records): no keys needed."""
+    return _common(f, need_keys=False)
 
 
 @click.group()
@@ -38,21 +64,25 @@ def purse() -> None:
     """Electronic purse: balance, load, purchase (and CAPP purchase), unload, history."""
 
 
-def _terminal(app, reader, sim, profile_path, keys, app_name):
+def _terminal(app, reader, sim, profile_path, keys, app_name, *, writes: bool = False):
     from ..profile import load_profile
     from ..terminal.purse import PurseTerminal
 
     spec = load_profile(profile_path)
-    session = app.open_session(reader, sim=sim)
+    ring = open_keys(keys) if keys else None
+    if ring is not None and writes:
+        from .keyopts import warn_test_keys
+        warn_test_keys(ring, spec)
+    session = app.open_session(reader, sim=sim, writes=writes)
     try:
-        return session, PurseTerminal(session, spec, open_keys(keys), app_name)
+        return session, PurseTerminal(session, spec, ring, app_name)  # type: ignore[arg-type]
     except BaseException:
         session.close()
         raise
 
 
 @purse.command()
-@_common
+@_common_read
 @click.pass_obj
 def balance(app, reader, sim, profile_path, keys, app_name, as_json):
     """Show the purse balance."""
@@ -62,7 +92,8 @@ def balance(app, reader, sim, profile_path, keys, app_name, as_json):
         fen = term.balance()
     finally:
         session.close()
-    click.echo(json.dumps({"balance_fen": fen}) if as_json else f"balance {fen / 100:.2f} yuan")
+    click.echo(json.dumps({"balance_fen": fen, "balance_yuan": yuan(fen)}) if as_json
+               else f"balance {yuan(fen)} yuan")
 
 
 def _capp(station: str | None, line: str | None) -> tuple[int, bytes] | None:
@@ -81,14 +112,16 @@ def _capp(station: str | None, line: str | None) -> tuple[int, bytes] | None:
 def _tx(kind):
     @purse.command(kind, help=f"{kind.capitalize()} the purse by --amount yuan (MACs checked both ways).")
     @_common
-    @click.option("--amount", required=True, callback=_fen, help="Yuan, e.g. 10.00")
+    @click.option("--amount", required=True, callback=_fen, metavar="YUAN",
+                  help=f"Amount in yuan with at most 2 decimals, e.g. 10.00 (at most {yuan(MAX_AMOUNT_FEN)}).")
     @click.option("--capp-station", default=None, metavar="HEX4", hidden=kind != "purchase",
-                  help="CAPP purchase: also record entry at this station (transit).")
-    @click.option("--capp-line", default=None, metavar="HEX2", hidden=kind != "purchase")
+                  help="CAPP purchase: also record entry at this station (transit), 2 bytes in hex.")
+    @click.option("--capp-line", default=None, metavar="HEX2", hidden=kind != "purchase",
+                  help="CAPP purchase: the line of --capp-station, 1 byte in hex [default: 01].")
     @click.option("--pin-env", is_flag=True, hidden=True)
     @click.pass_obj
     def command(app, reader, sim, profile_path, keys, app_name, as_json, amount, capp_station, capp_line, pin_env):
-        session, term = _terminal(app, reader, sim, profile_path, keys, app_name)
+        session, term = _terminal(app, reader, sim, profile_path, keys, app_name, writes=True)
         try:
             term.select()
             if term.purse.kind == "ed":
@@ -103,12 +136,16 @@ def _tx(kind):
         finally:
             session.close()
         if as_json:
-            click.echo(json.dumps({"amount_fen": res.amount, "balance_fen": res.balance_after,
+            click.echo(json.dumps({"ok": True, "kind": kind,
+                                   "amount_fen": res.amount, "amount_yuan": yuan(res.amount),
+                                   "balance_before_fen": res.balance_before,
+                                   "balance_before_yuan": yuan(res.balance_before),
+                                   "balance_fen": res.balance_after, "balance_yuan": yuan(res.balance_after),
                                    "counter": res.counter, "tac": res.tac.hex().upper(),
                                    "recovered": res.recovered}))
         else:
-            click.echo(f"{kind} {res.amount / 100:.2f} yuan: balance {res.balance_before / 100:.2f} -> "
-                       f"{res.balance_after / 100:.2f} yuan (counter {res.counter}, TAC {res.tac.hex().upper()})")
+            click.echo(f"{kind} {yuan(res.amount)} yuan: balance {yuan(res.balance_before)} -> "
+                       f"{yuan(res.balance_after)} yuan (counter {res.counter}, TAC {res.tac.hex().upper()})")
     return command
 
 
@@ -118,7 +155,7 @@ _tx("unload")
 
 
 @purse.command()
-@_common
+@_common_read
 @click.pass_obj
 def history(app, reader, sim, profile_path, keys, app_name, as_json):
     """The transaction-detail records, newest first."""
@@ -127,8 +164,10 @@ def history(app, reader, sim, profile_path, keys, app_name, as_json):
         recs = term.history()
     finally:
         session.close()
-    if as_json:
-        click.echo(json.dumps(recs, indent=2))
+    if as_json:   # the JSON vocabulary (docs/json.md): amounts as *_fen with *_yuan beside them
+        out = [{**{k: v for k, v in r.items() if k != "amount"}, "amount_fen": r["amount"],
+                "amount_yuan": yuan(r["amount"])} for r in recs]
+        click.echo(json.dumps(out, indent=2))
         return
     names = {1: "ED load", 2: "EP load", 3: "unload", 5: "ED purchase", 6: "EP purchase", 9: "CAPP purchase"}
     for r in recs:

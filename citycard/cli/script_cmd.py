@@ -118,9 +118,10 @@ def replay_hint(spec, ring) -> str:
 
 @script.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-p", "--profile", "profile_path", default=None, metavar="PROFILE")
+@click.option("-p", "--profile", "profile_path", default=None, metavar="PROFILE",
+              help="Card profile: applications, files and keys by name.")
 @click.option("--with-keys", is_flag=True, help="Assume a key source will be given (--keys) when it runs.")
-@click.option("-D", "--var", "variables", multiple=True, metavar="NAME=VALUE")
+@click.option("-D", "--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a variable (repeatable).")
 def check_cmd(file: str, profile_path, with_keys, variables) -> None:
     """Check FILE without a card: syntax, variables, names of the profile (exit 2 on a problem)."""
     from ..shell.script import check, parse

@@ -32,6 +32,9 @@ def new(image: str, force: bool, model: str) -> None:
 
     if os.path.exists(image) and not force:
         raise InputError(f"{image} exists; use --force to replace it with a fresh card")
+    folder = os.path.dirname(image) or "."
+    if not os.path.isdir(folder):
+        raise InputError(f"{image}: no folder {folder} to write the image in")
     save(new_card(model), image)
     click.echo(f"{image}: fresh card (MF 3F00, external-auth key 00 = transport key)")
 

@@ -19,6 +19,7 @@ its value (the planner asks so for keys it writes to a card, as the profile allo
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -26,8 +27,16 @@ from ..errors import InputError
 from .handles import Key
 from .source import PKCS11_PREFIX, KeyError_, KeySource
 
-__all__ = ["Key", "KeyError_", "KeyRing", "KeySource", "PKCS11_PREFIX", "clear_masters", "is_keystore_source",
-           "open_ring", "open_source"]
+__all__ = ["Key", "KeyError_", "KeyRing", "KeySource", "PKCS11_PREFIX", "TestKeysRefused", "clear_masters",
+           "is_keystore_source", "open_ring", "open_source", "check_test_keys"]
+
+log = logging.getLogger("citycard.keys")
+
+
+class TestKeysRefused(KeyError_):
+    """TEST KEYS offered where production is declared (a profile or a keystore)."""
+
+    __test__ = False        # not a pytest test class
 
 
 class KeyRing:
@@ -78,6 +87,18 @@ class KeyRing:
         """Whether any source keeps its keys inside (a hardware security module)."""
         return any(getattr(s, "holds_keys_inside", False) for s in self.sources)
 
+    @property
+    def test_key_sources(self) -> list[str]:
+        """The names of the sources holding published TEST KEYS: the clear demo key file, a
+        keystore made by ``keys demo`` (header ``purpose = "test"``), an HSM token whose
+        objects carry the test-key marker."""
+        return [s.name for s in self.sources if getattr(s, "test_keys", False)]
+
+    @property
+    def production_sources(self) -> list[str]:
+        """The names of the sources declared for production (a keystore ``purpose = "production"``)."""
+        return [s.name for s in self.sources if getattr(s, "production", False)]
+
     def kcv(self, unit: str, role: str, *, version: int | None = None) -> bytes:
         src = self.source_of(unit, role)
         return src.kcv(unit, role) if version is None else src.kcv(unit, role, version=version)
@@ -92,6 +113,28 @@ class KeyRing:
             close = getattr(src, "close", None)
             if callable(close):
                 close()
+
+
+def check_test_keys(ring: KeyRing, *, production: bool = False, what: str = "cards") -> str | None:
+    """Decide about TEST KEYS before they are used on ``what`` (issue 17 item 5).
+
+    None when no source of ``ring`` holds test keys; else the warning for the caller to show
+    (and a log line on ``citycard.keys``, for the audit trail).  Refused with :class:`TestKeysRefused` when
+    production is declared: by the profile (``production``, ``[profile] production = true``)
+    or by a keystore of the ring (``purpose = "production"``)."""
+    tests = ring.test_key_sources
+    if not tests:
+        return None
+    names = ", ".join(tests)
+    if production:
+        raise TestKeysRefused(f"{names}: TEST KEYS (published demo keys) refused: the profile is marked "
+                              "production ([profile] production = true)")
+    prod = ring.production_sources
+    if prod:
+        raise TestKeysRefused(f"{names}: TEST KEYS (published demo keys) refused next to the production "
+                              f"keystore {', '.join(prod)}")
+    log.warning("TEST KEYS in use for %s: %s", what, names)    # the audit line of every use
+    return f"{names} holds published TEST KEYS: anyone can read them; never use them for real {what}"
 
 
 def is_keystore_source(source: str) -> bool:

@@ -26,6 +26,10 @@ def default_demo_key_file() -> Path:
 
 
 class DemoKeyFile:
+    #: the clear demo key file always holds published TEST KEYS (issue 17 item 5)
+    test_keys = True
+    production = False
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = str(path)

@@ -17,6 +17,10 @@ A keystore file is a JSON envelope (format version 1)::
   tells a wrong passphrase apart from an altered file (the GCM tag already lets
   anyone with the file test a guess, so it gives an attacker nothing new).
 - ``unit`` (or null) restricts the keystore to one service unit (custody).
+- ``purpose`` (optional): ``"test"`` for a keystore holding published TEST KEYS (``citycard
+  keys demo`` writes it), ``"production"`` for one that must never be used with test keys
+  (issue 17 item 5); part of the associated data like the rest of the header.  A file
+  without it (older files) has no declared purpose.
 
 The file is written atomically (temporary file in the same folder, fsync, rename,
 fsync of the folder) with mode 0600, and every save draws a fresh nonce.  Errors name
@@ -66,6 +70,9 @@ MIN_PASSPHRASE = 8
 _CHECK_LABEL = b"citycard-keystore passphrase check"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HEADER_KEYS = {"format", "version", "unit", "kdf", "check", "nonce", "ciphertext"}
+_OPTIONAL_HEADER_KEYS = {"purpose"}
+#: the declared purposes of a keystore (header ``purpose``)
+PURPOSES = ("test", "production")
 _KDF_KEYS = {"name", "salt", "n", "r", "p"}
 _ENTRY_KEYS = {"unit", "name", "version", "algorithm", "key", "kcv", "created"}
 
@@ -120,6 +127,7 @@ class KeystoreHeader:
     p: int
     salt: bytes = field(repr=False)
     check: bytes = field(repr=False)
+    purpose: str | None = None      # "test", "production" or None (not declared)
 
 
 def cipher_alg(algorithm: str) -> crypto.Alg:
@@ -193,9 +201,19 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _header_dict(unit: str | None, n: int, r: int, p: int, salt: bytes, check: bytes) -> dict[str, Any]:
-    return {"format": FORMAT, "version": VERSION, "unit": unit,
-            "kdf": {"name": "scrypt", "salt": _b64(salt), "n": n, "r": r, "p": p}, "check": _b64(check)}
+def _header_dict(unit: str | None, n: int, r: int, p: int, salt: bytes, check: bytes,
+                 purpose: str | None = None) -> dict[str, Any]:
+    header = {"format": FORMAT, "version": VERSION, "unit": unit,
+              "kdf": {"name": "scrypt", "salt": _b64(salt), "n": n, "r": r, "p": p}, "check": _b64(check)}
+    if purpose is not None:     # absent from older files: their associated data stays the same
+        header["purpose"] = purpose
+    return header
+
+
+def check_purpose(purpose: str | None) -> str | None:
+    if purpose is not None and purpose not in PURPOSES:
+        raise InputError(f"keystore purpose {purpose!r}: expected one of {', '.join(PURPOSES)}")
+    return purpose
 
 
 def _aad(header: dict[str, Any]) -> bytes:
@@ -238,7 +256,7 @@ def read_header(path: str | os.PathLike[str]) -> tuple[KeystoreHeader, dict[str,
         if b'"citycard-keystore"' in raw:
             raise KeystoreFormatError(f"{where}: damaged keystore (not valid JSON)")
         raise KeystoreFormatError(f"{where}: not a citycard keystore")
-    if set(data) != _HEADER_KEYS:
+    if not _HEADER_KEYS <= set(data) <= _HEADER_KEYS | _OPTIONAL_HEADER_KEYS:
         raise KeystoreFormatError(f"{where}: damaged keystore (unexpected or missing fields)")
     if data["version"] != VERSION or isinstance(data["version"], bool):
         raise KeystoreFormatError(f"{where}: keystore format version {data['version']!r} not supported "
@@ -259,7 +277,10 @@ def read_header(path: str | os.PathLike[str]) -> tuple[KeystoreHeader, dict[str,
                                   f"{MAX_KDF_MEMORY >> 20} MiB or {MAX_KDF_WORK} n·r·p)")
     salt = _unb64(kdf["salt"], "kdf salt", where, 16)
     check = _unb64(data["check"], "check", where, 16)
-    header = KeystoreHeader(where, unit, n, r, p, salt, check)
+    purpose = data.get("purpose")
+    if "purpose" in data and purpose not in PURPOSES:
+        raise KeystoreFormatError(f"{where}: damaged keystore (purpose)")
+    header = KeystoreHeader(where, unit, n, r, p, salt, check, purpose)
     return header, data
 
 
@@ -272,10 +293,11 @@ class Keystore:
     """
 
     def __init__(self, path: Path, unit: str | None, kdf: tuple[int, int, int], salt: bytes, kek: bytes,
-                 entries: Iterable[_Entry] = ()) -> None:
+                 entries: Iterable[_Entry] = (), purpose: str | None = None) -> None:
         self.path = path
         self.name = str(path)
         self.unit = unit
+        self.purpose = check_purpose(purpose)
         self._kdf = kdf
         self._salt = salt
         self._kek: bytes | None = kek
@@ -285,6 +307,16 @@ class Keystore:
 
     def __repr__(self) -> str:
         return f"<Keystore {self.name!r} unit={self.unit!r} keys={len(self._entries)}>"
+
+    @property
+    def test_keys(self) -> bool:
+        """Whether the keystore declares it holds published TEST KEYS (``keys demo``)."""
+        return self.purpose == "test"
+
+    @property
+    def production(self) -> bool:
+        """Whether the keystore is declared for production (never with test keys)."""
+        return self.purpose == "production"
 
     def __enter__(self) -> "Keystore":
         return self
@@ -296,9 +328,11 @@ class Keystore:
     @classmethod
     def create(cls, path: str | os.PathLike[str], passphrase: str, *, unit: str | None = None,
                n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P,
-               overwrite: bool = False) -> "Keystore":
-        """Write a new, empty keystore (optionally for one service unit only)."""
+               overwrite: bool = False, purpose: str | None = None) -> "Keystore":
+        """Write a new, empty keystore (optionally for one service unit only; ``purpose``
+        "test" or "production" declares what it is for, in its header)."""
         path = Path(path)
+        check_purpose(purpose)
         if unit is not None:
             check_name(unit, "unit")
         if not _valid_n(n) or not 1 <= r <= 32 or not 1 <= p <= 16 or not _affordable(n, r, p):
@@ -309,7 +343,7 @@ class Keystore:
         if path.exists() and not overwrite:
             raise KeystoreError(f"{path}: already exists (a keystore is never overwritten)")
         salt = os.urandom(16)
-        store = cls(path, unit, (n, r, p), salt, _derive_kek(pw, salt, n, r, p))
+        store = cls(path, unit, (n, r, p), salt, _derive_kek(pw, salt, n, r, p), purpose=purpose)
         store.save()
         return store
 
@@ -328,13 +362,15 @@ class Keystore:
         kek = _derive_kek(pw, header.salt, header.n, header.r, header.p)
         if not hmac.compare_digest(_check_value(kek), header.check):
             raise KeystoreAuthError(f"{where}: wrong passphrase for this keystore (or its header was altered)")
-        aad = _aad(_header_dict(header.unit, header.n, header.r, header.p, header.salt, header.check))
+        aad = _aad(_header_dict(header.unit, header.n, header.r, header.p, header.salt, header.check,
+                                header.purpose))
         try:
             plain = AESGCM(kek).decrypt(nonce, ciphertext, aad)
         except InvalidTag:
             raise KeystoreAuthError(f"{where}: the keystore was altered or damaged (authentication failed)") from None
         entries = _parse_entries(plain, where, header.unit)
-        return cls(Path(path), header.unit, (header.n, header.r, header.p), header.salt, kek, entries)
+        return cls(Path(path), header.unit, (header.n, header.r, header.p), header.salt, kek, entries,
+                   purpose=header.purpose)
 
     # ------------------------------------------------------------ writing
     def _require_open(self) -> bytes:
@@ -346,7 +382,7 @@ class Keystore:
         """Encrypt the entries (fresh nonce) and replace the file atomically, mode 0600."""
         kek = self._require_open()
         n, r, p = self._kdf
-        header = _header_dict(self.unit, n, r, p, self._salt, _check_value(kek))
+        header = _header_dict(self.unit, n, r, p, self._salt, _check_value(kek), self.purpose)
         entries = [{**e.info.as_dict(), "key": e.key.hex().upper()} for e in self._sorted()]
         plain = json.dumps(entries, separators=(",", ":")).encode("utf-8")
         nonce = os.urandom(12)
@@ -517,7 +553,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def write_demo(path: str | os.PathLike[str], passphrase: str, demo_file: str | os.PathLike[str], *,
                unit: str | None = None, n: int = DEFAULT_N, overwrite: bool = False) -> Keystore:
-    """A keystore holding the TEST masters of a demo key file (all units, or ``unit`` only)."""
+    """A keystore holding the TEST masters of a demo key file (all units, or ``unit`` only),
+    marked as such in its header (``purpose = "test"``)."""
     from .demo import DemoKeyFile
 
     demo = DemoKeyFile(demo_file)
@@ -526,7 +563,7 @@ def write_demo(path: str | os.PathLike[str], passphrase: str, demo_file: str | o
         masters = [m for m in masters if m[0][0] == unit]
         if not masters:
             raise InputError(f"{demo_file} holds no keys of unit {unit!r}")
-    store = Keystore.create(path, passphrase, unit=unit, n=n, overwrite=overwrite)
+    store = Keystore.create(path, passphrase, unit=unit, n=n, overwrite=overwrite, purpose="test")
     for (u, role), key in masters:
         store.add(u, role, key)
     store.save()

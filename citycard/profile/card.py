@@ -13,7 +13,7 @@ from .dfs import parse_df
 from .fields import Located, check_table, integer, split_path, typed
 from .keys import master_ref
 
-PROFILE_FIELDS = {"name", "title", "cos", "version"}
+PROFILE_FIELDS = {"name", "title", "cos", "version", "production"}
 CARD_FIELDS = {"transport_key", "serial_prefix", "serial_digits", "validity_years", "rerun"}
 
 
@@ -46,7 +46,8 @@ def build_card(ctx: Located, data: dict[str, Any]) -> CardSpec:
         name=str(prof.get("name", Path(ctx.file).stem)), title=str(prof.get("title", "")), source=ctx.file,
         transport_key=transport, serial_prefix=serials.prefix, serial_digits=serials.digits,
         validity_years=integer(ctx, card, "validity_years", ["card"], 1, 99, 10), rerun=rerun,
-        mf=mf, apps=apps, columns=_columns(mf, apps), units=dict(units))
+        mf=mf, apps=apps, columns=_columns(mf, apps), units=dict(units),
+        production=bool(typed(ctx, prof.get("production", False), ["profile", "production"], bool)))
 
 
 def _units(ctx: Located, units: Any) -> dict[str, str]:

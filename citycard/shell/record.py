@@ -24,7 +24,7 @@ from typing import IO, Iterable
 
 from .card import Exchange
 from .pattern import ResponsePattern, volatile_bytes
-from ..apdu import CommandApdu
+from ..apdu import CommandApdu, is_sensitive
 from .script import RECORD_HEADER, after_random
 
 
@@ -62,7 +62,7 @@ class Recorder:
         lines = [f"# {note}"] if note else []
         for i, ex in enumerate(exchanges):
             last = i == len(exchanges) - 1
-            if ex.cmd.sensitive or "masked" in ex.command_text:
+            if is_sensitive(ex.cmd) or "masked" in ex.command_text:
                 lines.append(f"#> {ex.command_text}    (masked: not replayable)")
                 lines.append(f"#< {ex.response_text}")
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,8 +44,26 @@ def _wait_card(env: dict[str, str], reader: str, timeout: float = 10.0) -> None:
     raise SystemExit(f"demo: the simulated card did not appear in {reader!r}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """The tour; ``--keep`` keeps its folder (it holds TEST KEYS: a keystore and a card image
+    with per-card keys), which is otherwise removed at exit, whatever happens (issue 17)."""
+    keep = "--keep" in (sys.argv[1:] if argv is None else argv)
     workdir = Path(tempfile.mkdtemp(prefix="citycard-demo-"))
+    here = os.getcwd()
+    try:
+        return _tour(workdir)
+    finally:
+        os.chdir(here)
+        if keep:
+            print(f"\ndemo files kept in {workdir}: they hold TEST KEYS (a keystore, a card image with "
+                  "per-card keys); remove the folder when done")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+            print(f"\n(removed the demo folder {workdir}: its keystore and card image held TEST KEYS; "
+                  "--keep keeps it)")
+
+
+def _tour(workdir: Path) -> int:
     image = workdir / "card.json"
     env = dict(os.environ)
     print("citycard demo: a simulated FMCOS city card behind a real pcscd (vpcd virtual reader)")
@@ -85,7 +104,7 @@ def main() -> int:
         purse = ["--profile", profile, "--keys", keys, *card]
         _run(["purse", "load", *purse, "--amount", "50.00"], env)
         _run(["purse", "purchase", *purse, "--amount", "3.50"], env)
-        _run(["purse", "balance", *purse], env)
+        _run(["purse", "balance", "--profile", profile, *card], env)     # GET BALANCE needs no keys
         _run(["dump", *card, "--profile", profile, "--keys", keys], env)
         print("\n# a bureau batch: 20 more cardholders on two simulated readers, with a journal")
         journal = str(workdir / "journal.db")

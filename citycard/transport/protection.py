@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from ..apdu import CommandApdu, ResponseApdu
 from ..commands import iso
-from ..crypto.cipher import Alg
-from ..crypto.secure import protect
 from ..errors import CardError
-from ..keys.handles import Key
 from .processors import Send
+
+if TYPE_CHECKING:   # the crypto is imported when a command is protected (CLI start-up, issue 19)
+    from ..crypto.cipher import Alg
+    from ..keys.handles import Key
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,5 +48,7 @@ class LineProtector:
         challenge = send(iso.get_challenge(protection.challenge_length))
         if challenge.sw != 0x9000:
             raise CardError(challenge.sw, "GET CHALLENGE")
+        from ..crypto.secure import protect
+
         return send(protect(cmd, protection.key, challenge.data, encrypt=protection.encrypt,
                             alg=protection.alg))

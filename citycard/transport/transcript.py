@@ -2,7 +2,10 @@
 
 The data field of WRITE KEY, VERIFY, CHANGE/RELOAD PIN, UNBLOCK PIN and of any
 command marked ``sensitive`` is replaced by ``<n bytes masked>``; the header and
-Lc stay visible so the exchange can still be followed.
+Lc stay visible so the exchange can still be followed.  The one rule deciding it is
+:func:`citycard.apdu.is_sensitive` (issue 17 item 6); every output of a command --
+text, JSON (:func:`command_hex`), logs, transcripts, the shell -- goes through
+:func:`format_command` or :func:`command_hex`.
 
 Format (one exchange per pair of lines; ``#`` starts a comment)::
 
@@ -19,7 +22,15 @@ from typing import IO, Callable
 
 from ..apdu import CommandApdu, ResponseApdu, describe_sw, is_sensitive
 
+__all__ = ["Transcript", "command_hex", "format_command", "format_response", "is_sensitive"]
+
 log = logging.getLogger("citycard.apdu")
+
+
+def command_hex(cmd: CommandApdu) -> str:
+    """A command as one hex string (the ``command`` of JSON outputs), or its masked form
+    (:func:`format_command`) when :func:`~citycard.apdu.is_sensitive`."""
+    return format_command(cmd) if is_sensitive(cmd) else cmd.encode().hex().upper()
 
 
 def format_command(cmd: CommandApdu) -> str:
