@@ -163,7 +163,7 @@ def test_no_key_or_passphrase_escapes(tmp_path, run_cli, capture, monkeypatch, s
 
     common = ["--profile", str(PROFILE), "--data", str(DATA), "--issue-date", DAY]
     card = tmp_path / "card.json"
-    cli("sim", "new", str(card), "--model", "fm1208-16ff")
+    cli("sim", "new", str(card))
     cli("profile", "check", str(PROFILE), *keys)
     cli("perso", *common, *keys, "--row", "1", "--sim", str(card), "--dry-run")
     cli("perso", *common, *keys, "--row", "1", "--sim", str(card), "--dry-run", "--json")
@@ -182,7 +182,7 @@ def test_no_key_or_passphrase_escapes(tmp_path, run_cli, capture, monkeypatch, s
 
     # failures half way, each one clear line and no key
     other = tmp_path / "other.json"
-    cli("sim", "new", str(other), "--model", "fm1208-16ff")
+    cli("sim", "new", str(other))
     other_keys = tmp_path / "other-keys.toml"         # the other masters, with the factory's transport key
     other_keys.write_text(OTHER_KEYS.read_text().replace(_masters(OTHER_KEYS)[("factory", "transport")].hex().upper(),
                                                          "FF" * 16))
@@ -193,7 +193,7 @@ def test_no_key_or_passphrase_escapes(tmp_path, run_cli, capture, monkeypatch, s
     assert "MAC1" in r.stderr
 
     pulled = tmp_path / "pulled.json"
-    cli("sim", "new", str(pulled), "--model", "fm1208-16ff")
+    cli("sim", "new", str(pulled))
     real = ImageTransport.transmit
     count = {"n": 0}
 

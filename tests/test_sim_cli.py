@@ -22,7 +22,7 @@ def test_new_refuses_to_overwrite(run_cli, tmp_path):
 
 def test_show_personalized_card_never_shows_keys(run_cli, tmp_path):
     img = tmp_path / "c.json"
-    run_cli("sim", "new", str(img), "--model", "fm1208-16ff")
+    run_cli("sim", "new", str(img))
     r = run_cli("perso", "--profile", str(ROOT / "profiles/citycard.toml"), "--keys",
                 str(ROOT / "profiles/demo-keys.toml"), "--data", str(ROOT / "profiles/citycard-sample.csv"),
                 "--row", "2", "--sim", str(img))

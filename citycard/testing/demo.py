@@ -48,7 +48,7 @@ def main() -> int:
     image = workdir / "card.json"
     env = dict(os.environ)
     print("citycard demo: a simulated FMCOS city card behind a real pcscd (vpcd virtual reader)")
-    _run(["sim", "new", str(image), "--model", "fm1208-16ff"], env)
+    _run(["sim", "new", str(image)], env)
     ok, reason = pcscd_available()
     if not ok:
         print(f"\n(no private pcscd here: {reason}; using the card in process with --sim)")
