@@ -376,7 +376,7 @@ def bench_hsm_derive(cards: int) -> dict[str, float]:
 
         def derive_all(ring, export, serial):
             factor = bytes.fromhex(f"3301{serial:012d}")
-            out = [ring.derive(*spec.transport_key, None)]
+            out = [Planner(spec, ring).transport_key()]
             for (unit, role), length in wanted:
                 key = ring.derive(unit, role, factor, export=export) if export else ring.derive(unit, role, factor)
                 out.append(key[:8] if length == 8 else key)

@@ -79,7 +79,7 @@ class Secrets:
 
 
 @pytest.fixture(scope="module")
-def secrets_() -> Secrets:
+def secrets_(tmp_path_factory) -> Secrets:
     s = Secrets()
     spec = load_profile(PROFILE)
     data = read_csv(DATA)
@@ -93,6 +93,9 @@ def secrets_() -> Secrets:
             for row in ROWS:
                 s.add_key(f"{name} {unit}/{role} of card {row}", crypto.diversify(master, _serial(row)[-8:]))
         # and what the planner itself writes to each card
+        if name == "other":   # a card takes only its factory transport key (SPEC §6 R1): plan with FF x 16
+            path = tmp_path_factory.mktemp("keys") / "other-keys.toml"
+            path.write_text(OTHER_KEYS.read_text().replace(masters[("factory", "transport")].hex().upper(), "FF" * 16))
         ring = KeyRing([DemoKeyFile(path)])
         for row in ROWS:
             plan = Planner(spec, ring).plan(CardData(data.row(row), row, datetime.date(2026, 11, 24), data.where(row)))
