@@ -168,3 +168,17 @@ def test_every_planned_command_fits_lc_239():
         if s.kind == "protected":
             n = (8 * math.ceil((n + 2) / 8) if s.encrypt else n) + 4
         assert n <= 239, s.label
+
+
+def test_dry_run_names_the_rule_of_every_step(run_cli):
+    r = run_cli("perso", "--profile", str(PROFILE), "--keys", str(KEYS), "--data", str(DATA), "--row", "1",
+                "--issue-date", "20261124", "--dry-run")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()[1:]
+    assert lines[2] == "  3. ERASE DF (MF): the factory KEY file goes: 800E0000 [SPEC §6 R2; UM 7.3]"
+    assert lines[1].endswith("[GET CHALLENGE, then the cryptogram] [SPEC §6 R1]")
+    assert all(line.endswith("]") and any(tag in line for tag in ("[SPEC", "[UM", "[CIPHK")) for line in lines)
+    js = run_cli("perso", "--profile", str(PROFILE), "--keys", str(KEYS), "--data", str(DATA), "--row", "1",
+                 "--issue-date", "20261124", "--dry-run", "--json").json()
+    assert [s["source"] for s in js["steps"][:5]] == ["SPEC §1.5", "SPEC §6 R1", "SPEC §6 R2; UM 7.3",
+                                                      "SPEC §6 R2; UM 7.13", "SPEC §6 R4; UM 7.12"]
