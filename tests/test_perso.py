@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 from pathlib import Path
 
@@ -189,6 +190,23 @@ def test_cut_after_erase_leaves_a_free_mf_that_is_redone(demo):
     assert card.mf.keyfile is None
     report = personalize(fresh_session(card)[1], spec, plan)
     assert report.rerun and report.verified
+
+
+@pytest.mark.parametrize("limit, why", [(5, "holds no transport key"), (7, "no longer takes the transport key")])
+def test_rerun_refuse_also_stops_on_a_card_cut_early(demo, limit, why):
+    """rerun = "refuse": a card cut after ERASE DF (free MF) or after the MF master (63Cx) is not redone."""
+    spec, keys, data = demo
+    refusing = parse_profile(PROFILE.read_text().replace('rerun = "erase"', 'rerun = "refuse"'), str(PROFILE))
+    plan = Planner(refusing, keys).plan(card_data(data, 4))
+    card = SimCard()
+    t = Pulled(card, limit)
+    t.connect()
+    with pytest.raises(PersoError):
+        personalize(CardSession(t), refusing, plan)
+    before = copy.deepcopy(card.mf)
+    with pytest.raises(PersoError, match=f"{why}.*rerun = .refuse"):
+        personalize(fresh_session(card)[1], refusing, plan)
+    assert (card.mf.keyfile is None) == (before.keyfile is None) and card.mf.children.keys() == before.children.keys()
 
 
 def test_rerun_refused_by_profile(demo, tmp_path):
