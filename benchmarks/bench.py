@@ -228,14 +228,14 @@ def apdus_lower_bound(spec) -> int:
     command the profile puts under line protection)."""
     from citycard.perso.plan import MAX_DATA
 
-    n = 1 + 2            # SELECT MF, GET CHALLENGE + EXTERNAL AUTHENTICATE (transport key)
+    n = 1 + 2 + 1        # SELECT MF, GET CHALLENGE + EXTERNAL AUTHENTICATE (transport key), ERASE DF (SPEC §6 R2)
     for df in spec.dfs():
         is_mf = df.fid == 0x3F00
+        n += 1               # CREATE its KEY file (the MF's new one after ERASE DF)
         if not is_mf:
-            n += 1 + 1 + 1   # CREATE DF, SELECT it, CREATE its KEY file
+            n += 1 + 1       # CREATE DF, SELECT it
         for k in df.keys:
-            protected = k.write != "plain" or (is_mf and k is df.master_key())
-            n += 2 if protected else 1
+            n += 2 if k.write != "plain" else 1
         for f in df.files:
             n += 1
             per = 2 if f.write_protect != "plain" else 1
@@ -376,7 +376,7 @@ def bench_hsm_derive(cards: int) -> dict[str, float]:
 
         def derive_all(ring, export, serial):
             factor = bytes.fromhex(f"3301{serial:012d}")
-            out = [ring.derive(*spec.transport_key, None)]
+            out = [Planner(spec, ring).transport_key()]
             for (unit, role), length in wanted:
                 key = ring.derive(unit, role, factor, export=export) if export else ring.derive(unit, role, factor)
                 out.append(key[:8] if length == 8 else key)

@@ -89,6 +89,22 @@ def parse_ac(text: Any) -> int:
                      " or two hex digits)")
 
 
+# --------------------------------------------------------------------------- command data
+MAX_LC = 239     # longest command data field an FM1208 takes (SPEC §6 R7, UM 7)
+
+
+def data_room(protect: str) -> int:
+    """The most plain data bytes one command can carry so that its Lc stays within
+    :data:`MAX_LC` (SPEC §6 R7): plain 239; with a MAC 235 (4 bytes of MAC); enciphered
+    230 (``LD ‖ data ‖ 80 00..`` padded to 8 bytes inside 235, then the MAC; SPEC §1.6)."""
+    if protect == "plain":
+        return MAX_LC
+    room = MAX_LC - 4
+    if protect == "cipher":
+        room = (room // 8) * 8 - 2
+    return room
+
+
 # --------------------------------------------------------------------------- keys
 # the profile's words for the key types of citycard.commands.fmcos.KeyType (aliases included)
 KEY_TYPES: dict[str, int] = {name: int(t) for name, t in {
@@ -200,6 +216,9 @@ class FileSpec:
         return self.nrec * (self.reclen + 1) + 8
 
 
+DEFAULT_APP_SFI_BYTE = 0x95    # SPEC §6 R6: BLOG16, LAB, CSDN
+
+
 @dataclass(frozen=True, slots=True)
 class DFSpec:
     name: str
@@ -222,9 +241,11 @@ class DFSpec:
 
     @property
     def sfi_byte(self) -> int:
+        """Byte 6 of CREATE DF, the application-file SFI (SPEC §1.2): ``80 | fci_sfi``, or
+        ``dir_sfi``, else ``95`` as every real script writes (SPEC §6 R6; ``00`` is unproven)."""
         if self.fci_sfi is not None:
             return 0x80 | self.fci_sfi
-        return self.dir_sfi if self.dir_sfi is not None else 0x00
+        return self.dir_sfi if self.dir_sfi is not None else DEFAULT_APP_SFI_BYTE
 
     @property
     def keyfile_sfi_byte(self) -> int:
@@ -248,11 +269,29 @@ class DFSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class TransportKey:
+    """The factory external-auth key of the MF that issuance authenticates with first
+    (SPEC §6 R1, R2): a key-source entry (``source`` = (unit, role), used as it is, its left
+    half when ``length`` is 8), or a literal public factory value.  ``length`` is the length
+    of the key *on the card* (8: single DES, the default of a blank FM1208; 16: 2-key 3DES),
+    ``kid`` its key id (P2 of EXTERNAL AUTHENTICATE)."""
+
+    source: tuple[str, str] | None = None
+    value: bytes | None = b"\xFF" * 8
+    length: int = 8
+    kid: int = 0x00
+    path: str = "card.transport_key"
+
+
+FACTORY_TRANSPORT_KEY = TransportKey()
+
+
+@dataclass(frozen=True, slots=True)
 class CardSpec:
     name: str
     title: str
     source: str
-    transport_key: tuple[str, str] | None   # (unit, role) in the key sources; None = factory 16×FF
+    transport_key: TransportKey             # the factory key of the MF (default 8×FF, id 00: SPEC §6 R1)
     serial_prefix: str                      # BCD digits before the card number
     serial_digits: int                      # total digits of the card serial
     validity_years: int
@@ -274,6 +313,6 @@ class CardSpec:
 
     def masters(self) -> set[tuple[str, str]]:
         out = {k.master for df in self.dfs() for k in df.keys if k.master is not None}
-        if self.transport_key is not None:
-            out.add(self.transport_key)
+        if self.transport_key.source is not None:
+            out.add(self.transport_key.source)
         return out

@@ -210,9 +210,10 @@ APP_FILES = [
 ]
 
 
-def personalized(*, seed: int = 1, ef15: bytes = EF15) -> SimCard:
-    """The factory card plus application 3F01 (AID A00000000386980701), ACs in force."""
-    host = Host(SimCard(rng=Rng(seed)))
+def personalized(*, seed: int = 1, ef15: bytes = EF15, model: str | None = None) -> SimCard:
+    """The factory card plus application 3F01 (AID A00000000386980701), ACs in force; ``model``:
+    a card model name (default the real-card ``fm1208``)."""
+    host = Host(SimCard(rng=Rng(seed)) if model is None else SimCard(rng=Rng(seed), model=model))
     host.select_mf()
     host.ext_auth(TRANSPORT)
     host.tx("80E03F011138" + "0600" + "AAAA95FFFF" + AID.hex())
@@ -227,20 +228,20 @@ def personalized(*, seed: int = 1, ef15: bytes = EF15) -> SimCard:
     return host.card
 
 
-_TEMPLATES: dict[int, SimCard] = {}
+_TEMPLATES: dict[tuple[int, str | None], SimCard] = {}
 
 
-def fresh(seed: int = 1) -> Host:
+def fresh(seed: int = 1, model: str | None = None) -> Host:
     """A Host on a deep copy of the (cached) personalized card, powered on, MF current."""
-    if seed not in _TEMPLATES:
-        _TEMPLATES[seed] = personalized(seed=seed)
-    card = copy.deepcopy(_TEMPLATES[seed])
+    if (seed, model) not in _TEMPLATES:
+        _TEMPLATES[(seed, model)] = personalized(seed=seed, model=model)
+    card = copy.deepcopy(_TEMPLATES[(seed, model)])
     card.reset()
     return Host(card)
 
 
-def app(seed: int = 1) -> Host:
+def app(seed: int = 1, model: str | None = None) -> Host:
     """:func:`fresh` with the application selected."""
-    host = fresh(seed)
+    host = fresh(seed, model)
     host.select_name(AID)
     return host

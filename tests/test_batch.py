@@ -140,7 +140,7 @@ def test_thousand_cards_over_four_readers_two_behind_pcscd(pcscd, tmp_path, run_
     servers = []
     for slot in (0, 1):
         img = tmp_path / f"reader{slot}.json"
-        assert run_cli("sim", "new", str(img), "--model", "fm1208-16ff").exit_code == 0
+        assert run_cli("sim", "new", str(img)).exit_code == 0
         servers.append(subprocess.Popen(CLI + ["sim", "serve", str(img), "--vpcd", f"127.0.0.1:{pcscd.port + slot}",
                                                "--dispenser", str(tmp_path / f"out{slot}")], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

@@ -363,7 +363,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_demo_plan_bytes_unchanged_by_the_command_layer():
     """The plan of row 1 of the demo data with the demo keys, as the planner made it before the
     command layer existed (label, kind, encrypt, expect, APDU, sensitivity, DF of each step):
-    the sha256 was taken from the pre-migration code (commit c935e48)."""
+    the sha256 was taken from the pre-migration code (commit c935e48), and taken again when the
+    plan became real issuance (SPEC §6 R1, R2, R4: ERASE DF, a new MF KEY file, no update of the
+    transport key; its head is checked rule by rule in tests/test_perso_strict.py)."""
     from citycard.keys import KeyRing
     from citycard.keys.demo import DemoKeyFile
     from citycard.perso.context import CardData
@@ -377,10 +379,11 @@ def test_demo_plan_bytes_unchanged_by_the_command_layer():
         CardData(data.row(1), 1, datetime.date(2026, 11, 24), "row"))
     lines = [f"{s.label} | {s.kind} | {s.encrypt} | {s.expect:04X} | {s.cmd.hex()} | {s.cmd.sensitive} | "
              f"{s.sensitive} | {s.df}" for s in plan.steps]
-    assert len(lines) == 76
+    assert len(lines) == 78
     assert lines[0] == "SELECT MF | apdu | False | 9000 | 00A40000023F00 | False | False | mf"
+    assert lines[2] == "ERASE DF (MF): the factory KEY file goes | apdu | False | 9000 | 800E0000 | False | False | mf"
     assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == \
-        "6799038ef9ed45227cbb04ced7a7ef937792afc5e9b12fa076c465be229919e8"
+        "2cb9996d9ef7cca7b2cbce64db1b496bf53788841e99bad7267a88a8f458ca3c"
 
 
 def _wire_commands(root: Path) -> list[bytes]:
@@ -440,8 +443,9 @@ def _wire_commands(root: Path) -> list[bytes]:
 def test_wire_bytes_unchanged_by_the_command_layer():
     """Perso + verification, the purse terminal and the card services send, byte for byte, what
     they sent before the command layer (sha256 of the length-prefixed command stream, taken from
-    the pre-migration code, commit c935e48; the card's randoms are deterministic)."""
+    the pre-migration code, commit c935e48, and again when perso became real issuance on the
+    real-card model; the card's randoms are deterministic)."""
     cmds = _wire_commands(ROOT)
-    assert len(cmds) == 195
+    assert len(cmds) == 196
     assert hashlib.sha256(b"".join(len(c).to_bytes(2, "big") + c for c in cmds)).hexdigest() == \
-        "e8010e2e5d5ed9d08a26fa686f0fed53d4b7f0c77ec8e23f8c8417baf4d7bb53"
+        "29c750f997e6ed7abcb650442a5a51457df791dc6a3523db02a855005138a7b0"

@@ -279,11 +279,16 @@ def test_perso_through_the_hsm_makes_the_same_card(hsm, loaded, run_cli, tmp_pat
     common = ["--profile", str(PROFILE), "--data", str(DATA), "--row", "1", "--issue-date", DAY]
     a, b = tmp_path / "hsm.json", tmp_path / "file.json"
     for img in (a, b):
-        cli("sim", "new", str(img), "--model", "fm1208-16ff")
+        cli("sim", "new", str(img))
     r = cli("perso", *common, "--keys", hsm.uri(), "--sim", str(a), "--dry-run")
-    assert r.stdout.count(EXPORTED) == 5          # the masters of the 5 applications, written plain
-    assert "replace the transport key (39/00) under cipher [key enciphered by the HSM]" in r.stdout
-    assert "WRITE KEY dlk (3F/00) in transit under cipher [key enciphered by the HSM]" in r.stdout
+    # exported: the MF's and the 5 applications' masters (plaintext right after their KEY file) and
+    # the load key (added with a MAC: SPEC §6 R4); enciphered by the HSM: the flagged keys (CIPHK)
+    assert r.stdout.count(EXPORTED) == 7
+    assert "WRITE KEY master (39/00) in mf: the master, plaintext [key exported from the HSM]" in r.stdout
+    assert "WRITE KEY dlk (3F/00) in transit under MAC of the master [key exported from the HSM]" in r.stdout
+    assert ("WRITE KEY dpk (FE/00) in transit under cipher+MAC of the master [key enciphered by the HSM]"
+            in r.stdout)
+    assert r.stdout.count("[key enciphered by the HSM]") == 11    # the flagged keys but the PINs (not in an HSM)
     r = cli("perso", *common, "--keys", hsm.uri(), "--sim", str(a))
     assert "verified: " in r.stdout
     cli("perso", *common, "--keys", str(DEMO_KEYS), "--sim", str(b))
@@ -315,21 +320,29 @@ def test_plain_write_needs_export_and_redo_without_it(hsm, source, tmp_path):
     data = read_csv(DATA)
     ring = KeyRing([source])
     card = CardData(data.row(1), 1, datetime.date(2026, 11, 24), data.where(1))
-    with pytest.raises(CitycardError, match="apps.social.keys.master: the key comes from a hardware security module "
+    with pytest.raises(CitycardError, match="mf.keys.master: the key comes from a hardware security module "
                                             "and WRITE KEY plain sends it in clear: put export = true"):
         Planner(spec, ring).plan(card)
-    # the MF master alone allowed out of the HSM for the first pass, not for a redo
+    # the MF master too: after ERASE DF it is added in plaintext (SPEC §6 R2, R4), first pass or redo
     only_apps = PROFILE.read_text().replace('tries = 15, export = true,', 'tries = 15,')
     p2 = tmp_path / "apps.toml"
     p2.write_text(only_apps)
-    spec2 = load_profile(p2)
-    plan = Planner(spec2, ring).plan(card)
-    assert plan.mf_rebuild == ()
+    with pytest.raises(CitycardError, match=r"mf.keys.master: .*\(the master of a DF is always written plain\)"):
+        Planner(load_profile(p2), ring).plan(card)
+    # the load key goes with a MAC only (in clear): it needs export too
+    no_dlk = PROFILE.read_text().replace('master = "dlk", write = "mac", export = true', 'master = "dlk", write = "mac"')
+    p3 = tmp_path / "dlk.toml"
+    p3.write_text(no_dlk)
+    with pytest.raises(CitycardError, match="apps.transit.keys.dlk: .* WRITE KEY with a MAC only sends it in clear"):
+        Planner(load_profile(p3), ring).plan(card)
+    # with the profile's exports the card is made, and redone (taken over with its MF master handle)
+    full = load_profile(PROFILE)
+    plan = Planner(full, ring).plan(card)
     session = CardSession(SimTransport(SimCard()))
     session.transport.connect()
-    assert personalize(session, spec2, plan).verified
-    with pytest.raises(PersoError, match="does not let it out of the hardware security module"):
-        personalize(session, spec2, plan)
+    assert personalize(session, full, plan).verified
+    again = personalize(session, full, plan)
+    assert again.rerun and again.verified
 
 
 def test_library_purse_and_services_with_hsm_keys(source):
@@ -377,7 +390,7 @@ def test_scripts_use_hsm_keys(hsm, loaded, run_cli, tmp_path):
     if "script" not in cli.list_commands(None):
         pytest.skip("no `citycard script` command in this tree")
     card = tmp_path / "card.json"
-    assert run_cli("sim", "new", str(card), "--model", "fm1208-16ff").exit_code == 0
+    assert run_cli("sim", "new", str(card)).exit_code == 0
     r = run_cli("perso", "--profile", str(PROFILE), "--data", str(DATA), "--row", "1", "--issue-date", DAY,
                 "--keys", hsm.uri(), "--sim", str(card))
     assert r.exit_code == 0, r.stderr

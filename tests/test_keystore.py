@@ -611,7 +611,7 @@ def test_perso_with_one_keystore_per_unit(tmp_path, run_cli, monkeypatch):
     common = ["--profile", str(PROFILE), "--data", str(DATA), "--row", "1", "--issue-date", "20261124"]
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     for img in (a, b):
-        assert run_cli("sim", "new", str(img), "--model", "fm1208-16ff").exit_code == 0
+        assert run_cli("sim", "new", str(img)).exit_code == 0
     r = run_cli("perso", *common, *key_args, *pass_args, "--sim", str(a))
     assert r.exit_code == 0, r.stderr
     assert "verified: " in r.stdout

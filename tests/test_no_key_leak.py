@@ -79,7 +79,7 @@ class Secrets:
 
 
 @pytest.fixture(scope="module")
-def secrets_() -> Secrets:
+def secrets_(tmp_path_factory) -> Secrets:
     s = Secrets()
     spec = load_profile(PROFILE)
     data = read_csv(DATA)
@@ -93,6 +93,9 @@ def secrets_() -> Secrets:
             for row in ROWS:
                 s.add_key(f"{name} {unit}/{role} of card {row}", crypto.diversify(master, _serial(row)[-8:]))
         # and what the planner itself writes to each card
+        if name == "other":   # a card takes only its factory transport key (SPEC §6 R1): plan with FF x 16
+            path = tmp_path_factory.mktemp("keys") / "other-keys.toml"
+            path.write_text(OTHER_KEYS.read_text().replace(masters[("factory", "transport")].hex().upper(), "FF" * 16))
         ring = KeyRing([DemoKeyFile(path)])
         for row in ROWS:
             plan = Planner(spec, ring).plan(CardData(data.row(row), row, datetime.date(2026, 11, 24), data.where(row)))
@@ -163,7 +166,7 @@ def test_no_key_or_passphrase_escapes(tmp_path, run_cli, capture, monkeypatch, s
 
     common = ["--profile", str(PROFILE), "--data", str(DATA), "--issue-date", DAY]
     card = tmp_path / "card.json"
-    cli("sim", "new", str(card), "--model", "fm1208-16ff")
+    cli("sim", "new", str(card))
     cli("profile", "check", str(PROFILE), *keys)
     cli("perso", *common, *keys, "--row", "1", "--sim", str(card), "--dry-run")
     cli("perso", *common, *keys, "--row", "1", "--sim", str(card), "--dry-run", "--json")
@@ -182,7 +185,7 @@ def test_no_key_or_passphrase_escapes(tmp_path, run_cli, capture, monkeypatch, s
 
     # failures half way, each one clear line and no key
     other = tmp_path / "other.json"
-    cli("sim", "new", str(other), "--model", "fm1208-16ff")
+    cli("sim", "new", str(other))
     other_keys = tmp_path / "other-keys.toml"         # the other masters, with the factory's transport key
     other_keys.write_text(OTHER_KEYS.read_text().replace(_masters(OTHER_KEYS)[("factory", "transport")].hex().upper(),
                                                          "FF" * 16))
@@ -193,7 +196,7 @@ def test_no_key_or_passphrase_escapes(tmp_path, run_cli, capture, monkeypatch, s
     assert "MAC1" in r.stderr
 
     pulled = tmp_path / "pulled.json"
-    cli("sim", "new", str(pulled), "--model", "fm1208-16ff")
+    cli("sim", "new", str(pulled))
     real = ImageTransport.transmit
     count = {"n": 0}
 

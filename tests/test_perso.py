@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from citycard.keys.demo import DemoKeyFile
 from citycard.perso.context import CardData
 from citycard.perso.data import read_csv
 from citycard.perso.dump import dump_card
-from citycard.perso.plan import Planner
+from citycard.perso.plan import Plan, Planner
 from citycard.perso.run import PersoError, personalize
 from citycard.profile import load_profile, parse_profile
 from citycard.sim import SimCard
@@ -94,7 +95,8 @@ def test_plan_is_minimal(demo):
                 assert len(writes) == 1, f"{df.name}/{f.name}"  # one UPDATE BINARY per file (all fit)
     creates = [s for s in plan.steps if s.cmd.ins == 0xE0]
     n_files = sum(len(df.files) for df in spec.dfs())
-    assert len(creates) == n_files + 2 * len(spec.apps)   # EFs, app key files, app DFs (the MF keeps its own)
+    assert len(creates) == n_files + 2 * len(spec.apps) + 1   # EFs, app key files, app DFs, and the MF's new
+                                                              # KEY file after ERASE DF (SPEC §6 R2)
     keys_written = [s for s in plan.steps if s.cmd.ins == 0xD4]
     assert len(keys_written) == sum(len(df.keys) for df in spec.dfs())
 
@@ -134,7 +136,11 @@ class Pulled(SimTransport):
         return super().transmit(apdu)
 
 
-@pytest.mark.parametrize("limit", [6, 9, 20, 45, 70, 90, 110])
+# APDUs of a first run: 1 SELECT (is the card personalized?), 2 SELECT MF, 3-4 GET CHALLENGE +
+# EXTERNAL AUTHENTICATE (transport key), 5 ERASE DF, 6 CREATE KEY FILE, 7 WRITE KEY master, ...
+# A cut at 6 (the MF's KEY file made, no key in it) is the one a real card cannot come back from
+# (test_cut_inside_the_issuance_window_is_said_plainly).
+@pytest.mark.parametrize("limit", [3, 4, 5, 7, 9, 20, 45, 70, 90, 110])
 def test_stopped_half_way_is_reported_and_redone(demo, limit):
     spec, keys, data = demo
     card = SimCard()
@@ -152,6 +158,55 @@ def test_stopped_half_way_is_reported_and_redone(demo, limit):
     _card, session = fresh_session(card)
     report = personalize(session, spec, plan)
     assert report.verified
+
+
+def test_cut_inside_the_issuance_window_is_said_plainly(demo):
+    """SPEC §6 R2, R5: cut between CREATE KEY FILE and WRITE KEY of the MF master, the MF holds a
+    KEY file without keys: no key authenticates, ERASE DF is refused; perso says so and stops."""
+    spec, keys, data = demo
+    card = SimCard()
+    plan = Planner(spec, keys).plan(card_data(data, 4))
+    t = Pulled(card, 6)
+    t.connect()
+    with pytest.raises(PersoError) as info:
+        personalize(CardSession(t), spec, plan)
+    assert info.value.step == Plan.CREATE_KEYFILE + 2            # the WRITE KEY of the master was cut
+    assert plan.steps[Plan.CREATE_KEYFILE].label == "CREATE KEY FILE in mf"
+    with pytest.raises(PersoError, match="cut inside the issuance window, between CREATE KEY FILE and WRITE KEY"):
+        personalize(fresh_session(card)[1], spec, plan)
+    assert card.mf.keyfile is not None and not card.mf.keyfile.keys and not card.mf.children
+
+
+def test_cut_after_erase_leaves_a_free_mf_that_is_redone(demo):
+    """Cut between ERASE DF and CREATE KEY FILE: the MF has no KEY file, so it is free (R5); the
+    transport key is gone (6A88), perso erases again and goes on."""
+    spec, keys, data = demo
+    card = SimCard()
+    plan = Planner(spec, keys).plan(card_data(data, 4))
+    t = Pulled(card, 5)
+    t.connect()
+    with pytest.raises(PersoError):
+        personalize(CardSession(t), spec, plan)
+    assert card.mf.keyfile is None
+    report = personalize(fresh_session(card)[1], spec, plan)
+    assert report.rerun and report.verified
+
+
+@pytest.mark.parametrize("limit, why", [(5, "holds no transport key"), (7, "no longer takes the transport key")])
+def test_rerun_refuse_also_stops_on_a_card_cut_early(demo, limit, why):
+    """rerun = "refuse": a card cut after ERASE DF (free MF) or after the MF master (63Cx) is not redone."""
+    spec, keys, data = demo
+    refusing = parse_profile(PROFILE.read_text().replace('rerun = "erase"', 'rerun = "refuse"'), str(PROFILE))
+    plan = Planner(refusing, keys).plan(card_data(data, 4))
+    card = SimCard()
+    t = Pulled(card, limit)
+    t.connect()
+    with pytest.raises(PersoError):
+        personalize(CardSession(t), refusing, plan)
+    before = copy.deepcopy(card.mf)
+    with pytest.raises(PersoError, match=f"{why}.*rerun = .refuse"):
+        personalize(fresh_session(card)[1], refusing, plan)
+    assert (card.mf.keyfile is None) == (before.keyfile is None) and card.mf.children.keys() == before.children.keys()
 
 
 def test_rerun_refused_by_profile(demo, tmp_path):

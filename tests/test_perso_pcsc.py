@@ -24,7 +24,7 @@ def test_perso_verify_dump_and_purse_through_pcscd(served_sim, run_cli, tmp_path
     assert out["verified"] is True and out["card_serial"] == "3301000000000003" and out["checks"] >= 60
     # the same row in process gives a card with the same content
     local = tmp_path / "local.json"
-    assert run_cli("sim", "new", str(local), "--model", "fm1208-16ff").exit_code == 0
+    assert run_cli("sim", "new", str(local)).exit_code == 0
     r2 = run_cli("perso", *COMMON, *DATA, "--row", "3", "--sim", str(local), "--issue-date", "20261124")
     assert r2.exit_code == 0, r2.stderr
     remote_dump = run_cli("dump", *card, *COMMON, "--json").json()

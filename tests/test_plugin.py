@@ -200,7 +200,7 @@ def test_plugin_options_markers_and_images(pytester, tmp_path):
     ''', "-k", "not option_image")
     result.assert_outcomes(passed=3, errors=3)
     result.stdout.fnmatch_lines([
-        "*citycard card: card model 'nonesuch': this citycard simulates the fm1208 only",
+        "*citycard card: unknown card model 'nonesuch' (known: fm1208*",
         "*@pytest.mark.citycard: unknown option personalised (known: model, image, personalized, profile, keys,"
         " row, issue_date)",
         "*citycard card: *citycard-sample.csv: row 9999 does not exist (rows 1..240)",
@@ -303,12 +303,34 @@ def test_readme_library_example_runs_as_written(citycard_reader):
     import re
 
     section = (ROOT / "README.md").read_text().split("\n## The library\n", 1)[1].split("\n## ", 1)[0]
-    (example,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert 'PcscTransport("Virtual")' in example
+    examples = re.findall(r"```python\n(.*?)```", section, re.S)
+    (example,) = [e for e in examples if 'PcscTransport("Virtual")' in e]
     scope: dict = {}
     exec(compile(example, "README.md (The library)", "exec"), scope)
     assert scope["fci"].startswith(b"\x6f")        # the MF's FCI template, fetched through 61xx
     assert scope["t"].name == citycard_reader
+
+
+def test_readme_perso_example_runs_as_written(run_cli, tmp_path, monkeypatch):
+    """The README's "personalizing one card from a script" example, in a folder holding the demo
+    assets and a fresh card image (a real-card model FM1208: SPEC §6)."""
+    import re
+
+    from citycard.assets import copy_assets
+    from citycard.sim import image
+
+    section = (ROOT / "README.md").read_text().split("\n## The library\n", 1)[1].split("\n## ", 1)[0]
+    (example,) = [e for e in re.findall(r"```python\n(.*?)```", section, re.S) if "personalize(" in e]
+    monkeypatch.chdir(tmp_path)
+    copy_assets(tmp_path)
+    assert run_cli("sim", "new", "card.json").exit_code == 0
+    scope: dict = {}
+    exec(compile(example, "README.md (The library: perso)", "exec"), scope)
+    assert scope["report"].verified and not scope["report"].rerun
+    card = image.load(tmp_path / "card.json")
+    assert card.model.name == "fm1208" and card.mf.keyfile is not None
+    assert {df.name for df in card.mf.children.values() if hasattr(df, "keyfile")} >= {
+        a.aid for a in scope["job"].spec.apps}
 
 
 def test_named_profiles_resolve_to_the_shipped_files_unless_a_file_has_that_name(run_cli, tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ def perso_image(tmp_path_factory):
 
     image = tmp_path_factory.mktemp("script") / "perso.json"
     runner = CliRunner()
-    assert runner.invoke(cli, ["sim", "new", str(image), "--model", "fm1208-16ff"]).exit_code == 0
+    assert runner.invoke(cli, ["sim", "new", str(image)]).exit_code == 0
     r = runner.invoke(cli, ["perso", *PK, "--data", str(ROOT / "profiles/citycard-sample.csv"), "--row", "1",
                             "--sim", str(image), "--issue-date", "20261124"])
     assert r.exit_code == 0, r.output

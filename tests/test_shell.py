@@ -35,7 +35,7 @@ def personalize(image: Path) -> None:
     from citycard.cli.main import cli
 
     runner = CliRunner()
-    assert runner.invoke(cli, ["sim", "new", str(image), "--model", "fm1208-16ff"]).exit_code == 0
+    assert runner.invoke(cli, ["sim", "new", str(image)]).exit_code == 0
     r = runner.invoke(cli, args)
     assert r.exit_code == 0, r.output
 

@@ -22,7 +22,7 @@ def test_new_refuses_to_overwrite(run_cli, tmp_path):
 
 def test_show_personalized_card_never_shows_keys(run_cli, tmp_path):
     img = tmp_path / "c.json"
-    run_cli("sim", "new", str(img), "--model", "fm1208-16ff")
+    run_cli("sim", "new", str(img))
     r = run_cli("perso", "--profile", str(ROOT / "profiles/citycard.toml"), "--keys",
                 str(ROOT / "profiles/demo-keys.toml"), "--data", str(ROOT / "profiles/citycard-sample.csv"),
                 "--row", "2", "--sim", str(img))
@@ -40,7 +40,8 @@ def test_show_personalized_card_never_shows_keys(run_cli, tmp_path):
     assert "EF 0015 binary 30 bytes, read F0, write F0, write MAC (key 36/00)" in text
     tree = run_cli("sim", "show", str(img), "--json").json()
     transit = next(c for c in tree["mf"]["children"] if c["fid"] == "3F01")
-    assert {k["type"] for k in transit["keyfile"]["keys"]} >= {"39", "36", "3F", "3E", "34"}
+    # the demo profile flags the keys it adds enciphered (36→F6, 3E→FE, 34→F4: SPEC §6 R4, CIPHK)
+    assert {k["type"] for k in transit["keyfile"]["keys"]} >= {"39", "F6", "3F", "FE", "F4"}
     assert all("value" not in k for k in transit["keyfile"]["keys"])
 
 

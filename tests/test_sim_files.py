@@ -19,9 +19,9 @@ def host() -> Host:
     return host
 
 
-def records_card() -> Host:
+def records_card(model: str = "fm1208") -> Host:
     """A DF "RECS" with a fixed (SFI 1), a cyclic (2), a variable (3) and a binary file (4); ACs apply."""
-    host = Host(SimCard(rng=Rng(4)))
+    host = Host(SimCard(rng=Rng(4), model=model))
     host.select_mf()
     host.ext_auth(TRANSPORT)
     host.create(0x3F02, H("380400F0F001FFFF") + b"RECS")
@@ -59,7 +59,7 @@ def test_read_binary_errors(host):
 
 
 def test_read_binary_large_file_15_bit_offset():
-    host = records_card()
+    host = records_card("fm1208-16ff")      # Le 00 reads 256: the legacy model's short-APDU limit (fm1208: 239, R7)
     host.select_fid(0x0004)
     host.tx(b"\x00\xD6\x01\x00\x2C" + bytes(range(0x2C)))     # offset 0x0100 needs SFI-less P1
     assert host.tx("00B0840000") == bytes(256)                 # SFI 4, Le 00: 256 of 300 bytes
@@ -255,7 +255,7 @@ def test_extended_protected_command_is_6700(host):
 
 
 def test_record_length_is_one_byte():
-    host = app()
+    host = app(model="fm1208-16ff")         # a 255-byte record: Lc 255, the legacy model (fm1208: Lc ≤ 239, R7)
     host.ext_auth(MK)
     host.create(0x0019, H("2C0110F0F0FFFF"))
     host.tx(H("00E200C8000101") + b"\x01\xFF" + bytes(255), 0x6700)   # 257 bytes (extended APDU)

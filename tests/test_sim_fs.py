@@ -46,6 +46,7 @@ def test_external_auth_transport_key_sets_sr(host, n):
 
 
 def test_external_auth_counter_counts_down_then_locks(host):
+    host = Host(SimCard(rng=Rng(5), model="fm1208-16ff"))   # 15 tries: the legacy model (fm1208: 3, R8)
     host.select_mf()
     host.ext_auth(TRANSPORT)                       # correct: counter full
     wrong = b"\x01" * 8
@@ -147,7 +148,7 @@ def test_space_accounting_exact(host, body, physical):
     body = h(body)
     fid = 0x0002 if body[0] == 0x2F else 0x0011
     for slack, sw in ((0, 0x9000), (-1, 0x6A84)):
-        h_ = Host(SimCard(rng=Rng(1)))
+        h_ = Host(SimCard(rng=Rng(1), model="fm1208-16ff"))   # DF space enforced: the legacy model (R9)
         authed(h_)
         space = 0x10 + 8 + physical + slack
         h_.create(0x3F02, H("38") + space.to_bytes(2, "big") + H("F0F001FFFF") + b"DFX")
@@ -157,6 +158,7 @@ def test_space_accounting_exact(host, body, physical):
 
 
 def test_space_6a84_in_spec_df_and_key_file(host):
+    host = Host(SimCard(rng=Rng(5), model="fm1208-16ff"))   # DF space enforced: the legacy model (R9)
     authed(host)
     host.tx(SPEC_DF)
     host.select_name(AID)

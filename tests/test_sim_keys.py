@@ -151,7 +151,7 @@ def mac_write(host: Host, p1: int, kid: int, record: bytes, *, encrypt: bool, ke
 
 
 def test_macd_and_ciphered_add_and_update():
-    host = app()
+    host = app(model="fm1208-16ff")   # an enciphered add of type 39: the legacy model (fm1208 refuses it, R4)
     host.ext_auth(MK)
     # MAC'd plain add, then check the MAC by hand once
     mac_write(host, 0x01, 0x05, h("39 F0 F0 05 33") + K16, encrypt=False)

@@ -47,7 +47,7 @@ def test_legacy_model_keeps_16ff_and_15_tries():
     card = new_card("fm1208-16ff")
     key = card.mf.keyfile.get(0x39, 0)
     assert key.value == b"\xFF" * 16 and key.b4 == 0xFF
-    assert SimCard().model.name == "fm1208-16ff"   # the constructor default (legacy callers)
+    assert SimCard().model.name == "fm1208"        # the constructor default: the real-card model
 
 
 def test_atr_of_fm1208_is_the_contactless_form():

@@ -274,7 +274,7 @@ def test_ed_purse_needs_the_pin(demo, run_cli, tmp_path):
         ('[apps.transit.files.ep]\nfid = "0002"\nkind = "ep"\nusage = "free"              # a transit purse needs no PIN',
          '[apps.transit.files.ep]\nfid = "0001"\nkind = "ed"\nusage = "sr>=1"'),
         ('unload = { type = "unload"',
-         'pin = { type = "pin", id = 0, state = 1, tries = 3, value = "2580", write = "cipher" }\nunload = { type = "unload"')])
+         'pin = { type = "pin", id = 0, state = 1, tries = 3, value = "2580", write = "mac" }\nunload = { type = "unload"')])
     card, session = personalized((spec, keys, data), row=10)
     term = PurseTerminal(session, spec, keys)
     term.select()

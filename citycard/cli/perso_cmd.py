@@ -55,7 +55,8 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
     if dry_run:
         if as_json:
             click.echo(json.dumps({"card_serial": plan.card_serial, "apdus": plan.apdu_count, "steps": [
-                {"label": s.label, "kind": s.kind, "apdu": format_command(s.cmd), "expect": f"{s.expect:04X}"}
+                {"label": s.label, "kind": s.kind, "apdu": format_command(s.cmd), "expect": f"{s.expect:04X}",
+                 "source": s.source}
                 for s in plan.steps]}, indent=2, ensure_ascii=False))
             return
         click.echo(f"plan for card {plan.card_serial} ({data.where(row)}): {len(plan.steps)} steps, "
@@ -64,7 +65,7 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
             how = {"apdu": "", "protected": " [GET CHALLENGE, then "
                    + ("enciphered + MAC" if s.encrypt else "MAC") + "]",
                    "ext_auth": " [GET CHALLENGE, then the cryptogram]"}[s.kind]
-            click.echo(f"{i:3d}. {s.label}: {format_command(s.cmd)}{how}")
+            click.echo(f"{i:3d}. {s.label}: {format_command(s.cmd)}{how}" + (f" [{s.source}]" if s.source else ""))
         return
     with app.open_session(reader, sim=sim, writes=True) as session:
         report = personalize(session, spec, plan, verify=not no_verify)

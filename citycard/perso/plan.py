@@ -1,32 +1,43 @@
 """The planner: (CardSpec, one card's data, keys) → Plan, a list of Steps (DESIGN.md).
 
 Pure: it touches no reader, so a plan can be printed (``perso --dry-run``), counted and
-tested on its own.  Order, for a factory card (SPEC §1.1–§1.4):
+tested on its own.  It plans what real issuance does (SPEC §6.1; every step carries the rule
+it relies on in ``Step.source``):
 
-1. SELECT MF, EXTERNAL AUTHENTICATE with the transport key (SR 1 on a factory card).
-2. The transport key replaced by the MF master in one enciphered WRITE KEY (no window
-   where the card holds no key), further MF keys, MF files and their data.  (A card
-   being redone is erased instead and gets its key file and master back: ``mf_rebuild``.)
-3. Every application DF, created while the MF is current (no SELECT back and forth).
-4. Per application: SELECT by AID, key file, keys (under line protection where the
-   profile says so), files, data (DAMK-protected files with MAC), authentication code.
+1. SELECT MF; EXTERNAL AUTHENTICATE with the factory transport key as the profile describes
+   it (default 8×FF single DES, key id 00: R1).
+2. ERASE DF in the MF, CREATE KEY FILE, WRITE KEY of the MF master in plaintext, back to back
+   (R2: no published issuance updates the transport key in place; an update must keep the
+   stored key's length).  Those three commands are the one window where a card cut leaves
+   the MF without a key (docs/profile.md, "Issuance window"; the runner recognises it).
+3. Further keys as the card accepts new keys (R4, UM 7.12): plaintext, plaintext+MAC under the
+   DF's master (``write = "mac"``), enciphered+MAC only for key types with both change flags
+   set (``protect_change = "cipher"``: CIPHK).  MF files and their data.
+4. Every application DF, created while the MF is current (the MF stays free, R5).
+5. Per application: SELECT by AID, key file, keys, files, data (DAMK-protected files with MAC),
+   authentication code.
 
-Minimal: binary data goes in as few UPDATE BINARY commands as a short APDU allows (by
-SFI, so no SELECT), all-zero chunks are skipped (a new file reads zero), records are
-APPENDed by SFI.
+Minimal: binary data goes in as few UPDATE BINARY commands as Lc ≤ 239 allows (R7; by SFI,
+so no SELECT), all-zero chunks are skipped (a new file reads zero), records are APPENDed by SFI.
+
+Strict host: what a real card would refuse is refused here, with the profile's file, line and
+key path: an enciphered add of an unflagged key type (at load), a record too long for one
+command (at load for fixed/cyclic files, here for variable ones), a transport key that does
+not fit the card's (R1).
 
 Keys are ``bytes`` from a file key source, or key handles from a hardware security module
 (:mod:`citycard.keys.handles`): protections and cryptograms use them alike.  A WRITE KEY
 record needs the per-card key's value: from an HSM it is let out only as the profile says
 (``export = true`` on a key sent in clear, i.e. written plain or with MAC only: such steps are
-marked ``[key exported from the HSM]``; a ciphered WRITE KEY is enciphered by the HSM under
+marked ``[key exported from the HSM]``; an enciphered WRITE KEY is enciphered by the HSM under
 the DF's master and marked ``[key enciphered by the HSM]``).  HSM masters never come out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
 
 from ..apdu import CommandApdu
 from ..commands import fmcos, iso, purse
@@ -34,11 +45,11 @@ from ..commands.fmcos import KeyType
 from ..errors import InputError
 from ..keys import KeySource
 from ..keys.handles import Key, KeyHandleError, key_bytes
-from ..profile import binding_columns, pin_to_bytes
-from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
+from ..crypto import ecb_encrypt
+from ..profile import ProfileError, binding_columns, locate, pin_to_bytes
+from ..spec import MAX_LC, CardSpec, DFSpec, FileSpec, KeySpec, data_room
 from .context import CardData, Resolver
 
-TRANSPORT_DEFAULT = b"\xFF" * 16
 EXPORTED = " [key exported from the HSM]"
 ENCIPHERED = " [key enciphered by the HSM]"
 
@@ -50,6 +61,7 @@ class Step:
     ``kind``: ``apdu`` (send as is), ``protected`` (GET CHALLENGE, then the line-protected
     form under ``key``, enciphered when ``encrypt``), ``ext_auth`` (GET CHALLENGE, then
     EXTERNAL AUTHENTICATE with ``key``).  ``key`` never appears in repr or output.
+    ``source``: the rule the step relies on, as source tags (``SPEC §6 R2; UM 7.3``).
     """
 
     label: str
@@ -60,6 +72,7 @@ class Step:
     encrypt: bool = False
     sensitive: bool = False
     df: str = ""
+    source: str = ""
 
     @property
     def apdu_count(self) -> int:
@@ -73,7 +86,14 @@ class Plan:
     keys: dict[str, Key] = field(repr=False, default_factory=dict)   # "df/key" → per-card key or handle (verify)
     pins: dict[str, bytes] = field(repr=False, default_factory=dict)
     contents: dict[tuple[str, int], Any] = field(repr=False, default_factory=dict)  # (df, fid) → bytes | records
-    mf_rebuild: tuple[Step, ...] = ()    # after ERASE DF of the MF when a card is redone
+
+    # the fixed head of every plan (0-based indexes): the issuance window is ERASE, CREATE KEY
+    # FILE, WRITE KEY master (SPEC §6 R2)
+    SELECT_MF: ClassVar[int] = 0
+    AUTHENTICATE: ClassVar[int] = 1
+    ERASE: ClassVar[int] = 2
+    CREATE_KEYFILE: ClassVar[int] = 3
+    WRITE_MASTER: ClassVar[int] = 4
 
     @property
     def apdu_count(self) -> int:
@@ -83,7 +103,22 @@ class Plan:
         return iter(self.steps)
 
 
-MAX_DATA = 255
+MAX_DATA = MAX_LC     # SPEC §6 R7
+
+# source tags of the rules the steps rely on (SPEC.md "Sources"; shown by perso --dry-run)
+SRC_SELECT = "SPEC §1.5"
+SRC_TRANSPORT = "SPEC §6 R1"
+SRC_ERASE = "SPEC §6 R2; UM 7.3"
+SRC_KEYFILE = "SPEC §6 R2; UM 7.13"
+SRC_ADD_PLAIN = "SPEC §6 R4; UM 7.12"
+SRC_ADD_MAC = "SPEC §6 R4; UM 7.12; SPEC §1.6"
+SRC_ADD_CIPHER = "SPEC §6 R4; CIPHK"
+SRC_CREATE_DF = "UM 7.13; SPEC §6 R5, R6"
+SRC_CREATE_EF = "UM 7.13; SPEC §1.2"
+SRC_UPDATE_BINARY = "SPEC §1.5, §6 R7"
+SRC_APPEND_RECORD = "SPEC §6 R20, R21"
+SRC_PROTECTED = "SPEC §1.6"
+SRC_AUTH_CODE = "SPEC D7; CS"
 
 
 def ext_auth_step(key_id: int) -> CommandApdu:
@@ -121,6 +156,16 @@ def _coerce(layout: Any, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def profile_error(spec: CardSpec, path: str, message: str) -> ProfileError:
+    """A refusal of the strict host: ``profile:line: key.path: message`` (the line found in the
+    profile's text, as the profile loader does)."""
+    try:
+        text = Path(spec.source).read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    return ProfileError(message, file=spec.source, line=locate(text, path.split(".")) if text else None, path=path)
+
+
 def _chunks(data: bytes, size: int) -> Iterator[tuple[int, bytes]]:
     for off in range(0, len(data), size):
         yield off, data[off:off + size]
@@ -138,21 +183,45 @@ class Planner:
         keys: dict[str, Key] = {}
         pins: dict[str, bytes] = {}
         contents: dict[tuple[str, int], Any] = {}
-        transport = (self.keys.derive(*spec.transport_key, None) if spec.transport_key is not None
-                     else TRANSPORT_DEFAULT)
+        transport = self.transport_key()
         mf = spec.mf
-        steps.append(Step("SELECT MF", iso.select_mf(), df="mf"))
-        steps.append(Step("EXTERNAL AUTHENTICATE with the transport key", ext_auth_step(0x00),
-                          kind="ext_auth", key=transport, df="mf"))
-        self._df_body(mf, r, steps, keys, pins, contents, factory_key=transport)
-        rebuild = self._mf_rebuild(mf, keys)
+        steps.append(Step("SELECT MF", iso.select_mf(), df="mf", source=SRC_SELECT))
+        tk = spec.transport_key
+        steps.append(Step(f"EXTERNAL AUTHENTICATE with the transport key ({len(transport)} bytes, id {tk.kid:02X})",
+                          ext_auth_step(tk.kid), kind="ext_auth", key=transport, df="mf", source=SRC_TRANSPORT))
+        steps.append(Step("ERASE DF (MF): the factory KEY file goes", fmcos.erase_df(), df="mf", source=SRC_ERASE))
+        self._df_body(mf, r, steps, keys, pins, contents)
         for app in spec.apps:
-            steps.append(Step(f"CREATE DF {app.fid:04X} {app.name}", self._create_df(app), df="mf"))
+            steps.append(Step(f"CREATE DF {app.fid:04X} {app.name}", self._create_df(app), df="mf",
+                              source=SRC_CREATE_DF))
         for app in spec.apps:
             steps.append(Step(f"SELECT {app.name} ({app.aid.hex().upper()})",
-                              iso.select_name(app.aid), df=app.name))
+                              iso.select_name(app.aid), df=app.name, source=SRC_SELECT))
             self._df_body(app, r, steps, keys, pins, contents)
-        return Plan(r.card_serial, tuple(steps), keys, pins, contents, rebuild)
+        return Plan(r.card_serial, tuple(steps), keys, pins, contents)
+
+    def transport_key(self) -> Key:
+        """The key the card's factory transport key is authenticated with (SPEC §6 R1): the
+        profile's literal value, or its key-source entry as it is, or the entry's left half
+        for a card whose key is 8 bytes (a 16-byte entry K ‖ K is single-DES K).  A key that
+        cannot be the card's (strict host) is refused, naming ``[card] transport_key``."""
+        tk = self.spec.transport_key
+        if tk.source is None:
+            assert tk.value is not None
+            return tk.value
+        key = self.keys.derive(*tk.source, None)
+        name = "/".join(tk.source)
+        if len(key) == tk.length:
+            return key
+        if len(key) < tk.length:
+            raise profile_error(self.spec, tk.path, f"the card's transport key is {tk.length} bytes, key-source "
+                                f"entry {name} only {len(key)} (SPEC §6 R1)")
+        left = key[:8]
+        if ecb_encrypt(key, bytes(8)) != ecb_encrypt(left, bytes(8)):
+            raise profile_error(self.spec, tk.path, f"key-source entry {name} is a 16-byte key (its halves differ) "
+                                f"but the card's transport key is 8 bytes (SPEC §6 R1): it cannot authenticate; "
+                                "say length = 16 for a card with a 16-byte transport key")
+        return left
 
     # ------------------------------------------------------------------ pieces
     @staticmethod
@@ -164,25 +233,11 @@ class Planner:
     def _create_keyfile(df: DFSpec) -> Step:
         cmd = fmcos.create_key_file(df.keyfile_fid, space=df.keyfile_space, df_sfi=df.keyfile_sfi_byte,
                                     add_ac=df.keyfile_add_ac)
-        return Step(f"CREATE KEY FILE in {df.name}", cmd, df=df.name)
+        return Step(f"CREATE KEY FILE in {df.name}", cmd, df=df.name, source=SRC_KEYFILE)
 
     @staticmethod
     def _key_record(k: KeySpec, value: bytes) -> bytes:
         return fmcos.key_record(k.type_byte, k.usage_ac, k.change_ac, k.b3, k.b4, value)
-
-    def _mf_rebuild(self, mf: DFSpec, keys: dict[str, Key]) -> tuple[Step, ...]:
-        """For a card being redone: after ERASE DF of the MF, its key file and master again
-        (written plain: none when the master comes from an HSM that may not let it out)."""
-        m = mf.master_key()
-        assert m is not None
-        value = keys[f"mf/{m.name}"]
-        if not isinstance(value, (bytes, bytearray)) and not m.export:
-            return ()
-        raw, mark = self._written(m, value, "plain")
-        rec = self._key_record(m, raw)
-        return (self._create_keyfile(mf),
-                Step(f"WRITE KEY {m.name} (39/00) in mf{mark}",
-                     fmcos.write_key(0x00, rec), sensitive=True, df="mf"))
 
     def _written(self, k: KeySpec, value: Key, how: str) -> tuple[bytes, str]:
         """The clear value for ``k``'s WRITE KEY record sent ``how``, and the step's mark.
@@ -195,8 +250,9 @@ class Planner:
             sent = "plain" if how == "plain" else "with a MAC only"
             raise InputError(f"{where}: the key comes from a hardware security module and WRITE KEY {sent} sends "
                              "it in clear: put export = true on this key to let it out of the HSM, or write it with "
-                             "write = \"cipher\"" + (" (the master of a DF is always written plain)"
-                                                     if k.ktype == 0x39 and k.kid == 0 else ""))
+                             "write = \"cipher\" and protect_change = \"cipher\""
+                             + (" (the master of a DF is always written plain)"
+                                if k.ktype == 0x39 and k.kid == 0 else ""))
         try:
             raw = key_bytes(value)
         except KeyHandleError as exc:
@@ -211,15 +267,13 @@ class Planner:
         return self.keys.derive(unit, role, factor)
 
     def _df_body(self, df: DFSpec, r: Resolver, steps: list[Step], keys: dict[str, Key],
-                 pins: dict[str, bytes], contents: dict[tuple[str, int], Any],
-                 factory_key: Key | None = None) -> None:
-        """Key file, keys, files and data of one DF.  With ``factory_key`` (the MF of a factory
-        card), the factory KEY file stays and its transport key is replaced in place by the
-        master, enciphered under the transport key: one atomic command, so a card pulled at
-        any moment keeps a key that opens it (SPEC §1.4 update with P1 = the stored type)."""
+                 pins: dict[str, bytes], contents: dict[tuple[str, int], Any]) -> None:
+        """Key file, keys, files and data of one DF (just erased, or just created: free until
+        it is entered again, SPEC §6 R5).  The master goes first and in plaintext, right after
+        the KEY file (the window of SPEC §6 R2 stays two commands wide after ERASE); every other
+        key is added as the card accepts new keys (R4)."""
         n = df.name
-        if factory_key is None:
-            steps.append(self._create_keyfile(df))
+        steps.append(self._create_keyfile(df))
         master = df.master_key()
         master_value: Key | None = None
         ordered = sorted(df.keys, key=lambda k: k is not master)   # the master first
@@ -231,31 +285,32 @@ class Planner:
                 keys[f"{n}/{k.name}"] = value
             if k is master:
                 master_value = value
-            how = "cipher" if k is master and factory_key is not None else k.write
+            how = k.write
             raw, mark = (value, "") if k.ktype == KeyType.PIN else self._written(k, value, how)
-            record = self._key_record(k, raw)
-            cmd = fmcos.write_key(k.kid, record)
-            label = f"WRITE KEY {k.name} ({k.ktype:02X}/{k.kid:02X}) in {n}"
-            if k is master and factory_key is not None:
-                if len(value) != len(factory_key):
-                    raise InputError(f"{k.path}: the MF master must be {len(factory_key)} bytes like the transport key")
-                steps.append(Step(f"WRITE KEY {k.name}: replace the transport key (39/00) under cipher{mark}",
-                                  fmcos.write_key(0x00, record, stored_type=KeyType.EXTERNAL_AUTH),
-                                  kind="protected", key=factory_key, encrypt=True, sensitive=True, df=n))
-            elif k.write == "plain":
-                steps.append(Step(label + mark, cmd, sensitive=True, df=n))
-            else:
-                assert master_value is not None
-                steps.append(Step(label + f" under {k.write}{mark}", cmd, kind="protected", key=master_value,
-                                  encrypt=k.write == "cipher", sensitive=True, df=n))
+            cmd = fmcos.write_key(k.kid, self._key_record(k, raw))
+            label = f"WRITE KEY {k.name} ({k.type_byte:02X}/{k.kid:02X}) in {n}"
+            if how == "plain":
+                what = "the master, plaintext" if k is master else "plaintext"
+                steps.append(Step(f"{label}: {what}{mark}", cmd, sensitive=True, df=n, source=SRC_ADD_PLAIN))
+                continue
+            assert master_value is not None        # profile check: protected adds need the master
+            if how == "cipher" and k.type_byte & 0xC0 != 0xC0:
+                raise profile_error(self.spec, f"{k.path}.write",
+                                    f"a real card takes no enciphered add of key type {k.type_byte:02X} "
+                                    "(SPEC §6 R4, UM 7.12)")
+            steps.append(Step(f"{label} under {'cipher+MAC' if how == 'cipher' else 'MAC'} of the master{mark}",
+                              cmd, kind="protected", key=master_value, encrypt=how == "cipher", sensitive=True,
+                              df=n, source=SRC_ADD_CIPHER if how == "cipher" else SRC_ADD_MAC))
         line_keys = {k.kid: keys[f"{n}/{k.name}"] for k in df.keys if k.ktype == KeyType.LINE_PROTECTION}
         for f in df.files:
-            steps.append(Step(f"CREATE {f.kind.upper()} EF {f.fid:04X} {f.name} in {n}", self._create_ef(f), df=n))
+            steps.append(Step(f"CREATE {f.kind.upper()} EF {f.fid:04X} {f.name} in {n}", self._create_ef(f), df=n,
+                              source=SRC_CREATE_EF))
         for f in df.files:
             self._file_data(df, f, r, steps, line_keys, contents)
         if df.auth_code is not None:
             code = self._auth_code(df, r)
-            steps.append(Step(f"SET AUTHENTICATION CODE of {n}", purse.put_auth_code(code), df=n))
+            steps.append(Step(f"SET AUTHENTICATION CODE of {n}", purse.put_auth_code(code), df=n,
+                              source=SRC_AUTH_CODE))
             contents[(n, -1)] = code
 
     def _key_value(self, k: KeySpec, df: DFSpec, r: Resolver) -> Key:
@@ -298,10 +353,7 @@ class Planner:
             content = _encode(lay, f.data, r, where, df)
             content = content.ljust(f.size, b"\x00")
             contents[(n, f.fid)] = content
-            # payload room: 255, less the MAC; enciphered: LD + padding to 8 inside 251
-            room = MAX_DATA - (4 if protect != "plain" else 0)
-            if protect == "cipher":
-                room = (room // 8) * 8 - 2
+            room = data_room(protect)      # Lc ≤ 239 with the MAC or the cipher's overhead (R7)
             current = False
             for off, chunk in _chunks(content, room):
                 if not any(chunk):
@@ -311,24 +363,32 @@ class Planner:
                     current = True
                 else:
                     if not current:
-                        steps.append(Step(f"SELECT EF {f.fid:04X} {f.name}", iso.select_fid(f.fid), df=n))
+                        steps.append(Step(f"SELECT EF {f.fid:04X} {f.name}", iso.select_fid(f.fid), df=n,
+                                          source=SRC_SELECT))
                         current = True
                     cmd = iso.update_binary(chunk, off)                # the current EF
                 label = f"UPDATE BINARY {f.fid:04X} {f.name} [{off}:{off + len(chunk)}]"
-                steps.append(self._write_step(label, cmd, protect, key, n))
+                steps.append(self._write_step(label, cmd, protect, key, n, SRC_UPDATE_BINARY))
             return
         recs = self._records(df, f, r)
         contents[(n, f.fid)] = recs
+        room = data_room(protect)
         for i, rec in enumerate(recs, 1):
+            if len(rec) > room:
+                # strict host: one APPEND RECORD carries one record, it cannot be split (R7)
+                raise profile_error(self.spec, f.path, f"{r.data.where}: record {i} is {len(rec)} bytes; an FM1208 "
+                                    f"takes at most {room} data bytes in one command (Lc ≤ 239, SPEC §6 R7) and "
+                                    "a record cannot be split")
             cmd = iso.append_record(rec, sfi=f.sfi)
-            steps.append(self._write_step(f"APPEND RECORD {f.fid:04X} {f.name} #{i}", cmd, protect, key, n))
+            steps.append(self._write_step(f"APPEND RECORD {f.fid:04X} {f.name} #{i}", cmd, protect, key, n,
+                                          SRC_APPEND_RECORD))
 
     @staticmethod
-    def _write_step(label: str, cmd: CommandApdu, protect: str, key: Key | None, df: str) -> Step:
+    def _write_step(label: str, cmd: CommandApdu, protect: str, key: Key | None, df: str, source: str) -> Step:
         if protect == "plain":
-            return Step(label, cmd, df=df)
+            return Step(label, cmd, df=df, source=source)
         return Step(label + f" with {'cipher+MAC' if protect == 'cipher' else 'MAC'}", cmd, kind="protected",
-                    key=key, encrypt=protect == "cipher", df=df)
+                    key=key, encrypt=protect == "cipher", df=df, source=f"{source}; {SRC_PROTECTED}")
 
     def _records(self, df: DFSpec, f: FileSpec, r: Resolver) -> list[bytes]:
         where = f"{self.spec.source} {f.path}"

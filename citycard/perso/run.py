@@ -2,10 +2,11 @@
 
 A personalization stopped half way (card pulled, unexpected SW) raises
 :class:`PersoError` naming the step.  Running again on that card follows the profile's
-``rerun`` policy: ``erase`` authenticates with the card's own MF master key (its transport key
-was replaced by it), erases the MF, rebuilds the MF key file and runs the plan again
-(a card pulled between that ERASE and the master written back has no key left: the
-one window, two APDUs wide, of a redo);
+``rerun`` policy: ``erase`` authenticates with the card's own MF master key (or, when the
+first run stopped before it was written, the transport key: the plan as it is), and replays
+the plan from its ERASE DF: the same real-card issuance as a factory card's (SPEC §6 R2, R4).
+A card cut inside the issuance window (ERASE DF, CREATE KEY FILE, WRITE KEY of the MF master)
+is recognised by what its MF answers and said plainly (docs/profile.md, "Issuance window").
 ``refuse`` stops with an error.
 """
 
@@ -16,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..apdu import CommandApdu, describe_sw
+from ..apdu import describe_sw
+from ..commands import fmcos, iso, walk
 from ..errors import CitycardError, TransportError
 from ..keys.handles import Key
 from ..spec import CardSpec
@@ -75,20 +77,18 @@ def personalize(session: CardSession, spec: CardSpec, plan: Plan, *, verify: boo
     count0 = _apdu_counter(session)
     start = 0
     if _already_personalized(session, spec):
-        if spec.rerun == "refuse":
-            raise PersoError("the card is already (partly) personalized and the profile says rerun = \"refuse\"")
-        start = _erase_with_mf_master(session, spec, plan)
+        _refuse_rerun(spec, "the card is already (partly) personalized")
+        start = _take_over(session, spec, plan)
         report.rerun = True
     try:
         report.steps = run_plan(session, plan, start=start, on_step=on_step)
     except PersoError as exc:
-        # the transport key failed: a card stopped after its MF was erased and rebuilt
-        if exc.step == 2 and exc.sw is not None and (exc.sw & 0xFFF0) == 0x63C0 and spec.rerun == "erase":
-            start = _erase_with_mf_master(session, spec, plan)
-            report.rerun = True
-            report.steps = run_plan(session, plan, start=start, on_step=on_step)
-        else:
+        if exc.step != Plan.AUTHENTICATE + 1 or exc.sw is None:
             raise
+        # the transport key did not open the MF: a card stopped after its MF was erased
+        start = _resume_after_transport_refused(session, spec, plan, exc.sw)
+        report.rerun = True
+        report.steps = run_plan(session, plan, start=start, on_step=on_step)
     if verify:
         from .verify import verify_card
         try:
@@ -100,38 +100,76 @@ def personalize(session: CardSession, spec: CardSpec, plan: Plan, *, verify: boo
     return report
 
 
+def _refuse_rerun(spec: CardSpec, what: str) -> None:
+    if spec.rerun == "refuse":
+        raise PersoError(f"{what} and the profile says rerun = \"refuse\"")
+
+
 def _already_personalized(session: CardSession, spec: CardSpec) -> bool:
     """Whether any application of the profile exists on the card (no key is tried)."""
     if not spec.apps:
         return False
-    resp = session.send(CommandApdu(0x00, 0xA4, 0x04, 0x00, spec.apps[0].aid))
+    resp = session.send(iso.select_name(spec.apps[0].aid))
     return resp.sw in (0x9000, 0x6A81, 0x9303)
 
 
-def _erase_with_mf_master(session: CardSession, spec: CardSpec, plan: Plan) -> int:
-    """SELECT MF, EXTERNAL AUTH with this card's MF master, ERASE DF; return the step to go on from."""
+def _resume_after_transport_refused(session: CardSession, spec: CardSpec, plan: Plan, sw: int) -> int:
+    """The transport key was refused (``sw``); what the MF holds tells where the last run stopped
+    (SPEC §6 R2, R5; docs/profile.md "Issuance window"), and the plan index to go on from:
+
+    - ``63Cx``: an MF key 00 that is not the transport key: the MF master of a run stopped
+      after it was written.  Take the card over with it, ERASE, redo (rerun = "erase").
+    - ``6A88``/``6A82``: no key 00 in the MF: the run stopped inside the issuance window.  An MF
+      without KEY file is free (R5): ERASE is accepted and the plan goes on from CREATE KEY
+      FILE.  An MF with a KEY file but no key refuses ERASE (its erase AC cannot be met):
+      one try to add the master (the KEY file's add AC may allow it), else the card is lost.
+    """
+    if (sw & 0xFFF0) == 0x63C0:
+        _refuse_rerun(spec, "the card's MF no longer takes the transport key (a personalization stopped after "
+                      "the MF master was written)")
+        return _take_over(session, spec, plan)
+    if sw not in (0x6A88, 0x6A82):
+        raise PersoError(f"step {Plan.AUTHENTICATE + 1}/{len(plan.steps)} "
+                         f"({plan.steps[Plan.AUTHENTICATE].label}): card answered {sw:04X} ({describe_sw(sw)})",
+                         step=Plan.AUTHENTICATE + 1, sw=sw)
+    _refuse_rerun(spec, "the card's MF holds no transport key: a personalization was cut between ERASE DF and "
+                  "WRITE KEY of the MF master")
+    erase = session.send(fmcos.erase_df())
+    if erase.sw == 0x9000:
+        log.info("card cut after ERASE DF (MF without KEY file, free): erased again, going on")
+        return Plan.CREATE_KEYFILE
+    master = plan.steps[Plan.WRITE_MASTER]
+    retry = execute(session, master) if _is_master_step(spec, master) else None
+    if retry is not None and retry.sw == 0x9000:
+        log.info("card cut after CREATE KEY FILE: the KEY file's add condition let the master in, going on")
+        return Plan.WRITE_MASTER + 1
+    raise PersoError("the card was cut inside the issuance window, between CREATE KEY FILE and WRITE KEY of the "
+                     "MF master (SPEC §6 R2, R5): its MF holds a KEY file without keys, so no key can authenticate, "
+                     f"ERASE DF answers {erase.sw:04X} and WRITE KEY "
+                     f"{retry.sw if retry is not None else 0:04X}; the card cannot be personalized again "
+                     "(docs/profile.md, \"Issuance window\")", sw=erase.sw)
+
+
+def _is_master_step(spec: CardSpec, step: Step) -> bool:
+    m = spec.mf.master_key()
+    return m is not None and step.cmd.ins == 0xD4 and step.cmd.p2 == m.kid and step.df == "mf"
+
+
+def _take_over(session: CardSession, spec: CardSpec, plan: Plan) -> int:
+    """SELECT MF, EXTERNAL AUTHENTICATE with this card's MF master; return the plan index of
+    ERASE DF, where the redo goes on (the same issuance as a factory card's: SPEC §6 R2)."""
     master = _mf_master(spec, plan)
-    if master is None:
+    m = spec.mf.master_key()
+    if master is None or m is None:
         raise PersoError("the card is partly personalized but the profile's MF has no master key to erase it")
-    if not plan.mf_rebuild:
-        raise PersoError("the card is partly personalized: redoing it writes the MF master key again in clear after "
-                         "ERASE DF, and the profile does not let it out of the hardware security module (put "
-                         "export = true on the MF's master key); the card was left as it is")
-    log.info("card already personalized: erasing it with its MF master key")
-    session.send(plan.steps[0].cmd, expect=0x9000, what="SELECT MF")
-    resp = execute(session, Step("EXTERNAL AUTHENTICATE with the MF master", CommandApdu(0x00, 0x82, 0, 0),
-                                 kind="ext_auth", key=master))
+    log.info("card already personalized: taking it over with its MF master key to erase it")
+    session.send(iso.select_mf(), expect=0x9000, what="SELECT MF")
+    resp = walk.external_authenticate(session, m.kid, master)
     if resp.sw != 0x9000:
         raise PersoError(f"cannot take over the card: EXTERNAL AUTHENTICATE with this card's MF master answered "
                          f"{resp.sw:04X} ({describe_sw(resp.sw)}); is it the card of serial {plan.card_serial}?",
                          sw=resp.sw)
-    session.send(CommandApdu(0x80, 0x0E, 0x00, 0x00), expect=0x9000, what="ERASE DF (MF)")
-    for step in plan.mf_rebuild:
-        resp = execute(session, step)
-        if resp.sw != step.expect:
-            raise PersoError(f"redo: {step.label}: card answered {resp.sw:04X} ({describe_sw(resp.sw)})", sw=resp.sw)
-    # go on after the fresh card's master step (step 3)
-    return 3
+    return Plan.ERASE
 
 
 def _apdu_counter(session: CardSession) -> int:

@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..spec import CardSpec, DFSpec
+from ..spec import FACTORY_TRANSPORT_KEY, CardSpec, DFSpec, TransportKey
 from .bindings import binding_columns
 from .dfs import parse_df
-from .fields import Located, check_table, integer, split_path, typed
+from .fields import Located, check_table, hexbytes, integer, split_path, typed
 from .keys import master_ref
 
 PROFILE_FIELDS = {"name", "title", "cos", "version", "production"}
 CARD_FIELDS = {"transport_key", "serial_prefix", "serial_digits", "validity_years", "rerun"}
+TRANSPORT_FIELDS = {"source", "value", "length", "id"}
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,7 @@ def build_card(ctx: Located, data: dict[str, Any]) -> CardSpec:
     units = _units(ctx, data.get("units", {}))
     templates = data.get("templates", {})
     typed(ctx, templates, ["templates"], dict)
-    transport = None
-    if "transport_key" in card:
-        transport = master_ref(ctx, card["transport_key"], ["card", "transport_key"], None, units)
+    transport = _transport_key(ctx, card.get("transport_key"), units)
     serials = _serials(ctx, card)
     rerun = card.get("rerun", "erase")
     if rerun not in ("erase", "refuse"):
@@ -48,6 +47,36 @@ def build_card(ctx: Located, data: dict[str, Any]) -> CardSpec:
         validity_years=integer(ctx, card, "validity_years", ["card"], 1, 99, 10), rerun=rerun,
         mf=mf, apps=apps, columns=_columns(mf, apps), units=dict(units),
         production=bool(typed(ctx, prof.get("production", False), ["profile", "production"], bool)))
+
+
+def _transport_key(ctx: Located, t: Any, units: dict[str, str]) -> TransportKey:
+    """``[card] transport_key``: absent (the blank FM1208's 8×FF, id 00: SPEC §6 R1), a key-source
+    entry ``"unit/role"`` (the card's key is 8 bytes: the entry's left half), or a table
+    ``{ source = "unit/role" | value = "hex", length = 8 | 16, id = 0 }``."""
+    path = ["card", "transport_key"]
+    if t is None:
+        return FACTORY_TRANSPORT_KEY
+    if isinstance(t, str):
+        return TransportKey(source=master_ref(ctx, t, path, None, units), value=None)
+    check_table(ctx, t, TRANSPORT_FIELDS, path, "transport_key")
+    if ("source" in t) == ("value" in t):
+        raise ctx.err(path, "give source = \"unit/role\" (a key-source entry) or value = \"hex\", one of them")
+    kid = integer(ctx, t, "id", path, 0, 0xFE, 0)
+    if "source" in t:
+        length = integer(ctx, t, "length", path, 8, 16, 8)
+        if length not in (8, 16):
+            raise ctx.err([*path, "length"], "a transport key is 8 or 16 bytes (SPEC §6 R1)")
+        return TransportKey(source=master_ref(ctx, t["source"], [*path, "source"], None, units), value=None,
+                            length=length, kid=kid)
+    value = hexbytes(ctx, t["value"], [*path, "value"])
+    if len(value) not in (8, 16):
+        raise ctx.err([*path, "value"], f"a transport key is 8 or 16 bytes, this one {len(value)} (SPEC §6 R1)")
+    length = integer(ctx, t, "length", path, 8, 16, len(value))
+    if length != len(value):
+        # strict host: the card's key is `length` bytes; this value cannot authenticate it
+        raise ctx.err([*path, "length"], f"the card's transport key is {length} bytes but the value given is "
+                      f"{len(value)} (SPEC §6 R1)")
+    return TransportKey(source=None, value=value, length=length, kid=kid)
 
 
 def _units(ctx: Located, units: Any) -> dict[str, str]:

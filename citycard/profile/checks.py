@@ -51,6 +51,7 @@ def check_keys(spec: CardSpec, keys: KeySource) -> None:
                 raise ProfileError(f"master key {k.master[0]}/{k.master[1]} is not in the key sources ({keys.name})",
                                    file=spec.source, line=locate(text, [*k.path.split("."), "master"]),
                                    path=f"{k.path}.master")
-    if spec.transport_key is not None and not keys.has(*spec.transport_key):
-        raise ProfileError(f"transport key {'/'.join(spec.transport_key)} is not in the key sources ({keys.name})",
+    source = spec.transport_key.source
+    if source is not None and not keys.has(*source):
+        raise ProfileError(f"transport key {'/'.join(source)} is not in the key sources ({keys.name})",
                            file=spec.source, line=locate(text, ["card", "transport_key"]), path="card.transport_key")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..spec import AC_NEVER, DFSpec, FileSpec, KeySpec, ac_allows
+from ..spec import AC_NEVER, DFSpec, FileSpec, KeySpec, ac_allows, data_room
 from .bindings import check_binding
 from .fields import Located, access, check_table, dotted, fid, hexbytes, integer, split_path, typed
 from .files import PURSE_KINDS, parse_file
@@ -128,6 +128,7 @@ def check_df(ctx: Located, df: DFSpec, path: list[Any]) -> None:
         reachable.check(f.read_ac, [*where, "read"])
         reachable.check(f.write_ac, [*where, "write"])
         _check_line_protection(ctx, f, line_keys)
+        _check_record_room(ctx, f)
 
 
 class _Reachable:
@@ -183,6 +184,12 @@ def _check_key(ctx: Located, df: DFSpec, k: KeySpec, reachable: _Reachable) -> N
                       " (external-auth id 0)")
     if k.write != "plain" and k is df.master_key():
         raise ctx.err([*where, "write"], "the master key is the first key written: it can only be plain")
+    if k.write == "cipher" and k.change_flag != 0xC0:
+        # strict host (SPEC §6 R4, UM 7.12): new keys go plain or plain+MAC; an enciphered add is
+        # documented only for key types with both change flags set (CIPHK: F9)
+        raise ctx.err([*where, "write"], f"a real card takes no enciphered add of key type {k.type_byte:02X}: "
+                      "new keys go plain or with a MAC (SPEC §6 R4, UM 7.12); write = \"mac\", or flag the type "
+                      "with protect_change = \"cipher\" (CIPHK)")
 
 
 def _check_purse_links(ctx: Located, df: DFSpec, f: FileSpec, slots: dict[tuple[int, int], str]) -> None:
@@ -193,6 +200,17 @@ def _check_purse_links(ctx: Located, df: DFSpec, f: FileSpec, slots: dict[tuple[
     if detail is None or detail.reclen != 23:
         raise ctx.err([*split_path(f.path), "detail_sfi"],
                       f"SFI {f.detail_sfi:02X} must be a cyclic file of 23-byte records (SPEC §2.2)")
+
+
+def _check_record_room(ctx: Located, f: FileSpec) -> None:
+    """A record is written by one APPEND RECORD, which cannot be split: it must fit Lc ≤ 239
+    with its line protection (strict host, SPEC §6 R7)."""
+    room = data_room(f.write_protect)
+    if f.kind in ("fixed", "cyclic") and f.reclen > room:
+        raise ctx.err([*split_path(f.path), "length"], f"a record of {f.reclen} bytes cannot be written in one "
+                      f"command: an FM1208 takes at most {room} data bytes"
+                      + (f" with {f.write_protect} protection" if f.write_protect != "plain" else "")
+                      + " (Lc ≤ 239, SPEC §6 R7)")
 
 
 def _check_line_protection(ctx: Located, f: FileSpec, line_keys: set[int]) -> None:

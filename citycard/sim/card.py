@@ -14,7 +14,7 @@ from typing import Callable
 from .core import ISO, ISO_PLAIN, PROPRIETARY, PROPRIETARY_PLAIN, PROTECTED_ONLY, Route, SwError
 from .files import FileCommands
 from .fs import DF, factory_mf
-from .models import FM1208_16FF, LEGACY_MODEL, CardModel, get_model
+from .models import DEFAULT_MODEL, FM1208_16FF, CardModel, get_model
 from .nvm import Nvm
 from .purse import PurseCommands, PurseSession
 from .security import SecurityCommands
@@ -62,12 +62,10 @@ class SimCard(FileCommands, SecurityCommands, PurseCommands):
     }
 
     def __init__(self, mf: DF | None = None, *, card_blocked: bool = False, atr: bytes | None = None,
-                 rng: Callable[[int], bytes] | None = None, model: str | CardModel = LEGACY_MODEL) -> None:
+                 rng: Callable[[int], bytes] | None = None, model: str | CardModel = DEFAULT_MODEL) -> None:
         """A card with the file tree ``mf`` (a factory card of ``model`` when None).
 
-        Without ``model`` the card is the legacy ``fm1208-16ff`` (the personalization planner
-        still replaces its 16-byte transport key in place); new code uses
-        :func:`citycard.sim.new_card`, whose default is the real-card model ``fm1208``.
+        Without ``model`` the card is the real-card model ``fm1208`` (as :func:`citycard.sim.new_card`).
         ``rng(n)`` supplies every random number the card makes (GET CHALLENGE, purse randoms).
         """
         self.model = get_model(model)

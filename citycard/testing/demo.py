@@ -22,10 +22,10 @@ from .pcscd import PrivatePcscd, pcscd_available
 CLI = [sys.executable, "-m", "citycard"]
 
 
-def _run(args: list[str], env: dict[str, str], *, check: bool = True) -> str:
-    print(f"\n$ citycard {' '.join(shlex.quote(a) for a in args)}", flush=True)
+def _run(args: list[str], env: dict[str, str], *, check: bool = True, head: int | None = None) -> str:
+    print(f"\n$ citycard {' '.join(shlex.quote(a) for a in args)}" + (f" | head -{head}" if head else ""), flush=True)
     proc = subprocess.run(CLI + args, env=env, text=True, capture_output=True)
-    sys.stdout.write(proc.stdout)
+    sys.stdout.write(proc.stdout if head is None else "".join(proc.stdout.splitlines(True)[:head]))
     if proc.stderr:
         sys.stdout.write(proc.stderr)
     sys.stdout.flush()
@@ -67,7 +67,7 @@ def _tour(workdir: Path) -> int:
     image = workdir / "card.json"
     env = dict(os.environ)
     print("citycard demo: a simulated FMCOS city card behind a real pcscd (vpcd virtual reader)")
-    _run(["sim", "new", str(image), "--model", "fm1208-16ff"], env)
+    _run(["sim", "new", str(image)], env)
     ok, reason = pcscd_available()
     if not ok:
         print(f"\n(no private pcscd here: {reason}; using the card in process with --sim)")
@@ -99,6 +99,11 @@ def _tour(workdir: Path) -> int:
         keys = keystore
         print("\n# personalize the card from the demo profile and the first sample cardholder")
         _run(["profile", "check", profile, "--data", data, "--keys", keys], env)
+        print("\n# the plan is issuance as real FM1208 cards take it (SPEC §6): the factory transport key")
+        print("# (8 x FF) opens the MF, ERASE DF, a new KEY file and the master in plaintext, further keys")
+        print("# plain, with a MAC, or enciphered only when their type is flagged; each step names its rule")
+        _run(["perso", "--profile", profile, "--keys", keys, "--data", data, "--row", "1", *card, "--dry-run"],
+             env, head=9)
         _run(["perso", "--profile", profile, "--keys", keys, "--data", data, "--row", "1", *card], env)
         print("\n# a terminal that derives the purse keys from the masters on its own: load, then spend")
         purse = ["--profile", profile, "--keys", keys, *card]
