@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 import time
@@ -63,13 +62,18 @@ def batch() -> None:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Stop after this many cards.")
 @click.option("--retry-failed", is_flag=True, help="Put failed rows back (new serials) before running.")
 @click.option("--no-verify", is_flag=True)
+@click.option("--reissue", default=None, metavar="ROWS|all",
+              help="Rows (e.g. 3,7,10-12) or all whose cardholders were issued in an earlier batch of the "
+                   "journal and get a new card (otherwise refused).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, keep_cards, batch_id, station,
-        issue_date, limit, retry_failed, no_verify, as_json):
+        issue_date, limit, retry_failed, no_verify, reissue, as_json):
     """Personalize every pending row of the data file, one worker per reader."""
     from ..perso.batch import Batch, default_station, pcsc_readers
     from ..perso.job import prepare
+    from ..perso.validate import parse_rows
 
+    again = parse_rows(reissue) if reissue else None
     if not readers and not sims:
         raise InputError("give --reader NAME (one or more) and/or --sims N")
     job = prepare(profile_path, data_path, lambda: open_keys(keys), encoding=encoding)
@@ -80,7 +84,7 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
         sources += simulated_readers(sims, keep_cards)
     sources += pcsc_readers(readers)
     b = Batch(job.spec, job.keys, job.data, journal_url, batch=batch_id, issue_date=issue_date,
-              verify=not no_verify, limit=limit, station=station or default_station())
+              verify=not no_verify, limit=limit, station=station or default_station(), reissue=again)
     if retry_failed:
         click.echo(f"{b.retry_failed()} failed row(s) back to pending", err=True)
     result = b.run(sources, on_progress=ProgressBar(sys.stderr))
@@ -107,22 +111,26 @@ def report(journal_url, batch_id, as_json, as_csv):
     from ..perso.journal import Journal
 
     j = Journal(journal_url)
-    try:
-        rows = j.report(batch_id)
+    out = sys.stdout
+    try:   # streamed: one card at a time, whatever the journal's size
+        rows = j.iter_report(batch_id)
+        if as_json:
+            out.write("[")
+            for i, r in enumerate(rows):
+                out.write(("," if i else "") + "\n  " + json.dumps(r, ensure_ascii=False))
+            out.write("\n]\n")
+        elif as_csv:
+            w = csv.DictWriter(out, fieldnames=list(Journal.REPORT_KEYS), lineterminator="\n")
+            w.writeheader()
+            for r in rows:
+                w.writerow(r)
+        else:
+            for r in rows:
+                out.write(f"{r['batch']}  row {r['row']:>5}  {r['cardholder_id']:<12} {r['card_serial'] or '-':<22} "
+                          f"{r['status']:<12} {r['reader'] or '-':<24} {r['finished'] or ''}\n")
+        out.flush()
     finally:
         j.close()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-    elif as_csv:
-        out = io.StringIO()
-        w = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["batch", "row"], lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        click.echo(out.getvalue(), nl=False)
-    else:
-        for r in rows:
-            click.echo(f"{r['batch']}  row {r['row']:>5}  {r['cardholder_id']:<12} {r['card_serial'] or '-':<22} "
-                       f"{r['status']:<12} {r['reader'] or '-':<24} {r['finished'] or ''}")
 
 
 @batch.command()
