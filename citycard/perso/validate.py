@@ -163,6 +163,8 @@ class Rules:
                     for col in binding_columns(k.factor):
                         rule(col).required = True
         self.rules = tuple(r for r in by_col.values() if r.column in self.columns)
+        self._caches: tuple[dict[str, str], ...] = tuple({} for _ in self.rules)
+        self._cross = any(r.birth_date or r.sex for r in self.rules)
         self.secret = frozenset(r.column for r in self.rules if r.pin)
         ids = [r.column for r in self.rules if r.resident_id]
         self.id_column = id_column if id_column in self.columns else (ids[0] if ids else None)
@@ -172,55 +174,23 @@ class Rules:
     def check(self, values: Mapping[str, str], where: str, row: int) -> list[Problem]:
         """Every problem of one row (``where``: "file row N")."""
         out: list[Problem] = []
-        resident_ids: list[str] = []
-        for r in self.rules:
+        rid = None
+        for r, cache in zip(self.rules, self._caches):
             v = values.get(r.column, "")
-            col = r.column
-            shown = "(hidden)" if r.pin else repr(v)
-
-            def bad(msg: str) -> None:
-                out.append(Problem(row, col, f"{where}, column {col!r}: {msg}"))
-
-            if v == "":
-                if r.required:
-                    needed = r.targets[0].where if r.targets else "the profile"
-                    out.append(Problem(row, col, f"{where}: column {col!r} is empty (needed by {needed})"))
-                continue
-            if _SCIENTIFIC.match(v):
-                bad(f"{shown} is a number in scientific notation, mangled by a spreadsheet "
-                    "(format the column as text and export again)")
-                continue
-            if r.pin:
-                if not v.isdigit() or not 4 <= len(v) <= 12:
-                    bad(f"a PIN is 4..12 digits (got {len(v)} characters"
-                        + ("" if v.isdigit() else ", not all digits") + ")")
-                continue
-            if r.resident_id:
-                msg = resident_id_problem(v)
-                if msg:
-                    bad(msg + (" (leading zeros or the last digit lost in a spreadsheet?)"
-                               if v.isdigit() and len(v) < 18 else ""))
-                    continue
-                resident_ids.append(v)
-            if r.phone:
-                msg = phone_problem(v)
-                if msg:
-                    bad(msg)
-                    continue
-            if r.code_digits and v.isdigit() and len(v) < r.code_digits:
-                bad(f"{v!r} has {len(v)} digit(s), the code has {r.code_digits} "
-                    "(leading zeros lost in a spreadsheet?)")
-                continue
-            for t in r.targets:
-                if t.field is None:
-                    continue
-                try:
-                    t.field.encode_value(_coerce(t.field, v))
-                except FieldProblem as p:
-                    bad(f"{p.message} ({t.where})")
-                    break
-        if resident_ids:
-            out += self._agree(values, resident_ids[0], where, row)
+            msg = cache.get(v)
+            if msg is None:
+                msg = _value_problem(r, v)
+                if len(cache) < 1024:         # codes repeat (sex, ethnicity, region...): checked once
+                    cache[v] = msg
+            if msg:
+                if msg[0] == ":":             # "column 'x' is empty ..." reads after the row
+                    out.append(Problem(row, r.column, f"{where}: column {r.column!r}{msg[1:]}"))
+                else:
+                    out.append(Problem(row, r.column, f"{where}, column {r.column!r}: {msg}"))
+            elif r.resident_id and v and rid is None:
+                rid = v
+        if rid is not None and self._cross:
+            out += self._agree(values, rid, where, row)
         return out
 
     def _agree(self, values: Mapping[str, str], rid: str, where: str, row: int) -> list[Problem]:
@@ -235,6 +205,42 @@ class Rules:
                                                   f"resident ID (its 17th digit {rid[16]} is "
                                                   f"{'odd: male' if int(rid[16]) % 2 else 'even: female'})"))
         return out
+
+
+def _value_problem(r: ColumnRule, v: str) -> str:
+    """What is wrong with value ``v`` of column rule ``r`` ("" when nothing); a message
+    starting with ":" follows the row ("row 3: column 'x' is empty")."""
+    if v == "":
+        if r.required:
+            needed = r.targets[0].where if r.targets else "the profile"
+            return f": is empty (needed by {needed})"
+        return ""
+    shown = "(hidden)" if r.pin else repr(v)
+    if _SCIENTIFIC.match(v):
+        return (f"{shown} is a number in scientific notation, mangled by a spreadsheet "
+                "(format the column as text and export again)")
+    if r.pin:
+        if not v.isdigit() or not 4 <= len(v) <= 12:
+            return f"a PIN is 4..12 digits (got {len(v)} characters" + ("" if v.isdigit() else ", not all digits") + ")"
+        return ""
+    if r.resident_id:
+        msg = resident_id_problem(v)
+        if msg:
+            return msg + (" (leading zeros or the last digit lost in a spreadsheet?)"
+                          if v.isdigit() and len(v) < 18 else "")
+    if r.phone:
+        msg = phone_problem(v)
+        if msg:
+            return msg
+    if r.code_digits and v.isdigit() and len(v) < r.code_digits:
+        return f"{v!r} has {len(v)} digit(s), the code has {r.code_digits} (leading zeros lost in a spreadsheet?)"
+    for t in r.targets:
+        if t.field is not None:
+            try:
+                t.field.encode_value(_coerce(t.field, v))
+            except FieldProblem as p:
+                return f"{p.message} ({t.where})"
+    return ""
 
 
 def _column_of(binding: Any) -> tuple[str | None, bool]:
@@ -261,22 +267,23 @@ class _Seen:
 
     def __init__(self) -> None:
         self.db = sqlite3.connect("")          # "": a private temporary file, removed on close
-        self.db.execute("CREATE TABLE seen (col TEXT, value TEXT, row INTEGER, PRIMARY KEY (col, value)) "
-                        "WITHOUT ROWID")
+        self.db.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, row INTEGER) WITHOUT ROWID")
 
     def first_rows(self, items: list[tuple[str, str, int]]) -> dict[tuple[str, str], int]:
         """For each (column, value, row): the first row that had the value (this chunk
         included); the chunk is then remembered."""
         found: dict[tuple[str, str], int] = {}
-        keys = list({(c, v) for c, v, _ in items})
-        for i in range(0, len(keys), 400):
-            part = keys[i:i + 400]
-            sql = "SELECT col, value, row FROM seen WHERE " + " OR ".join(["(col = ? AND value = ?)"] * len(part))
-            for c, v, r in self.db.execute(sql, [x for k in part for x in k]):
+        keyed = [(f"{c}\x00{v}", r) for c, v, r in items]
+        keys = list({k for k, _ in keyed})
+        for i in range(0, len(keys), 900):
+            part = keys[i:i + 900]
+            sql = f"SELECT key, row FROM seen WHERE key IN ({', '.join('?' * len(part))})"
+            for k, r in self.db.execute(sql, part):
+                c, _, v = k.partition("\x00")
                 found[(c, v)] = r
         for c, v, r in items:
             found.setdefault((c, v), r)
-        self.db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", items)
+        self.db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", keyed)
         return found
 
     def close(self) -> None:
