@@ -221,6 +221,8 @@ class Batch:
         self.limit = limit
         self.on_card = on_card
         self.reissue = reissue
+        self.run_id: int | None = None       # this run in the journal (set by run())
+        self._journal_ident: tuple[str, Any] = ("", None)
         self.planner = Planner(spec, keys)
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -280,13 +282,23 @@ class Batch:
         run as threads.  ``on_progress`` is called after every card and at the end."""
         journal = self.prepare()
         names = {self.label(s) for s in sources}
-        stations = {n.split("/", 1)[0] + "/" for n in names if "/" in n}
-        for row, reader in journal.orphans(self.batch):
-            mine = not stations or any((reader or "").startswith(st) for st in stations)
-            if mine and reader not in names:   # another station's rows in progress are its own business
-                log.warning("row %d was left in progress by %s, which is not in this run: back to pending", row,
-                            reader)
-                journal.release(self.batch, row)
+        self.run_id = journal.start_run(self.batch, self.station)
+        self._journal_ident = (journal.journal_id, journal.expect_file)
+        try:
+            return self._run(journal, sources, names, on_progress, processes)
+        finally:
+            try:
+                journal.end_run(self.run_id)
+            finally:
+                journal.close()
+
+    def _run(self, journal: Journal, sources: list[CardSource], names: set[str],
+             on_progress: ProgressCallback | None, processes: bool) -> BatchResult:
+        for row, reader, what in journal.reclaim(self.batch, self.run_id, names):
+            if what == "released":
+                log.warning("row %d was left in progress by %s (a run that is gone): back to pending", row, reader)
+            elif what == "live":
+                log.info("row %d is in progress on %s, a live run: left to it", row, reader)
         counts = journal.counts(self.batch)
         todo = counts["pending"] + counts["in_progress"]
         if self.limit is not None:
@@ -363,7 +375,6 @@ class Batch:
             first = errors[0]
             raise first if isinstance(first, BaseException) else CitycardError(f"a batch worker failed: {first}")
         counts = journal.counts(self.batch)
-        journal.close()
         return BatchResult(self.batch, results["processed"], results["verified"], results["failed"],
                            time.monotonic() - t0, counts)
 
@@ -373,7 +384,7 @@ class Batch:
         results = {"processed": 0, "verified": 0, "failed": 0}
         j = None
         try:
-            j = Journal(self.journal_url)
+            j = Journal(self.journal_url, expect_id=self._journal_ident[0], expect_file=self._journal_ident[1])
             while take():
                 ok = self._one(j, src, results)
                 if ok is None:
@@ -389,7 +400,7 @@ class Batch:
     def _one(self, j: Journal, src: CardSource, results: dict[str, int]) -> bool | None:
         spec = self.spec
         claim = j.claim(self.batch, self.label(src), spec.serial_prefix,
-                        lambda n: CardData({}, n, self.issue_date).serial(spec))
+                        lambda n: CardData({}, n, self.issue_date).serial(spec), run=self.run_id)
         if claim is None:
             return None
         started = now()

@@ -28,7 +28,11 @@ journal never get the same row.  Every state change is committed durably (SQLite
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
+import os
+import socket
 import sqlite3
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -44,11 +48,15 @@ _SCHEMA = [
         batch TEXT NOT NULL, row INTEGER NOT NULL, cardholder_id TEXT NOT NULL,
         card_serial TEXT UNIQUE, card_number BIGINT, status TEXT NOT NULL DEFAULT 'pending',
         attempts INTEGER NOT NULL DEFAULT 0, reader TEXT, started TEXT, finished TEXT, error TEXT,
-        data_offset BIGINT, PRIMARY KEY (batch, row))""",
+        data_offset BIGINT, run BIGINT, PRIMARY KEY (batch, row))""",
     """CREATE TABLE IF NOT EXISTS attempts (
         id {serial} PRIMARY KEY, batch TEXT NOT NULL, row INTEGER NOT NULL, card_serial TEXT,
         reader TEXT, status TEXT NOT NULL, error TEXT, started TEXT, finished TEXT)""",
     """CREATE TABLE IF NOT EXISTS serials (prefix TEXT PRIMARY KEY, next BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run {serial} PRIMARY KEY, uid TEXT NOT NULL UNIQUE, batch TEXT NOT NULL, station TEXT, host TEXT,
+        pid INTEGER, started TEXT NOT NULL, ended TEXT)""",
     """CREATE INDEX IF NOT EXISTS cards_status ON cards (batch, status, row)""",
     # the claim of the next card costs the same at the first and the millionth row: partial
     # indexes hold only the rows still to do (issue 19)
@@ -57,6 +65,10 @@ _SCHEMA = [
     # a cardholder already issued in another batch of the journal (issue 17)
     """CREATE INDEX IF NOT EXISTS cards_holder ON cards (cardholder_id)""",
 ]
+
+
+FORMAT = "citycard-journal"
+VERSION = 2            # 2: data offsets, runs, the meta stamp
 
 
 class JournalError(CitycardError):
@@ -82,11 +94,16 @@ class Claim:
 class Journal:
     """One connection per thread (``connect()`` again in each worker)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, expect_id: str | None = None,
+                 expect_file: tuple[int, int] | None = None) -> None:
         self.url = url
         self.pg = url.startswith(("postgresql://", "postgres://"))
         self.ph = "%s" if self.pg else "?"
         self._conn: Any = None
+        self.expect_id = expect_id            # a worker's connection: the journal of its run, no other
+        self.expect_file = expect_file
+        self.journal_id = ""
+        self.file_identity: tuple[int, int] | None = None
         self._open()
 
     # ------------------------------------------------------------------ connection
@@ -102,30 +119,101 @@ class Journal:
                 raise JournalError(f"cannot open the journal database: {str(exc).splitlines()[0]}") from None
             with self._conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(736863)")   # stations create the schema one at a time
+                cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+                tables = {r[0] for r in cur.fetchall()}
+                self._check_stamp(cur, tables)
                 for stmt in _SCHEMA:
                     cur.execute(stmt.format(serial="BIGSERIAL"))
-                cur.execute("SELECT 1 FROM information_schema.columns WHERE table_name = 'cards' "
-                            "AND column_name = 'data_offset' AND table_schema = current_schema()")
-                if cur.fetchone() is None:    # a journal of an earlier version (ALTER locks the table: only then)
-                    cur.execute("ALTER TABLE cards ADD COLUMN data_offset BIGINT")
+                cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'cards' "
+                            "AND table_schema = current_schema()")
+                have = {r[0] for r in cur.fetchall()}
+                for col in ("data_offset", "run"):   # a journal of an earlier version (ALTER locks: only then)
+                    if col not in have:
+                        cur.execute(f"ALTER TABLE cards ADD COLUMN {col} BIGINT")
+                self._stamp(cur)
             self._conn.commit()
             return
+        if self.expect_file is not None:
+            self._check_file()
         try:
             conn = sqlite3.connect(self.url, timeout=60.0, isolation_level=None, check_same_thread=True)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.cursor()
+            tables = {r[0] for r in cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self._check_stamp(cur, tables)
             for stmt in _SCHEMA:
-                conn.execute(stmt.format(serial="INTEGER"))
-            if "data_offset" not in {r[1] for r in conn.execute("PRAGMA table_info(cards)")}:
-                conn.execute("ALTER TABLE cards ADD COLUMN data_offset BIGINT")
+                cur.execute(stmt.format(serial="INTEGER"))
+            have = {r[1] for r in cur.execute("PRAGMA table_info(cards)")}
+            for col in ("data_offset", "run"):
+                if col not in have:
+                    cur.execute(f"ALTER TABLE cards ADD COLUMN {col} BIGINT")
+            self._stamp(cur)
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise JournalError(f"{self.url}: cannot open the journal: {exc}") from None
+        except JournalError:
+            conn.close()
+            raise
         self._conn = conn
+        st = os.stat(self.url)
+        self.file_identity = (st.st_dev, st.st_ino)
+        if self.expect_file is None:
+            self.expect_file = self.file_identity
+
+    # ------------------------------------------------------------------ identity
+    def _check_stamp(self, cur: Any, tables: set[str]) -> None:
+        """Refuse a database that is not a citycard journal, or one of a newer format."""
+        if not tables:
+            return
+        if "meta" not in tables:
+            if not {"batches", "cards"} <= tables:
+                raise JournalError(f"{self._name()}: not a citycard journal (it has other tables)")
+            return                          # a journal of format 1 (before the stamp): stamped now
+        cur.execute("SELECT key, value FROM meta")
+        meta = dict(cur.fetchall())
+        if meta.get("format") != FORMAT:
+            raise JournalError(f"{self._name()}: not a citycard journal (format {meta.get('format')!r})")
+        if int(meta.get("version", "0")) > VERSION:
+            raise JournalError(f"{self._name()}: journal format version {meta['version']} is newer than this "
+                               f"citycard reads ({VERSION}); upgrade citycard")
+        if self.expect_id is not None and meta.get("journal_id") != self.expect_id:
+            raise JournalError(f"{self._name()}: the journal was replaced during the run (another journal id); "
+                               "stopped")
+
+    def _stamp(self, cur: Any) -> None:
+        cur.execute(self._q("SELECT value FROM meta WHERE key = 'journal_id'"))
+        got = cur.fetchone()
+        if got is None:
+            for k, v in (("format", FORMAT), ("version", str(VERSION)), ("journal_id", uuid.uuid4().hex)):
+                cur.execute(self._q("INSERT INTO meta (key, value) VALUES (?, ?)"), (k, v))
+            cur.execute(self._q("SELECT value FROM meta WHERE key = 'journal_id'"))
+            got = cur.fetchone()
+        else:
+            cur.execute(self._q("UPDATE meta SET value = ? WHERE key = 'version'"), (str(VERSION),))
+        self.journal_id = got[0]
+        if self.expect_id is None:
+            self.expect_id = self.journal_id
+
+    def _name(self) -> str:
+        return self.url.split("?")[0] if self.pg else self.url
+
+    def _check_file(self) -> None:
+        """SQLite: the journal file is still the one this run opened (not removed, not
+        replaced): an open connection would otherwise go on writing to a deleted file."""
+        try:
+            st = os.stat(self.url)
+        except FileNotFoundError:
+            raise JournalError(f"{self.url}: the journal was removed during the run; stopped") from None
+        if (st.st_dev, st.st_ino) != self.expect_file:
+            raise JournalError(f"{self.url}: the journal was replaced during the run; stopped")
 
     def connect(self) -> "Journal":
-        """Another connection to the same journal (for a worker thread)."""
-        return Journal(self.url)
+        """Another connection to the same journal (for a worker thread or process): refused
+        if the journal was removed or replaced since this one was opened."""
+        return Journal(self.url, expect_id=self.journal_id, expect_file=self.expect_file)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -199,6 +287,104 @@ class Journal:
                 cur.close()
         return out
 
+    # ------------------------------------------------------------------ runs
+    def start_run(self, batch: str, station: str | None) -> int:
+        """Register a run of ``batch`` (a unique id, whatever the station label) and hold the
+        proof that it is alive for as long as this process lives: a lock on a file beside a
+        SQLite journal, a session advisory lock on PostgreSQL (both released by the system
+        when the process dies, kill -9 included)."""
+        uid = uuid.uuid4().hex
+        with self._tx() as cur:
+            cur.execute(self._q("INSERT INTO runs (uid, batch, station, host, pid, started) VALUES (?, ?, ?, ?, ?, ?)"),
+                        (uid, batch, station, socket.gethostname(), os.getpid(), now()))
+            cur.execute(self._q("SELECT run FROM runs WHERE uid = ?"), (uid,))
+            run = int(cur.fetchone()[0])
+        if self.pg:
+            import psycopg
+
+            self._run_lock = psycopg.connect(self.url, autocommit=True)
+            self._run_lock.execute("SELECT pg_advisory_lock(736870, %s)", (run % 2**31,))
+        else:
+            folder = self.url + ".runs"
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            fd = os.open(os.path.join(folder, f"{run}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._run_lock = fd
+        return run
+
+    def end_run(self, run: int) -> None:
+        with self._tx() as cur:
+            cur.execute(self._q("UPDATE runs SET ended = ? WHERE run = ?"), (now(), run))
+        lock, self._run_lock = getattr(self, "_run_lock", None), None
+        if lock is None:
+            return
+        if self.pg:
+            lock.close()
+        else:
+            try:
+                os.unlink(os.path.join(self.url + ".runs", f"{run}.lock"))
+            except OSError:
+                pass
+            os.close(lock)
+
+    def run_alive(self, run: int | None) -> bool:
+        """True only when the process of ``run`` provably still holds its lock."""
+        if run is None:
+            return False                 # a row of a journal before runs: its run is long gone
+        got = self._rows("SELECT ended FROM runs WHERE run = ?", (run,))
+        if not got or got[0][0] is not None:
+            return False
+        if self.pg:
+            with self._tx() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(736870, %s)", (run % 2**31,))
+                free = bool(cur.fetchone()[0])
+                if free:
+                    cur.execute("SELECT pg_advisory_unlock(736870, %s)", (run % 2**31,))
+            return not free
+        path = os.path.join(self.url + ".runs", f"{run}.lock")
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return False
+
+    def reclaim(self, batch: str, run: int, readers: set[str]) -> list[tuple[int, str, str]]:
+        """Rows in progress of runs proven dead: a row of one of ``readers`` (its card may be
+        in that reader, half done) moves to ``run``; any other goes back to pending (keeping
+        its serial).  Rows of live runs are never touched, whatever their station label.
+        Returns (row, reader, "resumed" | "released" | "live")."""
+        out: list[tuple[int, str, str]] = []
+        alive: dict[int | None, bool] = {}
+        for row, reader, owner in self._rows("SELECT row, reader, run FROM cards WHERE batch = ? AND "
+                                             "status = 'in_progress' ORDER BY row", (batch,)):
+            if owner == run:
+                continue
+            if owner not in alive:
+                alive[owner] = self.run_alive(owner)
+            if alive[owner]:
+                out.append((row, reader, "live"))
+                continue
+            with self._tx() as cur:
+                if reader in readers:
+                    cur.execute(self._q("UPDATE cards SET run = ? WHERE batch = ? AND row = ? AND "
+                                        "status = 'in_progress'"), (run, batch, row))
+                    out.append((row, reader, "resumed"))
+                else:
+                    cur.execute(self._q("UPDATE cards SET status = 'pending', reader = NULL, run = NULL "
+                                        "WHERE batch = ? AND row = ? AND status = 'in_progress'"), (batch, row))
+                    out.append((row, reader, "released"))
+        return out
+
     #: the claim's queries (the partial indexes cards_in_progress and cards_pending serve them)
     CLAIM_IN_PROGRESS = ("SELECT row, cardholder_id, card_serial, card_number, attempts, data_offset FROM cards "
                          "WHERE batch = ? AND status = 'in_progress' AND reader = ? ORDER BY row LIMIT 1")
@@ -206,13 +392,17 @@ class Journal:
                      "WHERE batch = ? AND status = 'pending' ORDER BY row LIMIT 1")
 
     def claim(self, batch: str, reader: str, prefix: str, serial_of: Callable[[int], str], *,
-              resume_reader_only: bool = False) -> Claim | None:
+              resume_reader_only: bool = False, run: int | None = None) -> Claim | None:
         """Take the next row for ``reader``: first a row this reader left in progress (its card
         may still be in the reader, half done), then the lowest pending row.  The card number
         comes from the serial counter in the same transaction."""
         with self._tx() as cur:
             lock = " FOR UPDATE SKIP LOCKED" if self.pg else ""
-            cur.execute(self._q(self.CLAIM_IN_PROGRESS + lock), (batch, reader))
+            if run is None:
+                cur.execute(self._q(self.CLAIM_IN_PROGRESS + lock), (batch, reader))
+            else:   # only this run's own rows (another live run under the same label keeps its rows)
+                cur.execute(self._q(self.CLAIM_IN_PROGRESS.replace("ORDER BY", "AND run = ? ORDER BY") + lock),
+                            (batch, reader, run))
             got = cur.fetchone()
             resumed = got is not None
             if got is None and not resume_reader_only:
@@ -225,9 +415,9 @@ class Journal:
                 number = self._next_number(cur, prefix)
                 serial = serial_of(number)
             cur.execute(self._q("UPDATE cards SET status = 'in_progress', reader = ?, attempts = attempts + 1, "
-                                "started = ?, card_number = ?, card_serial = ?, error = NULL "
+                                "started = ?, card_number = ?, card_serial = ?, error = NULL, run = ? "
                                 "WHERE batch = ? AND row = ?"),
-                        (reader, now(), number, serial, batch, row))
+                        (reader, now(), number, serial, run, batch, row))
             return Claim(batch, row, cid, serial, int(number), attempts + 1, resumed, offset)
 
     def orphans(self, batch: str) -> list[tuple[int, str]]:
@@ -381,7 +571,11 @@ class _Tx:
         if self.j.pg:
             self.cur = c.cursor()
         else:
-            c.execute("BEGIN IMMEDIATE")
+            self.j._check_file()
+            try:
+                c.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _storage_error(self.j, exc) from None
             self.cur = c.cursor()
         return self.cur
 
@@ -389,9 +583,24 @@ class _Tx:
         c = self.j._conn
         try:
             if exc_type is None:
-                c.commit() if self.j.pg else c.execute("COMMIT")
+                try:
+                    c.commit() if self.j.pg else c.execute("COMMIT")
+                except sqlite3.Error as e:
+                    c.execute("ROLLBACK") if c.in_transaction else None
+                    raise _storage_error(self.j, e) from None
             else:
-                c.rollback() if self.j.pg else c.execute("ROLLBACK")
+                if self.j.pg:
+                    c.rollback()
+                elif c.in_transaction:          # SQLite ends the transaction itself on some errors (full)
+                    c.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):        # nothing half-written: one clear line
+                    raise _storage_error(self.j, exc) from None
         finally:
             self.cur.close()
+
+
+def _storage_error(j: Journal, exc: BaseException) -> JournalError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return JournalError(f"{j._name()}: the journal could not be written ({first}); nothing of this step was "
+                        "recorded")
 
