@@ -162,3 +162,17 @@ def test_storage_full_is_one_line_and_writes_nothing(tmp_path):
     assert "\n" not in str(err.value)
     assert j.batches() == [] and sqlite3.connect(path).execute("SELECT COUNT(*) FROM cards").fetchone()[0] == 0
     j.close()
+
+
+def test_missing_journal_or_batch_is_an_error_and_journals_are_private(run_cli, tmp_path):
+    typo = tmp_path / "typo.db"
+    for args in (["batch", "status", str(typo)], ["batch", "report", str(typo)]):
+        r = run_cli(*args)
+        assert r.exit_code != 0 and "no such journal" in r.stderr
+    assert not typo.exists()
+    path = tmp_path / "j.db"
+    new_batch(path).close()
+    assert (path.stat().st_mode & 0o777) == 0o600
+    r = run_cli("batch", "report", str(path), "--batch", "nosuch")
+    assert r.exit_code != 0 and "no batch 'nosuch'" in r.stderr and "(batches: b)" in r.stderr
+    assert run_cli("batch", "report", str(path), "--batch", "b", "--json").json()[0]["cardholder_id"] == "CH1"

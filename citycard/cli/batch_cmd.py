@@ -110,9 +110,11 @@ def report(journal_url, batch_id, as_json, as_csv):
     """Every card of the journal, for the card management system."""
     from ..perso.journal import Journal
 
-    j = Journal(journal_url)
+    j = Journal(journal_url, create=False)
     out = sys.stdout
     try:   # streamed: one card at a time, whatever the journal's size
+        if batch_id is not None:
+            j.require_batch(batch_id)
         rows = j.iter_report(batch_id)
         if as_json:
             out.write("[")
@@ -140,7 +142,7 @@ def status(journal_url, as_json):
     """Where each batch of the journal stands."""
     from ..perso.journal import Journal
 
-    j = Journal(journal_url)
+    j = Journal(journal_url, create=False)
     try:
         out = {b: j.counts(b) for b in j.batches()}
     finally:

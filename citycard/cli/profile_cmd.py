@@ -40,7 +40,7 @@ def check(path: str, data_path: str | None, encoding: str, journal_url: str | No
         if journal_url is not None:
             from ..perso.journal import Journal
 
-            journal = Journal(journal_url)
+            journal = Journal(journal_url, create=False)
         try:
             from ..perso.batch import batch_name, file_sha256
 

@@ -95,8 +95,9 @@ class Journal:
     """One connection per thread (``connect()`` again in each worker)."""
 
     def __init__(self, url: str, *, expect_id: str | None = None,
-                 expect_file: tuple[int, int] | None = None) -> None:
+                 expect_file: tuple[int, int] | None = None, create: bool = True) -> None:
         self.url = url
+        self.create = create
         self.pg = url.startswith(("postgresql://", "postgres://"))
         self.ph = "%s" if self.pg else "?"
         self._conn: Any = None
@@ -135,6 +136,15 @@ class Journal:
             return
         if self.expect_file is not None:
             self._check_file()
+        if not os.path.exists(self.url):
+            if not self.create:
+                raise JournalError(f"{self.url}: no such journal")
+            try:      # cardholder data and serials: readable by the owner only (issue 18)
+                os.close(os.open(self.url, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise JournalError(f"{self.url}: cannot create the journal ({exc.strerror})") from None
         try:
             conn = sqlite3.connect(self.url, timeout=60.0, isolation_level=None, check_same_thread=True)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -462,6 +472,13 @@ class Journal:
             return cur.rowcount
 
     # ------------------------------------------------------------------ reporting
+    def require_batch(self, batch: str) -> None:
+        """An error naming the batches there are when ``batch`` is not in the journal."""
+        if self.find_batch(batch) is None:
+            have = self.batches()
+            raise JournalError(f"{self._name()}: no batch {batch!r} in this journal"
+                               + (f" (batches: {', '.join(have[:10])})" if have else " (it has no batch)"))
+
     def batches(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT batch FROM batches ORDER BY created")]
 
