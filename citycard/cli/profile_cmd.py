@@ -31,7 +31,7 @@ def check(path: str, data_path: str | None, encoding: str, journal_url: str | No
     row is reported (row and column), one line each."""
     from ..errors import InputError
     from ..perso.job import check_profile, data_problems, load_data
-    from ..perso.validate import parse_rows
+    from ..perso.validate import ProblemTally, parse_rows
 
     spec = check_profile(path)
     if data_path is not None:
@@ -47,16 +47,15 @@ def check(path: str, data_path: str | None, encoding: str, journal_url: str | No
             own = batch_name(data.path, file_sha256(data.path))   # the batch run of this very file
             issued = (lambda ids: journal.issued(ids, own)) if journal is not None else None
             again = parse_rows(reissue) if reissue else None
-            count, rows = 0, set()
+            tally = ProblemTally(keep=0)
             for p in data_problems(spec, data, issued=issued, reissue=again):
-                click.echo(str(p), err=True)
-                count += 1
-                rows.add(p.row)
+                click.echo(str(p), err=True)      # every problem, as it is found
+                tally.add(p)
         finally:
             if journal is not None:
                 journal.close()
-        if count:
-            raise InputError(f"{len(rows)} bad row(s) in {data_path} ({count} problem(s))")
+        if tally.count:
+            raise InputError(f"{tally.rows} bad row(s) in {data_path} ({tally.count} problem(s))")
     if keys:
         check_profile(path, None, lambda: open_keys(keys))
     n_files = sum(len(df.files) for df in spec.dfs())

@@ -33,7 +33,7 @@ from .data import DataFile, Record
 from .journal import Journal, now
 from .plan import Planner
 from .run import PersoError, personalize
-from .validate import Problem, summary, validate
+from .validate import ProblemTally, validate
 
 log = logging.getLogger("citycard.batch")
 
@@ -258,22 +258,17 @@ class Batch:
         return journal
 
     def _validate_into(self, journal: Journal, writer: Any) -> None:
-        first: list[Problem] = []
-        count = 0
-        bad_rows: set[int] = set()
+        tally = ProblemTally()
 
         def add(rec: Record, who: str) -> None:
-            if not count:
+            if not tally.count:         # after the first problem nothing will be kept: stop writing
                 writer.add(rec.number, who, rec.offset)
 
         for p in validate(self.spec, self.data, id_column=self.id_column or "cardholder_id",
                           issued=lambda ids: journal.issued(ids, self.batch), reissue=self.reissue, on_row=add):
-            count += 1
-            bad_rows.add(p.row)
-            if len(first) < 20:
-                first.append(p)
-        if count:
-            raise InputError(summary(first, count, len(bad_rows), self.data.path))
+            tally.add(p)
+        if tally.count:
+            raise InputError(tally.message(self.data.path))
 
     def run(self, sources: list[CardSource], *, on_progress: ProgressCallback | None = None,
             processes: bool = True) -> BatchResult:

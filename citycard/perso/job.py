@@ -34,7 +34,7 @@ from .context import CardData
 from ..errors import InputError
 from .data import DataFile, read_csv
 from .plan import Plan, Planner
-from .validate import IssuedLookup, Problem, check_row, summary, validate
+from .validate import IssuedLookup, Problem, ProblemTally, check_row, validate
 
 #: a key ring, or a function opening it (called only once the profile and data are checked)
 Keys = Union[KeyRing, Callable[[], KeyRing]]
@@ -56,16 +56,11 @@ def data_problems(spec: CardSpec, data: DataFile, *, issued: IssuedLookup | None
 
 def check_data(spec: CardSpec, data: DataFile) -> None:
     """Refuse a data file with any bad row: one error listing the first problems."""
-    first: list[Problem] = []
-    count = 0
-    rows: set[int] = set()
+    tally = ProblemTally()
     for p in data_problems(spec, data):
-        count += 1
-        rows.add(p.row)
-        if len(first) < 20:
-            first.append(p)
-    if count:
-        raise InputError(summary(first, count, len(rows), data.path))
+        tally.add(p)
+    if tally.count:
+        raise InputError(tally.message(data.path))
 
 
 def check_profile(profile_path: str | Path, data_path: str | Path | None = None, keys: Keys | None = None, *,

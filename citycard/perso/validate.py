@@ -363,6 +363,29 @@ def check_row(spec: CardSpec, data: DataFile, n: int, values: Mapping[str, str])
     return Rules(spec, data.columns).check(values, data.where(n), n)
 
 
+class ProblemTally:
+    """Counts problems and bad rows in constant memory (problems come row by row) and keeps
+    the first ``keep`` for the message."""
+
+    def __init__(self, keep: int = 20) -> None:
+        self.keep = keep
+        self.first: list[Problem] = []
+        self.count = 0
+        self.rows = 0
+        self._last_row: int | None = None
+
+    def add(self, p: Problem) -> None:
+        self.count += 1
+        if p.row != self._last_row:
+            self.rows += 1
+            self._last_row = p.row
+        if len(self.first) < self.keep:
+            self.first.append(p)
+
+    def message(self, path: str) -> str:
+        return summary(self.first, self.count, self.rows, path, self.keep)
+
+
 def summary(problems: Sequence[Problem], count: int, rows: int, path: str, limit: int = 20) -> str:
     """The message refusing a data file: how many bad rows, then the first problems."""
     more = f"\n... and {count - limit} more" if count > limit else ""
