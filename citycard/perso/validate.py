@@ -24,6 +24,7 @@ temporary on-disk SQLite table), and yields every :class:`Problem` as it finds i
 from __future__ import annotations
 
 import datetime as _dt
+import operator
 import re
 import sqlite3
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ _CHUNK = 2000
 
 def resident_id_check_digit(first17: str) -> str:
     """The GB 11643 check digit of 17 digits (ISO 7064 MOD 11-2)."""
-    return _ID_CHECK[sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS)) % 11]
+    return _ID_CHECK[sum(map(operator.mul, map(int, first17), _ID_WEIGHTS)) % 11]
 
 
 def resident_id_problem(value: str) -> str | None:
