@@ -176,3 +176,14 @@ def test_missing_journal_or_batch_is_an_error_and_journals_are_private(run_cli, 
     r = run_cli("batch", "report", str(path), "--batch", "nosuch")
     assert r.exit_code != 0 and "no batch 'nosuch'" in r.stderr and "(batches: b)" in r.stderr
     assert run_cli("batch", "report", str(path), "--batch", "b", "--json").json()[0]["cardholder_id"] == "CH1"
+
+
+def test_a_damaged_journal_is_not_read_as_done(run_cli, tmp_path):
+    path = tmp_path / "j.db"
+    new_batch(path, rows=10).close()
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM cards WHERE row > 4")          # rows lost (a damaged/truncated journal)
+    conn.commit()
+    conn.close()
+    r = run_cli("batch", "status", str(path))
+    assert r.exit_code != 0 and "registered with 10 rows but the journal holds 4" in r.stderr

@@ -144,7 +144,7 @@ def status(journal_url, as_json):
 
     j = Journal(journal_url, create=False)
     try:
-        out = {b: j.counts(b) for b in j.batches()}
+        out = {b: j.check_batch(b) for b in j.batches()}
     finally:
         j.close()
     if as_json:

@@ -252,6 +252,8 @@ class Batch:
             with writer:
                 if not writer.exists:
                     self._validate_into(journal, writer)
+            if writer.exists:
+                journal.check_batch(self.batch)
         except BaseException:
             journal.close()
             raise

@@ -465,6 +465,16 @@ class Journal:
             return cur.rowcount
 
     # ------------------------------------------------------------------ reporting
+    def check_batch(self, batch: str) -> dict[str, int]:
+        """The batch's counts, after checking that the journal holds every row it registered
+        (a damaged or truncated journal must not read as "all done")."""
+        got = self._rows("SELECT rows FROM batches WHERE batch = ?", (batch,))
+        counts = self.counts(batch)
+        if got and sum(counts.values()) != int(got[0][0]):
+            raise JournalError(f"{self._name()}: batch {batch!r} was registered with {got[0][0]} rows but the "
+                               f"journal holds {sum(counts.values())}: the journal is damaged; stopped")
+        return counts
+
     def require_batch(self, batch: str) -> None:
         """An error naming the batches there are when ``batch`` is not in the journal."""
         if self.find_batch(batch) is None:
