@@ -187,3 +187,44 @@ def test_a_damaged_journal_is_not_read_as_done(run_cli, tmp_path):
     conn.close()
     r = run_cli("batch", "status", str(path))
     assert r.exit_code != 0 and "registered with 10 rows but the journal holds 4" in r.stderr
+
+
+def test_kill_on_progress_and_resume(tmp_path):
+    """kill -9 while cards are being made (on journal progress, not on wall time), four
+    times; the rerun takes up the dead runs' rows: every cardholder exactly one card."""
+    import signal
+    import time
+
+    from tests.test_batch import CLI, batch_args, check_journal, make_csv
+
+    data = make_csv(tmp_path / "d.csv", 400)
+    journal = tmp_path / "j.db"
+
+    def done() -> int:
+        if not journal.exists():
+            return 0
+        c = sqlite3.connect(journal, timeout=30)
+        try:
+            return c.execute("SELECT COUNT(*) FROM cards WHERE status = 'verified'").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            c.close()
+
+    kills = 0
+    for _ in range(4):
+        before = done()
+        p = subprocess.Popen(CLI + batch_args(data, journal, "--sims", "2"), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while p.poll() is None and done() < before + 15 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait(30)
+    assert kills == 4 and done() < 400
+    final = subprocess.run(CLI + batch_args(data, journal, "--sims", "2", "--json"), capture_output=True, text=True,
+                           timeout=300)
+    assert final.returncode == 0, final.stderr
+    check_journal(str(journal), 400)
