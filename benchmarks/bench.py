@@ -484,30 +484,14 @@ def bench_card_time(cards: int) -> tuple[dict[str, float], dict[str, object]]:
     return out, families
 
 
-def _id_check_digit(first17: str) -> str:
-    """GB 11643-1999 check character of a resident ID number (ISO 7064 MOD 11-2)."""
-    total = sum(int(d) * pow(2, 17 - i, 11) for i, d in enumerate(first17))
-    return "10X98765432"[total % 11]
-
-
 def generated_data(rows: int, directory: Path) -> Path:
-    """A data file of ``rows`` cardholders made from the sample's rows, each with its own
-    cardholder id and resident ID number (valid check digit); made on the fly, not committed."""
-    import csv
+    """A data file of ``rows`` distinct, valid cardholders (citycard.testing.journals), made on
+    the fly, not committed."""
+    from citycard.testing.journals import write_cardholders
 
     root = Path(__file__).resolve().parent.parent
-    with open(root / "profiles/citycard-sample.csv", encoding="utf-8", newline="") as f:
-        sample = list(csv.DictReader(f))
     path = directory / f"generated-{rows}.csv"
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(sample[0]), lineterminator="\n")
-        w.writeheader()
-        for n in range(1, rows + 1):
-            r = dict(sample[(n - 1) % len(sample)])
-            r["cardholder_id"] = f"G{n:07d}"
-            first17 = r["id_number"][:14] + f"{n % 1000:03d}"
-            r["id_number"] = first17 + _id_check_digit(first17)
-            w.writerow(r)
+    write_cardholders(str(path), rows, str(root / "profiles/citycard-sample.csv"))
     return path
 
 
@@ -593,6 +577,89 @@ def bench_cli_startup(runs: int) -> dict[str, float]:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"cli_bare_python_ms": med["bare"], "cli_calc_ms": med["calc"], "cli_apdu_sim_ms": med["apdu"],
             "cli_startup_ratio": med["calc"] / med["bare"], "cli_apdu_sim_ratio": med["apdu"] / med["bare"]}
+# --------------------------------------------------------------------------- city scale (issue 19 items 1-2)
+# A separate block: batch start-up on generated data files, peak memory of `batch run` and
+# `batch report`, and the PostgreSQL claim at 0% and 50% of a large synthetic batch.
+
+_RSS_WRAPPER = ("import resource, sys\nfrom citycard.cli.main import main\n"
+                "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+                "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+
+
+def _cli_timed(args: list[str], stdout_path: str | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one CLI command in a fresh interpreter."""
+    out = open(stdout_path, "w") if stdout_path else subprocess.DEVNULL
+    try:
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *args], stdout=out, stderr=subprocess.PIPE,
+                           text=True, timeout=3600)
+        wall = time.perf_counter() - t0
+    finally:
+        if stdout_path:
+            out.close()
+    peak = [ln for ln in r.stderr.splitlines() if ln.startswith("PEAK_RSS_KIB")]
+    if not peak:
+        raise RuntimeError(f"{' '.join(args[:2])} failed: {r.stderr.strip()[-400:]}")
+    return wall, int(peak[-1].split()[1]) / 1024
+
+
+def bench_city_scale(sizes: list[int]) -> dict[str, float]:
+    """`batch run --limit 1` on data files of each size: seconds to the first card for a new
+    file (validated in one streamed pass) and for a resume (the journal knows the file),
+    with the peak memory; then `batch report --json` of that journal."""
+    import shutil
+
+    from citycard.testing.journals import write_cardholders
+
+    root = Path(__file__).resolve().parent.parent
+    out: dict[str, float] = {}
+    tmp = tempfile.mkdtemp(prefix="ccscale")
+    try:
+        for n in sizes:
+            tag = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}m"
+            data = write_cardholders(os.path.join(tmp, f"d{n}.csv"), n, str(root / "profiles/citycard-sample.csv"))
+            journal = os.path.join(tmp, f"j{n}.db")
+            args = ["batch", "run", "--profile", str(root / "profiles/citycard.toml"), "--keys",
+                    str(root / "profiles/demo-keys.toml"), "--data", data, "--journal", journal, "--sims", "1",
+                    "--limit", "1", "--issue-date", "20261124"]
+            fresh, rss = _cli_timed(args)
+            resume, _ = _cli_timed(args)
+            out[f"batch_first_card_s_{tag}"] = fresh
+            out[f"batch_resume_first_card_s_{tag}"] = resume
+            out["batch_peak_rss_mb"] = rss
+            _wall, rep = _cli_timed(["batch", "report", journal, "--json"], os.path.join(tmp, "report.json"))
+            out["report_peak_rss_mb"] = rep
+            os.remove(data)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def bench_pg_claim(rows: int, claims: int = 200) -> dict[str, float]:
+    """Median milliseconds of one claim on PostgreSQL with a batch of ``rows`` at 0% and 50%
+    done (synthetic journal; ANALYZEd)."""
+    from citycard.perso.journal import Journal
+    from citycard.testing.journals import synthetic_batch
+    from citycard.testing.postgres import PrivatePostgres, postgres_available
+
+    ok, why = postgres_available()
+    if not ok:
+        print(f"pg_claim_ms: skipped ({why})", file=sys.stderr)
+        return {}
+    out: dict[str, float] = {}
+    with PrivatePostgres() as pg:
+        for pct in (0, 50):
+            j = Journal(pg.fresh_database(f"claim{pct}"))
+            synthetic_batch(j, "b", rows, rows * pct // 100)
+            times = []
+            for i in range(claims):
+                t0 = time.perf_counter()
+                j.claim("b", "bench/r1", "P", lambda n: f"P{n:012d}")
+                times.append(time.perf_counter() - t0)
+                j.finish("b", rows * pct // 100 + i + 1, f"P{i + 1:012d}", "bench/r1", "verified", None, "")
+            out[f"pg_claim_ms_{pct}pct"] = statistics.median(times) * 1000
+            j.close()
+    return out
 
 
 GOALS = {"perso_verify_ms": ("<=", 50), "host_cpu_ms_per_card": ("<=", 5), "apdus_vs_lower_bound": ("<=", 1.05),
@@ -618,20 +685,27 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (well under five minutes)")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    ap.add_argument("--big", action="store_true", help="city scale also at 1M rows (minutes, ~200 MB of disk)")
+    ap.add_argument("--only", choices=["city"], help="run only one section")
     args = ap.parse_args()
     sec = 0.3 if args.quick else 1.0
     count = 2000 if args.quick else 10000
     figures: dict[str, float] = {}
-    figures.update(bench_library(sec))
-    figures.update(bench_sim_inprocess(sec))
-    figures.update(bench_perso(20 if args.quick else 100))
-    figures.update(bench_batch(120 if args.quick else 240))
-    figures.update(bench_hsm_derive(50 if args.quick else 300))
-    figures.update(bench_pcsc(count))
-    card_time, families = bench_card_time(3 if args.quick else 10)
-    figures.update(card_time)
-    figures.update(bench_timed_readers((1, 8, 64) if args.quick else (1, 4, 16, 64), 6 if args.quick else 10))
-    figures.update(bench_cli_startup(10 if args.quick else 20))
+    families: dict[str, object] = {}
+    if args.only is None:
+        figures.update(bench_library(sec))
+        figures.update(bench_sim_inprocess(sec))
+        figures.update(bench_perso(20 if args.quick else 100))
+        figures.update(bench_batch(120 if args.quick else 240))
+        figures.update(bench_hsm_derive(50 if args.quick else 300))
+        figures.update(bench_pcsc(count))
+        card_time, families = bench_card_time(3 if args.quick else 10)
+        figures.update(card_time)
+        figures.update(bench_timed_readers((1, 8, 64) if args.quick else (1, 4, 16, 64), 6 if args.quick else 10))
+        figures.update(bench_cli_startup(10 if args.quick else 20))
+    # city scale (issue 19)
+    figures.update(bench_city_scale([10_000, 100_000] + ([1_000_000] if args.big else [])))
+    figures.update(bench_pg_claim(1_000_000 if args.big else 100_000))
     print(f"{'figure':<32} {'value':>14}  goal")
     for k, v in figures.items():
         goal = GOALS.get(k)

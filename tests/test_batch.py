@@ -26,7 +26,8 @@ CLI = [sys.executable, "-m", "citycard"]
 
 
 def make_csv(path: Path, n: int, mutate=None) -> Path:
-    """``n`` cardholders built from the sample (ids made unique)."""
+    """``n`` cardholders built from the sample (ids made unique; resident IDs too when ``n``
+    is larger than the sample)."""
     with open(SAMPLE, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     header = list(rows[0])
@@ -34,6 +35,8 @@ def make_csv(path: Path, n: int, mutate=None) -> Path:
     for i in range(n):
         r = dict(rows[i % len(rows)])
         r["cardholder_id"] = f"CH{i + 1:06d}"
+        if n > len(rows):                   # a cardholder of its own: a new valid resident ID (GB 11643)
+            r["id_number"] = unique_resident_id(r["id_number"], i // len(rows))
         if mutate:
             mutate(i + 1, r)
         out.append(r)
@@ -42,6 +45,14 @@ def make_csv(path: Path, n: int, mutate=None) -> Path:
         w.writeheader()
         w.writerows(out)
     return path
+
+
+def unique_resident_id(base: str, k: int) -> str:
+    """``base`` with sequence digits 15-16 replaced by ``k`` (the sex digit kept) and the
+    check digit recomputed (weights 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2, MOD 11-2)."""
+    first17 = base[:14] + f"{k % 100:02d}" + base[16]
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    return first17 + "10X98765432"[sum(int(d) * w for d, w in zip(first17, weights)) % 11]
 
 
 def batch_args(data, journal, *extra):

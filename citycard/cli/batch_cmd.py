@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 
 import click
 
 from ..errors import InputError
-from .common import ProgressDrawer, require_batch, require_existing_journal
+from .common import ProgressDrawer
 from .keyopts import keys_option, open_keys, warn_test_keys
 from .perso_cmd import _date
 
@@ -45,13 +44,18 @@ def batch() -> None:
 @click.option("--retry-failed", is_flag=True, help="Put failed rows back (new serials) before running.")
 @click.option("--no-verify", is_flag=True,
               help="Skip the verification of each card after personalization (not recommended).")
+@click.option("--reissue", default=None, metavar="ROWS|all",
+              help="Rows (e.g. 3,7,10-12) or all whose cardholders were issued in an earlier batch of the "
+                   "journal and get a new card (otherwise refused).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, keep_cards, timing, batch_id, station,
-        issue_date, limit, retry_failed, no_verify, as_json):
+        issue_date, limit, retry_failed, no_verify, reissue, as_json):
     """Personalize every pending row of the data file, one worker per reader."""
     from ..perso.batch import Batch, default_station, pcsc_readers
     from ..perso.job import prepare
+    from ..perso.validate import parse_rows
 
+    again = parse_rows(reissue) if reissue else None
     if not readers and not sims:
         raise InputError("give --reader NAME (one or more) and/or --sims N")
     if timing is not None:
@@ -69,7 +73,7 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
         sources += simulated_readers(sims, keep_cards, timing=timing)
     sources += pcsc_readers(readers)
     b = Batch(job.spec, job.keys, job.data, journal_url, batch=batch_id, issue_date=issue_date,
-              verify=not no_verify, limit=limit, station=station or default_station())
+              verify=not no_verify, limit=limit, station=station or default_station(), reissue=again)
     if retry_failed:
         click.echo(f"{b.retry_failed()} failed row(s) back to pending", err=True)
     result = b.run(sources, on_progress=ProgressBar(sys.stderr))
@@ -95,25 +99,29 @@ def report(journal_url, batch_id, as_json, as_csv):
     """Every card of the journal, for the card management system."""
     from ..perso.journal import Journal
 
-    require_existing_journal(journal_url)
-    j = Journal(journal_url)
-    try:
-        require_batch(journal_url, batch_id, j.batches())
-        rows = j.report(batch_id)
+    j = Journal(journal_url, create=False)
+    out = sys.stdout
+    try:   # streamed: one card at a time, whatever the journal's size
+        if batch_id is not None:
+            j.require_batch(batch_id)
+        rows = j.iter_report(batch_id)
+        if as_json:
+            out.write("[")
+            for i, r in enumerate(rows):
+                out.write(("," if i else "") + "\n  " + json.dumps(r, ensure_ascii=False))
+            out.write("\n]\n")
+        elif as_csv:
+            w = csv.DictWriter(out, fieldnames=list(Journal.REPORT_KEYS), lineterminator="\n")
+            w.writeheader()
+            for r in rows:
+                w.writerow(r)
+        else:
+            for r in rows:
+                out.write(f"{r['batch']}  row {r['row']:>5}  {r['cardholder_id']:<12} {r['card_serial'] or '-':<22} "
+                          f"{r['status']:<12} {r['reader'] or '-':<24} {r['finished'] or ''}\n")
+        out.flush()
     finally:
         j.close()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-    elif as_csv:
-        out = io.StringIO()
-        w = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["batch", "row"], lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        click.echo(out.getvalue(), nl=False)
-    else:
-        for r in rows:
-            click.echo(f"{r['batch']}  row {r['row']:>5}  {r['cardholder_id']:<12} {r['card_serial'] or '-':<22} "
-                       f"{r['status']:<12} {r['reader'] or '-':<24} {r['finished'] or ''}")
 
 
 @batch.command()
@@ -123,10 +131,9 @@ def status(journal_url, as_json):
     """Where each batch of the journal stands."""
     from ..perso.journal import Journal
 
-    require_existing_journal(journal_url)
-    j = Journal(journal_url)
+    j = Journal(journal_url, create=False)
     try:
-        out = {b: j.counts(b) for b in j.batches()}
+        out = {b: j.check_batch(b) for b in j.batches()}
     finally:
         j.close()
     if as_json:

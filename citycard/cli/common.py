@@ -42,26 +42,6 @@ def default_reader_for_writing() -> str:
     return name
 
 
-def require_existing_journal(url: str) -> None:
-    """A journal to read (``batch status``/``report``) must exist: a missing SQLite file is an
-    error, never created (issue 17: ``batch status typo.db`` made an empty journal)."""
-    import os
-
-    if url.startswith(("postgresql://", "postgres://")):
-        return
-    if not os.path.exists(url):
-        raise InputError(f"{url}: no such journal (batch run -j {url} makes one)")
-    if os.path.isdir(url):
-        raise InputError(f"{url}: is a folder, not a journal")
-
-
-def require_batch(url: str, batch: str | None, batches: list[str]) -> None:
-    """``--batch NAME`` must name a batch of the journal."""
-    if batch is not None and batch not in batches:
-        known = ", ".join(batches) if batches else "none"
-        raise InputError(f"{url}: no batch {batch!r} in this journal (batches: {known})")
-
-
 class ProgressDrawer:
     """Draws a batch's progress from the library's ``on_progress`` callback
     (:class:`citycard.perso.batch.BatchProgress`): on a terminal a bar redrawn at most every

@@ -19,12 +19,45 @@ def profile() -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--data", "data_path", default=None, metavar="CSV", help="Also check the bindings against this data file.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Data file encoding (utf-8, gb18030, gbk).")
+@click.option("-j", "--journal", "journal_url", default=None, metavar="FILE|postgresql://...",
+              help="With --data: also refuse cardholders already issued in this journal (as batch run does).")
+@click.option("--reissue", default=None, metavar="ROWS|all", help="With --journal: rows named as re-issues.")
 @keys_option(required=False)
-def check(path: str, data_path: str | None, encoding: str, keys: tuple[str, ...]) -> None:
-    """Validate PROFILE (and, if given, against a data file and key sources)."""
-    from ..perso.job import check_profile
+def check(path: str, data_path: str | None, encoding: str, journal_url: str | None, reissue: str | None,
+          keys: tuple[str, ...]) -> None:
+    """Validate PROFILE (and, if given, against a data file and key sources).
 
-    spec = check_profile(path, data_path, (lambda: open_keys(keys)) if keys else None, encoding=encoding)
+    With --data every row is checked by the same validator as `batch run`, and every bad
+    row is reported (row and column), one line each."""
+    from ..errors import InputError
+    from ..perso.job import check_profile, data_problems, load_data
+    from ..perso.validate import ProblemTally, parse_rows
+
+    spec = check_profile(path)
+    if data_path is not None:
+        data = load_data(spec, data_path, encoding)
+        journal = None
+        if journal_url is not None:
+            from ..perso.journal import Journal
+
+            journal = Journal(journal_url, create=False)
+        try:
+            from ..perso.batch import batch_name, file_sha256
+
+            own = batch_name(data.path, file_sha256(data.path))   # the batch run of this very file
+            issued = (lambda ids: journal.issued(ids, own)) if journal is not None else None
+            again = parse_rows(reissue) if reissue else None
+            tally = ProblemTally(keep=0)
+            for p in data_problems(spec, data, issued=issued, reissue=again):
+                click.echo(str(p), err=True)      # every problem, as it is found
+                tally.add(p)
+        finally:
+            if journal is not None:
+                journal.close()
+        if tally.count:
+            raise InputError(f"{tally.rows} bad row(s) in {data_path} ({tally.count} problem(s))")
+    if keys:
+        check_profile(path, None, lambda: open_keys(keys))
     n_files = sum(len(df.files) for df in spec.dfs())
     n_keys = sum(len(df.keys) for df in spec.dfs())
     click.echo(f"{path}: ok ({len(spec.apps)} applications, {n_files} files, {n_keys} keys)")

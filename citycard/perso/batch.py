@@ -1,4 +1,4 @@
-"""Bureau batch personalization: a data file checked in full, a journal, several readers.
+"""Bureau batch personalization: a data file validated in full, a journal, several readers.
 
 One worker thread per reader.  Each worker claims a row from the journal (durably), waits
 for a card, personalizes and verifies it, records the outcome (durably) and asks for the
@@ -29,10 +29,11 @@ from ..keys import KeyRing
 from ..spec import CardSpec
 from ..transport import CardSession
 from .context import CardData
-from .data import DataFile
+from .data import DataFile, Record
 from .journal import Journal, now
 from .plan import Planner
 from .run import PersoError, personalize
+from .validate import ProblemTally, validate
 
 log = logging.getLogger("citycard.batch")
 
@@ -197,18 +198,6 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def check_rows(spec: CardSpec, planner: Planner, data: DataFile, issue_date: _dt.date) -> list[str]:
-    """Plan every row once (pure, no card): every problem with its row number and column."""
-    problems: list[str] = []
-    for n in range(1, len(data.rows) + 1):
-        try:
-            planner.plan(CardData(data.row(n), n, issue_date, data.where(n)))
-        except CitycardError as exc:
-            msg = str(exc)
-            problems.append(msg if f"row {n}" in msg else f"{data.where(n)}: {msg}")
-    return problems
-
-
 class Batch:
     """One batch of a data file in a journal (see the module docstring).
 
@@ -219,7 +208,8 @@ class Batch:
     def __init__(self, spec: CardSpec, keys: KeyRing, data: DataFile, journal_url: str, *, batch: str | None = None,
                  issue_date: _dt.date | None = None, verify: bool = True, id_column: str = "cardholder_id",
                  limit: int | None = None, station: str | None = None,
-                 on_card: Callable[[str, int, str], None] | None = None) -> None:
+                 on_card: Callable[[str, int, str], None] | None = None,
+                 reissue: Iterable[int] | str | None = None) -> None:
         self.spec, self.keys, self.data = spec, keys, data
         self.station = station
         self.journal_url = journal_url
@@ -230,6 +220,9 @@ class Batch:
         self.id_column = id_column if id_column in data.columns else None
         self.limit = limit
         self.on_card = on_card
+        self.reissue = reissue
+        self.run_id: int | None = None       # this run in the journal (set by run())
+        self._journal_ident: tuple[str, Any] = ("", None)
         self.planner = Planner(spec, keys)
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -247,16 +240,37 @@ class Batch:
             journal.close()
 
     def prepare(self) -> Journal:
-        problems = check_rows(self.spec, self.planner, self.data, self.issue_date)
-        if problems:
-            more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
-            raise InputError(f"{len(problems)} bad row(s) in {self.data.path}, nothing personalized:\n"
-                             + "\n".join(problems[:20]) + more)
+        """Open the journal and register the batch: a data file seen for the first time is
+        validated (every row, in one streamed pass, :mod:`citycard.perso.validate`) while its
+        rows go into the journal in the same transaction, undone if any row is bad; a batch
+        already in the journal with the same data hash was validated then, and is not read
+        again (a resume or a second station starts at once).  No row is planned here: each
+        card is planned just before it is written."""
         journal = Journal(self.journal_url)
-        rows = [(n, (self.data.row(n).get(self.id_column) if self.id_column else None) or str(n))
-                for n in range(1, len(self.data.rows) + 1)]
-        journal.create_batch(self.batch, self.spec.source, self.data.path, self.sha, rows)
+        try:
+            writer = journal.register_batch(self.batch, self.spec.source, self.data.path, self.sha)
+            with writer:
+                if not writer.exists:
+                    self._validate_into(journal, writer)
+            if writer.exists:
+                journal.check_batch(self.batch)
+        except BaseException:
+            journal.close()
+            raise
         return journal
+
+    def _validate_into(self, journal: Journal, writer: Any) -> None:
+        tally = ProblemTally()
+
+        def add(rec: Record, who: str) -> None:
+            if not tally.count:         # after the first problem nothing will be kept: stop writing
+                writer.add(rec.number, who, rec.offset)
+
+        for p in validate(self.spec, self.data, id_column=self.id_column or "cardholder_id",
+                          issued=lambda ids: journal.issued(ids, self.batch), reissue=self.reissue, on_row=add):
+            tally.add(p)
+        if tally.count:
+            raise InputError(tally.message(self.data.path))
 
     def run(self, sources: list[CardSource], *, on_progress: ProgressCallback | None = None,
             processes: bool = True) -> BatchResult:
@@ -265,13 +279,23 @@ class Batch:
         run as threads.  ``on_progress`` is called after every card and at the end."""
         journal = self.prepare()
         names = {self.label(s) for s in sources}
-        stations = {n.split("/", 1)[0] + "/" for n in names if "/" in n}
-        for row, reader in journal.orphans(self.batch):
-            mine = not stations or any((reader or "").startswith(st) for st in stations)
-            if mine and reader not in names:   # another station's rows in progress are its own business
-                log.warning("row %d was left in progress by %s, which is not in this run: back to pending", row,
-                            reader)
-                journal.release(self.batch, row)
+        self.run_id = journal.start_run(self.batch, self.station)
+        self._journal_ident = (journal.journal_id, journal.expect_file)
+        try:
+            return self._run(journal, sources, names, on_progress, processes)
+        finally:
+            try:
+                journal.end_run(self.run_id)
+            finally:
+                journal.close()
+
+    def _run(self, journal: Journal, sources: list[CardSource], names: set[str],
+             on_progress: ProgressCallback | None, processes: bool) -> BatchResult:
+        for row, reader, what in journal.reclaim(self.batch, self.run_id, names):
+            if what == "released":
+                log.warning("row %d was left in progress by %s (a run that is gone): back to pending", row, reader)
+            elif what == "live":
+                log.info("row %d is in progress on %s, a live run: left to it", row, reader)
         counts = journal.counts(self.batch)
         todo = counts["pending"] + counts["in_progress"]
         if self.limit is not None:
@@ -348,7 +372,6 @@ class Batch:
             first = errors[0]
             raise first if isinstance(first, BaseException) else CitycardError(f"a batch worker failed: {first}")
         counts = journal.counts(self.batch)
-        journal.close()
         return BatchResult(self.batch, results["processed"], results["verified"], results["failed"],
                            time.monotonic() - t0, counts)
 
@@ -358,7 +381,7 @@ class Batch:
         results = {"processed": 0, "verified": 0, "failed": 0}
         j = None
         try:
-            j = Journal(self.journal_url)
+            j = Journal(self.journal_url, expect_id=self._journal_ident[0], expect_file=self._journal_ident[1])
             while take():
                 ok = self._one(j, src, results)
                 if ok is None:
@@ -374,12 +397,13 @@ class Batch:
     def _one(self, j: Journal, src: CardSource, results: dict[str, int]) -> bool | None:
         spec = self.spec
         claim = j.claim(self.batch, self.label(src), spec.serial_prefix,
-                        lambda n: CardData({}, n, self.issue_date).serial(spec))
+                        lambda n: CardData({}, n, self.issue_date).serial(spec), run=self.run_id)
         if claim is None:
             return None
         started = now()
         row = claim.row
-        card = CardData(self.data.row(row), claim.card_number, self.issue_date, self.data.where(row))
+        values = self.data.row_at(claim.data_offset, row) if claim.data_offset is not None else self.data.row(row)
+        card = CardData(values, claim.card_number, self.issue_date, self.data.where(row))
         session = src.next_card(self.stop)
         if session is None:
             return None

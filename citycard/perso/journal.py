@@ -5,13 +5,19 @@ Tables::
 
     batches  (batch PK, profile, data_file, data_sha256, rows, created)
     cards    (batch, row PK; cardholder_id, card_serial UNIQUE, card_number, status,
-              attempts, reader, started, finished, error)
+              attempts, reader, started, finished, error, data_offset)
     attempts (id PK, batch, row, card_serial, reader, status, error, started, finished)
     serials  (prefix PK, next)          -- card numbers are never handed out twice
 
 Statuses: ``pending`` → ``in_progress`` → ``verified`` (or ``personalized`` without
 verification), or ``failed``; a card that was given up after it was written is recorded
 in ``attempts`` as ``spoiled``.
+
+``data_offset`` is the byte offset of the row in the data file, so that a worker reads only
+its row (the file is never held in memory).  A batch is registered only once its data file
+passed the validator (:mod:`citycard.perso.validate`), in the same transaction: a batch
+found in the journal with the same data hash is a validated file, and a resume starts at
+once.
 
 Claiming is one transaction: SQLite takes the write lock first (``BEGIN IMMEDIATE``);
 PostgreSQL uses ``SELECT ... FOR UPDATE SKIP LOCKED`` so that stations sharing the
@@ -21,12 +27,17 @@ journal never get the same row.  Every state change is committed durably (SQLite
 
 from __future__ import annotations
 
-import datetime as _dt
+import fcntl
+import os
+import socket
 import sqlite3
+import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import CitycardError
+from .journal_tx import BatchWriter, JournalError, _Tx, now
+
+__all__ = ["STATUSES", "BatchWriter", "Claim", "Journal", "JournalError", "now"]
 
 STATUSES = ("pending", "in_progress", "personalized", "verified", "failed", "spoiled")
 
@@ -38,21 +49,27 @@ _SCHEMA = [
         batch TEXT NOT NULL, row INTEGER NOT NULL, cardholder_id TEXT NOT NULL,
         card_serial TEXT UNIQUE, card_number BIGINT, status TEXT NOT NULL DEFAULT 'pending',
         attempts INTEGER NOT NULL DEFAULT 0, reader TEXT, started TEXT, finished TEXT, error TEXT,
-        PRIMARY KEY (batch, row))""",
+        data_offset BIGINT, run BIGINT, PRIMARY KEY (batch, row))""",
     """CREATE TABLE IF NOT EXISTS attempts (
         id {serial} PRIMARY KEY, batch TEXT NOT NULL, row INTEGER NOT NULL, card_serial TEXT,
         reader TEXT, status TEXT NOT NULL, error TEXT, started TEXT, finished TEXT)""",
     """CREATE TABLE IF NOT EXISTS serials (prefix TEXT PRIMARY KEY, next BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run {serial} PRIMARY KEY, uid TEXT NOT NULL UNIQUE, batch TEXT NOT NULL, station TEXT, host TEXT,
+        pid INTEGER, started TEXT NOT NULL, ended TEXT)""",
     """CREATE INDEX IF NOT EXISTS cards_status ON cards (batch, status, row)""",
+    # the claim of the next card costs the same at the first and the millionth row: partial
+    # indexes hold only the rows still to do (issue 19)
+    """CREATE INDEX IF NOT EXISTS cards_pending ON cards (batch, row) WHERE status = 'pending'""",
+    """CREATE INDEX IF NOT EXISTS cards_in_progress ON cards (batch, reader, row) WHERE status = 'in_progress'""",
+    # a cardholder already issued in another batch of the journal (issue 17)
+    """CREATE INDEX IF NOT EXISTS cards_holder ON cards (cardholder_id)""",
 ]
 
 
-class JournalError(CitycardError):
-    pass
-
-
-def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+FORMAT = "citycard-journal"
+VERSION = 2            # 2: data offsets, runs, the meta stamp
 
 
 @dataclass(frozen=True)
@@ -64,16 +81,23 @@ class Claim:
     card_number: int
     attempts: int
     resumed: bool            # the row was in progress when the batch stopped
+    data_offset: int | None = None   # the row's byte offset in the data file
 
 
 class Journal:
     """One connection per thread (``connect()`` again in each worker)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, expect_id: str | None = None,
+                 expect_file: tuple[int, int] | None = None, create: bool = True) -> None:
         self.url = url
+        self.create = create
         self.pg = url.startswith(("postgresql://", "postgres://"))
         self.ph = "%s" if self.pg else "?"
         self._conn: Any = None
+        self.expect_id = expect_id            # a worker's connection: the journal of its run, no other
+        self.expect_file = expect_file
+        self.journal_id = ""
+        self.file_identity: tuple[int, int] | None = None
         self._open()
 
     # ------------------------------------------------------------------ connection
@@ -89,24 +113,110 @@ class Journal:
                 raise JournalError(f"cannot open the journal database: {str(exc).splitlines()[0]}") from None
             with self._conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(736863)")   # stations create the schema one at a time
+                cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+                tables = {r[0] for r in cur.fetchall()}
+                self._check_stamp(cur, tables)
                 for stmt in _SCHEMA:
                     cur.execute(stmt.format(serial="BIGSERIAL"))
+                cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'cards' "
+                            "AND table_schema = current_schema()")
+                have = {r[0] for r in cur.fetchall()}
+                for col in ("data_offset", "run"):   # a journal of an earlier version (ALTER locks: only then)
+                    if col not in have:
+                        cur.execute(f"ALTER TABLE cards ADD COLUMN {col} BIGINT")
+                self._stamp(cur)
             self._conn.commit()
             return
+        if self.expect_file is not None:
+            self._check_file()
+        if not os.path.exists(self.url):
+            if not self.create:
+                raise JournalError(f"{self.url}: no such journal")
+            try:      # cardholder data and serials: readable by the owner only (issue 18)
+                os.close(os.open(self.url, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise JournalError(f"{self.url}: cannot create the journal ({exc.strerror})") from None
         try:
             conn = sqlite3.connect(self.url, timeout=60.0, isolation_level=None, check_same_thread=True)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.cursor()
+            tables = {r[0] for r in cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self._check_stamp(cur, tables)
             for stmt in _SCHEMA:
-                conn.execute(stmt.format(serial="INTEGER"))
+                cur.execute(stmt.format(serial="INTEGER"))
+            have = {r[1] for r in cur.execute("PRAGMA table_info(cards)")}
+            for col in ("data_offset", "run"):
+                if col not in have:
+                    cur.execute(f"ALTER TABLE cards ADD COLUMN {col} BIGINT")
+            self._stamp(cur)
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise JournalError(f"{self.url}: cannot open the journal: {exc}") from None
+        except JournalError:
+            conn.close()
+            raise
         self._conn = conn
+        st = os.stat(self.url)
+        self.file_identity = (st.st_dev, st.st_ino)
+        if self.expect_file is None:
+            self.expect_file = self.file_identity
+
+    # ------------------------------------------------------------------ identity
+    def _check_stamp(self, cur: Any, tables: set[str]) -> None:
+        """Refuse a database that is not a citycard journal, or one of a newer format."""
+        if not tables:
+            return
+        if "meta" not in tables:
+            if not {"batches", "cards"} <= tables:
+                raise JournalError(f"{self._name()}: not a citycard journal (it has other tables)")
+            return                          # a journal of format 1 (before the stamp): stamped now
+        cur.execute("SELECT key, value FROM meta")
+        meta = dict(cur.fetchall())
+        if meta.get("format") != FORMAT:
+            raise JournalError(f"{self._name()}: not a citycard journal (format {meta.get('format')!r})")
+        if int(meta.get("version", "0")) > VERSION:
+            raise JournalError(f"{self._name()}: journal format version {meta['version']} is newer than this "
+                               f"citycard reads ({VERSION}); upgrade citycard")
+        if self.expect_id is not None and meta.get("journal_id") != self.expect_id:
+            raise JournalError(f"{self._name()}: the journal was replaced during the run (another journal id); "
+                               "stopped")
+
+    def _stamp(self, cur: Any) -> None:
+        cur.execute(self._q("SELECT value FROM meta WHERE key = 'journal_id'"))
+        got = cur.fetchone()
+        if got is None:
+            for k, v in (("format", FORMAT), ("version", str(VERSION)), ("journal_id", uuid.uuid4().hex)):
+                cur.execute(self._q("INSERT INTO meta (key, value) VALUES (?, ?)"), (k, v))
+            cur.execute(self._q("SELECT value FROM meta WHERE key = 'journal_id'"))
+            got = cur.fetchone()
+        else:
+            cur.execute(self._q("UPDATE meta SET value = ? WHERE key = 'version'"), (str(VERSION),))
+        self.journal_id = got[0]
+        if self.expect_id is None:
+            self.expect_id = self.journal_id
+
+    def _name(self) -> str:
+        return self.url.split("?")[0] if self.pg else self.url
+
+    def _check_file(self) -> None:
+        """SQLite: the journal file is still the one this run opened (not removed, not
+        replaced): an open connection would otherwise go on writing to a deleted file."""
+        try:
+            st = os.stat(self.url)
+        except FileNotFoundError:
+            raise JournalError(f"{self.url}: the journal was removed during the run; stopped") from None
+        if (st.st_dev, st.st_ino) != self.expect_file:
+            raise JournalError(f"{self.url}: the journal was replaced during the run; stopped")
 
     def connect(self) -> "Journal":
-        """Another connection to the same journal (for a worker thread)."""
-        return Journal(self.url)
+        """Another connection to the same journal (for a worker thread or process): refused
+        if the journal was removed or replaced since this one was opened."""
+        return Journal(self.url, expect_id=self.journal_id, expect_file=self.expect_file)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -151,33 +261,167 @@ class Journal:
             cur.executemany(sql, [(batch, r, cid) for r, cid in rows])
             return True
 
+    def find_batch(self, batch: str) -> tuple[str, str] | None:
+        """(data_sha256, profile) of a registered batch, or None."""
+        got = self._rows("SELECT data_sha256, profile FROM batches WHERE batch = ?", (batch,))
+        return (got[0][0], got[0][1]) if got else None
+
+    def register_batch(self, batch: str, profile: str, data_file: str, sha256: str) -> BatchWriter:
+        """Start registering a batch whose rows come as a stream (use as a context manager;
+        :meth:`BatchWriter.add` each row; an exception inside rolls everything back).  Its
+        ``exists`` is true when the batch is there with the same data (it was validated then);
+        entering it is an error when the batch exists with another data file."""
+        return BatchWriter(self, batch, profile, data_file, sha256)
+
+    def issued(self, ids: list[str] | tuple[str, ...], batch: str) -> dict[str, str]:
+        """For identities already issued (or being issued) in another batch: where."""
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            part = list(ids[i:i + 500])
+            marks = ", ".join([self.ph] * len(part))
+            sql = (f"SELECT cardholder_id, batch, row, card_serial, status FROM cards WHERE cardholder_id IN ({marks}) "
+                   f"AND batch <> {self.ph} AND status IN ('verified', 'personalized', 'in_progress')")
+            cur = self._conn.cursor()
+            try:
+                cur.execute(sql, (*part, batch))
+                for cid, b, r, serial, st in cur.fetchall():
+                    out.setdefault(cid, f"batch {b} row {r}, card {serial or '-'}, {st}")
+            finally:
+                cur.close()
+        return out
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, batch: str, station: str | None) -> int:
+        """Register a run of ``batch`` (a unique id, whatever the station label) and hold the
+        proof that it is alive for as long as this process lives: a lock on a file beside a
+        SQLite journal, a session advisory lock on PostgreSQL (both released by the system
+        when the process dies, kill -9 included)."""
+        uid = uuid.uuid4().hex
+        with self._tx() as cur:
+            cur.execute(self._q("INSERT INTO runs (uid, batch, station, host, pid, started) VALUES (?, ?, ?, ?, ?, ?)"),
+                        (uid, batch, station, socket.gethostname(), os.getpid(), now()))
+            cur.execute(self._q("SELECT run FROM runs WHERE uid = ?"), (uid,))
+            run = int(cur.fetchone()[0])
+        if self.pg:
+            import psycopg
+
+            self._run_lock = psycopg.connect(self.url, autocommit=True)
+            self._run_lock.execute("SELECT pg_advisory_lock(736870, %s)", (run % 2**31,))
+        else:
+            folder = self.url + ".runs"
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            fd = os.open(os.path.join(folder, f"{run}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._run_lock = fd
+        return run
+
+    def end_run(self, run: int) -> None:
+        with self._tx() as cur:
+            cur.execute(self._q("UPDATE runs SET ended = ? WHERE run = ?"), (now(), run))
+        lock, self._run_lock = getattr(self, "_run_lock", None), None
+        if lock is None:
+            return
+        if self.pg:
+            lock.close()
+        else:
+            try:
+                os.unlink(os.path.join(self.url + ".runs", f"{run}.lock"))
+            except OSError:
+                pass
+            os.close(lock)
+
+    def run_alive(self, run: int | None) -> bool:
+        """True only when the process of ``run`` provably still holds its lock."""
+        if run is None:
+            return False                 # a row of a journal before runs: its run is long gone
+        got = self._rows("SELECT ended FROM runs WHERE run = ?", (run,))
+        if not got or got[0][0] is not None:
+            return False
+        if self.pg:
+            with self._tx() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(736870, %s)", (run % 2**31,))
+                free = bool(cur.fetchone()[0])
+                if free:
+                    cur.execute("SELECT pg_advisory_unlock(736870, %s)", (run % 2**31,))
+            return not free
+        path = os.path.join(self.url + ".runs", f"{run}.lock")
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return False
+
+    def reclaim(self, batch: str, run: int, readers: set[str]) -> list[tuple[int, str, str]]:
+        """Rows in progress of runs proven dead: a row of one of ``readers`` (its card may be
+        in that reader, half done) moves to ``run``; any other goes back to pending (keeping
+        its serial).  Rows of live runs are never touched, whatever their station label.
+        Returns (row, reader, "resumed" | "released" | "live")."""
+        out: list[tuple[int, str, str]] = []
+        alive: dict[int | None, bool] = {}
+        for row, reader, owner in self._rows("SELECT row, reader, run FROM cards WHERE batch = ? AND "
+                                             "status = 'in_progress' ORDER BY row", (batch,)):
+            if owner == run:
+                continue
+            if owner not in alive:
+                alive[owner] = self.run_alive(owner)
+            if alive[owner]:
+                out.append((row, reader, "live"))
+                continue
+            with self._tx() as cur:
+                if reader in readers:
+                    cur.execute(self._q("UPDATE cards SET run = ? WHERE batch = ? AND row = ? AND "
+                                        "status = 'in_progress'"), (run, batch, row))
+                    out.append((row, reader, "resumed"))
+                else:
+                    cur.execute(self._q("UPDATE cards SET status = 'pending', reader = NULL, run = NULL "
+                                        "WHERE batch = ? AND row = ? AND status = 'in_progress'"), (batch, row))
+                    out.append((row, reader, "released"))
+        return out
+
+    #: the claim's queries (the partial indexes cards_in_progress and cards_pending serve them)
+    CLAIM_IN_PROGRESS = ("SELECT row, cardholder_id, card_serial, card_number, attempts, data_offset FROM cards "
+                         "WHERE batch = ? AND status = 'in_progress' AND reader = ? ORDER BY row LIMIT 1")
+    CLAIM_PENDING = ("SELECT row, cardholder_id, card_serial, card_number, attempts, data_offset FROM cards "
+                     "WHERE batch = ? AND status = 'pending' ORDER BY row LIMIT 1")
+
     def claim(self, batch: str, reader: str, prefix: str, serial_of: Callable[[int], str], *,
-              resume_reader_only: bool = False) -> Claim | None:
+              resume_reader_only: bool = False, run: int | None = None) -> Claim | None:
         """Take the next row for ``reader``: first a row this reader left in progress (its card
         may still be in the reader, half done), then the lowest pending row.  The card number
         comes from the serial counter in the same transaction."""
         with self._tx() as cur:
             lock = " FOR UPDATE SKIP LOCKED" if self.pg else ""
-            cur.execute(self._q("SELECT row, cardholder_id, card_serial, card_number, attempts FROM cards "
-                                "WHERE batch = ? AND status = 'in_progress' AND reader = ? ORDER BY row LIMIT 1"
-                                + lock), (batch, reader))
+            if run is None:
+                cur.execute(self._q(self.CLAIM_IN_PROGRESS + lock), (batch, reader))
+            else:   # only this run's own rows (another live run under the same label keeps its rows)
+                cur.execute(self._q(self.CLAIM_IN_PROGRESS.replace("ORDER BY", "AND run = ? ORDER BY") + lock),
+                            (batch, reader, run))
             got = cur.fetchone()
             resumed = got is not None
             if got is None and not resume_reader_only:
-                cur.execute(self._q("SELECT row, cardholder_id, card_serial, card_number, attempts FROM cards "
-                                    "WHERE batch = ? AND status = 'pending' ORDER BY row LIMIT 1" + lock), (batch,))
+                cur.execute(self._q(self.CLAIM_PENDING + lock), (batch,))
                 got = cur.fetchone()
             if got is None:
                 return None
-            row, cid, serial, number, attempts = got
+            row, cid, serial, number, attempts, offset = got
             if serial is None:
                 number = self._next_number(cur, prefix)
                 serial = serial_of(number)
             cur.execute(self._q("UPDATE cards SET status = 'in_progress', reader = ?, attempts = attempts + 1, "
-                                "started = ?, card_number = ?, card_serial = ?, error = NULL "
+                                "started = ?, card_number = ?, card_serial = ?, error = NULL, run = ? "
                                 "WHERE batch = ? AND row = ?"),
-                        (reader, now(), number, serial, batch, row))
-            return Claim(batch, row, cid, serial, int(number), attempts + 1, resumed)
+                        (reader, now(), number, serial, run, batch, row))
+            return Claim(batch, row, cid, serial, int(number), attempts + 1, resumed, offset)
 
     def orphans(self, batch: str) -> list[tuple[int, str]]:
         """Rows left in progress by readers that are not part of this run: (row, reader)."""
@@ -221,6 +465,23 @@ class Journal:
             return cur.rowcount
 
     # ------------------------------------------------------------------ reporting
+    def check_batch(self, batch: str) -> dict[str, int]:
+        """The batch's counts, after checking that the journal holds every row it registered
+        (a damaged or truncated journal must not read as "all done")."""
+        got = self._rows("SELECT rows FROM batches WHERE batch = ?", (batch,))
+        counts = self.counts(batch)
+        if got and sum(counts.values()) != int(got[0][0]):
+            raise JournalError(f"{self._name()}: batch {batch!r} was registered with {got[0][0]} rows but the "
+                               f"journal holds {sum(counts.values())}: the journal is damaged; stopped")
+        return counts
+
+    def require_batch(self, batch: str) -> None:
+        """An error naming the batches there are when ``batch`` is not in the journal."""
+        if self.find_batch(batch) is None:
+            have = self.batches()
+            raise JournalError(f"{self._name()}: no batch {batch!r} in this journal"
+                               + (f" (batches: {', '.join(have[:10])})" if have else " (it has no batch)"))
+
     def batches(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT batch FROM batches ORDER BY created")]
 
@@ -230,42 +491,36 @@ class Journal:
             out[status] = int(n)
         return out
 
+    REPORT_KEYS = ("batch", "row", "cardholder_id", "card_serial", "status", "attempts", "reader", "started",
+                   "finished", "error")
+
     def report(self, batch: str | None = None) -> list[dict[str, Any]]:
-        sql = ("SELECT batch, row, cardholder_id, card_serial, status, attempts, reader, started, finished, error "
-               "FROM cards" + (" WHERE batch = ?" if batch else "") + " ORDER BY batch, row")
-        keys = ("batch", "row", "cardholder_id", "card_serial", "status", "attempts", "reader", "started",
-                "finished", "error")
-        return [dict(zip(keys, r)) for r in self._rows(sql, (batch,) if batch else ())]
+        return list(self.iter_report(batch))
+
+    def iter_report(self, batch: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every card of the journal (or of one batch), as a stream: constant memory whatever
+        the journal's size (a server-side cursor on PostgreSQL)."""
+        sql = self._q("SELECT batch, row, cardholder_id, card_serial, status, attempts, reader, started, finished, "
+                      "error FROM cards" + (" WHERE batch = ?" if batch else "") + " ORDER BY batch, row")
+        args = (batch,) if batch else ()
+        keys = self.REPORT_KEYS
+        if self.pg:
+            with self._conn.cursor(name="citycard_report") as cur:
+                cur.itersize = 2000
+                cur.execute(sql, args)
+                for r in cur:
+                    yield dict(zip(keys, r))
+            self._conn.commit()
+            return
+        conn = sqlite3.connect(self.url, timeout=60.0, isolation_level=None)   # a reader of its own
+        try:
+            for r in conn.execute(sql, args):
+                yield dict(zip(keys, r))
+        finally:
+            conn.close()
 
     def attempts(self, batch: str) -> list[dict[str, Any]]:
         keys = ("row", "card_serial", "reader", "status", "error", "started", "finished")
         return [dict(zip(keys, r)) for r in self._rows(
             "SELECT row, card_serial, reader, status, error, started, finished FROM attempts WHERE batch = ? "
             "ORDER BY id", (batch,))]
-
-
-class _Tx:
-    """A transaction: SQLite ``BEGIN IMMEDIATE`` (writer lock first), PostgreSQL default."""
-
-    def __init__(self, j: Journal) -> None:
-        self.j = j
-
-    def __enter__(self) -> Any:
-        c = self.j._conn
-        if self.j.pg:
-            self.cur = c.cursor()
-        else:
-            c.execute("BEGIN IMMEDIATE")
-            self.cur = c.cursor()
-        return self.cur
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        c = self.j._conn
-        try:
-            if exc_type is None:
-                c.commit() if self.j.pg else c.execute("COMMIT")
-            else:
-                c.rollback() if self.j.pg else c.execute("ROLLBACK")
-        finally:
-            self.cur.close()
-

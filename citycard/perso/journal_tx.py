@@ -1,0 +1,122 @@
+"""The journal's transactions: one SQLite ``BEGIN IMMEDIATE`` or PostgreSQL transaction per
+state change, storage errors as one line with nothing written, and the streamed
+registration of a batch (:class:`BatchWriter`).  See :mod:`citycard.perso.journal`."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CitycardError
+
+if TYPE_CHECKING:
+    from .journal import Journal
+
+
+class JournalError(CitycardError):
+    pass
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class BatchWriter:
+    """Registers a batch and its rows in one transaction (see :meth:`Journal.register_batch`)."""
+
+    def __init__(self, journal: Journal, batch: str, profile: str, data_file: str, sha256: str) -> None:
+        self.j, self.batch = journal, batch
+        self.info = (profile, data_file, sha256)
+        self.pending: list[tuple[str, int, str, int]] = []
+        self.rows = 0
+        self.exists = False
+
+    def __enter__(self) -> "BatchWriter":
+        self.tx = self.j._tx()
+        self.cur = self.tx.__enter__()
+        try:
+            if self.j.pg:  # two stations starting the same batch: one registers it, the other finds it
+                self.cur.execute("SELECT pg_advisory_xact_lock(736864)")
+            self.cur.execute(self.j._q("SELECT data_sha256 FROM batches WHERE batch = ?"), (self.batch,))
+            got = self.cur.fetchone()
+            if got is not None:
+                self.exists = True
+                if got[0] != self.info[2]:
+                    raise JournalError(f"batch {self.batch!r} was started with another version of its data file "
+                                       f"({self.info[1]} changed); use a new --batch name")
+        except BaseException as exc:
+            self.tx.__exit__(type(exc), exc, None)
+            raise
+        return self
+
+    def add(self, row: int, cardholder_id: str, offset: int) -> None:
+        self.pending.append((self.batch, row, cardholder_id, offset))
+        self.rows += 1
+        if len(self.pending) >= 5000:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.cur.executemany(self.j._q("INSERT INTO cards (batch, row, cardholder_id, data_offset) "
+                                           "VALUES (?, ?, ?, ?)"), self.pending)
+            self.pending = []
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None and not self.exists:
+            try:
+                self._flush()
+                profile, data_file, sha = self.info
+                self.cur.execute(self.j._q("INSERT INTO batches (batch, profile, data_file, data_sha256, rows, "
+                                           "created) VALUES (?, ?, ?, ?, ?, ?)"),
+                                 (self.batch, profile, data_file, sha, self.rows, now()))
+            except BaseException as e:
+                self.tx.__exit__(type(e), e, None)
+                raise
+        self.tx.__exit__(exc_type, exc, tb)
+
+
+class _Tx:
+    """A transaction: SQLite ``BEGIN IMMEDIATE`` (writer lock first), PostgreSQL default."""
+
+    def __init__(self, j: Journal) -> None:
+        self.j = j
+
+    def __enter__(self) -> Any:
+        c = self.j._conn
+        if self.j.pg:
+            self.cur = c.cursor()
+        else:
+            self.j._check_file()
+            try:
+                c.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _storage_error(self.j, exc) from None
+            self.cur = c.cursor()
+        return self.cur
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        c = self.j._conn
+        try:
+            if exc_type is None:
+                try:
+                    c.commit() if self.j.pg else c.execute("COMMIT")
+                except sqlite3.Error as e:
+                    c.execute("ROLLBACK") if c.in_transaction else None
+                    raise _storage_error(self.j, e) from None
+            else:
+                if self.j.pg:
+                    c.rollback()
+                elif c.in_transaction:          # SQLite ends the transaction itself on some errors (full)
+                    c.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):        # nothing half-written: one clear line
+                    raise _storage_error(self.j, exc) from None
+        finally:
+            self.cur.close()
+
+
+def _storage_error(j: Journal, exc: BaseException) -> JournalError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return JournalError(f"{j._name()}: the journal could not be written ({first}); nothing of this step was "
+                        "recorded")
+
