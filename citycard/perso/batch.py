@@ -69,7 +69,7 @@ class PcscSource:
         from ..transport.pcsc import PcscTransport
 
         while not stop.is_set():
-            t = PcscTransport(self.name)
+            t = PcscTransport(self.name, shared=False, reset_on_close=True)   # card custody (issue 18)
             try:
                 t.connect()
                 return CardSession(t)
