@@ -59,7 +59,8 @@ def test_purse_load_purchase_capp_unload_history(demo):
     assert capp.kind == "capp purchase" and capp.balance_after == 4680
     assert card.mf.children[0x3F01].children[0x001A].records[0] == rec    # written by the DEBIT
     from citycard.terminal.purse import PurseError
-    with pytest.raises(PurseError, match="6A86"):                         # unload: ED only (SPEC §6 R18, UM 8.10)
+    with pytest.raises(PurseError, match=r"ED command.*SPEC §6 R18"):     # unload: ED only (R18, UM 8.10): refused
+        #   by the host before INITIALIZE (the card would answer 6A86: tests/test_sim_realcard.py)
         term.unload(680)
     hist = term.history()
     assert [h["type"] for h in hist] == [9, 6, 2]                          # newest first
@@ -285,3 +286,18 @@ def test_ed_purse_needs_the_pin(demo, run_cli, tmp_path):
     assert term.load(100).balance_after == 100
     assert term.purchase(40).balance_after == 60
     assert [h["type"] for h in term.history()] == [5, 1]   # ED purchase, ED load
+
+
+@pytest.mark.parametrize("algorithm, known", [(0x00, True), (0x01, True), (0x02, False), (0x03, False)])
+def test_purse_keys_of_an_unknown_algorithm_are_refused_by_name(algorithm, known):
+    """SPEC §6.6 (DENG): algorithm ids 02/03 gave non-DES MAC1s on a real FM1208; the terminal
+    names the algorithm instead of reporting a wrong MAC1 (which would blame the keys)."""
+    from citycard.commands.purse import PurchaseInit
+    from citycard.terminal.purse import PurseError, _known_algorithm
+
+    init = PurchaseInit.parse(bytes.fromhex("00001000 0000 000000 01") + bytes((algorithm,)) + bytes(4))
+    if known:
+        assert _known_algorithm(init, "INITIALIZE FOR PURCHASE") is init
+    else:
+        with pytest.raises(PurseError, match=f"algorithm id {algorithm:02X}.*SPEC §6.6"):
+            _known_algorithm(init, "INITIALIZE FOR PURCHASE")

@@ -162,7 +162,7 @@ class PurseTerminal:
         r = self.session.send(purse.initialize_for_load(self.p2, key_id, amount, self.terminal))
         if r.sw != 0x9000:
             raise PurseRefused(r.sw, "INITIALIZE FOR LOAD")
-        init = _parse(purse.LoadInit.parse, r)
+        init = _known_algorithm(_parse(purse.LoadInit.parse, r), "INITIALIZE FOR LOAD")
         bal, ctr, random, mac1 = init.balance, init.online_counter, init.random, init.mac1
         ttype = 0x01 if self.p2 == 1 else 0x02
         ses = pboc.load_session_key(dlk, random, ctr)
@@ -195,7 +195,8 @@ class PurseTerminal:
         r = self.session.send(init_cmd(self.p2, key_id, amount, self.terminal))
         if r.sw != 0x9000:
             raise PurseRefused(r.sw, f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE")
-        init = _parse(purse.PurchaseInit.parse, r)
+        init = _known_algorithm(_parse(purse.PurchaseInit.parse, r),
+                                f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE")
         bal, ctr, random = init.balance, init.offline_counter, init.random
         ttype = pboc.TT_CAPP_PURCHASE if capp is not None else (0x05 if self.p2 == 1 else 0x06)
         if capp is not None:
@@ -231,12 +232,17 @@ class PurseTerminal:
         """INITIALIZE FOR UNLOAD → MAC1 checked → DEBIT FOR UNLOAD with MAC2 → MAC3 checked."""
         if self.serial is None:
             self.select()
+        if self.p2 != PurseKind.ED:
+            # strict host: a real card refuses unload on the EP (SPEC §6 R18, UM 8.10); say so
+            # before a purse session is opened
+            raise PurseError(f"{self.df.name}: unload (圈提) is an ED command; a real card refuses it on an "
+                             "EP (SPEC §6 R18)")
         dulk = self._key(KeyType.UNLOAD)
         date, time = _now_bcd(when or _dt.datetime.now())
         r = self.session.send(purse.initialize_for_unload(self.p2, key_id, amount, self.terminal))
         if r.sw != 0x9000:
             raise PurseRefused(r.sw, "INITIALIZE FOR UNLOAD")
-        init = _parse(purse.LoadInit.parse, r)
+        init = _known_algorithm(_parse(purse.LoadInit.parse, r), "INITIALIZE FOR UNLOAD")
         bal, ctr = init.balance, init.online_counter
         ses = pboc.load_session_key(dulk, init.random, ctr)
         if pboc.load_mac1(ses, bal, amount, pboc.TT_UNLOAD, self.terminal) != init.mac1:
@@ -261,6 +267,22 @@ class PurseTerminal:
         if not read.ok:
             raise PurseRefused(read.sw, f"READ RECORD {len(read.records) + 1}")
         return [lay.decode(rec) for rec in read.records]
+
+
+#: algorithm ids of a purse key whose session keys citycard computes: DES / 3DES (SPEC §2.2, D8)
+KNOWN_ALGORITHMS = frozenset({0x00, 0x01})
+
+
+def _known_algorithm(init: T, what: str) -> T:
+    """Strict host (SPEC §6.6): a key of algorithm id 02/03 gave non-DES MAC1s on a real FM1208
+    (DENG) and no public source says which algorithm it is, so such a purse is refused with a
+    plain message instead of a "wrong MAC1" that would blame the keys."""
+    algorithm = getattr(init, "algorithm")
+    if algorithm not in KNOWN_ALGORITHMS:
+        raise PurseError(f"{what}: the card's key has algorithm id {algorithm:02X}; citycard computes DES/3DES "
+                         "purse keys only (ids 00, 01), and no public source says what this card does for "
+                         f"{algorithm:02X} (SPEC §6.6)")
+    return init
 
 
 def _parse(parser: Callable[[bytes], T], r: ResponseApdu) -> T:
