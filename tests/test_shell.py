@@ -114,6 +114,14 @@ def test_shell_without_profile_or_keys(card):
     assert "select 'transit': without a profile give mf, a FID" in out
 
 
+def test_shell_captures_without_an_expected_sw(card):
+    """Issue 17: `HEX => NAME` captures whatever the card answers; `=SW` stays optional."""
+    out = shell_session(card, ["00A40000023F00 => fci", "00B0950004 => bad", "vars"], profile=False, keys=False)
+    assert "error" not in out
+    assert "  fci = 6F15840E315041592E5359532E4444463031A503880101" in out
+    assert "  bad = " in out                       # the answer's data (none: an SW only), still captured
+
+
 def test_shell_with_piped_input_and_transcript(card, run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("CITYCARD_PIN", "123456")
     rec = tmp_path / "session.cardscript"

@@ -330,11 +330,11 @@ class CardShell(cmd.Cmd):
         An =SW or a pattern is checked; without them any answer is fine."""
         body, exp = split_tail(arg.strip())
         if exp.sw is not None or exp.pattern is not None or exp.capture is not None or "${" in body:
-            line = body + (f" ={exp.sw}" if exp.sw else "") + (f" -> {exp.pattern}" if exp.pattern else "")
+            # the statement's order: BODY [=SW] [-> PATTERN] [=> NAME]; no =SW and no pattern: any answer
+            sw = exp.sw if exp.sw else ("XXXX" if exp.pattern is None else None)
+            line = body + (f" ={sw}" if sw else "") + (f" -> {exp.pattern}" if exp.pattern else "")
             if exp.capture:
                 line += f" => {exp.capture}"
-            if exp.sw is None and exp.pattern is None:
-                line += " =XXXX"
             self.runner.run_line(line)
             return False
         cmd_ = CommandApdu.parse(parse_hex(body, "APDU"))
