@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import typing
 from pathlib import Path
 
 
@@ -38,3 +39,17 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
         pass
     finally:
         os.close(dfd)
+
+
+def open_private_text(path: str | os.PathLike[str], *, append: bool = False) -> "typing.TextIO":
+    """A UTF-8 text file opened for writing (``append``: at its end, else emptied), created
+    readable by its owner only (``0600``): for transcripts, which hold cardholder data (issue 18
+    point 8).  An existing file keeps its mode."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    return os.fdopen(fd, "a" if append else "w", encoding="utf-8")
+
+
+def readable_by_others(path: str | os.PathLike[str]) -> bool:
+    """Whether a file's mode lets its group or other users read it."""
+    return bool(os.stat(path).st_mode & 0o044)

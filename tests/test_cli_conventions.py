@@ -323,3 +323,29 @@ def test_user_mistakes_give_one_line_and_exit_2(tmp_path):
         else:
             assert len(lines) == 1 and lines[0].startswith("citycard: error: "), (args, p.stderr)
     assert not (tmp_path / "typo.db").exists()
+
+
+def test_transcripts_are_private_and_a_shared_passphrase_file_is_named(tmp_path, run_cli):
+    """Issue 18 point 8: transcripts hold cardholder data: created 0600 (global --transcript and
+    script run --transcript); a passphrase file others can read gets a warning naming it."""
+    import stat
+
+    image = tmp_path / "card.json"
+    assert run_cli("sim", "new", str(image)).exit_code == 0
+    wire, rec = tmp_path / "wire.txt", tmp_path / "rec.cardscript"
+    assert run_cli("--transcript", str(wire), "apdu", "--sim", str(image), "00A40000023F00").exit_code == 0
+    script = tmp_path / "s.cardscript"
+    script.write_text("00A40000023F00 =9000\n")
+    assert run_cli("script", "run", str(script), "--sim", str(image), "--transcript", str(rec)).exit_code == 0
+    for f in (wire, rec):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    ks = str(tmp_path / "k.cks")
+    pw = tmp_path / "pw.txt"
+    pw.write_text("a long enough passphrase\n")
+    pw.chmod(0o644)
+    r = run_cli("keys", "create", ks, "--passphrase-file", str(pw))
+    assert r.exit_code == 0, r.stderr
+    assert f"--passphrase-file {pw} can be read by other users" in r.stderr
+    pw.chmod(0o600)
+    r = run_cli("keys", "list", ks, "--passphrase-file", str(pw))
+    assert r.exit_code == 0 and "can be read by other users" not in r.stderr

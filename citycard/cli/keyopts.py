@@ -57,6 +57,11 @@ def read_passphrase_file(path: str) -> str:
     line = line.rstrip("\r\n")
     if not line:
         raise InputError(f"--passphrase-file {path}: the first line is empty")
+    from ..fsutil import readable_by_others
+
+    if readable_by_others(path):
+        click.echo(f"citycard: warning: --passphrase-file {path} can be read by other users "
+                   f"(chmod 600 {path})", err=True)
     return line
 
 

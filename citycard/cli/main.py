@@ -92,7 +92,10 @@ class AppContext:
     def _transcript_sink(self) -> IO[str] | None:
         if self.transcript_path is not None and self._transcript_file is None:
             try:
-                self._transcript_file = open(self.transcript_path, "a", encoding="utf-8")
+                from ..fsutil import open_private_text
+
+                self._transcript_file = open_private_text(self.transcript_path, append=True)   # 0600
+
             except OSError as exc:
                 raise CitycardError(f"--transcript {self.transcript_path}: {exc.strerror}") from None
         return self._transcript_file

@@ -104,7 +104,9 @@ def _keys_and_sink(stack: contextlib.ExitStack, keys, record_path):
     sink = None
     if record_path is not None:
         try:
-            sink = stack.enter_context(open(record_path, "w", encoding="utf-8"))
+            from ..fsutil import open_private_text
+
+            sink = stack.enter_context(open_private_text(record_path))   # 0600: cardholder data
         except OSError as exc:
             raise InputError(f"--transcript {record_path}: {exc.strerror}") from None
     return ring, sink
