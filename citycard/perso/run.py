@@ -136,6 +136,9 @@ def identify_card(session: CardSession, spec: CardSpec, plan: Plan) -> CardIdent
         state = CardState.OTHER_HOLDER if readable else CardState.OTHER_PROFILE
         return CardIdentity(atr, state, serial, found)
     if not found and not mf_present:
+        other = _other_application(session, spec)
+        if other:
+            return CardIdentity(atr, CardState.OTHER_PROFILE, None, found, other)
         return CardIdentity(atr, CardState.FACTORY, None, found)
     for app in spec.apps:
         if app.name in apps_found:
@@ -168,6 +171,24 @@ def _read_card_serial(session: CardSession, spec: CardSpec) -> tuple[str | None,
     except (CitycardError, ValueError, KeyError):
         return r.data.hex().upper(), True, False
     return (value, True, True) if value.strip("0") else (None, True, True)
+
+
+def _other_application(session: CardSession, spec: CardSpec) -> str:
+    """On a card where no application of the profile answers its AID: a DF at the FID of one
+    of them (SELECT by FID from the MF) is another profile's application; said with its AID."""
+    from ..tlv import try_parse
+
+    session.send(iso.select_mf())
+    for app in spec.apps:
+        r = session.send(iso.select_fid(app.fid))
+        if r.sw != 0x9000:
+            continue
+        fci = try_parse(r.data)
+        name = fci[0].find(0x84) if fci and fci[0].tag == 0x6F else None
+        aid = name.value.hex().upper() if name is not None else "(no name in its FCI)"
+        return (f"DF {app.fid:04X} holds application {aid}, not {app.name} "
+                f"({app.aid.hex().upper()})")
+    return ""
 
 
 def _probe_df(session: CardSession, df: DFSpec, plan: Plan, missing: list[str], *, select: bool) -> bool:
@@ -238,8 +259,10 @@ def _decide(session: CardSession, spec: CardSpec, plan: Plan, ident: CardIdentit
                           f"{plan.card_serial}; refused before any key was tried (check the data row and "
                           "the card in the reader)")
     if ident.state is CardState.OTHER_PROFILE:
-        raise ForeignCard(f"cannot take over the card: its MF serial file holds {ident.serial}, not a serial "
-                          f"of profile {spec.name!r}; a card of another profile, refused before any key was tried")
+        what = (f"its MF serial file holds {ident.serial}, not a serial of profile {spec.name!r}" if ident.serial
+                else ident.reached)
+        raise ForeignCard(f"cannot take over the card: {what}; a card of another profile, refused before any "
+                          "key was tried (check --profile and the card in the reader)")
     if ident.state is CardState.FACTORY:
         if reissue:
             return _take_over_unidentified(session, spec, plan)
@@ -252,9 +275,10 @@ def _decide(session: CardSession, spec: CardSpec, plan: Plan, ident: CardIdentit
                                     f"(every application and file of profile {spec.name!r} is in place); nothing "
                                     "was changed.  To erase it and issue it again (its purse balance and records "
                                     "are lost), run perso again with --reissue-card")
-        log.info("card %s is fully issued: re-issuance asked, erasing it", ident.serial)
+        log.warning("card %s is fully issued: --reissue-card asked, erasing it and issuing it again", ident.serial)
         return _take_over(session, spec, plan, ident)
-    log.info("card %s is half-personalized: %s", ident.serial or "(no serial yet)", ident.reached)
+    log.warning("card %s is half-personalized (a previous run stopped; first missing: %s): rerun = %s",
+                ident.serial or "(no serial yet)", ident.reached, spec.rerun)
     _refuse_rerun(spec, f"the card is already (partly) personalized (reached: {ident.reached})")
     return _take_over(session, spec, plan, ident)
 
