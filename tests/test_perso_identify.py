@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from citycard.commands import iso
 from citycard.keys import KeyRing
 from citycard.keys.demo import DemoKeyFile
 from citycard.perso.context import CardData
@@ -187,3 +188,17 @@ def test_card_of_another_profile_is_refused_before_any_key(demo):
     with pytest.raises(ForeignCard, match=f"DF 3F01 holds application {ep_aid}, not transit.*another profile"):
         personalize(session_on(card), spec, plan_for(spec, keys, data, 3))
     assert mf_master(card).tries_left == tries and list(card.mf.children) == [0x3F01]
+
+
+def test_issued_card_with_a_blocked_application_is_still_refused(demo):
+    """A blocked application (APPLICATION BLOCK: SELECT answers 6A81) is part of an issued card,
+    not a sign of a half-personalized one: perso refuses, the purse is kept."""
+    from citycard.terminal.services import CardServices, find_app
+
+    spec, keys, data = demo
+    card, plan = issued_card(spec, keys, data, 8, balance_fen=700)
+    CardServices(session_on(card), spec, keys).block_app(find_app(spec, "transit"))
+    assert session_on(card).send(iso.select_name(find_app(spec, "transit").aid)).sw in (0x6A81, 0x9303)
+    with pytest.raises(CardAlreadyIssued, match="card 3301000000000008 is already issued"):
+        personalize(session_on(card), spec, plan)
+    assert card.mf.children[TRANSIT].children[0x0002].balance == 700

@@ -194,8 +194,7 @@ def _other_application(session: CardSession, spec: CardSpec) -> str:
 def _probe_df(session: CardSession, df: DFSpec, plan: Plan, missing: list[str], *, select: bool) -> bool:
     """Whether any file of ``df`` exists; the files missing or not yet written go to ``missing``."""
     if select and session.send(walk.select_df_command(df)).sw != 0x9000:
-        missing.append(f"{df.name}: not selectable (blocked?)")
-        return True
+        return True          # a blocked application (6A81, 9303) of an issued card: there, files unseen
     any_found = False
     for f in df.files:
         if f.kind in ("ed", "ep") or f.sfi is None:
