@@ -446,6 +446,17 @@ def test_wire_bytes_unchanged_by_the_command_layer():
     the pre-migration code, commit c935e48, and again when perso became real issuance on the
     real-card model; the card's randoms are deterministic)."""
     cmds = _wire_commands(ROOT)
+    # perso now identifies the card before any key (issue 17 item 1) where it sent one SELECT of
+    # the first application: those commands are SELECTs and free READs only, then the stream is
+    # the pinned one
+    from citycard.commands import iso
+    from citycard.profile import load_profile
+
+    first_app = load_profile(ROOT / "profiles/citycard.toml").apps[0].aid
+    challenge = next(i for i, c in enumerate(cmds) if c[1] not in (0xA4, 0xB0, 0xB2))   # the transport key's
+    identified = challenge - 1                                      # after the plan's own SELECT MF
+    assert identified > 1 and cmds[identified] == iso.select_mf().encode() and cmds[challenge][1] == 0x84
+    cmds = [iso.select_name(first_app).encode()] + cmds[identified:]
     assert len(cmds) == 196
     assert hashlib.sha256(b"".join(len(c).to_bytes(2, "big") + c for c in cmds)).hexdigest() == \
         "29c750f997e6ed7abcb650442a5a51457df791dc6a3523db02a855005138a7b0"

@@ -296,7 +296,7 @@ def test_perso_through_the_hsm_makes_the_same_card(hsm, loaded, run_cli, tmp_pat
     assert len(keys_a) >= 20 and keys_a == image_keys(b)
     assert json.loads(a.read_text()) == json.loads(b.read_text())
     # redone through the HSM: erased with its MF master, the MF master written back (exported)
-    r = cli("perso", *common, "--keys", hsm.uri(), "--sim", str(a), "--json")
+    r = cli("perso", *common, "--keys", hsm.uri(), "--sim", str(a), "--json", "--reissue-card")
     assert r.json()["rerun"] is True
     # purse and services through the HSM
     purse = ["--profile", str(PROFILE), "--keys", hsm.uri(), "--sim", str(a)]
@@ -341,7 +341,7 @@ def test_plain_write_needs_export_and_redo_without_it(hsm, source, tmp_path):
     session = CardSession(SimTransport(SimCard()))
     session.transport.connect()
     assert personalize(session, full, plan).verified
-    again = personalize(session, full, plan)
+    again = personalize(session, full, plan, reissue=True)
     assert again.rerun and again.verified
 
 

@@ -173,7 +173,9 @@ def test_no_key_or_passphrase_escapes(tmp_path, run_cli, capture, monkeypatch, s
     r = cli("perso", *common, *keys, "--row", "1", "--sim", str(card))
     assert "personalized card 3301000000000001" in r.stdout and "verified" in r.stdout
     # redone (the profile erases a personalized card with its MF master first)
-    r = cli("perso", *common, *keys, "--row", "1", "--sim", str(card), "--json")
+    r = cli("perso", *common, *keys, "--row", "1", "--sim", str(card), expect=1)   # issued: refused
+    assert "--reissue-card" in r.stderr
+    r = cli("perso", *common, *keys, "--row", "1", "--sim", str(card), "--json", "--reissue-card")
     assert r.json()["rerun"] is True
     purse = ["--profile", str(PROFILE), *keys, "--sim", str(card)]
     cli("purse", "load", *purse, "--amount", "25.00")
@@ -190,7 +192,7 @@ def test_no_key_or_passphrase_escapes(tmp_path, run_cli, capture, monkeypatch, s
     other_keys.write_text(OTHER_KEYS.read_text().replace(_masters(OTHER_KEYS)[("factory", "transport")].hex().upper(),
                                                          "FF" * 16))
     cli("perso", *common, "--keys", str(other_keys), "--row", "2", "--sim", str(other))
-    r = cli("perso", *common, *keys, "--row", "2", "--sim", str(other), expect=1)
+    r = cli("perso", *common, *keys, "--row", "2", "--sim", str(other), "--reissue-card", expect=1)
     assert "cannot take over the card" in r.stderr
     r = cli("purse", "load", "--profile", str(PROFILE), *keys, "--sim", str(other), "--amount", "1.00", expect=1)
     assert "MAC1" in r.stderr

@@ -16,7 +16,7 @@ from citycard.perso.context import CardData
 from citycard.perso.data import read_csv
 from citycard.perso.dump import dump_card
 from citycard.perso.plan import Plan, Planner
-from citycard.perso.run import PersoError, personalize
+from citycard.perso.run import AuthenticationRefused, CardAlreadyIssued, PersoError, personalize
 from citycard.profile import load_profile, parse_profile
 from citycard.sim import SimCard
 from citycard.sim.transport import SimTransport
@@ -136,16 +136,35 @@ class Pulled(SimTransport):
         return super().transmit(apdu)
 
 
+def _identify_apdus() -> int:
+    """APDUs the identification (issue 17 item 1) spends on a factory card before the plan."""
+    spec = load_profile(PROFILE)
+    plan = Planner(spec, KeyRing([DemoKeyFile(KEYS)])).plan(card_data(read_csv(DATA), 4))
+    t = Pulled(SimCard(), 10 ** 6)
+    t.connect()
+    from citycard.perso.run import identify_card
+    identify_card(CardSession(t), spec, plan)
+    return t.count
+
+
+def cut(limit: int) -> int:
+    """The APDU limit of a cut at APDU ``limit`` of a first run counted as below (the
+    identification took 1 SELECT when these were written; it now takes a few more)."""
+    return limit - 1 + _identify_apdus()
+
+
 # APDUs of a first run: 1 SELECT (is the card personalized?), 2 SELECT MF, 3-4 GET CHALLENGE +
 # EXTERNAL AUTHENTICATE (transport key), 5 ERASE DF, 6 CREATE KEY FILE, 7 WRITE KEY master, ...
 # A cut at 6 (the MF's KEY file made, no key in it) is the one a real card cannot come back from
-# (test_cut_inside_the_issuance_window_is_said_plainly).
+# (test_cut_inside_the_issuance_window_is_said_plainly).  A cut at 7-9 (the MF master written,
+# no file of the profile yet) leaves a card that cannot be told from another issuer's without a
+# key: the transport key is tried once (63Cx) and perso stops; with --reissue-card it is redone.
 @pytest.mark.parametrize("limit", [3, 4, 5, 7, 9, 20, 45, 70, 90, 110])
 def test_stopped_half_way_is_reported_and_redone(demo, limit):
     spec, keys, data = demo
     card = SimCard()
     plan = Planner(spec, keys).plan(card_data(data, 4))
-    t = Pulled(card, limit)
+    t = Pulled(card, cut(limit))
     t.connect()
     with pytest.raises(PersoError) as info:
         personalize(CardSession(t), spec, plan)
@@ -156,7 +175,21 @@ def test_stopped_half_way_is_reported_and_redone(demo, limit):
         assert "card removed" in str(err)
     # the card is put back: running again redoes it and it verifies
     _card, session = fresh_session(card)
-    report = personalize(session, spec, plan)
+    if limit in (7, 9):
+        master_key = card.mf.keyfile.keys[(0x39, 0)]
+        tries = master_key.tries_left
+        with pytest.raises(AuthenticationRefused, match="cut right after WRITE KEY of the MF master.*--reissue-card"):
+            personalize(session, spec, plan)
+        assert master_key.tries_left == tries - 1                       # one try, no second key
+        report = personalize(fresh_session(card)[1], spec, plan, reissue=True)
+    elif err.step is None:
+        # cut while verifying: the plan was played whole, the card is issued; only an explicit
+        # re-issuance redoes it
+        with pytest.raises(CardAlreadyIssued, match="card 3301000000000004 is already issued.*--reissue-card"):
+            personalize(session, spec, plan)
+        report = personalize(fresh_session(card)[1], spec, plan, reissue=True)
+    else:
+        report = personalize(session, spec, plan)
     assert report.verified
 
 
@@ -166,7 +199,7 @@ def test_cut_inside_the_issuance_window_is_said_plainly(demo):
     spec, keys, data = demo
     card = SimCard()
     plan = Planner(spec, keys).plan(card_data(data, 4))
-    t = Pulled(card, 6)
+    t = Pulled(card, cut(6))
     t.connect()
     with pytest.raises(PersoError) as info:
         personalize(CardSession(t), spec, plan)
@@ -183,7 +216,7 @@ def test_cut_after_erase_leaves_a_free_mf_that_is_redone(demo):
     spec, keys, data = demo
     card = SimCard()
     plan = Planner(spec, keys).plan(card_data(data, 4))
-    t = Pulled(card, 5)
+    t = Pulled(card, cut(5))
     t.connect()
     with pytest.raises(PersoError):
         personalize(CardSession(t), spec, plan)
@@ -199,7 +232,7 @@ def test_rerun_refuse_also_stops_on_a_card_cut_early(demo, limit, why):
     refusing = parse_profile(PROFILE.read_text().replace('rerun = "erase"', 'rerun = "refuse"'), str(PROFILE))
     plan = Planner(refusing, keys).plan(card_data(data, 4))
     card = SimCard()
-    t = Pulled(card, limit)
+    t = Pulled(card, cut(limit))
     t.connect()
     with pytest.raises(PersoError):
         personalize(CardSession(t), refusing, plan)

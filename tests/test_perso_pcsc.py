@@ -40,8 +40,12 @@ def test_perso_verify_dump_and_purse_through_pcscd(served_sim, run_cli, tmp_path
     assert p.json()["balance_fen"] == 1875
     assert run_cli("purse", "balance", *COMMON, *card, "--json").json() == {"balance_fen": 1875,
                                                                           "balance_yuan": "18.75"}
-    # a second perso of the same card, through the reader: erased and redone
-    again = run_cli("perso", *COMMON, *DATA, "--row", "3", *card, "--json")
+    # a second perso of the same card, through the reader: refused (issued, 18.75 kept), then
+    # with --reissue-card erased and redone
+    refused = run_cli("perso", *COMMON, *DATA, "--row", "3", *card, "--json")
+    assert refused.exit_code == 1 and "3301000000000003 is already issued" in refused.stdout + refused.stderr
+    assert run_cli("purse", "balance", *COMMON, *card, "--json").json()["balance_fen"] == 1875
+    again = run_cli("perso", *COMMON, *DATA, "--row", "3", *card, "--json", "--reissue-card")
     assert again.exit_code == 0, again.stderr
     assert again.json()["rerun"] is True and again.json()["verified"] is True
     assert served_sim.stop() == 0

@@ -37,10 +37,13 @@ def _date(_ctx, _param, value):
 @click.option("--no-verify", is_flag=True,
               help="Skip the verification after personalization (reading back every file and proving every "
                    "key); the card is then not known to be right.")
+@click.option("--reissue-card", "reissue", is_flag=True,
+              help="Erase and issue again a card of this cardholder that is already fully issued (its purse "
+                   "balance and records are lost); without it such a card is refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
 @click.pass_obj
 def perso(app, profile_path, keys, data_path, row, card_number, issue_date, encoding, reader, sim, dry_run,
-          no_verify, as_json) -> None:
+          no_verify, reissue, as_json) -> None:
     """Personalize one card from PROFILE, key sources and one cardholder row."""
     from ..perso.job import prepare
     from ..perso.run import personalize
@@ -68,7 +71,7 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
             click.echo(f"{i:3d}. {s.label}: {format_command(s.cmd)}{how}" + (f" [{s.source}]" if s.source else ""))
         return
     with app.open_session(reader, sim=sim, writes=True) as session:
-        report = personalize(session, spec, plan, verify=not no_verify)
+        report = personalize(session, spec, plan, verify=not no_verify, reissue=reissue)
     if as_json:
         click.echo(json.dumps({"card_serial": report.card_serial, "row": row, "steps": report.steps,
                                "rerun": report.rerun, "verified": report.verified if not no_verify else None,

@@ -8,23 +8,33 @@ the plan from its ERASE DF: the same real-card issuance as a factory card's (SPE
 A card cut inside the issuance window (ERASE DF, CREATE KEY FILE, WRITE KEY of the MF master)
 is recognised by what its MF answers and said plainly (docs/profile.md, "Issuance window").
 ``refuse`` stops with an error.
+
+Before any key is tried, the card is identified without spending a try (issue 17 item 1):
+its ATR, SELECT MF, the profile's free-read card serial (MF, ``@card_serial``), which
+applications of the profile answer SELECT by AID and which of their files exist.  A factory
+card is personalized; a fully issued card of this cardholder is refused unless re-issuance is
+asked for (``reissue=True``); a half-personalized one is redone under ``rerun``; a card of
+another cardholder or profile is refused before any authentication.  One failed EXTERNAL
+AUTHENTICATE (63Cx, 6983) stops the run: no key is retried on a card.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..apdu import describe_sw
+from ..apdu import ResponseApdu, describe_sw
 from ..commands import fmcos, iso, walk
 from ..errors import CitycardError, TransportError
 from ..keys.handles import Key
-from ..spec import CardSpec
+from ..spec import CardSpec, DFSpec
 from ..transport import CardSession
 from .plan import Plan, Step
-from .steps import PersoError, execute  # moved to steps.py (verify imports them without run)
+from .steps import (AuthenticationRefused, CardAlreadyIssued, ForeignCard,  # noqa: F401 (re-exported)
+                    PersoError, execute)  # moved to steps.py (verify imports them without run)
 
 log = logging.getLogger("citycard.perso")
 
@@ -36,6 +46,7 @@ class RunReport:
     apdus: int = 0
     seconds: float = 0.0
     rerun: bool = False
+    identity: CardIdentity | None = None
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
 
     @property
@@ -69,23 +80,163 @@ def _mf_master(spec: CardSpec, plan: Plan) -> Key | None:
     return plan.keys.get(f"mf/{m.name}") if m is not None else None
 
 
+class CardState(enum.Enum):
+    """What the identification found on the card (issue 17 item 1)."""
+
+    FACTORY = "factory card"
+    ISSUED = "fully issued"
+    PARTIAL = "half-personalized"
+    OTHER_HOLDER = "card of another cardholder"
+    OTHER_PROFILE = "card of another profile"
+
+
+@dataclass(frozen=True)
+class CardIdentity:
+    """The card as read without spending a try: ATR, serial (None when not readable or not
+    written), the profile's applications found, and for a half-personalized card the first
+    missing piece (``reached``)."""
+
+    atr: bytes
+    state: CardState
+    serial: str | None
+    apps_found: tuple[str, ...]
+    reached: str = ""
+
+    @property
+    def named(self) -> str:
+        return f"card {self.serial}" if self.serial else f"card with ATR {self.atr.hex().upper()} (no serial)"
+
+
+_PRESENT = (0x9000, 0x6A81, 0x9303)       # SELECT answered: the DF is there (blocked ones too)
+_MISSING = (0x6A82,)                      # file or application not found
+
+
+def identify_card(session: CardSession, spec: CardSpec, plan: Plan) -> CardIdentity:
+    """Identify the card in ``session`` against ``spec``/``plan`` with SELECT and free reads
+    only (no key tried, no try spent): the MF's ``@card_serial`` field (walk.serial_field),
+    SELECT by AID of every application, and whether each profile file exists (READ answers
+    anything but 6A82) and, where the profile lets it be read freely and the plan writes
+    content, holds data (not all zero / no record)."""
+    atr = session.atr
+    if session.send(iso.select_mf()).sw != 0x9000:
+        raise PersoError("SELECT MF refused: not an FMCOS card of this profile (nothing was tried)")
+    serial, serial_file, readable = _read_card_serial(session, spec)
+    missing: list[str] = []
+    mf_present = serial_file or _probe_df(session, spec.mf, plan, missing, select=False)
+    if serial_file and not serial:
+        missing.insert(0, "mf: the card serial is not written yet")
+    apps_found: list[str] = []
+    for app in spec.apps:
+        if session.send(iso.select_name(app.aid)).sw in _PRESENT:
+            apps_found.append(app.name)
+        else:
+            missing.append(f"{app.name}: application {app.aid.hex().upper()} not created")
+    found = tuple(apps_found)
+    if serial is not None and serial != plan.card_serial:
+        state = CardState.OTHER_HOLDER if readable else CardState.OTHER_PROFILE
+        return CardIdentity(atr, state, serial, found)
+    if not found and not mf_present:
+        other = _other_application(session, spec)
+        if other:
+            return CardIdentity(atr, CardState.OTHER_PROFILE, None, found, other)
+        return CardIdentity(atr, CardState.FACTORY, None, found)
+    for app in spec.apps:
+        if app.name in apps_found:
+            _probe_df(session, app, plan, missing, select=True)
+    if serial_file:
+        session.send(iso.select_mf())
+        _probe_df(session, spec.mf, plan, missing, select=False)
+    if missing:
+        return CardIdentity(atr, CardState.PARTIAL, serial, found, missing[0])
+    return CardIdentity(atr, CardState.ISSUED, serial, found)
+
+
+def _read_card_serial(session: CardSession, spec: CardSpec) -> tuple[str | None, bool, bool]:
+    """(serial or None, whether the serial file exists, whether it decodes in the profile's
+    layout) from the MF's free-read file carrying ``@card_serial`` (SPEC §2.4; the MF is selected)."""
+    from .. import records
+
+    found = walk.serial_field(spec.mf, "@card_serial")
+    if found is None:
+        return None, False, False
+    f, name = found
+    lay = records.get(f.layout or "")
+    r = session.send(iso.read_binary(0, lay.size, sfi=f.sfi))
+    if r.sw in _MISSING:
+        return None, False, False
+    if r.sw != 0x9000 or not r.data.strip(b"\x00") or not r.data.strip(b"\xff"):
+        return None, True, True
+    try:
+        value = str(lay.decode(r.data)[name])
+    except (CitycardError, ValueError, KeyError):
+        return r.data.hex().upper(), True, False
+    return (value, True, True) if value.strip("0") else (None, True, True)
+
+
+def _other_application(session: CardSession, spec: CardSpec) -> str:
+    """On a card where no application of the profile answers its AID: a DF at the FID of one
+    of them (SELECT by FID from the MF) is another profile's application; said with its AID."""
+    from ..tlv import try_parse
+
+    session.send(iso.select_mf())
+    for app in spec.apps:
+        r = session.send(iso.select_fid(app.fid))
+        if r.sw != 0x9000:
+            continue
+        fci = try_parse(r.data)
+        name = fci[0].find(0x84) if fci and fci[0].tag == 0x6F else None
+        aid = name.value.hex().upper() if name is not None else "(no name in its FCI)"
+        return (f"DF {app.fid:04X} holds application {aid}, not {app.name} "
+                f"({app.aid.hex().upper()})")
+    return ""
+
+
+def _probe_df(session: CardSession, df: DFSpec, plan: Plan, missing: list[str], *, select: bool) -> bool:
+    """Whether any file of ``df`` exists; the files missing or not yet written go to ``missing``."""
+    if select and session.send(walk.select_df_command(df)).sw != 0x9000:
+        return True          # a blocked application (6A81, 9303) of an issued card: there, files unseen
+    any_found = False
+    for f in df.files:
+        if f.kind in ("ed", "ep") or f.sfi is None:
+            continue
+        content = plan.contents.get((df.name, f.fid))
+        if f.kind == "binary":
+            n = min(len(content), 0xF0) if isinstance(content, bytes) and content else 1
+            r = session.send(iso.read_binary(0, n, sfi=f.sfi))
+            empty = r.sw == 0x9000 and isinstance(content, bytes) and any(content[:n]) and not any(r.data)
+        else:
+            r = session.send(iso.read_record(1, sfi=f.sfi))
+            empty = r.sw == 0x6A83 and bool(content)
+        if r.sw in _MISSING:
+            missing.append(f"{df.name}: file {f.name} not created")
+            continue
+        any_found = True
+        if empty:
+            missing.append(f"{df.name}: file {f.name} not written")
+    return any_found
+
+
 def personalize(session: CardSession, spec: CardSpec, plan: Plan, *, verify: bool = True,
-                on_step: Callable[[int, Step], None] | None = None) -> RunReport:
-    """Personalize the card in ``session`` with ``plan`` and verify it."""
+                on_step: Callable[[int, Step], None] | None = None, reissue: bool = False) -> RunReport:
+    """Identify the card (no try spent), personalize it with ``plan`` as the identification
+    allows, and verify it.  ``reissue``: erase and issue again a card of this cardholder that
+    is fully issued (its purse balance and records are lost)."""
     t0 = time.perf_counter()
     report = RunReport(plan.card_serial)
     count0 = _apdu_counter(session)
-    start = 0
-    if _already_personalized(session, spec):
-        _refuse_rerun(spec, "the card is already (partly) personalized")
-        start = _take_over(session, spec, plan)
-        report.rerun = True
+    try:
+        ident = identify_card(session, spec, plan)
+    except TransportError as exc:
+        raise PersoError(f"identifying the card (nothing written): {exc}") from None
+    report.identity = ident
+    start = _decide(session, spec, plan, ident, reissue)
+    report.rerun = start > 0
     try:
         report.steps = run_plan(session, plan, start=start, on_step=on_step)
     except PersoError as exc:
-        if exc.step != Plan.AUTHENTICATE + 1 or exc.sw is None:
+        if start != 0 or exc.step != Plan.AUTHENTICATE + 1 or exc.sw is None:
             raise
-        # the transport key did not open the MF: a card stopped after its MF was erased
+        # the transport key did not open the MF of a card that shows nothing of the profile
         start = _resume_after_transport_refused(session, spec, plan, exc.sw)
         report.rerun = True
         report.steps = run_plan(session, plan, start=start, on_step=on_step)
@@ -100,17 +251,40 @@ def personalize(session: CardSession, spec: CardSpec, plan: Plan, *, verify: boo
     return report
 
 
+def _decide(session: CardSession, spec: CardSpec, plan: Plan, ident: CardIdentity, reissue: bool) -> int:
+    """The plan index to start from, or an error before any key is tried (issue 17 item 1)."""
+    if ident.state is CardState.OTHER_HOLDER:
+        raise ForeignCard(f"cannot take over the card: it is card {ident.serial} of another cardholder, not "
+                          f"{plan.card_serial}; refused before any key was tried (check the data row and "
+                          "the card in the reader)")
+    if ident.state is CardState.OTHER_PROFILE:
+        what = (f"its MF serial file holds {ident.serial}, not a serial of profile {spec.name!r}" if ident.serial
+                else ident.reached)
+        raise ForeignCard(f"cannot take over the card: {what}; a card of another profile, refused before any "
+                          "key was tried (check --profile and the card in the reader)")
+    if ident.state is CardState.FACTORY:
+        if reissue:
+            return _take_over_unidentified(session, spec, plan)
+        return 0
+    if ident.state is CardState.ISSUED:
+        if not reissue:
+            policy = ("the card is already (partly) personalized and the profile says rerun = \"refuse\": "
+                      if spec.rerun == "refuse" else "")
+            raise CardAlreadyIssued(f"{policy}card {ident.serial} is already issued to this cardholder "
+                                    f"(every application and file of profile {spec.name!r} is in place); nothing "
+                                    "was changed.  To erase it and issue it again (its purse balance and records "
+                                    "are lost), run perso again with --reissue-card")
+        log.warning("card %s is fully issued: --reissue-card asked, erasing it and issuing it again", ident.serial)
+        return _take_over(session, spec, plan, ident)
+    log.warning("card %s is half-personalized (a previous run stopped; first missing: %s): rerun = %s",
+                ident.serial or "(no serial yet)", ident.reached, spec.rerun)
+    _refuse_rerun(spec, f"the card is already (partly) personalized (reached: {ident.reached})")
+    return _take_over(session, spec, plan, ident)
+
+
 def _refuse_rerun(spec: CardSpec, what: str) -> None:
     if spec.rerun == "refuse":
         raise PersoError(f"{what} and the profile says rerun = \"refuse\"")
-
-
-def _already_personalized(session: CardSession, spec: CardSpec) -> bool:
-    """Whether any application of the profile exists on the card (no key is tried)."""
-    if not spec.apps:
-        return False
-    resp = session.send(iso.select_name(spec.apps[0].aid))
-    return resp.sw in (0x9000, 0x6A81, 0x9303)
 
 
 def _resume_after_transport_refused(session: CardSession, spec: CardSpec, plan: Plan, sw: int) -> int:
@@ -124,10 +298,15 @@ def _resume_after_transport_refused(session: CardSession, spec: CardSpec, plan: 
       FILE.  An MF with a KEY file but no key refuses ERASE (its erase AC cannot be met):
       one try to add the master (the KEY file's add AC may allow it), else the card is lost.
     """
-    if (sw & 0xFFF0) == 0x63C0:
+    if (sw & 0xFFF0) == 0x63C0 or sw == 0x6983:
         _refuse_rerun(spec, "the card's MF no longer takes the transport key (a personalization stopped after "
                       "the MF master was written)")
-        return _take_over(session, spec, plan)
+        raise AuthenticationRefused(
+            f"the card's MF refused the transport key: {sw:04X} ({describe_sw(sw)}); the card shows nothing of "
+            f"profile {spec.name!r} (no card serial, no application): another issuer's card, or one whose "
+            "personalization was cut right after WRITE KEY of the MF master.  Stopped after this one try: no key "
+            "is retried on a card.  If it is this cardholder's card cut there, run again with --reissue-card "
+            "(its MF master is then tried, once, instead of the transport key)", step=Plan.AUTHENTICATE + 1, sw=sw)
     if sw not in (0x6A88, 0x6A82):
         raise PersoError(f"step {Plan.AUTHENTICATE + 1}/{len(plan.steps)} "
                          f"({plan.steps[Plan.AUTHENTICATE].label}): card answered {sw:04X} ({describe_sw(sw)})",
@@ -155,21 +334,44 @@ def _is_master_step(spec: CardSpec, step: Step) -> bool:
     return m is not None and step.cmd.ins == 0xD4 and step.cmd.p2 == m.kid and step.df == "mf"
 
 
-def _take_over(session: CardSession, spec: CardSpec, plan: Plan) -> int:
-    """SELECT MF, EXTERNAL AUTHENTICATE with this card's MF master; return the plan index of
-    ERASE DF, where the redo goes on (the same issuance as a factory card's: SPEC §6 R2)."""
+def _take_over(session: CardSession, spec: CardSpec, plan: Plan, ident: CardIdentity) -> int:
+    """SELECT MF, EXTERNAL AUTHENTICATE with this card's MF master (once: the identification
+    said the card is this profile's and this cardholder's); return the plan index of ERASE DF,
+    where the redo goes on (the same issuance as a factory card's: SPEC §6 R2)."""
+    resp = _authenticate_master(session, spec, plan)
+    if resp.sw != 0x9000:
+        raise AuthenticationRefused(
+            f"cannot take over the card: EXTERNAL AUTHENTICATE with the MF master of {ident.named} answered "
+            f"{resp.sw:04X} ({describe_sw(resp.sw)}); stopped after this one try (no key is retried on a card).  "
+            "The card is of this cardholder, so the keys given (--keys) or the profile's key derivation are not "
+            "the ones it was issued with", sw=resp.sw)
+    return Plan.ERASE
+
+
+def _take_over_unidentified(session: CardSession, spec: CardSpec, plan: Plan) -> int:
+    """Re-issuance asked for a card that shows nothing of the profile (a run cut between WRITE
+    KEY of the MF master and its first file): the MF master is tried, once, instead of the
+    transport key; a card cut inside the issuance window (no key 00) goes on as in
+    :func:`_resume_after_transport_refused`."""
+    resp = _authenticate_master(session, spec, plan)
+    if resp.sw == 0x9000:
+        return Plan.ERASE
+    if resp.sw in (0x6A88, 0x6A82):
+        return _resume_after_transport_refused(session, spec, plan, resp.sw)
+    raise AuthenticationRefused(
+        f"--reissue-card: the card shows nothing of profile {spec.name!r} and its MF refused this cardholder's "
+        f"MF master: {resp.sw:04X} ({describe_sw(resp.sw)}); stopped after this one try.  A factory card is "
+        "personalized without --reissue-card", sw=resp.sw)
+
+
+def _authenticate_master(session: CardSession, spec: CardSpec, plan: Plan) -> ResponseApdu:
     master = _mf_master(spec, plan)
     m = spec.mf.master_key()
     if master is None or m is None:
-        raise PersoError("the card is partly personalized but the profile's MF has no master key to erase it")
-    log.info("card already personalized: taking it over with its MF master key to erase it")
+        raise PersoError("the card is personalized but the profile's MF has no master key to erase it")
+    log.info("taking the card over with its MF master key to erase it")
     session.send(iso.select_mf(), expect=0x9000, what="SELECT MF")
-    resp = walk.external_authenticate(session, m.kid, master)
-    if resp.sw != 0x9000:
-        raise PersoError(f"cannot take over the card: EXTERNAL AUTHENTICATE with this card's MF master answered "
-                         f"{resp.sw:04X} ({describe_sw(resp.sw)}); is it the card of serial {plan.card_serial}?",
-                         sw=resp.sw)
-    return Plan.ERASE
+    return walk.external_authenticate(session, m.kid, master)
 
 
 def _apdu_counter(session: CardSession) -> int:

@@ -33,3 +33,17 @@ def execute(session: CardSession, step: Step) -> ResponseApdu:
     if step.kind == "ext_auth":
         return walk.external_authenticate(session, step.cmd.p2, step.key)
     raise ValueError(f"unknown step kind {step.kind!r}")
+
+
+class CardAlreadyIssued(PersoError):
+    """The card is this profile's, of this cardholder, and fully issued: perso refuses to
+    redo it unless re-issuance is asked for (``perso --reissue-card``, issue 17 item 1)."""
+
+
+class ForeignCard(PersoError):
+    """The card belongs to another cardholder or another profile: refused before any key is
+    tried on it (issue 17 item 1)."""
+
+
+class AuthenticationRefused(PersoError):
+    """EXTERNAL AUTHENTICATE failed once (63Cx, 6983): perso stops, no key is retried."""
