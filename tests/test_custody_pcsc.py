@@ -51,3 +51,32 @@ def test_without_custody_the_next_client_inherits_the_state(served_sim):
     with open_session(served_sim.reader, custody=False) as session:
         _authenticate(session, key)
     assert _create_in_mf(served_sim.reader, 0x0EF2) == 0x9000
+
+
+def test_a_batch_reader_tells_the_operator_what_to_do(served_sim):
+    """Issue 17 item 3: a PC/SC batch reader never waits in silence: "insert a card" at an empty
+    reader, "remove the card" when a finished card stays in it."""
+    import threading
+
+    from citycard.perso.batch import PcscSource
+
+    empty = next(n for n in served_sim.daemon.reader_names if n != served_sim.reader)
+    said: list[str] = []
+    stop = threading.Event()
+    waiting = PcscSource(empty, on_prompt=said.append)
+    worker = threading.Thread(target=lambda: waiting.next_card(stop))
+    worker.start()
+    for _ in range(100):                       # waits for the prompt, not for a time
+        if said:
+            break
+        stop.wait(0.05)
+    stop.set()
+    worker.join(10)
+    assert said == [f"{empty}: insert a card"]
+
+    source = PcscSource(served_sim.reader, on_prompt=said.append)
+    source.remove_timeout = 0.5
+    session = source.next_card(threading.Event())
+    assert session is not None and said == [f"{empty}: insert a card"]       # a card was there: no prompt
+    source.done(session, "3301000000000001")
+    assert said[-1] == f"{served_sim.reader}: remove the card 3301000000000001"

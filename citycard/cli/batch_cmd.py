@@ -71,7 +71,7 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
         from ..sim.batch_readers import simulated_readers
 
         sources += simulated_readers(sims, keep_cards, timing=timing)
-    sources += pcsc_readers(readers)
+    sources += pcsc_readers(readers, on_prompt=lambda message: click.echo(f"citycard: {message}", err=True))
     b = Batch(job.spec, job.keys, job.data, journal_url, batch=batch_id, issue_date=issue_date,
               verify=not no_verify, limit=limit, station=station or default_station(), reissue=again)
     if retry_failed:

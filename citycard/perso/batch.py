@@ -58,16 +58,29 @@ class CardSource(Protocol):
 
 
 class PcscSource:
-    """A PC/SC reader: waits for a card, and after it for the card to be taken out."""
+    """A PC/SC reader: waits for a card, and after it for the card to be taken out.
+
+    ``on_prompt(message)`` is told what the operator must do at this reader ("insert a card",
+    "remove the card"), once each time it becomes true, so a station never waits in silence;
+    the library only says it, the caller shows it (the CLI: a line on stderr)."""
 
     in_process_card = False
 
-    def __init__(self, reader: str) -> None:
+    remove_timeout = 10.0       # seconds a done card may stay in the reader before the batch goes on
+
+    def __init__(self, reader: str, on_prompt: Callable[[str], None] | None = None) -> None:
         self.name = reader
+        self.on_prompt = on_prompt
+
+    def _prompt(self, what: str) -> None:
+        log.info("%s: %s", self.name, what)
+        if self.on_prompt is not None:
+            self.on_prompt(f"{self.name}: {what}")
 
     def next_card(self, stop: threading.Event) -> CardSession | None:
         from ..transport.pcsc import PcscTransport
 
+        asked = False
         while not stop.is_set():
             t = PcscTransport(self.name, shared=False, reset_on_close=True)   # card custody (issue 18)
             try:
@@ -75,6 +88,9 @@ class PcscSource:
                 return CardSession(t)
             except TransportError:
                 t.close()
+                if not asked:
+                    self._prompt("insert a card")
+                    asked = True
                 stop.wait(0.1)
         return None
 
@@ -82,10 +98,12 @@ class PcscSource:
         from ..transport.pcsc import wait_card_change
 
         session.transport.close(unpower=True)  # type: ignore[call-arg]
-        wait_card_change(self.name, present=False, timeout=10.0)
+        if not wait_card_change(self.name, present=False, timeout=0.5):
+            self._prompt(f"remove the card{f' {serial}' if serial else ''}")
+            wait_card_change(self.name, present=False, timeout=self.remove_timeout)
 
 
-def pcsc_readers(names: Iterable[str]) -> list[PcscSource]:
+def pcsc_readers(names: Iterable[str], on_prompt: Callable[[str], None] | None = None) -> list[PcscSource]:
     """One :class:`PcscSource` per named PC/SC reader (a name, a unique name fragment or an
     index, resolved against the readers present); a reader named twice is an error."""
     from ..transport.pcsc import PcscContext, resolve_reader
@@ -101,7 +119,7 @@ def pcsc_readers(names: Iterable[str]) -> list[PcscSource]:
     resolved = [resolve_reader(r, present) for r in wanted]
     if len(set(resolved)) != len(resolved):
         raise InputError("the same reader is named twice")
-    return [PcscSource(r) for r in resolved]
+    return [PcscSource(r, on_prompt) for r in resolved]
 
 
 def default_station() -> str:
