@@ -64,3 +64,20 @@ def image_keys(path: Path) -> dict:
 
     walk(_json.loads(Path(path).read_text())["mf"], "3F00")
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server for the whole test session (each test takes a fresh database
+    with ``fresh_database``); skipped where it cannot run, a failure under CITYCARD_REQUIRE_POSTGRES=1."""
+    import os
+
+    from citycard.testing.postgres import PrivatePostgres, postgres_available
+
+    ok, why = postgres_available()
+    if not ok:
+        if os.environ.get("CITYCARD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"CITYCARD_REQUIRE_POSTGRES=1 but PostgreSQL cannot run here: {why}")
+        pytest.skip(why)
+    with PrivatePostgres() as pg:
+        yield pg

@@ -177,19 +177,6 @@ def test_thousand_cards_over_four_readers_two_behind_pcscd(pcscd, tmp_path, run_
             wait_for_card(name, present=False, timeout=10)
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    from citycard.testing.postgres import PrivatePostgres, postgres_available
-
-    ok, why = postgres_available()
-    if not ok:
-        if os.environ.get("CITYCARD_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"CITYCARD_REQUIRE_POSTGRES=1 but PostgreSQL cannot run here: {why}")
-        pytest.skip(why)
-    with PrivatePostgres() as pg:
-        yield pg
-
-
 @pytest.mark.postgres
 def test_two_stations_share_a_postgresql_journal(postgres, tmp_path):
     url = postgres.fresh_database("stations")

@@ -23,19 +23,6 @@ def new_batch(path: Path | str, rows: int = 5) -> Journal:
     return j
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    from citycard.testing.postgres import PrivatePostgres, postgres_available
-
-    ok, why = postgres_available()
-    if not ok:
-        if os.environ.get("CITYCARD_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"CITYCARD_REQUIRE_POSTGRES=1 but PostgreSQL cannot run here: {why}")
-        pytest.skip(why)
-    with PrivatePostgres() as pg:
-        yield pg
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def journal_url(request, tmp_path):
     if request.param == "sqlite":

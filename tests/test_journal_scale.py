@@ -5,7 +5,6 @@ again, each card is planned once."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tracemalloc
@@ -33,19 +32,6 @@ def test_sqlite_claim_is_an_index_search_at_half_progress(tmp_path):
         assert got is not None and got.row == ROWS // 2 + 1 and got.data_offset == (ROWS // 2 + 1) * 100
     finally:
         j.close()
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    from citycard.testing.postgres import PrivatePostgres, postgres_available
-
-    ok, why = postgres_available()
-    if not ok:
-        if os.environ.get("CITYCARD_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"CITYCARD_REQUIRE_POSTGRES=1 but PostgreSQL cannot run here: {why}")
-        pytest.skip(why)
-    with PrivatePostgres() as pg:
-        yield pg
 
 
 @pytest.mark.postgres
