@@ -16,7 +16,7 @@ import random as _random
 from citycard import crypto
 from citycard.apdu import CommandApdu
 from citycard.crypto import pboc
-from citycard.sim import SimCard
+from citycard.sim import CardModel, SimCard
 
 H = bytes.fromhex
 
@@ -210,9 +210,9 @@ APP_FILES = [
 ]
 
 
-def personalized(*, seed: int = 1, ef15: bytes = EF15, model: str | None = None) -> SimCard:
+def personalized(*, seed: int = 1, ef15: bytes = EF15, model: "str | CardModel | None" = None) -> SimCard:
     """The factory card plus application 3F01 (AID A00000000386980701), ACs in force; ``model``:
-    a card model name (default the real-card ``fm1208``)."""
+    a card model or its name (default the real-card ``fm1208``)."""
     host = Host(SimCard(rng=Rng(seed)) if model is None else SimCard(rng=Rng(seed), model=model))
     host.select_mf()
     host.ext_auth(TRANSPORT)

@@ -354,19 +354,9 @@ def test_counters_stop_at_ffff():
 def test_balance_ceiling_is_a_model_parameter():
     model = CardModel(name="capped", description="", max_balance=1000, transport_key=b"\xFF" * 16,
                       transport_tries=15)
-    card = new_card(model, rng=Rng(1))
-    from tests.simhost import APP_FILES, APP_KEYS, EF15
-    host = Host(card)
-    host.select_mf()
-    host.ext_auth(b"\xFF" * 16)
-    host.tx("80E03F011138" + "0600" + "AAAA95FFFF" + AID.hex())
+    from tests.simhost import personalized
+    host = Host(personalized(model=model))
     host.select_name(AID)
-    host.tx("80E00000073F020095AAFFFF")
-    for k in APP_KEYS:
-        host.add_key(*k)
-    for fid, body in APP_FILES:
-        host.create(fid, body)
-    host.tx(b"\x00\xD6\x95\x00\x1E" + EF15)
     host.load(1000)
     host.tx("805000020B0000000001" + TERMINAL.hex() + "10", 0x6985)   # UM 8.7.1.5
     assert host.balance() == 1000
