@@ -5,7 +5,6 @@ progress, and no traceback for any user mistake."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys

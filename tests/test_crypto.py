@@ -6,7 +6,7 @@ computation written here directly on ``cryptography`` (not on citycard.crypto).
 
 import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from citycard import crypto
 from citycard.apdu import CommandApdu

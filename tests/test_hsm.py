@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import os
 import tomllib
 import traceback
@@ -28,7 +27,7 @@ from citycard.keys.keystore import write_demo
 from citycard.perso.context import CardData
 from citycard.perso.data import read_csv
 from citycard.perso.plan import EXPORTED, Planner
-from citycard.perso.run import PersoError, personalize
+from citycard.perso.run import personalize
 from citycard.profile import load_profile
 from citycard.sim import SimCard
 from citycard.sim.transport import SimTransport

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import logging
 import traceback
 import tomllib
 from pathlib import Path

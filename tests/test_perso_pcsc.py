@@ -3,7 +3,6 @@ dumped, loaded and spent, with the same results as in process."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

@@ -14,7 +14,7 @@ from citycard.keys.demo import DemoKeyFile
 from citycard.perso.context import CardData
 from citycard.perso.data import read_csv
 from citycard.perso.plan import Plan, Planner
-from citycard.perso.run import PersoError, personalize
+from citycard.perso.run import personalize
 from citycard.profile import ProfileError, load_profile
 from citycard.sim import SimCard, new_card
 from citycard.sim.transport import SimTransport

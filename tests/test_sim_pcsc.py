@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,6 @@ import time
 import pytest
 
 from citycard.sim import image as sim_image
-from citycard.testing.pcscd import wait_for_card
 
 pytestmark = pytest.mark.pcsc
 

@@ -13,7 +13,7 @@ from enum import IntEnum
 
 from ..apdu import CommandApdu
 from ..errors import InputError
-from ..keytypes import KeyType
+from ..keytypes import KeyType  # noqa: F401  (re-exported: the commands speak of key types)
 
 
 class FileType(IntEnum):
