@@ -5,7 +5,6 @@ read once in constant memory."""
 from __future__ import annotations
 
 import csv
-import datetime
 import sqlite3
 import tracemalloc
 from pathlib import Path
@@ -45,17 +44,9 @@ def write(path: Path, rows: list[dict[str, str]]) -> Path:
 
 def generated(path: Path, n: int) -> Path:
     """``n`` distinct valid cardholders, made on the fly (valid check digits)."""
-    base = sample_rows()[0]
-    day0 = datetime.date(1950, 1, 1)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(base))
-        w.writeheader()
-        for i in range(n):
-            birth = (day0 + datetime.timedelta(days=i // 400)).strftime("%Y%m%d")
-            seq = f"{(i % 400) // 4 * 10 + 1 + 2 * (i % 4):03d}"[-3:]      # odd 17th digit: male
-            w.writerow({**base, "cardholder_id": f"CH{i + 1:07d}", "birth_date": birth, "sex": "1",
-                        "id_number": gb11643("440103" + birth + seq)})
-    return path
+    from citycard.testing.journals import write_cardholders
+
+    return Path(write_cardholders(str(path), n, str(SAMPLE)))
 
 
 def problems(path: Path) -> list[str]:
