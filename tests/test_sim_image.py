@@ -143,3 +143,26 @@ def test_one_writer_per_image(tmp_path):
     t.close()
     r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_damaged_key_value_is_named_but_never_shown(tmp_path):
+    """A mistyped key in an image file: the error names the key's place, never its value; a key
+    of an impossible length is refused at load."""
+    import json
+
+    import pytest
+
+    path = tmp_path / "card.json"
+    image.save(app().card, path)
+    doc = json.loads(path.read_text())
+    keys = doc["mf"]["children"][0]["keyfile"]["keys"]
+    secret = keys[0]["value"]
+    keys[0]["value"] = secret[:-1] + "G"                  # one bad character
+    path.write_text(json.dumps(doc))
+    with pytest.raises(image.ImageError) as info:
+        image.load(path)
+    assert "keys[0].value" in str(info.value) and secret[:-1] not in str(info.value)
+    keys[0]["value"] = secret[:-2]                        # one byte short
+    path.write_text(json.dumps(doc))
+    with pytest.raises(image.ImageError, match="keys\\[0\\].value: a key of"):
+        image.load(path)

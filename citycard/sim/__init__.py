@@ -9,9 +9,9 @@ Public API (stable, documented in docs/sim.md)::
     card.reset()
 """
 
-from .card import SIM_ATR, SimCard, SwError, new_card
+from .card import SimCard, SwError, new_card
 from .models import DEFAULT_MODEL, LEGACY_MODEL, MODELS, CardModel
 from .nvm import PowerLoss
 
 __all__ = ["SimCard", "new_card", "CardModel", "MODELS", "DEFAULT_MODEL", "LEGACY_MODEL", "SwError",
-           "PowerLoss", "SIM_ATR"]
+           "PowerLoss"]

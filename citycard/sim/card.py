@@ -14,14 +14,13 @@ from typing import Callable
 from .core import ISO, ISO_PLAIN, PROPRIETARY, PROPRIETARY_PLAIN, PROTECTED_ONLY, Route, SwError
 from .files import FileCommands
 from .fs import DF, factory_mf
-from .models import DEFAULT_MODEL, FM1208_16FF, CardModel, get_model
+from .models import DEFAULT_MODEL, CardModel, get_model
 from .nvm import Nvm
 from .purse import PurseCommands, PurseSession
 from .security import SecurityCommands
 
-__all__ = ["SimCard", "SwError", "SIM_ATR", "PurseSession", "new_card"]
+__all__ = ["SimCard", "SwError", "PurseSession", "new_card"]
 
-SIM_ATR = FM1208_16FF.atr   # the legacy model's ATR (kept for callers that import it)
 
 _MAC_ONLY = ((0x80, 0x6982),)   # the plain form of a MAC-only command: security state not satisfied
 

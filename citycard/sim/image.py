@@ -106,7 +106,9 @@ class _Reader:
         try:
             b = bytes.fromhex(v)
         except ValueError:
-            raise self.fail(f"{path}.{key}", f"{v!r} is not hex") from None
+            # a key or PIN value never goes into a message (it is one mistyped character from a key)
+            shown = "the value" if key == "value" else repr(v)
+            raise self.fail(f"{path}.{key}", f"{shown} is not hex") from None
         if nbytes is not None and len(b) != nbytes:
             raise self.fail(f"{path}.{key}", f"expected {nbytes} bytes, got {len(b)}")
         return b
@@ -141,6 +143,8 @@ class _Reader:
                     rec = KeyRecord(self.num(kd, "type", p), self.num(kd, "id", p), self.num(kd, "usage_ac", p),
                                     self.num(kd, "change_ac", p), self.num(kd, "b3", p), self.num(kd, "b4", p),
                                     self.hexv(kd, "value", p))
+                    if len(rec.value) not in ((2, 3, 4, 5, 6, 7, 8) if rec.base == 0x3A else (8, 16)):
+                        raise self.fail(f"{p}.value", f"a key of {len(rec.value)} bytes (keys: 8 or 16; PINs: 2..8)")
                     kf.keys[(rec.base, rec.kid)] = rec
                 df.keyfile = kf
             for i, cd in enumerate(self.get(d, "children", path, list)):

@@ -115,8 +115,8 @@ FM1208_16FF = CardModel(
 
 MODELS: dict[str, CardModel] = {m.name: m for m in (FM1208, FM1208_16FF)}
 DEFAULT_MODEL = FM1208.name
-# The model ``SimCard()`` builds when no model is given, and that old images (without a
-# "model" key) were made with.  Code paths still on the legacy personalization use it.
+# The model old images (without a "model" key) were made with; ``SimCard()`` builds
+# DEFAULT_MODEL when no model is given.
 LEGACY_MODEL = FM1208_16FF.name
 
 

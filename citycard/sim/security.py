@@ -69,7 +69,9 @@ class SecurityCommands(CardCore):
             if not (self.free or self._ac(kf.add_ac)):
                 raise SwError(0x6982)
             replaced = kf.get(base, kid)
-            if replaced is not None and not self.model.add_replaces_existing:
+            # DENG p.2: a *plaintext* add over an existing key replaced it; nothing shows it for a
+            # MAC'd or enciphered add, so those keep the refusal
+            if replaced is not None and (cmd.cla & 0x04 or not self.model.add_replaces_existing):
                 raise SwError(0x6A86)
             key = KeyRecord(ktype, kid, record[1], record[2], record[3], record[4], value)
             if key.size > kf.free() + (replaced.size if replaced is not None else 0):
