@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -206,7 +205,5 @@ def test_opensc_tool_and_scriptor_reach_the_card(served, run_cli):
 
 
 def test_sim_serve_survives_a_card_session_and_stops_on_sigterm(served, run_cli):
-    t0 = time.monotonic()
     assert apdu(run_cli, served.reader, "00A40000023F00=9000")[0].startswith("6F15")
-    assert served.stop() == 0
-    assert time.monotonic() - t0 < 10
+    assert served.stop() == 0          # exit 0 on SIGTERM (stop() waits for the process, bounded)

@@ -223,3 +223,6 @@ def test_served_timed_card_sleeps_before_answering_through_vpcd(tmp_path: Path):
     expected = [apdu_timing("contact-115200", a, r, wrote=a[1] == 0x0E).total_s for a, r in exchanged]
     assert slept[-4:] == pytest.approx(expected)
     assert card.clock.families["ERASE DF"].writes == 1 and card.clock.apdus == 4
+    assert seen[-4:] == [r for _a, r in exchanged]            # the server's hook saw each answer
+    assert holder.swaps == 1 and len(list((tmp_path / "out").glob("card-*.json"))) == 1   # the ERASE changed
+    #   the dispenser's card, which was filed when the server powered it off
