@@ -138,7 +138,16 @@ class CommandApdu:
         return cmd if cmd.is_extended else replace(cmd, extended=True)
 
     def __str__(self) -> str:
+        """The hex of the command; a sensitive command's data (a key, a PIN) is masked, so a
+        command in a log line, an exception or a traceback never shows it (:func:`is_sensitive`)."""
+        if is_sensitive(self):
+            return f"{self.encode()[:4].hex().upper()} <{len(self.data)} bytes masked>"
         return self.hex()
+
+    def __repr__(self) -> str:
+        data = f"<{len(self.data)} bytes masked>" if is_sensitive(self) else self.data.hex().upper()
+        return (f"CommandApdu(cla=0x{self.cla:02X}, ins=0x{self.ins:02X}, p1=0x{self.p1:02X}, p2=0x{self.p2:02X}, "
+                f"data={data}, ne={self.ne})")
 
 
 @dataclass(frozen=True, slots=True)

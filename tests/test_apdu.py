@@ -131,3 +131,17 @@ def test_sensitive_commands():
         assert is_sensitive(bytes((0x80, ins, 0, 0, 2, 0x12, 0x34)))
     assert not is_sensitive(CommandApdu(0x00, 0xA4, 0, 0, H("3F00")))
     assert is_sensitive(CommandApdu(0x00, 0xD6, 0, 0, b"x", sensitive=True))
+
+
+def test_a_sensitive_command_never_shows_its_data_in_repr_or_str():
+    """A WRITE KEY or VERIFY command put in a log line, an exception or a repr of a plan step
+    shows its header and length only."""
+    from citycard.apdu import CommandApdu
+
+    key = bytes.fromhex("39F0F00133" + "A1B2C3D4E5F60718" * 2)
+    for cmd in (CommandApdu(0x80, 0xD4, 0x01, 0x00, key), CommandApdu(0x00, 0x20, 0x00, 0x00, b"\x12\x34\x56"),
+                CommandApdu(0x00, 0xD6, 0x00, 0x00, key, sensitive=True)):
+        for text in (repr(cmd), str(cmd), f"{cmd}", repr([cmd])):
+            assert cmd.data.hex().upper() not in text and "masked" in text, text
+    plain = CommandApdu(0x00, 0xA4, 0x00, 0x00, b"\x3F\x00")
+    assert str(plain) == "00A40000023F00" and "3F00" in repr(plain)
