@@ -316,3 +316,26 @@ def test_pboc_ep_profile(demo):
     term = PurseTerminal(session, spec, keys)
     term.load(500)
     assert term.purchase(123).balance_after == 377
+
+
+def test_verification_with_wrong_keys_stops_at_the_first_refused_key(demo):
+    """Never retry keys: verification against a plan of other keys spends one try of one key
+    (the first it tests) and stops; every other key keeps its full try counter."""
+    from citycard.perso.verify import verify_card
+
+    spec, keys, data = demo
+    card, session = fresh_session()
+    plan = Planner(spec, keys).plan(card_data(data, 4))
+    personalize(session, spec, plan)
+    full = {(id(kf), k): rec.b4 for df in [card.mf, *card.mf.children.values()] if hasattr(df, "keyfile")
+            and df.keyfile is not None for kf in [df.keyfile] for k, rec in kf.keys.items()}
+    import dataclasses
+    flip = lambda v: bytes(b ^ 0x5A for b in v)                      # every key and PIN of the plan wrong
+    wrong = dataclasses.replace(plan, keys={k: flip(v) for k, v in plan.keys.items()},
+                                pins={k: flip(v) for k, v in plan.pins.items()})
+    checks = verify_card(session, spec, wrong, raise_on_failure=False)
+    assert checks[-1] == ("verification stopped at the first refused key (no further key is tried)", False, "")
+    after = {(id(kf), k): rec.b4 for df in [card.mf, *card.mf.children.values()] if hasattr(df, "keyfile")
+             and df.keyfile is not None for kf in [df.keyfile] for k, rec in kf.keys.items()}
+    spent = [k for k in full if after[k] != full[k]]
+    assert len(spent) == 1, spent

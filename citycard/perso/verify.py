@@ -26,10 +26,22 @@ from .steps import PersoError
 Check = tuple[str, bool, str]
 
 
+class _KeyRefused(Exception):
+    """A key or PIN of the plan was refused (63Cx, 6983): verification stops there, so a wrong
+    key set never spends one try of every other key on the card."""
+
+
+def _refused(sw: int) -> bool:
+    return sw & 0xFFF0 == 0x63C0 or sw == 0x6983
+
+
 def verify_card(session: CardSession, spec: CardSpec, plan: Plan, *, raise_on_failure: bool = True) -> list[Check]:
     checks: list[Check] = []
-    for df in spec.dfs():
-        _verify_df(session, spec, plan, df, checks)
+    try:
+        for df in spec.dfs():
+            _verify_df(session, spec, plan, df, checks)
+    except _KeyRefused:
+        _add(checks, "verification stopped at the first refused key (no further key is tried)", False)
     failed = [c for c in checks if not c[1]]
     if failed and raise_on_failure:
         label, _ok, detail = failed[0]
@@ -62,9 +74,13 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
     for k in (k for k in df.keys if k.ktype == KeyType.PIN):
         r = session.send(iso.verify(k.kid, plan.pins[f"{n}/{k.name}"]))
         _add(checks, f"{n}: PIN {k.name} verifies", r.sw == 0x9000, f"SW {r.sw:04X}")
+        if _refused(r.sw):
+            raise _KeyRefused
     for k in sorted((k for k in df.keys if k.ktype == KeyType.EXTERNAL_AUTH), key=lambda k: k.kid == 0):
         r = walk.external_authenticate(session, k.kid, plan.keys[f"{n}/{k.name}"])
         _add(checks, f"{n}: key {k.name} authenticates", r.sw == 0x9000, f"SW {r.sw:04X}")
+        if _refused(r.sw):
+            raise _KeyRefused
     line_keys = {k.kid: plan.keys[f"{n}/{k.name}"] for k in df.keys if k.ktype == KeyType.LINE_PROTECTION}
     line_checked: set[int] = set()
     for f in df.files:
@@ -91,6 +107,8 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
                           f"SW {r.sw:04X}")
                 if ok:
                     line_checked.add(f.write_key)
+                elif r.sw in (0x9302, 0x6988):      # a wrong line-protection key: its counter ran down once
+                    raise _KeyRefused
     _verify_keys(session, plan, df, checks)
 
 
