@@ -202,3 +202,17 @@ def test_issued_card_with_a_blocked_application_is_still_refused(demo):
     with pytest.raises(CardAlreadyIssued, match="card 3301000000000008 is already issued"):
         personalize(session_on(card), spec, plan)
     assert card.mf.children[TRANSIT].children[0x0002].balance == 700
+
+
+def test_a_card_whose_serial_file_is_not_free_is_refused_before_any_key(demo):
+    """A card with the profile's MF serial file, but which refuses its free read (another
+    issuer's ACs): not a card of this profile; no key is tried on it, even with --reissue-card."""
+    spec, keys, data = demo
+    card, plan = issued_card(spec, keys, data, 5)
+    card.mf.children[0x0005].read_ac = 0xF1               # the card's read needs a key: not our layout
+    card.reset()
+    tries = mf_master(card).tries_left
+    for reissue in (False, True):
+        with pytest.raises(ForeignCard, match="0005 refuses a free read \\(SW 6982\\)"):
+            personalize(session_on(card), spec, plan, reissue=reissue)
+    assert mf_master(card).tries_left == tries

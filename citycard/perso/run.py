@@ -164,7 +164,13 @@ def _read_card_serial(session: CardSession, spec: CardSpec) -> tuple[str | None,
     r = session.send(iso.read_binary(0, lay.size, sfi=f.sfi))
     if r.sw in _MISSING:
         return None, False, False
-    if r.sw != 0x9000 or not r.data.strip(b"\x00") or not r.data.strip(b"\xff"):
+    if r.sw not in (0x9000, 0x6281):
+        # the profile's serial file reads freely on its cards: one that refuses the read (6982,
+        # 6985, ...) is not a card of this profile, whatever it is; never a key for it
+        raise ForeignCard(f"cannot take over the card: its MF file {f.fid:04X} refuses a free read "
+                          f"(SW {r.sw:04X}), which a card of profile {spec.name!r} allows; refused before "
+                          "any key was tried (check --profile and the card in the reader)")
+    if not r.data.strip(b"\x00") or not r.data.strip(b"\xff"):
         return None, True, True
     try:
         value = str(lay.decode(r.data)[name])
