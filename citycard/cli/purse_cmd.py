@@ -11,6 +11,7 @@ import click
 from ..errors import InputError
 from .common import card_options
 from .keyopts import keys_option, open_keys
+from .services_cmd import _pin_value, pin_stdin_option
 
 
 #: the largest amount of one transaction: the 4-byte amount field of the purse commands (SPEC §2.2)
@@ -118,14 +119,13 @@ def _tx(kind):
                   help="CAPP purchase: also record entry at this station (transit), 2 bytes in hex.")
     @click.option("--capp-line", default=None, metavar="HEX2", hidden=kind != "purchase",
                   help="CAPP purchase: the line of --capp-station, 1 byte in hex [default: 01].")
-    @click.option("--pin-env", is_flag=True, hidden=True)
+    @pin_stdin_option                       # an ED asks for the cardholder's PIN first
     @click.pass_obj
-    def command(app, reader, sim, profile_path, keys, app_name, as_json, amount, capp_station, capp_line, pin_env):
+    def command(app, reader, sim, profile_path, keys, app_name, as_json, amount, capp_station, capp_line):
         session, term = _terminal(app, reader, sim, profile_path, keys, app_name, writes=True)
         try:
             term.select()
             if term.purse.kind == "ed":
-                from .services_cmd import _pin_value
                 term.verify_pin(_pin_value("CITYCARD_PIN", "PIN"))
             if kind == "load":
                 res = term.load(amount)

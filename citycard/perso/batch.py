@@ -32,7 +32,7 @@ from .context import CardData
 from .data import DataFile, Record
 from .journal import Journal, now
 from .plan import Planner
-from .run import PersoError, personalize
+from .run import CardAlreadyIssued, ForeignCard, PersoError, personalize
 from .validate import ProblemTally, validate
 
 log = logging.getLogger("citycard.batch")
@@ -429,6 +429,9 @@ class Batch:
         try:
             plan = self.planner.plan(card)
             personalize(session, spec, plan, verify=self.verify)
+        except (ForeignCard, CardAlreadyIssued) as exc:
+            # refused before anything was written: the row is not spoiled, it waits for a right card
+            status, error = "failed", str(exc)
         except (PersoError, TransportError) as exc:
             status, error = "spoiled", str(exc)
         except CitycardError as exc:
