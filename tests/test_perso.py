@@ -339,3 +339,18 @@ def test_verification_with_wrong_keys_stops_at_the_first_refused_key(demo):
              and df.keyfile is not None for kf in [df.keyfile] for k, rec in kf.keys.items()}
     spent = [k for k in full if after[k] != full[k]]
     assert len(spent) == 1, spent
+
+
+def test_dump_with_wrong_keys_tries_one_key_and_stops(demo):
+    """dump --keys with another set of masters: one master refused, no further key tried."""
+    spec, keys, data = demo
+    card, session = fresh_session()
+    personalize(session, spec, Planner(spec, keys).plan(card_data(data, 6)))
+    counters = lambda: {df.fid: df.keyfile.keys[(0x39, 0)].b4 for df in [card.mf, *card.mf.children.values()]
+                        if getattr(df, "keyfile", None) is not None and (0x39, 0) in df.keyfile.keys}
+    before = counters()
+    out = dump_card(session, spec, KeyRing([DemoKeyFile(ROOT / "tests/data/other-keys.toml")]))
+    assert "no further key was tried" in out["keys_refused"]
+    assert sum(1 for a in out["applications"] if "authenticated" in a) == 1
+    after = counters()
+    assert sum(1 for fid in before if before[fid] != after[fid]) == 1

@@ -48,6 +48,7 @@ def dump_card(session: CardSession, spec: CardSpec | None = None, keys: KeySourc
     if spec is None:
         return _discover(session, out)
     serial = None
+    refused = False
     for df in spec.dfs():
         entry: dict[str, Any] = {"name": df.name, "fid": f"{df.fid:04X}", "aid": df.aid.hex().upper(),
                                  "label": df.label, "unit": df.unit, "files": []}
@@ -58,8 +59,11 @@ def dump_card(session: CardSession, spec: CardSpec | None = None, keys: KeySourc
             entry["error"] = describe_sw(r.sw)
             continue
         entry["fci"] = r.data.hex().upper()
-        if keys is not None and serial is not None:
-            entry["authenticated"] = _auth_master(session, spec, df, keys, serial)
+        if keys is not None and serial is not None and not refused:
+            entry["authenticated"], sw = _auth_master(session, spec, df, keys, serial)
+            if sw is not None and (sw & 0xFFF0 == 0x63C0 or sw == 0x6983):
+                refused = True        # never another key on this card (the keys or the card are not the right ones)
+                out["keys_refused"] = f"{df.name}: SW {sw:04X}; no further key was tried"
         for f in df.files:
             fe: dict[str, Any] = {"name": f.name, "fid": f"{f.fid:04X}", "kind": f.kind}
             entry["files"].append(fe)
@@ -118,16 +122,21 @@ def _find_serial(f: FileSpec, decoded: Any) -> str | None:
     return None
 
 
-def _auth_master(session: CardSession, spec: CardSpec, df: DFSpec, keys: KeySource, serial: str) -> bool:
+def _auth_master(session: CardSession, spec: CardSpec, df: DFSpec, keys: KeySource,
+                 serial: str) -> tuple[bool, int | None]:
+    """Whether ``df``'s master authenticates, and the card's SW (None: not tried, e.g. a serial
+    that is not one of this profile's, so the card is not identified as ours)."""
     m = df.master_key()
-    if m is None or m.master is None:
-        return False
+    number = serial[len(spec.serial_prefix):]
+    if m is None or m.master is None or not serial.startswith(spec.serial_prefix) or not number.isdigit():
+        return False, None
     from .context import CardData, Resolver
     import datetime
 
-    r = Resolver(spec, CardData({}, int(serial[len(spec.serial_prefix):] or 0), datetime.date.today()))
+    r = Resolver(spec, CardData({}, int(number or 0), datetime.date.today()))
     key = keys.derive(m.master[0], m.master[1], r.factor(m.factor, m.path))
-    return walk.external_authenticate(session, m.kid, key).sw == 0x9000
+    sw = walk.external_authenticate(session, m.kid, key).sw
+    return sw == 0x9000, sw
 
 
 def _dir_entry(rec: bytes) -> dict[str, str]:
