@@ -17,7 +17,7 @@ from .errors import CardError, CitycardError, InputError
 from .sw import STATUS_WORDS, StatusWord, describe_sw
 
 __all__ = ["CommandApdu", "ResponseApdu", "CardError", "StatusWord", "STATUS_WORDS", "describe_sw",
-           "is_sensitive"]
+           "is_sensitive", "SwPattern"]
 
 SHORT_MAX_NC = 255
 SHORT_MAX_NE = 256
@@ -200,3 +200,29 @@ def is_sensitive(cmd: CommandApdu | bytes) -> bool:
     if isinstance(cmd, CommandApdu):
         return cmd.sensitive or (cmd.ins in _SENSITIVE_INS and bool(cmd.data))
     return len(cmd) > 5 and cmd[1] in _SENSITIVE_INS
+
+
+@dataclass(frozen=True, slots=True)
+class SwPattern:
+    """An expected status word; ``X`` matches any nibble."""
+
+    text: str
+    value: int
+    mask: int
+
+    @classmethod
+    def parse(cls, text: str, what: str = "") -> SwPattern:
+        """``what`` names where the pattern came from in an error (e.g. "APDU 2")."""
+        t = text.strip().upper()
+        if len(t) != 4 or any(c not in "0123456789ABCDEFX" for c in t):
+            raise InputError(f"{what + ': ' if what else ''}expected SW {text!r} must be 4 hex digits, X for any "
+                             "nibble (e.g. 9000, 61XX)")
+        value = int(t.replace("X", "0"), 16)
+        mask = int("".join("0" if c == "X" else "F" for c in t), 16)
+        return cls(t, value, mask)
+
+    def matches(self, sw: int) -> bool:
+        return sw & self.mask == self.value
+
+    def __str__(self) -> str:
+        return self.text

@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from typing import Iterable
 
 import click
 
 from .. import tlv
-from ..apdu import CommandApdu, ResponseApdu, describe_sw
+from ..apdu import CommandApdu, ResponseApdu, SwPattern, describe_sw
 from ..errors import InputError
 from ..hexutil import parse_hex
 from ..transport.transcript import command_hex, format_command, format_response
 from .common import card_options
 
-
-@dataclass(frozen=True)
-class SwPattern:
-    """An expected status word; ``X`` in the pattern matches any nibble."""
-
-    text: str
-    value: int
-    mask: int
-
-    @classmethod
-    def parse(cls, text: str, what: str) -> SwPattern:
-        t = text.strip().upper()
-        if len(t) != 4 or any(c not in "0123456789ABCDEFX" for c in t):
-            raise InputError(f"{what}: expected SW {text!r} must be 4 hex digits (X for any), e.g. 9000 or 61XX")
-        value = int(t.replace("X", "0"), 16)
-        mask = int("".join("0" if c == "X" else "F" for c in t), 16)
-        return cls(t, value, mask)
-
-    def matches(self, sw: int) -> bool:
-        return sw & self.mask == self.value
 
 
 def parse_apdu_arg(arg: str, index: int | str) -> tuple[CommandApdu, SwPattern | None]:

@@ -14,33 +14,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..apdu import SwPattern
 from ..errors import InputError
 
 _HEX = "0123456789ABCDEF"
-
-
-@dataclass(frozen=True, slots=True)
-class SwPattern:
-    """An expected status word; ``X`` matches any nibble."""
-
-    text: str
-    value: int
-    mask: int
-
-    @classmethod
-    def parse(cls, text: str) -> SwPattern:
-        t = text.strip().upper()
-        if len(t) != 4 or any(c not in _HEX + "X" for c in t):
-            raise InputError(f"expected SW {text!r} must be 4 hex digits, X for any nibble (e.g. 9000, 61XX)")
-        value = int(t.replace("X", "0"), 16)
-        mask = int("".join("0" if c == "X" else "F" for c in t), 16)
-        return cls(t, value, mask)
-
-    def matches(self, sw: int) -> bool:
-        return sw & self.mask == self.value
-
-    def __str__(self) -> str:
-        return self.text
 
 
 SW_OK = SwPattern("9000", 0x9000, 0xFFFF)
