@@ -23,7 +23,7 @@ from ..crypto import pboc
 from ..errors import CardError, CitycardError, InputError, TransportError
 from ..keys import KeySource
 from ..keys.handles import Key
-from ..spec import CardSpec, DFSpec, FileSpec
+from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
 from ..transport import CardSession
 
 
@@ -94,16 +94,22 @@ class PurseTerminal:
         k = next((k for k in self.df.keys if k.ktype == ktype), None)
         if k is None or k.master is None:
             raise PurseError(f"the profile's {self.df.name} has no key of type {ktype:02X}")
-        if self.serial is None:
-            self.select()
-        return self.keys.derive(k.master[0], k.master[1], walk.diversification_factor(str(self.serial)))
+        return self._derive(k)
 
     def _tac_key(self) -> Key:
         k = next((k for k in self.df.keys if k.ktype == KeyType.TAC and k.kid == self.purse.tac_key), None)
         if k is None or k.master is None:
             raise PurseError("no TAC key in the profile")
-        self._key(KeyType.TAC)
-        return self.keys.derive(k.master[0], k.master[1], walk.diversification_factor(str(self.serial)))
+        return self._derive(k)
+
+    def _derive(self, k: KeySpec) -> Key:
+        """This card's key ``k`` (diversified by the application serial; an 8-byte key is the
+        left half, as the planner writes it)."""
+        if self.serial is None:
+            self.select()
+        assert k.master is not None
+        value = self.keys.derive(k.master[0], k.master[1], walk.diversification_factor(str(self.serial)))
+        return value[:8] if k.length == 8 else value
 
     def verify_pin(self, pin: str) -> None:
         """For an ED (or a purse whose usage needs the PIN)."""
