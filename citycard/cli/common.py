@@ -79,3 +79,27 @@ class ProgressDrawer:
         else:
             self.stream.write(f"batch: {'done: ' if p.final else ''}{text}\n")
         self.stream.flush()
+
+
+def audit_seal_key(keystore: str) -> bytes:
+    """The audit seal key: the ``audit/seal`` master of ``keystore`` diversified with
+    :data:`citycard.audit.SEAL_FACTOR` (the passphrase as for any keystore)."""
+    from pathlib import Path
+
+    from ..audit import SEAL_FACTOR, SEAL_ROLE, SEAL_UNIT
+    from ..keys.keystore import Keystore
+    from .keyopts import get_passphrase, keystore_label
+
+    store = Keystore.open(Path(keystore), lambda header: get_passphrase(keystore_label(header)))
+    try:
+        return store.derive(SEAL_UNIT, SEAL_ROLE, SEAL_FACTOR)
+    finally:
+        store.close()
+
+
+def audit(action: str, subject: str = "", **details: object) -> None:
+    """Record ``action`` in the ``--audit-log`` when one is configured (docs/audit.md)."""
+    ctx = click.get_current_context(silent=True)
+    app = ctx.find_root().obj if ctx is not None else None
+    if app is not None and hasattr(app, "audit"):
+        app.audit(action, subject, **details)

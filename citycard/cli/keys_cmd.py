@@ -13,6 +13,7 @@ import click
 
 from ..errors import InputError
 from . import keyopts
+from .common import audit
 from .keyopts import get_passphrase, keystore_label
 
 ALGORITHMS = ("3des", "sm4")
@@ -84,6 +85,7 @@ def create(keystore: str, unit: str | None, production: bool, passphrase_file: s
     store = Keystore.create(keystore, _new_passphrase(keystore, passphrase_file), unit=unit,
                             purpose="production" if production else None)
     store.close()
+    audit("keys.keystore-created", keystore, unit=unit, purpose="production" if production else None)
     click.echo(f"created keystore {keystore}" + (f" for unit {unit}" if unit else " (any unit)")
                + (", marked production" if production else ""))
 
@@ -152,6 +154,8 @@ def import_(keystore: str, unit: str, name: str, key_version: int, algorithm: st
         info = store.add(unit, name, key, version=key_version, algorithm=algorithm)
         del key
         store.save()
+        audit("keys.imported", info.label, keystore=keystore, algorithm=info.algorithm, kcv=_kcv(info.kcv),
+              components=components)
         click.echo(f"stored {info.label} ({info.algorithm}, KCV {_kcv(info.kcv)}) in {keystore}")
     finally:
         store.close()
@@ -169,6 +173,7 @@ def generate(keystore: str, unit: str, name: str, key_version: int, algorithm: s
         _precheck(store, unit, name, key_version)
         info = store.generate(unit, name, version=key_version, algorithm=algorithm)
         store.save()
+        audit("keys.generated", info.label, keystore=keystore, algorithm=info.algorithm, kcv=_kcv(info.kcv))
         click.echo(f"generated {info.label} ({info.algorithm}, KCV {_kcv(info.kcv)}) in {keystore}")
     finally:
         store.close()
@@ -226,6 +231,7 @@ def delete(keystore: str, unit: str, name: str, key_version: int, yes: bool, pas
             raise click.exceptions.Exit(1)
         store.remove(unit, name, key_version)
         store.save()
+        audit("keys.deleted", info.label, keystore=keystore, kcv=_kcv(info.kcv))
         click.echo(f"deleted {info.label} (KCV {_kcv(info.kcv)}) from {keystore}")
     finally:
         store.close()
@@ -248,6 +254,7 @@ def passphrase(keystore: str, passphrase_file: str | None, new_passphrase_file: 
         store.save()
     finally:
         store.close()
+    audit("keys.passphrase-changed", keystore)
     click.echo(f"changed the passphrase of {keystore}")
 
 
@@ -279,6 +286,7 @@ def demo(out: str, unit: str | None, source: str | None, force: bool, passphrase
     store = write_demo(out, _new_passphrase(out, passphrase_file), src, unit=unit, overwrite=force)
     count = len(store.keys())
     store.close()
+    audit("keys.demo-written", out, unit=unit, keys=count, purpose="test")
     click.echo(f"warning: {out} holds the demo TEST KEYS published in {src.name}: never use them for real cards",
                err=True)
     click.echo(f"wrote {count} demo master keys" + (f" of unit {unit}" if unit else "") + f" to {out}")
@@ -381,6 +389,8 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
             raise InputError(f"{src.name}: already holds {listed} (a key is never replaced); nothing stored")
         for (u, r, v), key in masters:
             info = src.import_key(u, r, key, version=v, direct=u in DIRECT_UNITS or (u, r) in extra)
+            audit("keys.hsm-imported", f"{u}/{r}", token=src.name, version=v, kcv=_kcv(info.kcv),
+                  source="components" if source is None else Path(source).name)
             click.echo(f"stored {u}/{r} version {v} as {info.label!r} (KCV {_kcv(info.kcv)}, sensitive, "
                        f"non-extractable{', with its single-DES halves' if info.direct else ''})")
         count = len(masters)

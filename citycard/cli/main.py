@@ -53,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "script": ("script_cmd", "script"),
     "shell": ("shell_cmd", "shell"),
     "demo-assets": ("assets_cmd", "demo_assets"),
+    "audit": ("audit_cmd", "audit"),
 }
 
 
@@ -63,9 +64,34 @@ QUIET_COMMANDS = frozenset({"calc"})
 class AppContext:
     """What the global options give every command: the ``--transcript`` file, sessions."""
 
-    def __init__(self, transcript_path: str | None = None) -> None:
+    def __init__(self, transcript_path: str | None = None, *, audit_log: str | None = None,
+                 audit_seal: str | None = None, operator: str | None = None) -> None:
         self.transcript_path = transcript_path
         self._transcript_file: IO[str] | None = None
+        self.audit_location = audit_log
+        self.audit_seal = audit_seal
+        self.operator = operator
+        self._audit: Any = None
+
+    def audit_log(self, *, required_for: str | None = None) -> Any:
+        """The ``--audit-log`` (:class:`citycard.audit.AuditLog`), sealed under ``--audit-seal``;
+        None when none is configured, unless ``required_for`` names what needs one."""
+        if self._audit is None and self.audit_location is not None:
+            from ..audit import AuditLog
+            from .common import audit_seal_key
+
+            key = audit_seal_key(self.audit_seal) if self.audit_seal is not None else None
+            self._audit = AuditLog(self.audit_location, operator=self.operator, seal_key=key)
+        if self._audit is None and required_for is not None:
+            raise CitycardError(f"{required_for} needs an audit log: give --audit-log LOG "
+                                "(or set CITYCARD_AUDIT_LOG)")
+        return self._audit
+
+    def audit(self, action: str, subject: str = "", **details: Any) -> None:
+        """Record ``action`` in the audit log when one is configured (docs/audit.md)."""
+        log = self.audit_log()
+        if log is not None:
+            log.append(action, subject, **details)
 
     def open_session(self, reader: str | None = None, *, sim: str | None = None,
                      fetch: bool = True, writes: bool = False, custody: bool = True) -> CardSession:
@@ -117,7 +143,7 @@ def _is_card_failure(exc: BaseException) -> bool:
     # already imported (an error of a command that never loaded them is not of them)
     families = (("citycard.perso.steps", "PersoError"), ("citycard.terminal.purse", "PurseError"),
                 ("citycard.terminal.services", "ServiceError"), ("citycard.shell.script", "ScriptFailure"),
-                ("citycard.commands.walk", "SerialNotReadable"))
+                ("citycard.commands.walk", "SerialNotReadable"), ("citycard.audit.log", "AuditBroken"))
     for module, name in families:
         mod = sys.modules.get(module)
         if mod is not None and isinstance(exc, getattr(mod, name)):
@@ -235,8 +261,16 @@ class CitycardGroup(click.Group):
               show_default=True, help="Logging to stderr; DEBUG shows every APDU (sensitive data masked).")
 @click.option("--transcript", "transcript", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Append every APDU exchanged to FILE (keys and PINs masked).")
+@click.option("--audit-log", "audit_log", envvar="CITYCARD_AUDIT_LOG", default=None, metavar="LOG",
+              help="Record key, batch and card actions in this audit log (a file, or a postgresql:// URL; "
+                   "env CITYCARD_AUDIT_LOG). docs/audit.md.")
+@click.option("--audit-seal", "audit_seal", envvar="CITYCARD_AUDIT_SEAL", default=None, metavar="KEYSTORE",
+              help="Seal audit entries under the audit/seal key of this keystore (env CITYCARD_AUDIT_SEAL).")
+@click.option("--operator", envvar="CITYCARD_OPERATOR", default=None,
+              help="Operator named in audit entries (env CITYCARD_OPERATOR; default: the login name).")
 @click.pass_context
-def cli(ctx: click.Context, log_level: str, transcript: str | None) -> None:
+def cli(ctx: click.Context, log_level: str, transcript: str | None, audit_log: str | None,
+        audit_seal: str | None, operator: str | None) -> None:
     """citycard: personalize multi-application city cards and talk to them in APDUs.
 
     Exit codes: 0 ok, 1 the card refused or a verification failed, 2 usage or bad
@@ -246,7 +280,7 @@ def cli(ctx: click.Context, log_level: str, transcript: str | None) -> None:
 
         logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
                             format="%(levelname)s %(name)s: %(message)s", force=True)
-    app = AppContext(transcript_path=transcript)
+    app = AppContext(transcript_path=transcript, audit_log=audit_log, audit_seal=audit_seal, operator=operator)
     ctx.obj = app
     ctx.call_on_close(app.close)
 
