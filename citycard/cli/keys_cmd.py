@@ -14,6 +14,7 @@ import click
 from ..errors import InputError
 from . import keyopts
 from .common import audit
+from .dualopts import approval_options, dual_control
 from .keyopts import get_passphrase, keystore_label
 
 ALGORITHMS = ("3des", "sm4")
@@ -140,8 +141,9 @@ def _ceremony(command: str, where: str, unit: str, name: str, version: int, algo
 @click.option("--components", type=click.IntRange(2, 3), default=2, show_default=True,
               help="Number of clear components (each custodian types theirs at a hidden prompt).")
 @_pfile_option
+@approval_options
 def import_(keystore: str, unit: str, name: str, key_version: int, algorithm: str, components: int,
-            passphrase_file: str | None) -> None:
+            passphrase_file: str | None, approve: tuple[str, ...], approve_pfiles: tuple[str, ...]) -> None:
     """Key ceremony: enter a master key as 2 or 3 clear components; store their XOR.
 
     Each component's KCV and the combined KCV are shown for checking against the
@@ -150,12 +152,14 @@ def import_(keystore: str, unit: str, name: str, key_version: int, algorithm: st
     store = _open(keystore, passphrase_file)
     try:
         _precheck(store, unit, name, key_version)
+        approval = dual_control("keys.import", f"{unit}/{name} version {key_version}", {"keystore": keystore},
+                                production=store.production, approve=approve, pfiles=approve_pfiles)
         key = _ceremony("keys import", keystore, unit, name, key_version, algorithm, components)
         info = store.add(unit, name, key, version=key_version, algorithm=algorithm)
         del key
         store.save()
         audit("keys.imported", info.label, keystore=keystore, algorithm=info.algorithm, kcv=_kcv(info.kcv),
-              components=components)
+              components=components, **(approval.audit_details() if approval else {}))
         click.echo(f"stored {info.label} ({info.algorithm}, KCV {_kcv(info.kcv)}) in {keystore}")
     finally:
         store.close()
@@ -220,18 +224,23 @@ def list_(keystore: str, as_json: bool, passphrase_file: str | None) -> None:
               help="Version of the key to delete (1..255).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @_pfile_option
-def delete(keystore: str, unit: str, name: str, key_version: int, yes: bool, passphrase_file: str | None) -> None:
+@approval_options
+def delete(keystore: str, unit: str, name: str, key_version: int, yes: bool, passphrase_file: str | None,
+           approve: tuple[str, ...], approve_pfiles: tuple[str, ...]) -> None:
     """Remove one key version from KEYSTORE."""
     store = _open(keystore, passphrase_file)
     try:
         info = store.info(unit, name, key_version)
+        approval = dual_control("keys.delete", info.label, {"keystore": keystore, "kcv": _kcv(info.kcv)},
+                                production=store.production, approve=approve, pfiles=approve_pfiles)
         if not yes and not click.confirm(f"Delete {info.label} (KCV {_kcv(info.kcv)}) from {keystore}?",
                                          default=False, err=True):
             click.echo("nothing deleted", err=True)
             raise click.exceptions.Exit(1)
         store.remove(unit, name, key_version)
         store.save()
-        audit("keys.deleted", info.label, keystore=keystore, kcv=_kcv(info.kcv))
+        audit("keys.deleted", info.label, keystore=keystore, kcv=_kcv(info.kcv),
+              **(approval.audit_details() if approval else {}))
         click.echo(f"deleted {info.label} (KCV {_kcv(info.kcv)}) from {keystore}")
     finally:
         store.close()
@@ -347,8 +356,10 @@ def _direct_pairs(values: tuple[str, ...]) -> set[tuple[str, str]]:
               help="A master used on cards as it is (a transport key): store its single-DES halves too, for "
                    "line-protection MACs. Keys of unit 'factory' always are.")
 @_pfile_option
+@approval_options
 def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None, key_version: int, components: int,
-               direct: tuple[str, ...], passphrase_file: str | None) -> None:
+               direct: tuple[str, ...], passphrase_file: str | None, approve: tuple[str, ...],
+               approve_pfiles: tuple[str, ...]) -> None:
     """Load master keys into the HSM token URI (a pkcs11: URI) as sensitive, non-extractable objects.
 
     Either every master of a demo key file or keystore (--from; test tokens and first set-up),
@@ -370,6 +381,11 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
     masters = None
     if source is not None:
         masters = _masters_of(source, unit, passphrase_file)
+    subject = (f"{unit}/{name} version {key_version}" if source is None
+               else f"{len(masters or [])} masters of {Path(source).name}")
+    approval = dual_control("keys.hsm-import", subject, {"token": uri.split("?")[0]},
+                            production=source is not None and _is_production(source),
+                            approve=approve, pfiles=approve_pfiles)
     src = _open_hsm(uri)
     try:
         from ..keys.pkcs11 import DIRECT_UNITS
@@ -390,7 +406,8 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
         for (u, r, v), key in masters:
             info = src.import_key(u, r, key, version=v, direct=u in DIRECT_UNITS or (u, r) in extra)
             audit("keys.hsm-imported", f"{u}/{r}", token=src.name, version=v, kcv=_kcv(info.kcv),
-                  source="components" if source is None else Path(source).name)
+                  source="components" if source is None else Path(source).name,
+                  **(approval.audit_details() if approval else {}))
             click.echo(f"stored {u}/{r} version {v} as {info.label!r} (KCV {_kcv(info.kcv)}, sensitive, "
                        f"non-extractable{', with its single-DES halves' if info.direct else ''})")
         count = len(masters)
@@ -401,6 +418,18 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
         click.echo(f"warning: {src.name} now holds the demo TEST KEYS of {Path(source).name}: never use them for "
                    "real cards", err=True)
     click.echo(f"imported {count} master key(s) into {src.name}")
+
+
+def _is_production(source: str) -> bool:
+    """A keystore whose header says ``purpose = "production"``."""
+    if source.lower().endswith(".toml"):
+        return False
+    from ..keys.keystore import KeystoreError, read_header
+
+    try:
+        return read_header(source)[0].purpose == "production"
+    except KeystoreError:
+        return False
 
 
 def _holds_test_keys(source: str) -> bool:

@@ -54,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shell": ("shell_cmd", "shell"),
     "demo-assets": ("assets_cmd", "demo_assets"),
     "audit": ("audit_cmd", "audit"),
+    "operator": ("operator_cmd", "operator"),
 }
 
 
@@ -65,12 +66,13 @@ class AppContext:
     """What the global options give every command: the ``--transcript`` file, sessions."""
 
     def __init__(self, transcript_path: str | None = None, *, audit_log: str | None = None,
-                 audit_seal: str | None = None, operator: str | None = None) -> None:
+                 audit_seal: str | None = None, operator: str | None = None, roster: str | None = None) -> None:
         self.transcript_path = transcript_path
         self._transcript_file: IO[str] | None = None
         self.audit_location = audit_log
         self.audit_seal = audit_seal
         self.operator = operator
+        self.roster = roster              # dual control (citycard.bureau): the roster of operators
         self._audit: Any = None
 
     def audit_log(self, *, required_for: str | None = None) -> Any:
@@ -268,9 +270,13 @@ class CitycardGroup(click.Group):
               help="Seal audit entries under the audit/seal key of this keystore (env CITYCARD_AUDIT_SEAL).")
 @click.option("--operator", envvar="CITYCARD_OPERATOR", default=None,
               help="Operator named in audit entries (env CITYCARD_OPERATOR; default: the login name).")
+@click.option("--roster", envvar="CITYCARD_ROSTER", default=None, metavar="ROSTER",
+              type=click.Path(dir_okay=False),
+              help="The roster of operators: dual control (two --approve) for key imports and deletions, "
+                   "production batches and re-issues (env CITYCARD_ROSTER). docs/audit.md.")
 @click.pass_context
 def cli(ctx: click.Context, log_level: str, transcript: str | None, audit_log: str | None,
-        audit_seal: str | None, operator: str | None) -> None:
+        audit_seal: str | None, operator: str | None, roster: str | None) -> None:
     """citycard: personalize multi-application city cards and talk to them in APDUs.
 
     Exit codes: 0 ok, 1 the card refused or a verification failed, 2 usage or bad
@@ -280,7 +286,8 @@ def cli(ctx: click.Context, log_level: str, transcript: str | None, audit_log: s
 
         logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
                             format="%(levelname)s %(name)s: %(message)s", force=True)
-    app = AppContext(transcript_path=transcript, audit_log=audit_log, audit_seal=audit_seal, operator=operator)
+    app = AppContext(transcript_path=transcript, audit_log=audit_log, audit_seal=audit_seal, operator=operator,
+                     roster=roster)
     ctx.obj = app
     ctx.call_on_close(app.close)
 

@@ -1,0 +1,191 @@
+"""Dual control (issue 25 item 2): personal credentials, the signed roster, and the actions
+that need two distinct people (key import/deletion, production keys without a roster)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from citycard.bureau import (CredentialError, DualControlRefused, Roster, RosterError, approve,
+                             create_credential, read_public, unlock)
+
+PW = {"alice": "alice passphrase 1", "bob": "bob passphrase 22", "carol": "carol passphrase 333",
+      "dave": "dave passphrase 4444"}
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory):
+    """name -> (credential path, passphrase file); made once (scrypt per credential)."""
+    d = tmp_path_factory.mktemp("people")
+    out = {}
+    for name, pw in PW.items():
+        cred = d / f"{name}.cred"
+        create_credential(cred, name, pw)
+        pfile = d / f"{name}.pass"
+        pfile.write_text(pw + "\n")
+        pfile.chmod(0o600)
+        out[name] = (cred, pfile)
+    return out
+
+
+def _signer(people, name):
+    return unlock(people[name][0], PW[name])
+
+
+def test_credential_opens_only_with_its_passphrase(people, tmp_path):
+    cred = people["alice"][0]
+    assert oct(cred.stat().st_mode & 0o777) == "0o600"
+    assert PW["alice"] not in cred.read_text()
+    s = _signer(people, "alice")
+    assert s.public == read_public(cred)[0]
+    assert s.public.verifies(s.sign(b"statement"), b"statement")
+    assert not s.public.verifies(s.sign(b"statement"), b"other")
+    with pytest.raises(CredentialError, match="wrong passphrase for operator alice"):
+        unlock(cred, "not it at all")
+    doc = json.loads(cred.read_text())
+    doc["name"] = "mallory"                       # renaming the file's owner breaks the GCM binding
+    (tmp_path / "m.cred").write_text(json.dumps(doc))
+    with pytest.raises(CredentialError, match="wrong passphrase for operator mallory"):
+        unlock(tmp_path / "m.cred", PW["alice"])
+    doc = json.loads(cred.read_text())
+    doc["kdf"]["n"] = 2 ** 24                    # a forged cost: refused before any work
+    (tmp_path / "n.cred").write_text(json.dumps(doc))
+    with pytest.raises(CredentialError, match="out of the accepted bounds"):
+        unlock(tmp_path / "n.cred", PW["alice"])
+    with pytest.raises(CredentialError, match="never overwritten"):
+        create_credential(cred, "alice", PW["alice"])
+
+
+def test_roster_chain_and_its_forgeries(people, tmp_path):
+    path = tmp_path / "roster.json"
+    r = Roster.create(path, _signer(people, "alice"), _signer(people, "bob"))
+    carol = read_public(people["carol"][0])[0]
+    with pytest.raises(RosterError, match="two distinct people"):
+        r.append("enroll", carol, [_signer(people, "alice"), _signer(people, "alice")])
+    r = r.append("enroll", carol, [_signer(people, "alice"), _signer(people, "bob")])
+    bob = read_public(people["bob"][0])[0]
+    with pytest.raises(RosterError, match="cannot approve their own"):
+        r.append("revoke", bob, [_signer(people, "bob"), _signer(people, "carol")])
+    r = r.append("revoke", bob, [_signer(people, "alice"), _signer(people, "carol")])
+    assert [o.name for o in r.operators.values() if o.active] == ["alice", "carol"]
+    good = path.read_text()
+    assert Roster.load(path).fingerprint == r.fingerprint
+
+    # a revoked operator cannot approve any more
+    dave = read_public(people["dave"][0])[0]
+    with pytest.raises(RosterError, match="bob is not an active operator"):
+        r.append("enroll", dave, [_signer(people, "alice"), _signer(people, "bob")])
+
+    def forged(edit):
+        doc = json.loads(good)
+        edit(doc)
+        path.write_text(json.dumps(doc))
+        with pytest.raises(RosterError):
+            Roster.load(path)
+
+    forged(lambda d: d["events"][1]["operators"][0].update(name="mallory"))          # renamed
+    forged(lambda d: d["events"][1]["operators"][0].update(                           # key swapped
+        public_key=base64.b64encode(dave.public_key).decode()))
+    forged(lambda d: d["events"].pop(1))                                             # enrolment removed
+    forged(lambda d: d["events"].__setitem__(slice(1, 3), d["events"][2:0:-1]))       # reordered
+    path.write_text(good)
+    assert Roster.load(path).active("bob") is None
+    # the limit said in the docs: cut back to an earlier state, the roster still loads; its head
+    # (recorded in the audit log with every change and approval) is what shows it
+    doc = json.loads(good)
+    doc["events"].pop(2)
+    path.write_text(json.dumps(doc))
+    assert Roster.load(path).active("bob") is not None and Roster.load(path).head != r.head
+
+
+def test_approval_needs_two_distinct_active_operators(people, tmp_path):
+    r = Roster.create(tmp_path / "r.json", _signer(people, "alice"), _signer(people, "bob"))
+    with pytest.raises(DualControlRefused, match="needs two distinct people"):
+        approve(r, "keys.delete", "x/y version 1", {}, [_signer(people, "alice")])
+    with pytest.raises(DualControlRefused, match="carol is not an active operator"):
+        approve(r, "keys.delete", "x/y version 1", {}, [_signer(people, "alice"), _signer(people, "carol")])
+    a = approve(r, "keys.delete", "x/y version 1", {"keystore": "k"}, [_signer(people, "alice"), _signer(people, "bob")])
+    assert a.names == ("alice", "bob") and len(a.signatures) == 2 and a.roster == r.fingerprint
+
+
+# ------------------------------------------------------------------ CLI
+def _cli_roster(run_cli, people, tmp_path) -> Path:
+    roster = tmp_path / "roster.json"
+    r = run_cli("operator", "init", str(roster), "--credential", str(people["alice"][0]), "--credential",
+                str(people["bob"][0]), "--passphrase-file", str(people["alice"][1]),
+                "--passphrase-file", str(people["bob"][1]))
+    assert r.exit_code == 0, r.stderr
+    return roster
+
+
+def _approvals(people, *names):
+    out = []
+    for n in names:
+        out += ["--approve", str(people[n][0])]
+    for n in names:
+        out += ["--approve-passphrase-file", str(people[n][1])]
+    return out
+
+
+def test_key_deletion_needs_two_people(run_cli, people, tmp_path, monkeypatch):
+    monkeypatch.setenv("CITYCARD_KEYSTORE_PASSPHRASE", "keystore passphrase 5")
+    ks = tmp_path / "ks.cks"
+    log = tmp_path / "audit.log"
+    assert run_cli("keys", "create", str(ks)).exit_code == 0
+    assert run_cli("keys", "generate", str(ks), "--unit", "transit", "--name", "dlk").exit_code == 0
+    roster = _cli_roster(run_cli, people, tmp_path)
+    base = ["--roster", str(roster), "--audit-log", str(log)]
+    delete = ["keys", "delete", str(ks), "--unit", "transit", "--name", "dlk", "--version", "1", "--yes"]
+
+    r = run_cli(*base, *delete)
+    assert r.exit_code == 2 and "deleting a key needs two people" in r.stderr
+    r = run_cli(*base, *delete, *_approvals(people, "alice"))
+    assert r.exit_code == 2 and "needs two people: give two --approve credentials (1 given)" in r.stderr
+    r = run_cli(*base, *delete, *_approvals(people, "alice", "alice"))
+    assert r.exit_code == 2 and "needs two distinct people" in r.stderr
+    r = run_cli(*base, *delete, *_approvals(people, "alice", "carol"))
+    assert r.exit_code == 2 and "carol is not an active operator" in r.stderr
+    listed = run_cli("keys", "list", str(ks), "--json").json()["keys"]
+    assert [k["name"] for k in listed] == ["dlk"]            # nothing deleted by a refusal
+
+    r = run_cli(*base, *delete, *_approvals(people, "alice", "bob"))
+    assert r.exit_code == 0, r.stderr
+    assert run_cli("keys", "list", str(ks), "--json").json()["keys"] == []
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["action"] == "keys.deleted" and entry["details"]["approved_by"] == ["alice", "bob"]
+    text = log.read_text() + r.stdout + r.stderr
+    assert not any(pw in text for pw in PW.values())
+
+
+def test_production_keystore_needs_a_roster(run_cli, people, tmp_path, monkeypatch):
+    monkeypatch.setenv("CITYCARD_KEYSTORE_PASSPHRASE", "keystore passphrase 5")
+    monkeypatch.delenv("CITYCARD_ROSTER", raising=False)
+    ks = tmp_path / "prod.cks"
+    assert run_cli("keys", "create", str(ks), "--production").exit_code == 0
+    assert run_cli("keys", "generate", str(ks), "--unit", "transit", "--name", "dlk").exit_code == 0
+    r = run_cli("keys", "delete", str(ks), "--unit", "transit", "--name", "dlk", "--version", "1", "--yes")
+    assert r.exit_code == 2 and "needs dual control: give --roster" in r.stderr
+    r = run_cli("keys", "delete", str(ks), "--unit", "transit", "--name", "dlk", "--version", "1", "--yes",
+                *_approvals(people, "alice", "bob"))
+    assert r.exit_code == 2 and "needs dual control" in r.stderr
+    # a test keystore without a roster: no second person asked (the demo and CI)
+    ts = tmp_path / "test.cks"
+    assert run_cli("keys", "create", str(ts)).exit_code == 0
+    assert run_cli("keys", "generate", str(ts), "--unit", "transit", "--name", "dlk").exit_code == 0
+    assert run_cli("keys", "delete", str(ts), "--unit", "transit", "--name", "dlk", "--version", "1",
+                   "--yes").exit_code == 0
+
+
+def test_operator_enroll_revoke_list(run_cli, people, tmp_path):
+    roster = _cli_roster(run_cli, people, tmp_path)
+    r = run_cli("operator", "enroll", str(roster), str(people["carol"][0]), *_approvals(people, "alice", "bob"))
+    assert r.exit_code == 0, r.stderr
+    r = run_cli("operator", "revoke", str(roster), "bob", *_approvals(people, "alice", "carol"))
+    assert r.exit_code == 0, r.stderr
+    out = run_cli("operator", "list", str(roster), "--json").json()
+    assert {o["name"]: o["active"] for o in out["operators"]} == {"alice": True, "bob": False, "carol": True}
+    r = run_cli("operator", "enroll", str(roster), str(people["dave"][0]), *_approvals(people, "alice", "bob"))
+    assert r.exit_code == 2 and "bob is not an active operator" in r.stderr
