@@ -388,7 +388,7 @@ def test_cli_create_generate_list(tmp_path, run_cli, env_pw):
     rows = as_json.json()["keys"]
     assert [(k["unit"], k["name"], k["version"], k["algorithm"]) for k in rows] == [
         ("transit", "dlk", 1, "3des"), ("transit", "dlk", 2, "3des"), ("transit", "dpk", 1, "sm4")]
-    assert set(rows[0]) == {"unit", "name", "version", "algorithm", "kcv", "created"}
+    assert set(rows[0]) == {"unit", "name", "version", "algorithm", "kcv", "created", "state", "activation", "expiry"}
     assert as_json.json()["unit"] == "transit"
     assert "(unit transit only): 3 keys" in listing.stdout
     for line, info in zip(listing.stdout.splitlines()[2:], store.keys()):

@@ -27,11 +27,26 @@ def _pfile_option(f):
                              "else a hidden prompt).")(f)
 
 
+def _life_options(f):
+    f = click.option("--expiry", default=None, metavar="DATE",
+                     help="End date (YYYY-MM-DD): not used on or after it (key inventory).")(f)
+    return click.option("--activation", default=None, metavar="DATE",
+                        help="Activation date (YYYY-MM-DD): not used before it; new cards get the newest "
+                             "active version from its activation on.")(f)
+
+
+def _life(activation: str | None, expiry: str | None):
+    from ..keys.inventory import Lifecycle, check_date
+
+    return Lifecycle("active", check_date(activation, "--activation"), check_date(expiry, "--expiry"))
+
+
 def _key_options(f):
+    f = _life_options(f)
     f = click.option("--algorithm", type=click.Choice(ALGORITHMS), default="3des", show_default=True,
                      help="3des (2-key 3DES) or sm4; both 16 bytes.")(f)
     f = click.option("--version", "key_version", type=click.IntRange(1, 255), default=1, show_default=True,
-                     help="Key version (the newest version is used for derivation).")(f)
+                     help="Key version (new cards get the newest active version; docs/keys.md, key inventory).")(f)
     f = click.option("--name", required=True, help="Key name (role), e.g. dlk, master, damk.")(f)
     f = click.option("--unit", required=True, help="Service unit owning the key, e.g. transit.")(f)
     return f
@@ -142,20 +157,22 @@ def _ceremony(command: str, where: str, unit: str, name: str, version: int, algo
               help="Number of clear components (each custodian types theirs at a hidden prompt).")
 @_pfile_option
 @approval_options
-def import_(keystore: str, unit: str, name: str, key_version: int, algorithm: str, components: int,
-            passphrase_file: str | None, approve: tuple[str, ...], approve_pfiles: tuple[str, ...]) -> None:
+def import_(keystore: str, unit: str, name: str, key_version: int, algorithm: str, activation: str | None,
+            expiry: str | None, components: int, passphrase_file: str | None, approve: tuple[str, ...],
+            approve_pfiles: tuple[str, ...]) -> None:
     """Key ceremony: enter a master key as 2 or 3 clear components; store their XOR.
 
     Each component's KCV and the combined KCV are shown for checking against the
     custodians' forms before the key is stored.
     """
+    life = _life(activation, expiry)
     store = _open(keystore, passphrase_file)
     try:
         _precheck(store, unit, name, key_version)
         approval = dual_control("keys.import", f"{unit}/{name} version {key_version}", {"keystore": keystore},
                                 production=store.production, approve=approve, pfiles=approve_pfiles)
         key = _ceremony("keys import", keystore, unit, name, key_version, algorithm, components)
-        info = store.add(unit, name, key, version=key_version, algorithm=algorithm)
+        info = store.add(unit, name, key, version=key_version, algorithm=algorithm, life=life)
         del key
         store.save()
         audit("keys.imported", info.label, keystore=keystore, algorithm=info.algorithm, kcv=_kcv(info.kcv),
@@ -169,13 +186,14 @@ def import_(keystore: str, unit: str, name: str, key_version: int, algorithm: st
 @click.argument("keystore", type=click.Path(dir_okay=False))
 @_key_options
 @_pfile_option
-def generate(keystore: str, unit: str, name: str, key_version: int, algorithm: str,
-             passphrase_file: str | None) -> None:
+def generate(keystore: str, unit: str, name: str, key_version: int, algorithm: str, activation: str | None,
+             expiry: str | None, passphrase_file: str | None) -> None:
     """Store a new random master key (prints only its KCV)."""
+    life = _life(activation, expiry)
     store = _open(keystore, passphrase_file)
     try:
         _precheck(store, unit, name, key_version)
-        info = store.generate(unit, name, version=key_version, algorithm=algorithm)
+        info = store.generate(unit, name, version=key_version, algorithm=algorithm, life=life)
         store.save()
         audit("keys.generated", info.label, keystore=keystore, algorithm=info.algorithm, kcv=_kcv(info.kcv))
         click.echo(f"generated {info.label} ({info.algorithm}, KCV {_kcv(info.kcv)}) in {keystore}")
@@ -209,11 +227,44 @@ def list_(keystore: str, as_json: bool, passphrase_file: str | None) -> None:
     click.echo(f"keystore {keystore}" + (f" (unit {unit} only)" if unit else "") + f": {len(infos)} keys")
     if not infos:
         return
-    rows = [("UNIT", "NAME", "VERSION", "ALGORITHM", "KCV", "CREATED")]
-    rows += [(i.unit, i.name, str(i.version), i.algorithm, _kcv(i.kcv), i.created) for i in infos]
+    rows = [("UNIT", "NAME", "VERSION", "ALGORITHM", "KCV", "CREATED", "STATE")]
+    rows += [(i.unit, i.name, str(i.version), i.algorithm, _kcv(i.kcv), i.created, _state(i.life)) for i in infos]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def _state(life) -> str:
+    why = life.refusal(issuing=True)
+    return life.text() + (f" [{why.split(' (')[0]}]" if why and why != life.state else "")
+
+
+@keys.command("set")
+@click.argument("keystore", type=click.Path(dir_okay=False))
+@click.option("--unit", required=True, help="Service unit of the key, e.g. transit.")
+@click.option("--name", required=True, help="Key name (role), e.g. dlk.")
+@click.option("--version", "key_version", type=click.IntRange(1, 255), required=True, help="The key version.")
+@click.option("--state", type=click.Choice(["active", "retired", "compromised"]), default=None,
+              help="retired: no new cards (issued ones until its end date); compromised: never used again.")
+@_life_options
+@_pfile_option
+def set_(keystore: str, unit: str, name: str, key_version: int, state: str | None, activation: str | None,
+         expiry: str | None, passphrase_file: str | None) -> None:
+    """Key inventory: change a key version's state or dates."""
+    from ..keys.inventory import check_date
+
+    if state is None and activation is None and expiry is None:
+        raise InputError("keys set: give --state, --activation or --expiry")
+    activation, expiry = check_date(activation, "--activation"), check_date(expiry, "--expiry")
+    store = _open(keystore, passphrase_file)
+    try:
+        info = store.set_lifecycle(unit, name, key_version, state=state, activation=activation, expiry=expiry)
+        store.save()
+        audit(f"keys.{'state-changed' if state else 'dates-changed'}", info.label, keystore=keystore,
+              kcv=_kcv(info.kcv), **info.life.as_dict())
+        click.echo(f"{info.label} (KCV {_kcv(info.kcv)}): {info.life.text()}")
+    finally:
+        store.close()
 
 
 @keys.command()

@@ -9,8 +9,9 @@ A keystore file is a JSON envelope (format version 1)::
 - The key-encryption key is scrypt(passphrase, salt, n, r, p) (32 bytes); the
   passphrase is NFC-normalized UTF-8.
 - ``ciphertext`` is AES-256-GCM over the JSON list of entries, each
-  ``{"unit", "name", "version", "algorithm", "key", "kcv", "created"}``; the key
-  value exists only inside it.
+  ``{"unit", "name", "version", "algorithm", "key", "kcv", "created"}`` and, once set, the
+  key inventory's ``state``, ``activation`` and ``expiry`` (:mod:`citycard.keys.inventory`);
+  the key value exists only inside it.
 - The header (``format``, ``version``, ``unit``, ``kdf``, ``check``), serialized
   canonically, is the GCM associated data: editing any of it is detected.
 - ``check`` is HMAC-SHA256(kek, "citycard-keystore passphrase check")[:16]; it only
@@ -41,6 +42,7 @@ import os
 import re
 import secrets
 import unicodedata
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -52,6 +54,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from .. import crypto
 from ..fsutil import atomic_write
 from ..errors import InputError
+from .inventory import Lifecycle, check_date
 from .source import KeyError_
 
 FORMAT = "citycard-keystore"
@@ -75,6 +78,7 @@ _OPTIONAL_HEADER_KEYS = {"purpose"}
 PURPOSES = ("test", "production")
 _KDF_KEYS = {"name", "salt", "n", "r", "p"}
 _ENTRY_KEYS = {"unit", "name", "version", "algorithm", "key", "kcv", "created"}
+_LIFE_KEYS = {"state", "activation", "expiry"}      # the key inventory (absent in older files: active)
 
 
 class KeystoreError(KeyError_):
@@ -100,6 +104,7 @@ class KeyInfo:
     algorithm: str          # "3des" | "sm4"
     kcv: bytes              # 3 bytes
     created: str            # ISO date
+    life: Lifecycle = Lifecycle()   # state, activation and end dates (key inventory)
 
     @property
     def label(self) -> str:
@@ -107,7 +112,7 @@ class KeyInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {"unit": self.unit, "name": self.name, "version": self.version, "algorithm": self.algorithm,
-                "kcv": self.kcv.hex().upper(), "created": self.created}
+                "kcv": self.kcv.hex().upper(), "created": self.created, **self.life.as_dict()}
 
 
 @dataclass(frozen=True)
@@ -405,7 +410,7 @@ class Keystore:
         self._kek = _derive_kek(pw, self._salt, cost_n, r, p)
 
     def add(self, unit: str, name: str, key: bytes, *, version: int = 1, algorithm: str = "3des",
-            created: str | None = None) -> KeyInfo:
+            created: str | None = None, life: Lifecycle = Lifecycle()) -> KeyInfo:
         """Add a master key (in memory; :meth:`save` writes it).  Never replaces one."""
         self._require_open()
         check_name(unit, "unit")
@@ -417,7 +422,7 @@ class Keystore:
             raise InputError(f"{unit}/{name}: a master key is {KEY_LENGTH} bytes")
         self._check_free(unit, name, version)
         info = KeyInfo(unit, name, version, algorithm, key_kcv(bytes(key), algorithm),
-                       created or _dt.date.today().isoformat())
+                       created or _dt.date.today().isoformat(), life)
         self._entries[(unit, name, version)] = _Entry(info, bytes(key))
         return info
 
@@ -438,13 +443,23 @@ class Keystore:
             raise KeystoreError(f"{self.name}: already holds {unit}/{name} version {version} "
                                 "(give another --version, or delete it first)")
 
-    def generate(self, unit: str, name: str, *, version: int = 1, algorithm: str = "3des") -> KeyInfo:
+    def set_lifecycle(self, unit: str, name: str, version: int, *, state: str | None = None,
+                      activation: str | None = None, expiry: str | None = None) -> KeyInfo:
+        """Change a version's state or dates (in memory; :meth:`save` writes it)."""
+        entry = self._entry(unit, name, version)
+        info = dataclasses.replace(entry.info, life=entry.info.life.change(state=state, activation=activation,
+                                                                             expiry=expiry))
+        self._entries[(unit, name, version)] = _Entry(info, entry.key)
+        return info
+
+    def generate(self, unit: str, name: str, *, version: int = 1, algorithm: str = "3des",
+                 life: Lifecycle = Lifecycle()) -> KeyInfo:
         """Add a random master key (from the OS's CSPRNG)."""
         while True:
             key = secrets.token_bytes(KEY_LENGTH)
             if algorithm == "sm4" or key[:8] != key[8:]:
                 break
-        return self.add(unit, name, key, version=version, algorithm=algorithm)
+        return self.add(unit, name, key, version=version, algorithm=algorithm, life=life)
 
     def remove(self, unit: str, name: str, version: int) -> KeyInfo:
         self._require_open()
@@ -487,11 +502,34 @@ class Keystore:
     def info(self, unit: str, role: str, version: int | None = None) -> KeyInfo:
         return self._entry(unit, role, version).info
 
+    def in_force(self, unit: str, role: str, version: int | None = None) -> _Entry:
+        """The version to use (key inventory, :mod:`citycard.keys.inventory`): without
+        ``version`` the newest one that may issue cards; a named version if the cards already
+        issued with it may still use it.  Refused with the reason otherwise."""
+        self._require_open()
+        if version is not None:
+            entry = self._entry(unit, role, version)
+            why = entry.info.life.refusal(issuing=False)
+            if why is not None:
+                raise KeyError_(f"{self.name}: {entry.info.label} is {why}: not used")
+            return entry
+        versions = self.versions(unit, role)
+        if not versions:
+            raise KeyError_(f"{self.name} holds no key {unit}/{role}")
+        reasons = []
+        for v in reversed(versions):
+            entry = self._entries[(unit, role, v)]
+            why = entry.info.life.refusal(issuing=True)
+            if why is None:
+                return entry
+            reasons.append(f"version {v} {why}")
+        raise KeyError_(f"{self.name}: no version of {unit}/{role} may be used today ({'; '.join(reasons)})")
+
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
                version: int | None = None) -> bytes:
-        """The per-card key (PBOC diversification with the entry's algorithm) from the newest
-        version of the master unless ``version`` is given; the master itself if ``factor`` is None."""
-        entry = self._entry(unit, role, version)
+        """The per-card key (PBOC diversification with the entry's algorithm) from the version
+        :meth:`in_force` picks; the master itself if ``factor`` is None."""
+        entry = self.in_force(unit, role, version)
         if factor is None:
             return entry.key
         return crypto.diversify(entry.key, factor, levels, cipher_alg(entry.info.algorithm))
@@ -515,7 +553,7 @@ def _parse_entries(plain: bytes, where: str, unit: str | None) -> list[_Entry]:
     out: list[_Entry] = []
     seen: set[tuple[str, str, int]] = set()
     for i, e in enumerate(data, 1):
-        if not isinstance(e, dict) or set(e) != _ENTRY_KEYS:
+        if not isinstance(e, dict) or not _ENTRY_KEYS <= set(e) <= _ENTRY_KEYS | _LIFE_KEYS:
             raise bad(f"entry {i}")
         u, n, v, alg = e["unit"], e["name"], e["version"], e["algorithm"]
         if not (isinstance(u, str) and _NAME_RE.match(u) and isinstance(n, str) and _NAME_RE.match(n)):
@@ -539,7 +577,12 @@ def _parse_entries(plain: bytes, where: str, unit: str | None) -> list[_Entry]:
         created = e["created"]
         if not isinstance(created, str) or len(created) > 32:
             raise bad(f"entry {i}: created")
-        out.append(_Entry(KeyInfo(u, n, v, alg, kcv, created), key))
+        try:
+            life = Lifecycle(e.get("state") or "active", check_date(e.get("activation"), "activation"),
+                             check_date(e.get("expiry"), "expiry"))
+        except InputError:
+            raise bad(f"entry {i}: {u}/{n}: state or dates") from None
+        out.append(_Entry(KeyInfo(u, n, v, alg, kcv, created, life), key))
     return out
 
 

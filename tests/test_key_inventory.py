@@ -1,0 +1,117 @@
+"""The key inventory (issue 25 item 3): states and dates of master versions, what issuing and
+what cards already issued may use, rotation, and refusals that change nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from citycard import crypto
+from citycard.errors import InputError
+from citycard.keys import KeyError_
+from citycard.keys.inventory import Lifecycle
+from citycard.keys.keystore import Keystore
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "profiles/citycard.toml"
+DATA = ROOT / "profiles/citycard-sample.csv"
+PW = "inventory passphrase 1"
+K1, K2 = bytes.fromhex("00112233445566778899AABBCCDDEEFF"), bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+F = bytes.fromhex("1122334455667788")
+
+
+def _day(delta: int) -> str:
+    return (dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=delta)).isoformat()
+
+
+def test_lifecycle_rules():
+    on = "2027-06-01"
+    assert Lifecycle().refusal(issuing=True, on=on) is None
+    assert Lifecycle("retired").refusal(issuing=False, on=on) is None            # old cards keep working
+    assert "retired" in Lifecycle("retired").refusal(issuing=True, on=on)
+    assert Lifecycle("compromised").refusal(issuing=False, on=on) == "compromised"
+    assert Lifecycle(expiry="2027-06-01").refusal(issuing=False, on=on) == "expired on 2027-06-01"
+    assert Lifecycle(expiry="2027-06-02").refusal(issuing=False, on=on) is None
+    assert Lifecycle(activation="2027-06-02").refusal(issuing=True, on=on) == "not active before 2027-06-02"
+    with pytest.raises(InputError, match="stays compromised"):
+        Lifecycle("compromised").change(state="active")
+    with pytest.raises(InputError, match="not after activation"):
+        Lifecycle(activation="2027-01-02", expiry="2027-01-01")
+    with pytest.raises(InputError, match="one of active, retired, compromised"):
+        Lifecycle("lost")
+
+
+def test_rotation_in_a_keystore(tmp_path):
+    path = tmp_path / "ks.cks"
+    ks = Keystore.create(path, PW, n=2 ** 8)
+    ks.add("transit", "dlk", K1)
+    ks.add("transit", "dlk", K2, version=2, life=Lifecycle(activation=_day(1)))
+    # version 2 is not active until tomorrow: new cards still get version 1
+    assert ks.derive("transit", "dlk", F) == crypto.diversify(K1, F)
+    with pytest.raises(KeyError_, match="version 2 is not active before"):
+        ks.derive("transit", "dlk", F, version=2)
+    # the rotation day: version 2 from today, version 1 retired until the end of next month
+    ks.set_lifecycle("transit", "dlk", 2, activation=_day(0))
+    ks.set_lifecycle("transit", "dlk", 1, state="retired", expiry=_day(40))
+    ks.save()
+    ks.close()
+    ks = Keystore.open(path, PW)                      # the inventory is kept in the (encrypted) file
+    assert ks.info("transit", "dlk", 1).life == Lifecycle("retired", None, _day(40))
+    assert ks.derive("transit", "dlk", F) == crypto.diversify(K2, F)              # new cards: version 2
+    assert ks.derive("transit", "dlk", F, version=1) == crypto.diversify(K1, F)   # old cards: still served
+    ks.set_lifecycle("transit", "dlk", 1, expiry=_day(0))
+    with pytest.raises(KeyError_, match="version 1 is expired on"):
+        ks.derive("transit", "dlk", F, version=1)
+    ks.set_lifecycle("transit", "dlk", 2, state="compromised")
+    with pytest.raises(KeyError_, match=r"no version of transit/dlk may be used today \(version 2 compromised; "
+                                        r"version 1 expired on"):
+        ks.derive("transit", "dlk", F)
+    with pytest.raises(KeyError_, match="version 2 is compromised"):
+        ks.derive("transit", "dlk", F, version=2)
+    assert K1.hex() not in repr(ks.keys()).lower()
+
+
+def test_older_keystores_read_as_active(tmp_path):
+    """A keystore written before the inventory (entries without state or dates) is all active."""
+    from citycard.keys.keystore import _parse_entries
+
+    old = [{"unit": "transit", "name": "dlk", "version": 1, "algorithm": "3des", "key": K1.hex().upper(),
+            "kcv": crypto.kcv(K1).hex().upper(), "created": "2026-01-01"}]
+    (entry,) = _parse_entries(json.dumps(old).encode(), "old.cks", None)
+    assert entry.info.life == Lifecycle()
+    old[0]["state"] = "lost"
+    from citycard.keys.keystore import KeystoreFormatError
+
+    with pytest.raises(KeystoreFormatError, match="state or dates"):
+        _parse_entries(json.dumps(old).encode(), "old.cks", None)
+
+
+def test_cli_inventory_and_a_compromised_master_stops_perso(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("CITYCARD_KEYSTORE_PASSPHRASE", PW)
+    ks = tmp_path / "demo.cks"
+    log = tmp_path / "audit.log"
+    assert run_cli("keys", "demo", str(ks)).exit_code == 0
+    r = run_cli("--audit-log", str(log), "keys", "set", str(ks), "--unit", "transit", "--name", "dlk",
+                "--version", "1", "--state", "compromised")
+    assert r.exit_code == 0 and "transit/dlk version 1" in r.stdout and "compromised" in r.stdout
+    assert json.loads(log.read_text().splitlines()[-1])["details"]["state"] == "compromised"
+    r = run_cli("keys", "set", str(ks), "--unit", "transit", "--name", "dlk", "--version", "1", "--state", "active")
+    assert r.exit_code == 2 and "stays compromised" in r.stderr
+    r = run_cli("keys", "set", str(ks), "--unit", "transit", "--name", "dlk", "--version", "1",
+                "--expiry", "2027-13-01")
+    assert r.exit_code == 2 and "--expiry '2027-13-01': a date" in r.stderr
+    listed = run_cli("keys", "list", str(ks), "--json").json()["keys"]
+    assert {(k["unit"], k["name"]): k["state"] for k in listed}[("transit", "dlk")] == "compromised"
+    assert "compromised" in run_cli("keys", "list", str(ks)).stdout
+
+    img = tmp_path / "card.json"
+    assert run_cli("sim", "new", str(img)).exit_code == 0
+    before = img.read_bytes()
+    r = run_cli("perso", "--profile", str(PROFILE), "--data", str(DATA), "--row", "1", "--issue-date", "20261124",
+                "--keys", str(ks), "--sim", str(img))
+    assert r.exit_code == 2, r.stdout + r.stderr
+    assert "transit/dlk" in r.stderr and "compromised" in r.stderr
+    assert img.read_bytes() == before                  # refused before anything was written
