@@ -55,6 +55,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo-assets": ("assets_cmd", "demo_assets"),
     "audit": ("audit_cmd", "audit"),
     "operator": ("operator_cmd", "operator"),
+    "cards": ("cards_cmd", "cards"),
+    "hotlist": ("cards_cmd", "hotlist"),
 }
 
 

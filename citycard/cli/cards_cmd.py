@@ -1,0 +1,159 @@
+"""`citycard cards ...` (the card register) and `citycard hotlist ...` (signed hotlists for
+terminals): docs/lifecycle.md."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..errors import InputError
+from .common import audit
+
+_REGISTER = click.option("--register", "register", envvar="CITYCARD_REGISTER", required=True, metavar="DB",
+                         help="The card register: a SQLite file or a postgresql:// URL (env CITYCARD_REGISTER).")
+
+
+def _open(register: str):
+    from ..lifecycle import Register
+
+    app = click.get_current_context().find_root().obj
+    return Register(register, operator=getattr(app, "operator", None))
+
+
+@click.group()
+def cards() -> None:
+    """The card register: issued cards, their states (lost, blocked, closed, replaced) and history."""
+
+
+@cards.command("import")
+@_REGISTER
+@click.option("--journal", required=True, metavar="JOURNAL", help="The batch journal whose verified cards to register.")
+@click.option("--batch", default=None, help="Only this batch (default: every batch of the journal).")
+def import_(register: str, journal: str, batch: str | None) -> None:
+    """Register the verified cards of a batch journal (idempotent)."""
+    with _open(register) as reg:
+        added, already = reg.import_journal(journal, batch)
+    audit("cards.imported", journal, batch=batch, added=added, already=already)
+    click.echo(f"registered {added} cards ({already} already in the register)")
+
+
+@cards.command()
+@_REGISTER
+@click.argument("serial")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def show(register: str, serial: str, as_json: bool) -> None:
+    """A card's state, cardholder and history."""
+    with _open(register) as reg:
+        card = reg.card(serial)
+        events = reg.events(card.serial)
+    if as_json:
+        click.echo(json.dumps({**card.as_dict(), "events": events}, ensure_ascii=False))
+        return
+    click.echo(f"card {card.serial}: {card.state}{' (hotlisted)' if card.hotlisted else ''}, cardholder "
+               f"{card.cardholder_id}, profile {card.profile}, batch {card.batch} row {card.row}")
+    if card.replaced_by:
+        click.echo(f"  replaced by {card.replaced_by}")
+    for e in events:
+        click.echo(f"  {e['at']} {e['action']}: {e['from'] or '-'} -> {e['to']} by {e['operator']}@{e['station']}"
+                   + (f" ({e['reason']})" if e["reason"] else ""))
+
+
+def _change(action: str, past: str):
+    @cards.command(action if action != "close" else "close",
+                   help=f"Record that card SERIAL is {past} (who, when and --reason go into its history).")
+    @_REGISTER
+    @click.argument("serial")
+    @click.option("--reason", required=True, help="Why (kept in the card's history and the audit log).")
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+    def command(register: str, serial: str, reason: str, as_json: bool) -> None:
+        with _open(register) as reg:
+            card = reg.change(serial, action, reason)
+        audit(f"card.{action}", card.serial, state=card.state, reason=reason, hotlisted=card.hotlisted)
+        if as_json:
+            click.echo(json.dumps(card.as_dict(), ensure_ascii=False))
+        else:
+            click.echo(f"card {card.serial}: {card.state}" + (" (on the hotlist)" if card.hotlisted
+                                                               else " (off the hotlist)"))
+    return command
+
+
+lost = _change("lost", "reported lost")
+found = _change("found", "found again (back in use)")
+close = _change("close", "closed for good")
+
+
+@click.group()
+def hotlist() -> None:
+    """Signed hotlists for terminals: full lists and deltas (docs/lifecycle.md)."""
+
+
+@hotlist.command()
+@_REGISTER
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The hotlist file to write.")
+@click.option("--full", "full", is_flag=True, help="Every card hotlisted now.")
+@click.option("--since", type=click.IntRange(0), default=None, metavar="VERSION",
+              help="Only the changes after VERSION (a delta for terminals holding VERSION).")
+@click.option("--sign", "cred", required=True, type=click.Path(dir_okay=False), metavar="CRED",
+              help="The issuer's hotlist signing credential (made with 'citycard operator new').")
+@click.option("--sign-passphrase-file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The signing credential's passphrase (first line); else a hidden prompt.")
+def export(register: str, out: str, full: bool, since: int | None, cred: str, sign_passphrase_file: str | None) -> None:
+    """Write a signed hotlist: --full, or --since VERSION."""
+    from ..lifecycle import write_hotlist
+    from .dualopts import unlock_credentials
+
+    if full == (since is not None):
+        raise InputError("hotlist export: give --full or --since VERSION (one of them)")
+    (signer,) = unlock_credentials((cred,), (sign_passphrase_file,) if sign_passphrase_file else (), "--sign")
+    with _open(register) as reg:
+        if full:
+            version, serials = reg.hotlist_snapshot()
+            header = write_hotlist(out, signer, version=version, entries=((s, True) for s in serials))
+        else:
+            version = reg.hotlist_version()
+            if since > version:
+                raise InputError(f"--since {since}: the register's hotlist is at version {version}")
+            changes = ((s, c == "add") for v, s, c in reg.hotlist_changes(since) if v <= version)
+            header = write_hotlist(out, signer, version=version, entries=changes, base=since)
+    audit("hotlist.exported", out, kind=header.kind, version=header.version, base=header.base, entries=header.count)
+    click.echo(f"wrote {header.kind} hotlist version {header.version}"
+               + (f" (changes since {header.base})" if header.kind == "delta" else "")
+               + f": {header.count} entries, signed by {signer.name}, to {out}")
+
+
+@hotlist.command()
+@click.argument("credential", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The public key file for terminals.")
+def key(credential: str, out: str) -> None:
+    """Write the public key of a hotlist signing CREDENTIAL for terminals to trust."""
+    from ..bureau import read_public
+    from ..lifecycle.hotlist import key_id, write_public_key
+
+    public, _doc = read_public(credential)
+    write_public_key(out, public)
+    click.echo(f"wrote the hotlist key of {public.name} (id {key_id(public.public_key).hex()}) to {out}")
+
+
+@hotlist.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--trust", "trust", multiple=True, required=True, type=click.Path(dir_okay=False), metavar="KEYFILE",
+              help="A trusted hotlist key file (from 'citycard hotlist key'); several may be given.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def show_hotlist(file: str, trust: tuple[str, ...], as_json: bool) -> None:
+    """Check a hotlist file's signature and show it."""
+    from ..lifecycle import read_hotlist
+    from ..lifecycle.hotlist import read_public_key
+
+    header, entries = read_hotlist(file, [read_public_key(t) for t in trust])
+    listed = [(s, flag) for s, flag in entries]
+    if as_json:
+        click.echo(json.dumps({"kind": header.kind, "version": header.version, "base": header.base,
+                               "issued": header.issued, "signer": header.signer.hex(),
+                               "entries": [{"serial": s, "listed": f} for s, f in listed]}))
+        return
+    click.echo(f"{file}: {header.kind} hotlist version {header.version}"
+               + (f" (since {header.base})" if header.kind == "delta" else "")
+               + f", {header.count} entries, signature good")
+    for s, f in listed:
+        click.echo(f"  {s} {'listed' if f else 'removed'}")

@@ -1,0 +1,8 @@
+"""The card after issuance (issue 23): the card register (states, who/when/why), hotlists
+for terminals.  docs/lifecycle.md."""
+
+from .hotlist import HotlistError, TerminalHotlist, read_hotlist, write_hotlist
+from .register import HOTLISTED, STATES, CardRecord, Register, RegisterError
+
+__all__ = ["CardRecord", "HOTLISTED", "HotlistError", "Register", "RegisterError", "STATES", "TerminalHotlist",
+           "read_hotlist", "write_hotlist"]
