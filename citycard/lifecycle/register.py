@@ -30,7 +30,7 @@ import socket
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from ..errors import CitycardError, InputError
 
@@ -110,93 +110,21 @@ class Register:
     def __init__(self, url: str, *, operator: str | None = None, station: str | None = None,
                  create: bool = True) -> None:
         from ..audit import default_operator
+        from ..db import Database
 
         self.url = url
-        self.pg = url.startswith(("postgresql://", "postgres://"))
         self.operator = operator or default_operator()
         self.station = station or socket.gethostname()
-        self._conn: Any = self._connect(create)
-
-    def _connect(self, create: bool) -> Any:
-        if self.pg:
-            try:
-                import psycopg
-            except ImportError:
-                raise RegisterError("a PostgreSQL register needs psycopg (pip install 'citycard[postgres]')") from None
-            try:
-                conn = psycopg.connect(self.url, autocommit=False)
-                with conn.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_xact_lock(736865)")
-                    for stmt in _SCHEMA:
-                        cur.execute(stmt.format(serial="BIGSERIAL"))
-                conn.commit()
-            except psycopg.Error as exc:
-                raise RegisterError(f"cannot open the register: {str(exc).splitlines()[0]}") from None
-            return conn
-        if not os.path.exists(self.url):
-            if not create:
-                raise RegisterError(f"{self.url}: no such register")
-            try:
-                os.close(os.open(self.url, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise RegisterError(f"{self.url}: cannot create the register ({exc.strerror})") from None
-        try:
-            conn = sqlite3.connect(self.url, timeout=60.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("BEGIN IMMEDIATE")
-            for stmt in _SCHEMA:
-                conn.execute(stmt.format(serial="INTEGER"))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise RegisterError(f"{self.url}: cannot open the register: {exc}") from None
-        return conn
+        self.db = Database(url, _SCHEMA, what="register", lock_id=736865, error=RegisterError, create=create)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.db.close()
 
     def __enter__(self) -> "Register":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # ------------------------------------------------------------------ plumbing
-    def _q(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.pg else sql
-
-    def _begin(self) -> Any:
-        if self.pg:
-            return self._conn.cursor()
-        self._conn.execute("BEGIN IMMEDIATE")
-        return self._conn.cursor()
-
-    def _commit(self) -> None:
-        if self.pg:
-            self._conn.commit()
-        else:
-            self._conn.execute("COMMIT")
-
-    def _rollback(self) -> None:
-        try:
-            if self.pg:
-                self._conn.rollback()
-            else:
-                self._conn.execute("ROLLBACK")
-        except Exception:
-            pass
-
-    def _one(self, sql: str, args: Iterable[Any] = ()) -> tuple | None:
-        cur = self._conn.cursor()
-        cur.execute(self._q(sql), tuple(args))
-        row = cur.fetchone()
-        if self.pg:
-            self._conn.commit()
-        return row
 
     # ------------------------------------------------------------------ cards
     def add_card(self, serial: str, cardholder_id: str, profile: str, *, batch: str | None = None,
@@ -205,45 +133,29 @@ class Register:
         """Register an issued card (False when it is already registered: idempotent)."""
         check_serial(serial)
         at = now()
-        cur = self._begin()
-        try:
-            cur.execute(self._q("SELECT state FROM cards WHERE serial = ?"), (serial,))
-            if cur.fetchone() is not None:
-                self._commit()
+        with self.db.transaction() as cur:
+            if cur.execute("SELECT state FROM cards WHERE serial = ?", (serial,)).fetchone() is not None:
                 return False
-            cur.execute(self._q(f"INSERT INTO cards ({_CARD_COLS}) VALUES (?, ?, ?, ?, ?, 'issued', ?, NULL, ?, ?, ?)"),
+            cur.execute(f"INSERT INTO cards ({_CARD_COLS}) VALUES (?, ?, ?, ?, ?, 'issued', ?, NULL, ?, ?, ?)",
                         (serial, cardholder_id, profile, batch, row, parent, replaces, at, at))
             self._event(cur, serial, "issue", None, "issued", at, reason)
-            self._commit()
             return True
-        except BaseException:
-            self._rollback()
-            raise
 
     def card(self, serial: str) -> CardRecord:
-        row = self._one(f"SELECT {_CARD_COLS} FROM cards WHERE serial = ?", (check_serial(serial),))
+        row = self.db.one(f"SELECT {_CARD_COLS} FROM cards WHERE serial = ?", (check_serial(serial),))
         if row is None:
             raise RegisterError(f"card {serial} is not in the register {self.url}")
         return CardRecord(*row)
 
     def cards_of(self, cardholder_id: str) -> list[CardRecord]:
-        cur = self._conn.cursor()
-        cur.execute(self._q(f"SELECT {_CARD_COLS} FROM cards WHERE cardholder_id = ? ORDER BY issued, serial"),
-                    (cardholder_id,))
-        rows = [CardRecord(*r) for r in cur.fetchall()]
-        if self.pg:
-            self._conn.commit()
-        return rows
+        return [CardRecord(*r) for r in self.db.all(
+            f"SELECT {_CARD_COLS} FROM cards WHERE cardholder_id = ? ORDER BY issued, serial", (cardholder_id,))]
 
     def events(self, serial: str) -> list[dict[str, Any]]:
-        cur = self._conn.cursor()
-        cur.execute(self._q("SELECT id, action, state_from, state_to, at, operator, station, reason FROM card_events "
-                            "WHERE serial = ? ORDER BY id"), (serial,))
         keys = ("id", "action", "from", "to", "at", "operator", "station", "reason")
-        rows = [dict(zip(keys, r)) for r in cur.fetchall()]
-        if self.pg:
-            self._conn.commit()
-        return rows
+        return [dict(zip(keys, r)) for r in self.db.all(
+            "SELECT id, action, state_from, state_to, at, operator, station, reason FROM card_events "
+            "WHERE serial = ? ORDER BY id", (serial,))]
 
     def change(self, serial: str, action: str, reason: str, *, replaced_by: str | None = None) -> CardRecord:
         """Move a card by ``action`` (:data:`TRANSITIONS`), recording who, when and why, and
@@ -255,36 +167,29 @@ class Register:
         allowed, target = TRANSITIONS[action]
         check_serial(serial)
         at = now()
-        cur = self._begin()
-        try:
-            cur.execute(self._q("SELECT state FROM cards WHERE serial = ?" + (" FOR UPDATE" if self.pg else "")),
-                        (serial,))
-            row = cur.fetchone()
+        with self.db.transaction() as cur:
+            row = cur.execute("SELECT state FROM cards WHERE serial = ?" + (" FOR UPDATE" if self.db.pg else ""),
+                              (serial,)).fetchone()
             if row is None:
                 raise RegisterError(f"card {serial} is not in the register {self.url}")
             state = row[0]
             if state not in allowed:
                 raise RegisterError(f"card {serial} is {state}: it cannot be {_past(action)} "
                                     f"(only a card that is {' or '.join(sorted(allowed))})")
-            cur.execute(self._q("UPDATE cards SET state = ?, updated = ?" + (", replaced_by = ?" if replaced_by else "")
-                                + " WHERE serial = ?"),
-                        (target, at, replaced_by, serial) if replaced_by else (target, at, serial))
+            cur.execute("UPDATE cards SET state = ?, updated = ?" + (", replaced_by = ?" if replaced_by else "")
+                        + " WHERE serial = ?", (target, at, replaced_by, serial) if replaced_by else (target, at, serial))
             self._event(cur, serial, action, state, target, at, reason)
             was, now_listed = state in HOTLISTED, target in HOTLISTED
             if now_listed != was:
-                cur.execute(self._q("INSERT INTO hotlist (serial, change, at, reason) VALUES (?, ?, ?, ?)"),
+                cur.execute("INSERT INTO hotlist (serial, change, at, reason) VALUES (?, ?, ?, ?)",
                             (serial, "add" if now_listed else "remove", at, action))
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
         return self.card(serial)
 
     def _event(self, cur: Any, serial: str, action: str, state_from: str | None, state_to: str, at: str,
                reason: str) -> None:
-        cur.execute(self._q("INSERT INTO card_events (serial, action, state_from, state_to, at, operator, station, "
-                            "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                    (serial, action, state_from, state_to, at, self.operator, self.station, reason))
+        cur.execute("INSERT INTO card_events (serial, action, state_from, state_to, at, operator, station, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (serial, action, state_from, state_to, at, self.operator,
+                                                         self.station, reason))
 
     # ------------------------------------------------------------------ from the journal
     def import_journal(self, journal_url: str, batch: str | None = None) -> tuple[int, int]:
@@ -313,14 +218,14 @@ class Register:
 
     # ------------------------------------------------------------------ hotlist
     def hotlist_version(self) -> int:
-        row = self._one("SELECT MAX(version) FROM hotlist")
+        row = self.db.one("SELECT MAX(version) FROM hotlist")
         return int(row[0]) if row and row[0] is not None else 0
 
     def hotlist_snapshot(self) -> tuple[int, Iterator[str]]:
         """The hotlist version and the serials hotlisted at that version, sorted, read in one
         snapshot (streamed: constant memory)."""
         states = ", ".join(f"'{s}'" for s in sorted(HOTLISTED))
-        if self.pg:
+        if self.db.pg:
             import psycopg
 
             conn = psycopg.connect(self.url, autocommit=False)
@@ -350,23 +255,9 @@ class Register:
 
     def hotlist_changes(self, since: int) -> Iterator[tuple[int, str, str]]:
         """``(version, serial, 'add'|'remove')`` after version ``since``, in order (streamed)."""
-        yield from self._stream("SELECT version, serial, change FROM hotlist WHERE version > ? ORDER BY version",
-                                (since,))
-
-    def _stream(self, sql: str, args: tuple) -> Iterator[Any]:
-        if self.pg:
-            with self._conn.cursor(name="register_stream") as cur:
-                cur.execute(self._q(sql), args)
-                for r in cur:
-                    yield r[0] if len(r) == 1 else tuple(r)
-            self._conn.commit()
-            return
-        reader = sqlite3.connect(self.url, timeout=60.0, isolation_level=None)
-        try:
-            for r in reader.execute(sql, args):
-                yield r[0] if len(r) == 1 else tuple(r)
-        finally:
-            reader.close()
+        for version, serial, change in self.db.stream(
+                "SELECT version, serial, change FROM hotlist WHERE version > ? ORDER BY version", (since,)):
+            yield int(version), serial, change
 
 
 def _past(action: str) -> str:

@@ -1,0 +1,140 @@
+"""Terminal transaction logs: what a terminal (host-key or PSAM) appends for each purse
+transaction and what clearing imports (issue 22; docs/clearing.md "Terminal log").
+
+One JSON object per line (UTF-8), appended and fsynced, file ``0600``::
+
+    {"format": "citycard-tx", "version": 1, "kind": "purchase", "app": "transit",
+     "card": "3301000000000001", "counter": 7, "balance_before": 5000, "amount": 250,
+     "ttype": 6, "terminal": "000000000001", "ttsn": "00000012", "date": "20261203",
+     "time": "081500", "tac": "1A2B3C4D", "status": "ok", "source": "psam"}
+
+- ``kind``: ``load``, ``purchase``, ``capp-purchase`` or ``unload``; ``app``: the profile's
+  application that was credited or debited (the service unit, for settlement).
+- ``card``: the application serial number (the key diversification factor, SPEC §2.4).
+- ``counter``: the purse counter the transaction used (online for a load or unload, offline for
+  a purchase), as INITIALIZE returned it (before the card's increment).
+- ``ttsn``: the terminal transaction serial (purchases; ``null`` for loads).
+- ``status``: ``ok`` (the card answered with its TAC), ``proven`` (the answer was lost and GET
+  TRANSACTION PROVE returned the TAC), ``grey`` (the answer was lost and not proven yet: ``tac``
+  is ``null``).
+- Amounts and balances in fen (integers).  Nothing secret: no key, PIN or MAC input beyond what
+  the card shows any terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+from ..errors import InputError
+
+FORMAT = "citycard-tx"
+KINDS = ("load", "purchase", "capp-purchase", "unload")
+STATUSES = ("ok", "proven", "grey")
+_HEX = re.compile(r"^[0-9A-Fa-f]*$")
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    kind: str
+    app: str
+    card: str
+    counter: int
+    balance_before: int
+    amount: int
+    ttype: int
+    terminal: str          # 12 hex digits
+    ttsn: str | None       # 8 hex digits (purchases)
+    date: str              # YYYYMMDD
+    time: str              # HHMMSS
+    tac: str | None        # 8 hex digits; None for a grey record
+    status: str = "ok"
+    source: str = "host"
+
+    @property
+    def balance_after(self) -> int:
+        return self.balance_before + (self.amount if self.kind == "load" else -self.amount)
+
+    @property
+    def online(self) -> bool:
+        """Whether the counter is the online one (loads, unloads)."""
+        return self.kind in ("load", "unload")
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "version": 1, **asdict(self)}, separators=(",", ":"))
+
+
+def _field(doc: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    value = doc.get(name)
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InputError(f"{where}: {name}: an integer expected")
+    if kind is str and not isinstance(value, str):
+        raise InputError(f"{where}: {name}: a string expected")
+    return value
+
+
+def _hex(value: Any, n: int, name: str, where: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) != 2 * n or not _HEX.match(value):
+        raise InputError(f"{where}: {name}: {2 * n} hex digits expected")
+    return value.upper()
+
+
+def parse_record(line: str, where: str) -> TxRecord:
+    """One log line as a record, or an error naming ``where`` (file:line) and the field."""
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        raise InputError(f"{where}: not a JSON record") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != 1:
+        raise InputError(f"{where}: not a citycard transaction record (format/version)")
+    kind = _field(doc, "kind", str, where)
+    if kind not in KINDS:
+        raise InputError(f"{where}: kind: one of {', '.join(KINDS)}")
+    status = doc.get("status", "ok")
+    if status not in STATUSES:
+        raise InputError(f"{where}: status: one of {', '.join(STATUSES)}")
+    card = _field(doc, "card", str, where)
+    if not card.isdigit() or len(card) > 20:
+        raise InputError(f"{where}: card: the application serial, digits")
+    for name in ("counter", "balance_before", "amount", "ttype"):
+        _field(doc, name, int, where)
+    if not 0 <= doc["counter"] <= 0xFFFF or not 0 <= doc["ttype"] <= 0xFF:
+        raise InputError(f"{where}: counter or ttype out of range")
+    if doc["amount"] < 0 or doc["balance_before"] < 0:
+        raise InputError(f"{where}: amount and balance are fen, not negative")
+    date, time_ = _field(doc, "date", str, where), _field(doc, "time", str, where)
+    if not (len(date) == 8 and date.isdigit() and len(time_) == 6 and time_.isdigit()):
+        raise InputError(f"{where}: date/time: YYYYMMDD and HHMMSS")
+    ttsn = _hex(doc.get("ttsn"), 4, "ttsn", where, optional=kind in ("load", "unload"))
+    tac = _hex(doc.get("tac"), 4, "tac", where, optional=status == "grey")
+    if status != "grey" and tac is None:
+        raise InputError(f"{where}: tac: missing (only a grey record has none)")
+    return TxRecord(kind, _field(doc, "app", str, where), card, doc["counter"], doc["balance_before"], doc["amount"],
+                    doc["ttype"], _hex(doc.get("terminal"), 6, "terminal", where) or "", ttsn, date, time_, tac,
+                    status, str(doc.get("source", "host")))
+
+
+def append_record(path: str | os.PathLike[str], record: TxRecord) -> None:
+    """Append one record (one write, fsynced) to a terminal log created ``0600``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (record.to_json() + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, TxRecord]]:
+    """``(line, record)`` of a log, streamed; the first bad line raises naming file:line."""
+    with open(path, "r", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if not line.endswith("\n"):
+                raise InputError(f"{path}:{n}: incomplete last line (the terminal was cut while writing?)")
+            yield n, parse_record(line, f"{path}:{n}")
