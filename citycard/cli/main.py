@@ -57,6 +57,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("operator_cmd", "operator"),
     "cards": ("cards_cmd", "cards"),
     "hotlist": ("cards_cmd", "hotlist"),
+    "clearing": ("clearing_cmd", "clearing"),
 }
 
 

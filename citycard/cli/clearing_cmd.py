@@ -1,0 +1,151 @@
+"""`citycard clearing import|card|report|grey`: verify terminal transactions and settle per
+service unit (docs/clearing.md)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sys
+
+import click
+
+from ..errors import InputError
+from .common import audit
+from .keyopts import keys_option, open_keys
+
+_LEDGER = click.option("--ledger", required=True, envvar="CITYCARD_LEDGER", metavar="DB",
+                       help="The clearing ledger: a SQLite file or a postgresql:// URL (env CITYCARD_LEDGER).")
+
+
+def _yuan(fen: int | None) -> str:
+    if fen is None:
+        return "-"
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+@click.group()
+def clearing() -> None:
+    """Back office: verify every terminal transaction's TAC, keep a ledger per card, settle."""
+
+
+@clearing.command("import")
+@click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@_LEDGER
+@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
+              help="The card profile: its purse applications and TAC keys.")
+@keys_option()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def import_(logs: tuple[str, ...], ledger: str, profile_path: str, keys: tuple[str, ...], as_json: bool) -> None:
+    """Verify and file the records of terminal LOGS (all or nothing; a log imported again adds nothing)."""
+    from ..clearing import Ledger, TacVerifier
+    from ..profile import load_profile
+
+    spec = load_profile(profile_path)
+    ring = open_keys(keys)
+    try:
+        with Ledger(ledger) as book:
+            summary = book.import_logs(logs, TacVerifier(spec, ring))
+    finally:
+        ring.close()
+    audit("clearing.imported", ledger, files=len(logs), records=summary.records, new=summary.new,
+          **{f"verdict_{k}": v for k, v in summary.verdicts.items()})
+    if as_json:
+        click.echo(json.dumps(summary.as_dict()))
+        return
+    v = summary.verdicts
+    click.echo(f"imported {summary.files - summary.skipped_files} of {summary.files} logs "
+               f"({summary.skipped_files} already imported): {summary.records} records, {summary.new} new, "
+               f"{summary.repeated} already in the ledger")
+    click.echo("  " + ", ".join(f"{k} {v[k]}" for k in ("accepted", "suspicious", "rejected", "duplicate", "grey",
+                                                          "settled") if v.get(k)))
+
+
+@clearing.command()
+@click.argument("serial")
+@_LEDGER
+@click.option("--app", default=None, help="Only this application.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def card(serial: str, ledger: str, app: str | None, as_json: bool) -> None:
+    """A card's cleared balance and counters per application, and its history."""
+    from ..clearing import Ledger
+
+    with Ledger(ledger, create=False) as book:
+        info = book.card(serial, app)
+    if as_json:
+        click.echo(json.dumps(info, ensure_ascii=False))
+        return
+    for name, a in info["apps"].items():
+        click.echo(f"card {serial} {name}: balance {_yuan(a['balance'])} yuan, online counter "
+                   f"{a['online_counter']}, offline counter {a['offline_counter']}, {a['records']} records")
+    for h in info["history"]:
+        click.echo(f"  {h['tx_date']} {h['tx_time']} {h['app']:<10} {h['kind']:<13} {_yuan(h['amount']):>9} "
+                   f"ctr {h['counter']:<5} {h['verdict']}" + (f" ({h['reason']})" if h["reason"] else ""))
+
+
+def _date(value: str | None, what: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value).strftime("%Y%m%d")
+    except ValueError:
+        raise InputError(f"{what} {value}: a date YYYY-MM-DD") from None
+
+
+@clearing.command()
+@_LEDGER
+@click.option("--from", "date_from", default=None, metavar="DATE", help="First day (YYYY-MM-DD).")
+@click.option("--to", "date_to", default=None, metavar="DATE", help="Last day (YYYY-MM-DD).")
+@click.option("--by", type=click.Choice(["unit", "terminal", "day"]), default="unit", show_default=True,
+              help="Group the totals by service unit (application), terminal or day.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout (amounts in fen).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (amounts in fen).")
+def report(ledger: str, date_from: str | None, date_to: str | None, by: str, as_csv: bool, as_json: bool) -> None:
+    """Settlement: purchases owed per unit, terminal or day (yuan; suspicious shown apart), with
+    counts of rejected, duplicate and grey records."""
+    from ..clearing import Ledger
+
+    if as_csv and as_json:
+        raise InputError("--csv and --json: one of them")
+    with Ledger(ledger, create=False) as book:
+        rows = book.report(by=by, date_from=_date(date_from, "--from"), date_to=_date(date_to, "--to"))
+        if as_csv:
+            w = None
+            for r in rows:
+                if w is None:
+                    w = csv.DictWriter(sys.stdout, fieldnames=list(r))
+                    w.writeheader()
+                w.writerow(r)
+            return
+        if as_json:
+            for r in rows:
+                click.echo(json.dumps(r))
+            return
+        click.echo(f"{by.upper():<14} {'PURCHASES':>9} {'OWED (yuan)':>12} {'SUSPICIOUS':>10} {'LOADED':>10} "
+                   f"{'REJECTED':>8} {'DUPL.':>5} {'GREY':>4}")
+        for r in rows:
+            click.echo(f"{str(r[by]):<14} {r['purchases']:>9} {_yuan(r['purchase_fen']):>12} "
+                       f"{_yuan(r['suspicious_fen']):>10} {_yuan(r['load_fen']):>10} {r['rejected']:>8} "
+                       f"{r['duplicates']:>5} {r['grey']:>4}")
+
+
+@clearing.command()
+@_LEDGER
+@click.option("--older-than", "days", type=click.IntRange(0), default=2, show_default=True,
+              help="Only grey records at least this many days old (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def grey(ledger: str, days: int, as_json: bool) -> None:
+    """Grey records (the card's answer lost at the terminal) still without their proof."""
+    from ..clearing import Ledger
+
+    cutoff = (dt.date.today() - dt.timedelta(days=days)).strftime("%Y%m%d") if days else None
+    n = 0
+    with Ledger(ledger, create=False) as book:
+        for g in book.grey(cutoff):
+            n += 1
+            click.echo(json.dumps(g) if as_json else
+                       f"{g['date']} {g['time']} card {g['card']} {g['app']} {g['kind']} {_yuan(g['amount'])} yuan "
+                       f"counter {g['counter']} terminal {g['terminal']} ({g['file']}:{g['line']})")
+    if not as_json:
+        click.echo(f"{n} grey records" + (f" older than {days} days" if days else ""), err=True)
