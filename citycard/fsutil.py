@@ -3,6 +3,7 @@ never be left half written."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import typing
@@ -13,13 +14,22 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
     """Write ``data`` to a temporary file (``mode``) in the same folder, fsync it, rename it
     over ``path`` and fsync the folder.  On any failure the old file is left as it was and
     the temporary file removed; the OSError propagates."""
+    with atomic_file(path, mode) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: int = 0o600) -> typing.Iterator[typing.BinaryIO]:
+    """A binary file to write (and read back) that replaces ``path`` only when the block ends
+    without an exception: written to a temporary file in the same folder, fsynced, renamed
+    over ``path``, the folder fsynced.  For content written in pieces (constant memory)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "w+b") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -85,40 +85,27 @@ def write_hotlist(path: str | os.PathLike[str], signer, *, version: int, entries
                   base: int | None = None) -> HotlistHeader:
     """Write a full list (``base`` None; entries all listed) or a delta since ``base``, signed by
     ``signer`` (:class:`citycard.bureau.Signer`); atomic, streamed."""
+    from ..fsutil import atomic_file
+
     kind = b"F" if base is None else b"D"
     issued = int(time.time())
     signer_id = key_id(signer.public.public_key)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    digest = hashlib.sha256()
     count = 0
-    try:
-        with open(tmp, "wb") as f:
-            f.write(b"\0" * _HEADER.size)
-            for serial, listed in entries:
-                if kind == b"F" and not listed:
-                    raise InputError("a full hotlist lists cards only")
-                rec = serial_bcd(serial) + (b"\x01" if listed else b"\x00")
-                f.write(rec)
-                count += 1
-            header = _HEADER.pack(MAGIC, 1, kind, version, base or 0, issued, signer_id, count)
-            f.seek(0)
-            f.write(header)
-        with open(tmp, "rb") as f:                   # hash what is on disk, in blocks
-            for block in iter(lambda: f.read(1 << 16), b""):
-                digest.update(block)
-        with open(tmp, "ab") as f:
-            f.write(signer.sign(digest.digest()))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(path, 0o644) as f:
+        f.write(b"\0" * _HEADER.size)
+        for serial, listed in entries:
+            if kind == b"F" and not listed:
+                raise InputError("a full hotlist lists cards only")
+            f.write(serial_bcd(serial) + (b"\x01" if listed else b"\x00"))
+            count += 1
+        f.seek(0)
+        f.write(_HEADER.pack(MAGIC, 1, kind, version, base or 0, issued, signer_id, count))
+        f.seek(0)
+        digest = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 16), b""):      # hash what was written, in blocks
+            digest.update(block)
+        f.seek(0, os.SEEK_END)
+        f.write(signer.sign(digest.digest()))
     return HotlistHeader("full" if kind == b"F" else "delta", version, base or 0, issued, signer_id, count)
 
 
