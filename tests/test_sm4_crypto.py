@@ -161,3 +161,36 @@ def test_sm4_line_protection_against_reference():
     assert crypto.decipher(GBT_KEY, ct, "sm4") == record
     with pytest.raises(InputError, match="MAC mismatch"):
         crypto.check_protected(prot, GBT_KEY, bytes(4), "sm4")
+
+
+# ------------------------------------------------------------------ citycard calc --alg sm4
+def test_calc_load_and_purchase_with_sm4(run_cli):
+    import json
+    common = ["--dtk", DTK.hex(), "--random", RANDOM.hex(), "--counter", "0003", "--amount", "000001F4",
+              "--terminal", TERMINAL.hex(), "--date", DATE.hex(), "--time", TIME.hex(), "--alg", "sm4", "--json"]
+    r = run_cli("calc", "load", "--dlk", DLK.hex(), "--balance", "000003E8", *common)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    ses = ref.encrypt_block(DLK, RANDOM + bytes.fromhex("00038000") + bytes.fromhex("8000000000000000"))
+    assert out["session_key"] == ses.hex().upper()
+    assert out["mac1"] == ref.cbc_mac4(ses, _u32(1000) + _u32(500) + b"\x02" + TERMINAL).hex().upper()
+    assert out["tac"] == ref.cbc_mac4(DTK, _u32(1500) + b"\x00\x03" + _u32(500) + b"\x02" + TERMINAL
+                                      + DATE + TIME).hex().upper()
+    r = run_cli("calc", "purchase", "--dpk", DPK.hex(), "--terminal-serial", SERIAL.hex(), *common)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    ses = ref.encrypt_block(DPK, RANDOM + b"\x00\x03" + SERIAL[2:] + bytes.fromhex("8000000000000000"))
+    assert out["mac2"] == ref.cbc_mac4(ses, _u32(500)).hex().upper()
+    # a DES-length key with --alg sm4: one line naming the key
+    r = run_cli("calc", "load", "--dlk", DLK[:8].hex(), "--balance", "00", *common)
+    assert r.exit_code != 0 and "purse key: SM4 needs a 16-byte key" in r.stderr
+
+
+def test_calc_secure_apdu_with_sm4(run_cli):
+    chal = bytes.fromhex("0A0B0C0D")
+    r = run_cli("calc", "secure-apdu", "-k", GBT_KEY.hex(), "--challenge", chal.hex(), "--apdu", "801E0000",
+                "--alg", "sm4", "--json")
+    assert r.exit_code == 0, r.output
+    import json
+    apdu = bytes.fromhex(json.loads(r.stdout)["apdu"])
+    assert apdu == bytes.fromhex("841E000004") + ref.cbc_mac4(GBT_KEY, bytes.fromhex("841E000004"), chal + bytes(12))
