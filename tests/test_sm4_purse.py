@@ -173,3 +173,45 @@ def test_torn_sm4_transaction_is_settled_never_charged_twice(setup, kind):
         assert term.balance() == before + (300 if kind == "load" else -300), n
         assert sum(1 for h in term.history() if h["amount"] == 300) == 1
     assert {"not completed", "recovered"} <= outcomes
+
+
+def test_sm4_unload_on_an_ed(setup, tmp_path):
+    """An ED whose load, unload and TAC keys are SM4 only (profiles/pboc-ep.toml made an ED):
+    unload's MAC3 checked by the terminal and recomputed with the independent SM4."""
+    _, keys, data = setup
+    text = (ROOT / "profiles/pboc-ep.toml").read_text()
+    old = text[text.index("dlk = {"):text.index("[apps.purse.files.ef0015]")]
+    text = text.replace(old, '''dlk = { type = "load", id = 0x41, alg = "sm4", master = "dlk-sm4" }
+dtk = { type = "tac", id = 0x41, alg = "sm4", master = "dtk-sm4" }
+unload = { type = "unload", id = 0x41, alg = "sm4", master = "unload-sm4" }
+
+''').replace('fid = "0002"\nkind = "ep"', 'fid = "0001"\nkind = "ed"\ntac_key = 0x41')
+    path = tmp_path / "ed-sm4.toml"
+    path.write_text(text)
+    spec = load_profile(path)
+    randoms: list[bytes] = []
+
+    def rng(n: int) -> bytes:                 # the card's randoms, kept to recompute MAC3
+        randoms.append(bytes((0x30 + len(randoms) + i) & 0xFF for i in range(n)))
+        return randoms[-1]
+
+    card = SimCard(rng=rng)
+    t = SimTransport(card)
+    t.connect()
+    session = CardSession(t)
+    plan = Planner(spec, keys).plan(CardData(data.row(2), 2, datetime.date(2026, 11, 24), "row"))
+    assert personalize(session, spec, plan).verified
+    term = PurseTerminal(session, spec, keys)
+    serial = term.select()
+    assert term.load(1000, when=WHEN).balance_after == 1000
+    res = term.unload(400, when=WHEN)
+    assert res.kind == "unload" and res.balance_after == 600 and term.balance() == 600
+    # MAC3 = SM4 MAC under SESLK of the unload key over new balance ‖ counter ‖ amount ‖ 03 ‖ terminal ‖ date ‖ time
+    f = walk.diversification_factor(serial)[-8:]
+    master = bytes.fromhex("A1B1F8C5B7255151D812D4E5C62299D5")       # demo-keys-sm4.toml transit/unload-sm4
+    dulk = ref.encrypt_block(master, f + bytes(b ^ 0xFF for b in f))
+    random = randoms[-1]
+    assert len(random) == 4
+    ses = ref.encrypt_block(dulk, random + res.counter.to_bytes(2, "big") + b"\x80\x00" + bytes.fromhex("8000000000000000"))
+    assert res.tac == ref.cbc_mac4(ses, (600).to_bytes(4, "big") + res.counter.to_bytes(2, "big")
+                                   + (400).to_bytes(4, "big") + b"\x03" + TERMINAL + DATE + TIME)
