@@ -8,9 +8,9 @@ application's purse keys and the file whose data binds ``@app_serial`` (the
 diversification factor, SPEC §2.4).
 
 SM4 (docs/sm4.md): the algorithm is the card's: the algorithm byte of its INITIALIZE answer
-(``04`` SM4, ``00``/``01`` DES/3DES) picks the cipher of the session key, MACs and TAC; the
-profile's key of that type and id must declare the same algorithm, and the TAC key is the
-profile's TAC key of that algorithm.  Which key set is used is the key id sent in INITIALIZE:
+(``04`` SM4, ``00``/``01`` DES/3DES) is the cipher of the session key, MACs and TAC; the
+profile's key of that type and id must declare the same algorithm (its keys are derived
+before INITIALIZE, as for 3DES), and the TAC key is the profile's TAC key of that algorithm.  Which key set is used is the key id sent in INITIALIZE:
 ``key_id``, by default the id of the profile's first key of the type (an application with a
 3DES and an SM4 set uses the set written first unless told otherwise).
 """
@@ -106,14 +106,15 @@ class PurseTerminal:
                              + (f" and id {key_id:02X}" if key_id is not None else ""))
         return k
 
-    def _card_key(self, k: KeySpec, card_alg_id: int, what: str) -> tuple[Key, Alg]:
-        """This card's key ``k`` and the algorithm the card named in its INITIALIZE answer
-        (docs/sm4.md); a profile key declaring another algorithm is refused."""
+    @staticmethod
+    def _card_alg(k: KeySpec, card_alg_id: int, what: str) -> Alg:
+        """The algorithm the card named in its INITIALIZE answer (docs/sm4.md); a profile key
+        ``k`` declaring another algorithm is refused, naming both."""
         alg = _card_alg(card_alg_id, what)
         if k.alg != alg:
             raise PurseError(f"{what}: the card's key {k.kid:02X} has algorithm id {card_alg_id:02X} "
                              f"({_ALG_NAMES[alg]}), but the profile's key {k.name} is {_ALG_NAMES[k.alg]}")
-        return self._derive(k), alg
+        return alg
 
     def _tac_key(self, alg: Alg = "des") -> Key:
         """The profile's TAC key of the transaction's algorithm: the purse's TAC key id if it
@@ -188,13 +189,13 @@ class PurseTerminal:
         if self.serial is None:
             self.select()
         spec = self._key_spec(KeyType.LOAD, key_id)
+        dlk, dtk = self._derive(spec), self._tac_key(spec.alg)
         date, time = _now_bcd(when or _dt.datetime.now())
         r = self.session.send(purse.initialize_for_load(self.p2, spec.kid, amount, self.terminal))
         if r.sw != 0x9000:
             raise PurseRefused(r.sw, "INITIALIZE FOR LOAD")
         init = _parse(purse.LoadInit.parse, r)
-        dlk, alg = self._card_key(spec, init.algorithm, "INITIALIZE FOR LOAD")
-        dtk = self._tac_key(alg)
+        alg = self._card_alg(spec, init.algorithm, "INITIALIZE FOR LOAD")
         bal, ctr, random, mac1 = init.balance, init.online_counter, init.random, init.mac1
         ttype = 0x01 if self.p2 == 1 else 0x02
         ses = pboc.load_session_key(dlk, random, ctr, alg)
@@ -218,6 +219,7 @@ class PurseTerminal:
         if self.serial is None:
             self.select()
         spec = self._key_spec(KeyType.PURCHASE, key_id)
+        dpk, dtk = self._derive(spec), self._tac_key(spec.alg)
         date, time = _now_bcd(when or _dt.datetime.now())
         code = None
         if self.df.auth_code is not None:   # D7: read before INITIALIZE (the purse session allows no other command)
@@ -229,8 +231,7 @@ class PurseTerminal:
         if r.sw != 0x9000:
             raise PurseRefused(r.sw, f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE")
         init = _parse(purse.PurchaseInit.parse, r)
-        dpk, alg = self._card_key(spec, init.algorithm, f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE")
-        dtk = self._tac_key(alg)
+        alg = self._card_alg(spec, init.algorithm, f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE")
         bal, ctr, random = init.balance, init.offline_counter, init.random
         ttype = pboc.TT_CAPP_PURCHASE if capp is not None else (0x05 if self.p2 == 1 else 0x06)
         if capp is not None:
@@ -273,12 +274,13 @@ class PurseTerminal:
             raise PurseError(f"{self.df.name}: unload (圈提) is an ED command; a real card refuses it on an "
                              "EP (SPEC §6 R18)")
         spec = self._key_spec(KeyType.UNLOAD, key_id)
+        dulk = self._derive(spec)
         date, time = _now_bcd(when or _dt.datetime.now())
         r = self.session.send(purse.initialize_for_unload(self.p2, spec.kid, amount, self.terminal))
         if r.sw != 0x9000:
             raise PurseRefused(r.sw, "INITIALIZE FOR UNLOAD")
         init = _parse(purse.LoadInit.parse, r)
-        dulk, alg = self._card_key(spec, init.algorithm, "INITIALIZE FOR UNLOAD")
+        alg = self._card_alg(spec, init.algorithm, "INITIALIZE FOR UNLOAD")
         bal, ctr = init.balance, init.online_counter
         ses = pboc.load_session_key(dulk, init.random, ctr, alg)
         if pboc.load_mac1(ses, bal, amount, pboc.TT_UNLOAD, self.terminal, alg=alg) != init.mac1:
