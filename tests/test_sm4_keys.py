@@ -160,3 +160,13 @@ def test_hsm_refuses_sm4_in_one_line(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_profile_show_names_sm4_keys(run_cli):
+    r = run_cli("profile", "show", str(ROOT / "profiles/citycard-sm4.toml"))
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    sm4 = [line for line in lines if "SM4 (algorithm 04)" in line]
+    assert sorted(line.split(":")[0].split()[-1] for line in sm4) == ["dlk-sm4", "dpk-sm4", "dtk-sm4", "unload-sm4"]
+    plain = run_cli("profile", "show", str(ROOT / "profiles/citycard.toml"))
+    assert "SM4" not in plain.stdout
