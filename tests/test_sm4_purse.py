@@ -215,3 +215,15 @@ unload = { type = "unload", id = 0x41, alg = "sm4", master = "unload-sm4" }
     ses = ref.encrypt_block(dulk, random + res.counter.to_bytes(2, "big") + b"\x80\x00" + bytes.fromhex("8000000000000000"))
     assert res.tac == ref.cbc_mac4(ses, (600).to_bytes(4, "big") + res.counter.to_bytes(2, "big")
                                    + (400).to_bytes(4, "big") + b"\x03" + TERMINAL + DATE + TIME)
+
+
+def test_verification_checks_the_sm4_load_key_by_its_mac1(setup):
+    spec, keys, data = setup
+    t = SimTransport(SimCard())
+    t.connect()
+    plan = Planner(spec, keys).plan(CardData(data.row(4), 4, datetime.date(2026, 11, 24), "row"))
+    res = personalize(CardSession(t), spec, plan)
+    checks = {name: ok for name, ok, _ in res.checks}
+    assert checks["transit: load key dlk-sm4 gives the expected MAC1"] is True
+    assert checks["transit: load key dlk gives the expected MAC1"] is True
+    assert res.verified
