@@ -144,6 +144,7 @@ class KeySpec:
     change_flag: int = 0x00
     path: str = ""
     export: bool = False
+    alg: Literal["des", "sm4"] = "des"   # the key's cipher family: DES/3DES, or SM4 (docs/sm4.md)
 
     @property
     def type_byte(self) -> int:

@@ -130,6 +130,11 @@ def kcv(key: bytes, cipher: str, as_json: bool) -> None:
     _emit(as_json, {"kcv": crypto.kcv(key, cipher)})
 
 
+purse_alg_opt = click.option("--alg", "cipher", type=click.Choice(["des", "sm4"]), default="des", show_default=True,
+                             help="des: DES session keys (3DES keys); sm4: SM4 keys, session keys, MACs and TAC "
+                                  "(citycard's construction, docs/sm4.md).")
+
+
 def _common_purse(f: Callable) -> Callable:
     for deco in reversed([
         _hex_opt("--dtk", length=(8, 16), help="TAC key (type 34)."),
@@ -139,6 +144,7 @@ def _common_purse(f: Callable) -> Callable:
         _hex_opt("--terminal", length=6, help="Terminal number (6 bytes)."),
         _hex_opt("--date", length=4, help="YYYYMMDD."),
         _hex_opt("--time", length=3, help="hhmmss."),
+        purse_alg_opt,
         json_opt,
     ]):
         f = deco(f)
@@ -151,12 +157,12 @@ def _common_purse(f: Callable) -> Callable:
 @_common_purse
 @_int_opt("--type", 1, "Transaction type (hex).", default="02")
 def load(dlk: bytes, balance: int, dtk: bytes, random: bytes, counter: int, amount: int, terminal: bytes,
-         date: bytes, time: bytes, as_json: bool, type: int) -> None:
-    """Load (圈存) session key, MAC1, MAC2 and TAC (SPEC.md §2.2)."""
+         date: bytes, time: bytes, cipher: str, as_json: bool, type: int) -> None:
+    """Load (圈存) session key, MAC1, MAC2 and TAC (SPEC.md §2.2; SM4: docs/sm4.md)."""
     from ..crypto import pboc
 
     c = pboc.load_cryptogram(dlk, dtk, random=random, counter=counter, balance=balance, amount=amount,
-                             terminal=terminal, date=date, time=time, ttype=type)
+                             terminal=terminal, date=date, time=time, ttype=type, alg=cipher)  # type: ignore[arg-type]
     _emit(as_json, {"session_key": c.session_key, "mac1": c.mac1, "mac2": c.mac2, "tac": c.tac})
 
 
@@ -168,25 +174,28 @@ def load(dlk: bytes, balance: int, dtk: bytes, random: bytes, counter: int, amou
 @_hex_opt("--auth-code", "auth_code", length=9, required=False,
           help="MOHURD 9-byte authentication code (80 CA 00 00 09), appended to the MAC1 input.")
 def purchase(dpk: bytes, terminal_serial: bytes, dtk: bytes, random: bytes, counter: int, amount: int,
-             terminal: bytes, date: bytes, time: bytes, as_json: bool, type: int, auth_code: bytes | None) -> None:
-    """Purchase (消费) session key, MAC1, MAC2 and TAC (SPEC.md §2.2, D7)."""
+             terminal: bytes, date: bytes, time: bytes, cipher: str, as_json: bool, type: int,
+             auth_code: bytes | None) -> None:
+    """Purchase (消费) session key, MAC1, MAC2 and TAC (SPEC.md §2.2, D7; SM4: docs/sm4.md)."""
     from ..crypto import pboc
 
     c = pboc.purchase_cryptogram(dpk, dtk, random=random, counter=counter, terminal_serial=terminal_serial,
                                  amount=amount, terminal=terminal, date=date, time=time, ttype=type,
-                                 auth_code=auth_code)
+                                 auth_code=auth_code, alg=cipher)  # type: ignore[arg-type]
     _emit(as_json, {"session_key": c.session_key, "mac1": c.mac1, "mac2": c.mac2, "tac": c.tac})
 
 
 @calc.command("secure-apdu")
-@_hex_opt("-k", "--key", length=(8, 16), help="Line-protection key (8 bytes: DES, 16: 3DES + retail MAC).")
+@_hex_opt("-k", "--key", length=(8, 16), help="Line-protection key (8 bytes: DES, 16: 3DES + retail MAC, or SM4).")
 @_hex_opt("--challenge", length=(4, 8), help="GET CHALLENGE result (4 or 8 bytes).")
 @_hex_opt("--apdu", "apdu_bytes", help="The plain command APDU.")
 @click.option("--encrypt", is_flag=True, help="Encipher the data field as well.")
+@alg_opt
 @json_opt
-def secure_apdu(key: bytes, challenge: bytes, apdu_bytes: bytes, encrypt: bool, as_json: bool) -> None:
-    """The line-protected form of an APDU (SPEC.md §1.4, §1.6)."""
+def secure_apdu(key: bytes, challenge: bytes, apdu_bytes: bytes, encrypt: bool, cipher: str, as_json: bool) -> None:
+    """The line-protected form of an APDU (SPEC.md §1.4, §1.6; SM4: IV challenge ‖ zeros, docs/sm4.md)."""
     from ..apdu import CommandApdu
 
     cmd = CommandApdu.parse(apdu_bytes, what="--apdu")
-    _emit(as_json, {"apdu": crypto.protect(cmd, key, challenge, encrypt=encrypt).encode()})
+    _emit(as_json, {"apdu": crypto.protect(cmd, key, challenge, encrypt=encrypt,
+                                           alg=cipher).encode()})  # type: ignore[arg-type]

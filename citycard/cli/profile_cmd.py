@@ -87,7 +87,8 @@ def show(path: str, as_json: bool) -> None:
         for k in df.keys:
             src = f"from {k.master[0]}/{k.master[1]}" if k.master else "PIN"
             click.echo(f"    key {k.name}: type {k.type_byte:02X} id {k.kid:02X}, usage {ac_text(k.usage_ac)}, "
-                       f"change {ac_text(k.change_ac)}, {src}, written {k.write}")
+                       f"change {ac_text(k.change_ac)}, {src}, written {k.write}"
+                       + (", SM4 (algorithm 04)" if k.alg == "sm4" else ""))     # docs/sm4.md
         for f in df.files:
             if f.kind in ("ed", "ep"):
                 click.echo(f"  {f.kind.upper()} {f.fid:04X} {f.name}: usage {ac_text(f.usage_ac)}, "

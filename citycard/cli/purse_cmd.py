@@ -110,6 +110,14 @@ def _capp(station: str | None, line: str | None) -> tuple[int, bytes] | None:
     return 2, rec
 
 
+def _key_id(_ctx, _param, value):
+    """``--key-id``: one byte in hex (the key id of INITIALIZE), or None."""
+    if value is None:
+        return None
+    from ..hexutil import parse_hex
+    return parse_hex(value, "--key-id", length=1)[0]
+
+
 def _tx(kind):
     @purse.command(kind, help=f"{kind.capitalize()} the purse by --amount yuan (MACs checked both ways).")
     @_common
@@ -119,20 +127,23 @@ def _tx(kind):
                   help="CAPP purchase: also record entry at this station (transit), 2 bytes in hex.")
     @click.option("--capp-line", default=None, metavar="HEX2", hidden=kind != "purchase",
                   help="CAPP purchase: the line of --capp-station, 1 byte in hex [default: 01].")
+    @click.option("--key-id", "key_id", default=None, callback=_key_id, metavar="HEX2",
+                  help=f"The {kind} key the card uses (INITIALIZE P2 data), 1 byte in hex [default: the profile's "
+                       f"first {kind} key]; the card's answer says 3DES or SM4 (docs/sm4.md).")
     @pin_stdin_option                       # an ED asks for the cardholder's PIN first
     @click.pass_obj
-    def command(app, reader, sim, profile_path, keys, app_name, as_json, amount, capp_station, capp_line):
+    def command(app, reader, sim, profile_path, keys, app_name, as_json, amount, capp_station, capp_line, key_id):
         session, term = _terminal(app, reader, sim, profile_path, keys, app_name, writes=True)
         try:
             term.select()
             if term.purse.kind == "ed":
                 term.verify_pin(_pin_value("CITYCARD_PIN", "PIN"))
             if kind == "load":
-                res = term.load(amount)
+                res = term.load(amount, key_id=key_id)
             elif kind == "unload":
-                res = term.unload(amount)
+                res = term.unload(amount, key_id=key_id)
             else:
-                res = term.purchase(amount, capp=_capp(capp_station, capp_line))
+                res = term.purchase(amount, capp=_capp(capp_station, capp_line), key_id=key_id)
         finally:
             session.close()
         if as_json:

@@ -15,7 +15,7 @@ _WHERE = {
     "cipher": ("ALGS", "Alg", "block_size", "cbc_decrypt", "cbc_encrypt", "check_key", "ecb_decrypt",
                "ecb_encrypt", "kcv", "xor"),
     "mac": ("iso9797_mac", "mac_alg1", "mac_alg3", "pad", "unpad2"),
-    "pboc": ("PurseCryptogram", "diversify", "diversify_once", "load_cryptogram", "load_mac1",
+    "pboc": ("ALG_ID_SM4", "PurseCryptogram", "alg_of_id", "diversify", "diversify_once", "load_cryptogram", "load_mac1",
              "load_mac2", "load_session_key", "load_tac", "purchase_cryptogram", "purchase_mac1",
              "purchase_mac2", "purchase_session_key", "purchase_tac", "purse_mac", "tac_key",
              "unload_mac3"),
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .cipher import (ALGS, Alg, block_size, cbc_decrypt, cbc_encrypt, check_key, ecb_decrypt,
                          ecb_encrypt, kcv, xor)
     from .mac import iso9797_mac, mac_alg1, mac_alg3, pad, unpad2
-    from .pboc import (PurseCryptogram, diversify, diversify_once, load_cryptogram, load_mac1,
+    from .pboc import (ALG_ID_SM4, PurseCryptogram, alg_of_id, diversify, diversify_once, load_cryptogram, load_mac1,
                        load_mac2, load_session_key, load_tac, purchase_cryptogram, purchase_mac1,
                        purchase_mac2, purchase_session_key, purchase_tac, purse_mac, tac_key,
                        unload_mac3)

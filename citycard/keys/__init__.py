@@ -70,14 +70,17 @@ class KeyRing:
         return src
 
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
-               version: int | None = None, export: bool = False) -> Key:
+               version: int | None = None, export: bool = False, alg: str = "des") -> Key:
         """The per-card key: ``bytes`` from a file source, a key handle from an HSM.  ``export``
         asks an HSM for a handle that also gives its value (a key to be written to a card);
-        file sources hold every key in this process anyway."""
+        file sources hold every key in this process anyway.  ``alg`` ``sm4``: an SM4 key
+        (docs/sm4.md), passed to the source only then (so 3DES calls are as before)."""
         src = self.source_of(unit, role)
         kw: dict[str, Any] = {}
         if version is not None:
             kw["version"] = version
+        if alg != "des":
+            kw["alg"] = alg
         if export and getattr(src, "holds_keys_inside", False):
             kw["export"] = True
         return src.derive(unit, role, factor, levels, **kw)

@@ -76,12 +76,14 @@ class DemoKeyFile:
             raise KeyError_(f"{self.name} holds only version 1 of {unit}/{role}, not {version}")
 
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
-               version: int | None = None) -> bytes:
+               version: int | None = None, alg: crypto.Alg = "des") -> bytes:
+        """``alg``: the cipher family of the profile's key (a clear 16-byte master serves 2-key
+        3DES and SM4 alike; docs/sm4.md)."""
         master = self._master(unit, role)
         self._check_version(unit, role, version)
         if factor is None:
             return master
-        return crypto.diversify(master, factor, levels)
+        return crypto.diversify(master, factor, levels, alg)
 
     def kcv(self, unit: str, role: str, *, version: int | None = None) -> bytes:
         master = self._master(unit, role)

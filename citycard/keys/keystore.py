@@ -526,10 +526,14 @@ class Keystore:
         raise KeyError_(f"{self.name}: no version of {unit}/{role} may be used today ({'; '.join(reasons)})")
 
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
-               version: int | None = None) -> bytes:
+               version: int | None = None, alg: crypto.Alg | None = None) -> bytes:
         """The per-card key (PBOC diversification with the entry's algorithm) from the version
-        :meth:`in_force` picks; the master itself if ``factor`` is None."""
+        :meth:`in_force` picks; the master itself if ``factor`` is None.  ``alg``: the cipher
+        family the caller (a profile's key) expects; a different entry is refused."""
         entry = self.in_force(unit, role, version)
+        if alg is not None and cipher_alg(entry.info.algorithm) != alg:
+            raise KeyError_(f"{self.name}: key {unit}/{role} is {entry.info.algorithm} here, but the profile "
+                            f"declares it {'sm4' if alg == 'sm4' else '3des'}")
         if factor is None:
             return entry.key
         return crypto.diversify(entry.key, factor, levels, cipher_alg(entry.info.algorithm))

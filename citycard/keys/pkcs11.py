@@ -219,10 +219,15 @@ class Pkcs11Source:
         return h
 
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
-               version: int | None = None, export: bool = False) -> Pkcs11Key:
+               version: int | None = None, export: bool = False, alg: str = "des") -> Pkcs11Key:
         """The per-card key, derived in the token (PBOC, SPEC §2.4); the master itself when
         ``factor`` is None (it never leaves the token).  ``export``: the handle also carries
-        the key's exact bytes (for a WRITE KEY record; the planner decides when)."""
+        the key's exact bytes (for a WRITE KEY record; the planner decides when).  ``alg``
+        ``sm4``: refused, the tokens citycard drives (PKCS#11 2.40/3.0, SoftHSM2) define no SM4
+        mechanism (docs/sm4.md)."""
+        if alg != "des":
+            raise HsmError(f"{self.name}: key {unit}/{role} is an SM4 key and this token offers no SM4 mechanism "
+                           "(PKCS#11 defines none); keep SM4 masters in a keystore")
         master = self.master(unit, role, version)
         if factor is None:
             if export:

@@ -259,12 +259,14 @@ class Planner:
             raise InputError(f"{where}: {exc}") from None
         return raw, (ENCIPHERED if how == "cipher" else EXPORTED)
 
-    def _derive(self, unit: str, role: str, factor: bytes) -> Key:
+    def _derive(self, unit: str, role: str, factor: bytes, alg: str = "des") -> Key:
         """A per-card key to be written to the card (asked of an HSM with ``export``: the
-        WRITE KEY record is built around its value; :meth:`_written` decides if it may)."""
+        WRITE KEY record is built around its value; :meth:`_written` decides if it may).
+        ``alg``: the key's cipher family, asked of the source only for SM4 (docs/sm4.md)."""
+        kw = {"alg": alg} if alg != "des" else {}
         if getattr(self.keys, "holds_keys_inside", False) or getattr(self.keys, "in_hsm", False):
-            return self.keys.derive(unit, role, factor, export=True)
-        return self.keys.derive(unit, role, factor)
+            return self.keys.derive(unit, role, factor, export=True, **kw)
+        return self.keys.derive(unit, role, factor, **kw)
 
     def _df_body(self, df: DFSpec, r: Resolver, steps: list[Step], keys: dict[str, Key],
                  pins: dict[str, bytes], contents: dict[tuple[str, int], Any]) -> None:
@@ -321,7 +323,7 @@ class Planner:
                 raise InputError(f"{r.data.where}: the PIN for {k.path} must be 4..12 digits")
             return pin_to_bytes(digits)
         assert k.master is not None
-        value = self._derive(k.master[0], k.master[1], r.factor(k.factor, where))
+        value = self._derive(k.master[0], k.master[1], r.factor(k.factor, where), k.alg)
         return value[:8] if k.length == 8 else value
 
     @staticmethod

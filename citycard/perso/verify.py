@@ -169,8 +169,9 @@ def _verify_keys(session: CardSession, plan: Plan, df: DFSpec, checks: list[Chec
             ok = r.sw == 0x9000 and len(r.data) == 16
             if ok:
                 init = purse.LoadInit.parse(r.data)
-                ses = pboc.load_session_key(key, init.random, init.online_counter)
-                ok = pboc.load_mac1(ses, init.balance, 1, 0x01 if p2 == PurseKind.ED else 0x02, terminal) == init.mac1
+                ses = pboc.load_session_key(key, init.random, init.online_counter, k.alg)   # docs/sm4.md
+                ok = pboc.load_mac1(ses, init.balance, 1, 0x01 if p2 == PurseKind.ED else 0x02, terminal,
+                                    alg=k.alg) == init.mac1
             _add(checks, f"{n}: load key {k.name} gives the expected MAC1", ok, f"SW {r.sw:04X}")
         elif k.ktype in (KeyType.DES_ENCRYPT, KeyType.DES_DECRYPT, KeyType.DES_MAC):
             data = bytes(range(1, 9))

@@ -9,7 +9,7 @@ from ..spec import AC_NEVER, DFSpec, FileSpec, KeySpec, ac_allows, data_room
 from .bindings import check_binding
 from .fields import Located, access, check_table, dotted, fid, hexbytes, integer, split_path, typed
 from .files import PURSE_KINDS, parse_file
-from .keys import PIN_TYPE, parse_key
+from .keys import PIN_TYPE, PURSE_KEY_TYPES, parse_key
 from .loading import merge
 
 MF_NAME = b"1PAY.SYS.DDF01"
@@ -124,6 +124,7 @@ def check_df(ctx: Located, df: DFSpec, path: list[Any]) -> None:
         if f.kind in PURSE_KINDS:
             reachable.check(f.usage_ac, [*where, "usage"])
             _check_purse_links(ctx, df, f, slots)
+            check_tac_algorithms(ctx, df)
             continue
         reachable.check(f.read_ac, [*where, "read"])
         reachable.check(f.write_ac, [*where, "write"])
@@ -190,6 +191,16 @@ def _check_key(ctx: Located, df: DFSpec, k: KeySpec, reachable: _Reachable) -> N
         raise ctx.err([*where, "write"], f"a real card takes no enciphered add of key type {k.type_byte:02X}: "
                       "new keys go plain or with a MAC (SPEC §6 R4, UM 7.12); write = \"mac\", or flag the type "
                       "with protect_change = \"cipher\" (CIPHK)")
+
+
+def check_tac_algorithms(ctx: Located, df: DFSpec) -> None:
+    """Each algorithm of the DF's purse keys (3DES, SM4: docs/sm4.md) has a TAC key of that
+    algorithm: a purse transaction's TAC is made with a TAC key of its own algorithm."""
+    tacs = {k.alg for k in df.keys if k.ktype == _TAC_TYPE}
+    for k in df.keys:
+        if k.ktype in PURSE_KEY_TYPES and k.alg not in tacs:
+            raise ctx.err([*split_path(k.path), "alg"], f"no {'SM4' if k.alg == 'sm4' else '3DES'} TAC key "
+                          "(type tac) in this DF for this purse key (docs/sm4.md)")
 
 
 def _check_purse_links(ctx: Located, df: DFSpec, f: FileSpec, slots: dict[tuple[int, int], str]) -> None:

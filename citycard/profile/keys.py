@@ -9,11 +9,19 @@ from .bindings import check_binding
 from .fields import Located, access, check_table, choice, dotted, integer, required, typed
 
 KEY_FIELDS = {"type", "id", "usage", "change", "state", "tries", "version", "algorithm", "master", "factor",
-              "value", "length", "write", "protect_change", "export"}
+              "value", "length", "write", "protect_change", "export", "alg"}
 _COUNTER_TYPES = (0x36, 0x37, 0x38, 0x39, 0x3A)     # byte 3/4: follow-up state and error counter
 _STATE_TYPES = (0x39, 0x3A)                          # external authentication and PIN set a state
 PIN_TYPE = 0x3A
 _PROTECT_CHANGE = {"none": 0x00, "mac": 0x80, "cipher": 0xC0}
+#: ``alg`` of a key (docs/sm4.md): the profile's name → the crypto library's cipher family
+_ALGS = {"3des": "des", "sm4": "sm4"}
+#: the algorithm byte an SM4 key is written with (PSAM-SM4 §4.1: ``04``; 3DES keys keep 00)
+SM4_ALGORITHM_ID = 0x04
+#: the purse keys: overdraw, unload, purchase (DPK), load (DLK); with the TAC key (34) the
+#: types that may be SM4 (docs/sm4.md)
+PURSE_KEY_TYPES = (0x3C, 0x3D, 0x3E, 0x3F)
+_SM4_TYPES = (0x34, *PURSE_KEY_TYPES)
 
 
 def pin_to_bytes(digits: str) -> bytes:
@@ -54,7 +62,10 @@ def parse_key(ctx: Located, t: Any, path: list[Any], name: str, unit: str | None
         raise ctx.err([*path, "type"], f"unknown key type {tname!r} (types: {', '.join(sorted(KEY_TYPES))})")
     kt = KEY_TYPES[tname]
     kid = integer(ctx, t, "id", path, 0, 0xFE, 0)
+    alg = _ALGS[choice(ctx, t, "alg", path, "3des", tuple(_ALGS), "3des or sm4")]
     b3, b4 = _bytes_3_4(ctx, t, path, tname, kt)
+    if alg == "sm4":
+        b4 = _sm4_algorithm_byte(ctx, t, path, tname, kt)
     usage = access(ctx, t, "usage", path, "free")
     change = access(ctx, t, "change", path, "never" if kt == PIN_TYPE else "free")
     write = choice(ctx, t, "write", path, "plain", ("plain", "mac", "cipher"), "plain, mac or cipher")
@@ -64,8 +75,28 @@ def parse_key(ctx: Located, t: Any, path: list[Any], name: str, unit: str | None
         return KeySpec(name=name, ktype=kt, kid=kid, usage_ac=usage, change_ac=change, b3=b3, b4=b4, length=0,
                        pin=_pin_value(ctx, t, path), write=write, change_flag=flag, path=dotted(path))
     master, factor, length, export = _derivation(ctx, t, path, unit, units)
+    if alg == "sm4" and length != 16:
+        raise ctx.err([*path, "length"], "an SM4 key is 16 bytes")
     return KeySpec(name=name, ktype=kt, kid=kid, usage_ac=usage, change_ac=change, b3=b3, b4=b4, length=length,
-                   master=master, factor=factor, write=write, change_flag=flag, path=dotted(path), export=export)
+                   master=master, factor=factor, write=write, change_flag=flag, path=dotted(path), export=export,
+                   alg=alg)  # type: ignore[arg-type]
+
+
+def _sm4_algorithm_byte(ctx: Located, t: dict[str, Any], path: list[Any], tname: str, kt: int) -> int:
+    """The algorithm byte of an SM4 key: ``04`` (PSAM-SM4 §4.1).  Decision (docs/sm4.md): the
+    purse keys and the TAC key can be SM4: their record has an algorithm byte, which INITIALIZE
+    returns.  An FMCOS record of a type with an error counter (master, line protection, PIN
+    keys) has no algorithm byte, so the card could not know such a key is SM4."""
+    if kt not in _SM4_TYPES:
+        why = ("its FMCOS record has an error counter in place of the algorithm byte" if kt in _COUNTER_TYPES
+               else "citycard's SM4 covers the purse")
+        raise ctx.err([*path, "alg"], f"a {tname} key cannot be SM4 here: {why} (docs/sm4.md); SM4 is for the "
+                      "load, purchase, unload, overdraw and TAC keys")
+    given = t.get("algorithm")
+    if given is not None and given != SM4_ALGORITHM_ID:
+        raise ctx.err([*path, "algorithm"], f"an SM4 key has algorithm byte {SM4_ALGORITHM_ID:02X} (PSAM-SM4 §4.1), "
+                      f"not {given!r}: leave 'algorithm' out")
+    return SM4_ALGORITHM_ID
 
 
 def _bytes_3_4(ctx: Located, t: dict[str, Any], path: list[Any], tname: str, kt: int) -> tuple[int, int]:

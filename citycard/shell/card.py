@@ -331,7 +331,8 @@ class CardContext:
             raise CardContextError(f"key {df.name}/{k.name} has no master in the key sources (a PIN?)")
         factor = factor_from(k.factor, self.serial(df)) if _needs_serial(k.factor) else factor_from(k.factor, "")
         try:
-            value = keys.derive(k.master[0], k.master[1], factor)
+            value = keys.derive(k.master[0], k.master[1], factor,
+                                **({"alg": k.alg} if k.alg != "des" else {}))   # SM4 keys: docs/sm4.md
         except CitycardError as exc:
             raise CardContextError(str(exc)) from None
         return value[:8] if k.length == 8 else value

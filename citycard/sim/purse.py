@@ -1,5 +1,10 @@
 """Purse commands of the simulated card: the PBOC ED/EP (load, purchase, unload, balance,
-transaction prove), the CAPP data cache and the MOHURD authentication code (SPEC.md §2, D7)."""
+transaction prove), the CAPP data cache and the MOHURD authentication code (SPEC.md §2, D7).
+
+SM4 (docs/sm4.md): a purse key whose algorithm byte is ``04`` (PSAM-SM4 §4.1) makes an SM4
+transaction: INITIALIZE answers that byte, the session key, MAC1/MAC2/MAC3 and the TAC are
+SM4 (citycard's construction, ``citycard.crypto.pboc``), and the TAC key is a 34 key of
+algorithm ``04`` too.  Any other algorithm byte keeps the DES/3DES purse of before."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import hmac
 
 from ..apdu import CommandApdu
 from ..crypto import pboc
+from ..crypto.cipher import Alg
 from .core import CardCore, SwError, u
 from .fs import (FT_CYCLIC, FT_VARIABLE, KT_INTERNAL, KT_LOAD, KT_OVERDRAW, KT_PURCHASE, KT_UNLOAD, KeyRecord,
                  PurseEF, RecordEF)
@@ -20,14 +26,21 @@ _INIT_KEY_TYPES = {0x00: KT_LOAD, 0x01: KT_PURCHASE, 0x02: KT_PURCHASE, 0x03: KT
 _ED_ONLY = frozenset({0x02, 0x04, 0x05})
 
 
+def key_alg(key: KeyRecord) -> Alg:
+    """The cipher family of a purse or TAC key: SM4 for algorithm byte ``04`` (docs/sm4.md),
+    DES/3DES for any other (as the simulator always did)."""
+    return "sm4" if key.b4 == pboc.ALG_ID_SM4 else "des"
+
+
 class PurseSession:
-    __slots__ = ("kind", "purse", "key", "ses", "amount", "ttype", "terminal", "counter", "capp")
+    __slots__ = ("kind", "purse", "key", "ses", "amount", "ttype", "terminal", "counter", "capp", "alg")
 
     def __init__(self, kind: str, purse: PurseEF, key: KeyRecord, ses: bytes, amount: int, ttype: int,
                  terminal: bytes, counter: int) -> None:
         self.kind, self.purse, self.key, self.ses = kind, purse, key, ses
         self.amount, self.ttype, self.terminal, self.counter = amount, ttype, terminal, counter
         self.capp: tuple[RecordEF, int, bool, bytes] | None = None
+        self.alg: Alg = key_alg(key)
 
 
 
@@ -111,15 +124,16 @@ class PurseCommands(CardCore):
         ver_alg = bytes((key.b3, key.b4))
         bal = purse.balance.to_bytes(4, "big")
         ctr = counter.to_bytes(2, "big")
+        alg = key_alg(key)
         if online:
-            ses = pboc.load_session_key(key.value, random, counter)
+            ses = pboc.load_session_key(key.value, random, counter, alg)
             if p1 == 0x04:   # MAC1 over balance ‖ old limit(3) ‖ 07 ‖ terminal (UM 8.12.1.4)
                 limit = purse.overdraw.to_bytes(3, "big")
-                mac1 = pboc.purse_mac(ses, bal + limit + bytes((pboc.TT_OVERDRAW,)) + terminal)
+                mac1 = pboc.purse_mac(ses, bal + limit + bytes((pboc.TT_OVERDRAW,)) + terminal, alg)
                 self.session = PurseSession(_S_OVERDRAW, purse, key, ses, 0, pboc.TT_OVERDRAW, terminal, counter)
                 return bal + ctr + limit + ver_alg + random + mac1
             kind, ttype = (_S_LOAD, 0x01 if purse.is_ed else 0x02) if p1 == 0x00 else (_S_UNLOAD, pboc.TT_UNLOAD)
-            mac1 = pboc.load_mac1(ses, purse.balance, amount, ttype, terminal)
+            mac1 = pboc.load_mac1(ses, purse.balance, amount, ttype, terminal, alg=alg)
             self.session = PurseSession(kind, purse, key, ses, amount, ttype, terminal, counter)
             return bal + ctr + ver_alg + random + mac1
         # purchase, CAPP purchase, cash withdraw: a 0-fen amount is accepted (docs/sim.md)
@@ -150,15 +164,15 @@ class PurseCommands(CardCore):
             raise SwError(0x6700)
         limit, date, time, mac2 = d[0:3], d[3:7], d[7:10], d[10:14]
         tail = limit + bytes((pboc.TT_OVERDRAW,)) + sess.terminal + date + time
-        if not hmac.compare_digest(pboc.purse_mac(sess.ses, tail), mac2):
+        if not hmac.compare_digest(pboc.purse_mac(sess.ses, tail, sess.alg), mac2):
             raise SwError(0x9302)
         purse = sess.purse
         new_limit = u(limit)
         new_balance = purse.balance - purse.overdraw + new_limit
         if new_balance < 0 or new_balance > 0xFFFFFFFF:
             raise SwError(0x9401)
-        tac = pboc.purse_mac(pboc.tac_key(self._tac_key(purse).value),
-                             new_balance.to_bytes(4, "big") + sess.counter.to_bytes(2, "big") + tail)
+        tac = pboc.purse_mac(pboc.tac_key(self._tac_key(purse, sess.alg).value, sess.alg),
+                             new_balance.to_bytes(4, "big") + sess.counter.to_bytes(2, "big") + tail, sess.alg)
         with self.nvm.transaction():
             self.nvm.set(purse, "balance", new_balance)
             self.nvm.set(purse, "overdraw", new_limit)
@@ -181,14 +195,19 @@ class PurseCommands(CardCore):
                + bytes((ttype,)) + terminal + date + time)
         self.nvm.set(ef, "records", self._appended(ef, rec))
 
-    def _tac_key(self, purse: PurseEF) -> KeyRecord:
+    def _tac_key(self, purse: PurseEF, alg: Alg = "des") -> KeyRecord:
         """The TAC key: the 34 key whose id is byte 5 of the ED/EP file (D3), else the DF's
         first 34 key.  Decision: real scripts put 00 ("reserved", BLOG16) or F0/0F (LAB) in
-        that byte and still transact, so a byte naming no 34 key falls back to the DF's."""
+        that byte and still transact, so a byte naming no 34 key falls back to the DF's.
+        Decision (docs/sm4.md): the TAC key has the transaction's algorithm: an SM4 purse key
+        makes its TAC with an SM4 34 key, a DES one with a DES 34 key (dual sets side by side,
+        one byte 5 for both), the named key first, else the DF's first of that algorithm."""
         kf = self.df.keyfile
         key = kf.get(KT_INTERNAL, purse.tac_kid) if kf is not None else None
+        if key is not None and key_alg(key) != alg:
+            key = None
         if key is None and kf is not None:
-            key = next((k for (b, _), k in kf.keys.items() if b == KT_INTERNAL), None)
+            key = next((k for (b, _), k in kf.keys.items() if b == KT_INTERNAL and key_alg(k) == alg), None)
         if key is None:
             raise SwError(0x9406)
         return key
@@ -202,7 +221,7 @@ class PurseCommands(CardCore):
         if len(d) != 11:
             raise SwError(0x6700)
         date, time, mac2 = d[0:4], d[4:7], d[7:11]
-        expected = pboc.load_mac2(sess.ses, sess.amount, sess.ttype, sess.terminal, date, time)
+        expected = pboc.load_mac2(sess.ses, sess.amount, sess.ttype, sess.terminal, date, time, alg=sess.alg)
         if not hmac.compare_digest(expected, mac2):
             raise SwError(0x9302)
         return date, time, mac2
@@ -213,8 +232,8 @@ class PurseCommands(CardCore):
         date, time, mac2 = self._online_mac2(cmd, sess, _S_LOAD)
         purse = sess.purse
         new_balance = purse.balance + sess.amount
-        tac = pboc.load_tac(self._tac_key(purse).value, new_balance, sess.counter, sess.amount, sess.ttype,
-                            sess.terminal, date, time)
+        tac = pboc.load_tac(self._tac_key(purse, sess.alg).value, new_balance, sess.counter, sess.amount,
+                            sess.ttype, sess.terminal, date, time, alg=sess.alg)
         with self.nvm.transaction():
             self.nvm.set(purse, "balance", new_balance)
             self.nvm.set(purse, "online", sess.counter + 1)
@@ -267,15 +286,15 @@ class PurseCommands(CardCore):
         if len(d) != 15:
             raise SwError(0x6700)
         serial, date, time, mac1 = d[0:4], d[4:8], d[8:11], d[11:15]
-        ses = pboc.purchase_session_key(sess.key.value, sess.ses, sess.counter, serial)
+        ses = pboc.purchase_session_key(sess.key.value, sess.ses, sess.counter, serial, sess.alg)
         expected = pboc.purchase_mac1(ses, sess.amount, sess.ttype, sess.terminal, date, time,
-                                      self.df.auth_code)
+                                      self.df.auth_code, alg=sess.alg)
         if not hmac.compare_digest(expected, mac1):
             raise SwError(0x9302)
         purse = sess.purse
-        tac = pboc.purchase_tac(self._tac_key(purse).value, sess.amount, sess.ttype, sess.terminal, serial,
-                                date, time)
-        mac2 = pboc.purchase_mac2(ses, sess.amount)
+        tac = pboc.purchase_tac(self._tac_key(purse, sess.alg).value, sess.amount, sess.ttype, sess.terminal,
+                                serial, date, time, alg=sess.alg)
+        mac2 = pboc.purchase_mac2(ses, sess.amount, alg=sess.alg)
         with self.nvm.transaction():
             self.nvm.set(purse, "balance", purse.balance - sess.amount)
             self.nvm.set(purse, "offline", sess.counter + 1)
@@ -292,7 +311,7 @@ class PurseCommands(CardCore):
         purse = sess.purse
         new_balance = purse.balance - sess.amount
         mac3 = pboc.unload_mac3(sess.ses, new_balance, sess.counter, sess.amount, sess.ttype, sess.terminal,
-                                date, time)
+                                date, time, alg=sess.alg)
         with self.nvm.transaction():
             self.nvm.set(purse, "balance", new_balance)
             self.nvm.set(purse, "online", sess.counter + 1)

@@ -6,6 +6,13 @@ Load: INITIALIZE FOR LOAD → check MAC1 with the derived DLK → CREDIT FOR LOA
 MAC1 → check MAC2 and the TAC.  The card's keys are found from the profile: the
 application's purse keys and the file whose data binds ``@app_serial`` (the
 diversification factor, SPEC §2.4).
+
+SM4 (docs/sm4.md): the algorithm is the card's: the algorithm byte of its INITIALIZE answer
+(``04`` SM4, ``00``/``01`` DES/3DES) is the cipher of the session key, MACs and TAC; the
+profile's key of that type and id must declare the same algorithm (its keys are derived
+before INITIALIZE, as for 3DES), and the TAC key is the profile's TAC key of that algorithm.  Which key set is used is the key id sent in INITIALIZE:
+``key_id``, by default the id of the profile's first key of the type (an application with a
+3DES and an SM4 set uses the set written first unless told otherwise).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from ..commands import iso, purse, walk
 from ..commands.fmcos import KeyType
 from ..commands.purse import PurseKind
 from ..crypto import pboc
+from ..crypto.cipher import Alg
 from ..errors import CardError, CitycardError, InputError, TransportError
 from ..keys import KeySource
 from ..keys.handles import Key
@@ -90,16 +98,31 @@ class PurseTerminal:
         self.serial = str(lay.decode(r.data)[name])
         return self.serial
 
-    def _key(self, ktype: int) -> Key:
-        k = next((k for k in self.df.keys if k.ktype == ktype), None)
+    def _key_spec(self, ktype: int, key_id: int | None) -> KeySpec:
+        """The profile's key of ``ktype`` with id ``key_id``, or its first key of that type."""
+        k = next((k for k in self.df.keys if k.ktype == ktype and (key_id is None or k.kid == key_id)), None)
         if k is None or k.master is None:
-            raise PurseError(f"the profile's {self.df.name} has no key of type {ktype:02X}")
-        return self._derive(k)
+            raise PurseError(f"the profile's {self.df.name} has no key of type {ktype:02X}"
+                             + (f" and id {key_id:02X}" if key_id is not None else ""))
+        return k
 
-    def _tac_key(self) -> Key:
-        k = next((k for k in self.df.keys if k.ktype == KeyType.TAC and k.kid == self.purse.tac_key), None)
+    @staticmethod
+    def _card_alg(k: KeySpec, card_alg_id: int, what: str) -> Alg:
+        """The algorithm the card named in its INITIALIZE answer (docs/sm4.md); a profile key
+        ``k`` declaring another algorithm is refused, naming both."""
+        alg = _card_alg(card_alg_id, what)
+        if k.alg != alg:
+            raise PurseError(f"{what}: the card's key {k.kid:02X} has algorithm id {card_alg_id:02X} "
+                             f"({_ALG_NAMES[alg]}), but the profile's key {k.name} is {_ALG_NAMES[k.alg]}")
+        return alg
+
+    def _tac_key(self, alg: Alg = "des") -> Key:
+        """The profile's TAC key of the transaction's algorithm: the purse's TAC key id if it
+        has that algorithm, else the first TAC key of that algorithm (as the card does)."""
+        tacs = [k for k in self.df.keys if k.ktype == KeyType.TAC and k.alg == alg]
+        k = next((k for k in tacs if k.kid == self.purse.tac_key), tacs[0] if tacs else None)
         if k is None or k.master is None:
-            raise PurseError("no TAC key in the profile")
+            raise PurseError(f"no {_ALG_NAMES[alg]} TAC key in the profile")
         return self._derive(k)
 
     def _derive(self, k: KeySpec) -> Key:
@@ -108,7 +131,8 @@ class PurseTerminal:
         if self.serial is None:
             self.select()
         assert k.master is not None
-        value = self.keys.derive(k.master[0], k.master[1], walk.diversification_factor(str(self.serial)))
+        kw = {"alg": k.alg} if k.alg != "des" else {}
+        value = self.keys.derive(k.master[0], k.master[1], walk.diversification_factor(str(self.serial)), **kw)
         return value[:8] if k.length == 8 else value
 
     def verify_pin(self, pin: str) -> None:
@@ -160,22 +184,25 @@ class PurseTerminal:
         return int.from_bytes(r.data, "big")
 
     # ------------------------------------------------------------------ transactions
-    def load(self, amount: int, *, when: _dt.datetime | None = None, key_id: int = 0) -> TxResult:
+    def load(self, amount: int, *, when: _dt.datetime | None = None, key_id: int | None = None) -> TxResult:
+        """``key_id``: the load key the card uses (default: the profile's first load key)."""
         if self.serial is None:
             self.select()
-        dlk, dtk = self._key(KeyType.LOAD), self._tac_key()
+        spec = self._key_spec(KeyType.LOAD, key_id)
+        dlk, dtk = self._derive(spec), self._tac_key(spec.alg)
         date, time = _now_bcd(when or _dt.datetime.now())
-        r = self.session.send(purse.initialize_for_load(self.p2, key_id, amount, self.terminal))
+        r = self.session.send(purse.initialize_for_load(self.p2, spec.kid, amount, self.terminal))
         if r.sw != 0x9000:
             raise PurseRefused(r.sw, "INITIALIZE FOR LOAD")
-        init = _known_algorithm(_parse(purse.LoadInit.parse, r), "INITIALIZE FOR LOAD")
+        init = _parse(purse.LoadInit.parse, r)
+        alg = self._card_alg(spec, init.algorithm, "INITIALIZE FOR LOAD")
         bal, ctr, random, mac1 = init.balance, init.online_counter, init.random, init.mac1
         ttype = 0x01 if self.p2 == 1 else 0x02
-        ses = pboc.load_session_key(dlk, random, ctr)
-        if pboc.load_mac1(ses, bal, amount, ttype, self.terminal) != mac1:
+        ses = pboc.load_session_key(dlk, random, ctr, alg)
+        if pboc.load_mac1(ses, bal, amount, ttype, self.terminal, alg=alg) != mac1:
             raise PurseError("INITIALIZE FOR LOAD: MAC1 from the card is wrong (not our card, or wrong keys)")
-        mac2 = pboc.load_mac2(ses, amount, ttype, self.terminal, date, time)
-        tac = pboc.load_tac(dtk, bal + amount, ctr, amount, ttype, self.terminal, date, time)
+        mac2 = pboc.load_mac2(ses, amount, ttype, self.terminal, date, time, alg=alg)
+        tac = pboc.load_tac(dtk, bal + amount, ctr, amount, ttype, self.terminal, date, time, alg=alg)
         r, recovered = self._final(purse.credit_for_load(date, time, mac2), ttype, ctr, mac2 + tac)
         if r is not None:
             if r.sw != 0x9000:
@@ -185,12 +212,14 @@ class PurseTerminal:
         return TxResult("load", amount, bal, bal + amount, ctr, tac, recovered)
 
     def purchase(self, amount: int, *, terminal_serial: int = 1, when: _dt.datetime | None = None,
-                 key_id: int = 0, capp: tuple[int, bytes] | None = None) -> TxResult:
+                 key_id: int | None = None, capp: tuple[int, bytes] | None = None) -> TxResult:
         """A purchase; with ``capp = (tag, record)`` a CAPP purchase (SPEC §2.3) that also
-        replaces the record with that tag in the application's CAPP file."""
+        replaces the record with that tag in the application's CAPP file.  ``key_id``: the
+        purchase key the card uses (default: the profile's first purchase key)."""
         if self.serial is None:
             self.select()
-        dpk, dtk = self._key(KeyType.PURCHASE), self._tac_key()
+        spec = self._key_spec(KeyType.PURCHASE, key_id)
+        dpk, dtk = self._derive(spec), self._tac_key(spec.alg)
         date, time = _now_bcd(when or _dt.datetime.now())
         code = None
         if self.df.auth_code is not None:   # D7: read before INITIALIZE (the purse session allows no other command)
@@ -198,11 +227,11 @@ class PurseTerminal:
         if capp is not None and self.p2 != PurseKind.EP:
             raise PurseError("a CAPP purchase is made on an EP")
         init_cmd = purse.initialize_for_capp_purchase if capp is not None else purse.initialize_for_purchase
-        r = self.session.send(init_cmd(self.p2, key_id, amount, self.terminal))
+        r = self.session.send(init_cmd(self.p2, spec.kid, amount, self.terminal))
         if r.sw != 0x9000:
             raise PurseRefused(r.sw, f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE")
-        init = _known_algorithm(_parse(purse.PurchaseInit.parse, r),
-                                f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE")
+        init = _parse(purse.PurchaseInit.parse, r)
+        alg = self._card_alg(spec, init.algorithm, f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE")
         bal, ctr, random = init.balance, init.offline_counter, init.random
         ttype = pboc.TT_CAPP_PURCHASE if capp is not None else (0x05 if self.p2 == 1 else 0x06)
         if capp is not None:
@@ -213,7 +242,8 @@ class PurseTerminal:
                 raise PurseRefused(rc.sw, "UPDATE CAPP DATA CACHE")
         serial = pboc.u32(terminal_serial, "terminal serial")
         c = pboc.purchase_cryptogram(dpk, dtk, random=random, counter=ctr, terminal_serial=serial, amount=amount,
-                                     terminal=self.terminal, date=date, time=time, ttype=ttype, auth_code=code)
+                                     terminal=self.terminal, date=date, time=time, ttype=ttype, auth_code=code,
+                                     alg=alg)
         r, recovered = self._final(purse.debit_for_purchase(serial, date, time, c.mac1), ttype, ctr,
                                    c.mac2 + c.tac)
         if r is not None:
@@ -234,7 +264,7 @@ class PurseTerminal:
             raise PurseError(f"{self.df.name} has no CAPP record file")
         return f
 
-    def unload(self, amount: int, *, when: _dt.datetime | None = None, key_id: int = 0) -> TxResult:
+    def unload(self, amount: int, *, when: _dt.datetime | None = None, key_id: int | None = None) -> TxResult:
         """INITIALIZE FOR UNLOAD → MAC1 checked → DEBIT FOR UNLOAD with MAC2 → MAC3 checked."""
         if self.serial is None:
             self.select()
@@ -243,18 +273,21 @@ class PurseTerminal:
             # before a purse session is opened
             raise PurseError(f"{self.df.name}: unload (圈提) is an ED command; a real card refuses it on an "
                              "EP (SPEC §6 R18)")
-        dulk = self._key(KeyType.UNLOAD)
+        spec = self._key_spec(KeyType.UNLOAD, key_id)
+        dulk = self._derive(spec)
         date, time = _now_bcd(when or _dt.datetime.now())
-        r = self.session.send(purse.initialize_for_unload(self.p2, key_id, amount, self.terminal))
+        r = self.session.send(purse.initialize_for_unload(self.p2, spec.kid, amount, self.terminal))
         if r.sw != 0x9000:
             raise PurseRefused(r.sw, "INITIALIZE FOR UNLOAD")
-        init = _known_algorithm(_parse(purse.LoadInit.parse, r), "INITIALIZE FOR UNLOAD")
+        init = _parse(purse.LoadInit.parse, r)
+        alg = self._card_alg(spec, init.algorithm, "INITIALIZE FOR UNLOAD")
         bal, ctr = init.balance, init.online_counter
-        ses = pboc.load_session_key(dulk, init.random, ctr)
-        if pboc.load_mac1(ses, bal, amount, pboc.TT_UNLOAD, self.terminal) != init.mac1:
+        ses = pboc.load_session_key(dulk, init.random, ctr, alg)
+        if pboc.load_mac1(ses, bal, amount, pboc.TT_UNLOAD, self.terminal, alg=alg) != init.mac1:
             raise PurseError("INITIALIZE FOR UNLOAD: MAC1 from the card is wrong")
-        mac2 = pboc.load_mac2(ses, amount, pboc.TT_UNLOAD, self.terminal, date, time)
-        mac3 = pboc.unload_mac3(ses, bal - amount, ctr, amount, pboc.TT_UNLOAD, self.terminal, date, time)
+        mac2 = pboc.load_mac2(ses, amount, pboc.TT_UNLOAD, self.terminal, date, time, alg=alg)
+        mac3 = pboc.unload_mac3(ses, bal - amount, ctr, amount, pboc.TT_UNLOAD, self.terminal, date, time,
+                                alg=alg)
         r2, recovered = self._final(purse.debit_for_unload(date, time, mac2), pboc.TT_UNLOAD, ctr, mac3 + bytes(4))
         if r2 is not None:
             if r2.sw != 0x9000:
@@ -276,19 +309,28 @@ class PurseTerminal:
 
 
 #: algorithm ids of a purse key whose session keys citycard computes: DES / 3DES (SPEC §2.2, D8)
-KNOWN_ALGORITHMS = frozenset({0x00, 0x01})
+#: and SM4 (04, PSAM-SM4 §4.1; citycard's construction, docs/sm4.md)
+KNOWN_ALGORITHMS = frozenset({0x00, 0x01, pboc.ALG_ID_SM4})
+_ALG_NAMES = {"des": "3DES", "sm4": "SM4"}
 
 
 def _known_algorithm(init: T, what: str) -> T:
-    """Strict host (SPEC §6.6): a key of algorithm id 02/03 gave non-DES MAC1s on a real FM1208
+    """``init`` (an INITIALIZE answer) if its key's algorithm is one citycard computes
+    (:func:`_card_alg`)."""
+    _card_alg(getattr(init, "algorithm"), what)
+    return init
+
+
+def _card_alg(algorithm: int, what: str) -> Alg:
+    """The cipher family of the card's algorithm id.  Strict host (SPEC §6.6): a key of algorithm id 02/03 gave non-DES MAC1s on a real FM1208
     (DENG) and no public source says which algorithm it is, so such a purse is refused with a
     plain message instead of a "wrong MAC1" that would blame the keys."""
-    algorithm = getattr(init, "algorithm")
-    if algorithm not in KNOWN_ALGORITHMS:
+    alg = pboc.alg_of_id(algorithm)
+    if alg is None:
         raise PurseError(f"{what}: the card's key has algorithm id {algorithm:02X}; citycard computes DES/3DES "
-                         "purse keys only (ids 00, 01), and no public source says what this card does for "
-                         f"{algorithm:02X} (SPEC §6.6)")
-    return init
+                         "(ids 00, 01) and SM4 (04) purse keys only, and no public source says what this card "
+                         f"does for {algorithm:02X} (SPEC §6.6)")
+    return alg
 
 
 def _parse(parser: Callable[[bytes], T], r: ResponseApdu) -> T:
