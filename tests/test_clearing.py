@@ -233,3 +233,28 @@ def test_cli_import_card_report(run_cli, tmp_path):
     assert r.exit_code == 2 and "--from 2026-13-01" in r.stderr
     r = run_cli("clearing", "card", CARD, "--ledger", str(tmp_path / "none.db"))
     assert r.exit_code == 2 and "no such ledger" in r.stderr
+
+
+def test_sm4_records_are_checked_with_the_sm4_tac_key(tmp_path):
+    """A record whose INITIALIZE said algorithm 04 is checked with the profile's SM4 TAC key
+    (docs/sm4.md); its TAC computed by the tests' own SM4 (tests/sm4_gbt.py, GB/T 32907):
+    DIV = SM4(MK, F‖¬F), the 16-byte DTK used directly, CBC-MAC 80-padded, left 4 bytes."""
+    from tests import sm4_gbt
+
+    profile = ROOT / "profiles/citycard-sm4.toml"
+    master = bytes.fromhex(tomllib.loads((ROOT / "profiles/demo-keys-sm4.toml").read_text())["transit"]["dtk-sm4"])
+    f = bytes.fromhex(CARD)[-8:]
+    dtk = sm4_gbt.encrypt_block(master, f + bytes(b ^ 0xFF for b in f))
+    rec = TxRecord("purchase", "transit", CARD, 0, 1000, 150, 6, TERMINAL, "00000001", "20261203", "090000", None,
+                   algorithm=0x04)
+    data = (150).to_bytes(4, "big") + b"\x06" + bytes.fromhex(TERMINAL) + bytes.fromhex("00000001") \
+        + bytes.fromhex("20261203090000")
+    rec = replace(rec, tac=sm4_gbt.cbc_mac4(dtk, data).hex().upper())
+    ring = open_ring([str(DEMO_KEYS), str(ROOT / "profiles/demo-keys-sm4.toml")], [])
+    try:
+        check = TacVerifier(load_profile(str(profile)), ring)
+        assert check(rec) is None
+        assert "does not verify" in check(replace(rec, algorithm=0x00))       # the 3DES key: not this TAC
+        assert "algorithm byte 02" in check(replace(rec, algorithm=0x02))
+    finally:
+        ring.close()

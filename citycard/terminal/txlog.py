@@ -14,6 +14,8 @@ One JSON object per line (UTF-8), appended and fsynced, file ``0600``::
 - ``counter``: the purse counter the transaction used (online for a load or unload, offline for
   a purchase), as INITIALIZE returned it (before the card's increment).
 - ``ttsn``: the terminal transaction serial (purchases; ``null`` for loads).
+- ``algorithm``: the algorithm byte INITIALIZE returned (``00``/``01`` DES/3DES, ``04`` SM4:
+  which TAC key the card used); ``psam``: the PSAM serial for a PSAM terminal (else null).
 - ``status``: ``ok`` (the card answered with its TAC), ``proven`` (the answer was lost and GET
   TRANSACTION PROVE returned the TAC), ``grey`` (the answer was lost and not proven yet: ``tac``
   is ``null``).
@@ -53,6 +55,8 @@ class TxRecord:
     tac: str | None        # 8 hex digits; None for a grey record
     status: str = "ok"
     source: str = "host"
+    algorithm: int = 0     # the algorithm byte of INITIALIZE (00/01 DES/3DES, 04 SM4)
+    psam: str | None = None
 
     @property
     def balance_after(self) -> int:
@@ -112,11 +116,17 @@ def parse_record(line: str, where: str) -> TxRecord:
         raise InputError(f"{where}: date/time: YYYYMMDD and HHMMSS")
     ttsn = _hex(doc.get("ttsn"), 4, "ttsn", where, optional=kind in ("load", "unload"))
     tac = _hex(doc.get("tac"), 4, "tac", where, optional=status == "grey")
+    algorithm = doc.get("algorithm", 0)
+    if isinstance(algorithm, bool) or not isinstance(algorithm, int) or not 0 <= algorithm <= 0xFF:
+        raise InputError(f"{where}: algorithm: the algorithm byte (0-255)")
+    psam = doc.get("psam")
+    if psam is not None and (not isinstance(psam, str) or not _HEX.match(psam) or len(psam) > 32):
+        raise InputError(f"{where}: psam: the PSAM serial in hex")
     if status != "grey" and tac is None:
         raise InputError(f"{where}: tac: missing (only a grey record has none)")
     return TxRecord(kind, _field(doc, "app", str, where), card, doc["counter"], doc["balance_before"], doc["amount"],
                     doc["ttype"], _hex(doc.get("terminal"), 6, "terminal", where) or "", ttsn, date, time_, tac,
-                    status, str(doc.get("source", "host")))
+                    status, str(doc.get("source", "host")), algorithm, psam)
 
 
 def append_record(path: str | os.PathLike[str], record: TxRecord) -> None:
