@@ -258,3 +258,32 @@ def test_sm4_records_are_checked_with_the_sm4_tac_key(tmp_path):
         assert "algorithm byte 02" in check(replace(rec, algorithm=0x02))
     finally:
         ring.close()
+
+
+def test_host_terminal_log_clears(run_cli, tmp_path):
+    """`citycard purse load|purchase --log` on a personalized simulated card; the log clears
+    with every record accepted and the card's balance as the card says; purchases take their
+    terminal serial from the log (1, 2: never repeated)."""
+    img, log, db = tmp_path / "card.json", tmp_path / "counter.log", str(tmp_path / "l.db")
+    assert run_cli("sim", "new", str(img)).exit_code == 0
+    r = run_cli("perso", "--profile", str(PROFILE), "--data", str(ROOT / "profiles/citycard-sample.csv"), "--row", "1",
+                "--issue-date", "20261124", "--keys", str(DEMO_KEYS), "--sim", str(img))
+    assert r.exit_code == 0, r.stderr
+    common = ["--profile", str(PROFILE), "--keys", str(DEMO_KEYS), "--sim", str(img), "--log", str(log),
+              "--terminal", "0000000000AB"]
+    assert run_cli("purse", "load", *common, "--amount", "20.00").exit_code == 0
+    for amount in ("2.50", "1.00"):
+        r = run_cli("purse", "purchase", *common, "--amount", amount)
+        assert r.exit_code == 0, r.stderr
+    recs = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(x["kind"], x["ttsn"], x["terminal"]) for x in recs] == [
+        ("load", None, "0000000000AB"), ("purchase", "00000001", "0000000000AB"), ("purchase", "00000002", "0000000000AB")]
+    r = run_cli("clearing", "import", str(log), "--ledger", db, "--profile", str(PROFILE), "--keys", str(DEMO_KEYS),
+                "--json")
+    assert r.exit_code == 0 and r.json()["verdicts"] == {"accepted": 3}, r.stdout + r.stderr
+    card = recs[0]["card"]
+    bal = run_cli("purse", "balance", "--profile", str(PROFILE), "--sim", str(img), "--json").json()["balance_fen"]
+    with Ledger(db) as book:
+        assert book.balance(card, "transit") == bal == 1650
+    r = run_cli("purse", "unload", *common, "--amount", "1.00")
+    assert r.exit_code == 2 and "not a clearing record" in r.stderr

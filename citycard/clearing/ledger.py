@@ -27,7 +27,8 @@ Tables (SQLite by default, PostgreSQL shared by several clearing stations):
 An import is one transaction: a file with a bad line changes nothing, and a crash leaves the
 ledger as it was.  Verdicts that depend on the order of a card's records (gaps, balance
 continuity, which of two records came first) are recomputed over the whole chain of each card
-an import touched, so they come out the same whatever order logs are imported in.
+an import touched, ordered by date and time (ties: by log file and line, a terminal's log being in
+the order it happened), so they come out the same whatever order logs are imported in.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ _SCHEMA = [
         ttsn TEXT, tx_date TEXT NOT NULL, tx_time TEXT NOT NULL, tac TEXT, status TEXT NOT NULL,
         source TEXT NOT NULL, verdict TEXT NOT NULL, reason TEXT, import_id BIGINT NOT NULL,
         file TEXT NOT NULL, line INTEGER NOT NULL)""",
-    """CREATE INDEX IF NOT EXISTS tx_card ON tx (card, app, tx_date, tx_time, online, counter, id)""",
+    """CREATE INDEX IF NOT EXISTS tx_card ON tx (card, app, tx_date, tx_time, file, line, id)""",
     """CREATE INDEX IF NOT EXISTS tx_counter ON tx (card, app, online, counter)""",
     """CREATE INDEX IF NOT EXISTS tx_ttsn ON tx (terminal, ttsn)""",
     """CREATE INDEX IF NOT EXISTS tx_import ON tx (import_id)""",
@@ -169,7 +170,7 @@ class Ledger:
         """Recompute the order-dependent verdicts of one card's records; their verdicts."""
         rows = cur.execute("SELECT id, kind, online, counter, balance_before, balance_after, terminal, ttsn, status, "
                            "verdict, reason FROM tx WHERE card = ? AND app = ? "
-                           "ORDER BY tx_date, tx_time, online, counter, id", (card, app)).fetchall()
+                           "ORDER BY tx_date, tx_time, file, line, id", (card, app)).fetchall()
         seen_counter: set[tuple[int, int]] = set()
         seen_ttsn: set[tuple[str, str]] = set()
         proven: set[tuple[int, int]] = set()
@@ -210,7 +211,7 @@ class Ledger:
         """The card's cleared state per application and its history (oldest first)."""
         args: tuple = (card,) if app is None else (card, app)
         rows = self.db.all(f"SELECT {_TX_COLS}, file, line FROM tx WHERE card = ?" + (" AND app = ?" if app else "")
-                           + " ORDER BY app, tx_date, tx_time, online, counter, id", args)
+                           + " ORDER BY app, tx_date, tx_time, file, line, id", args)
         if not rows:
             raise LedgerError(f"card {card}: no record in the ledger {self.url}")
         keys = [k.strip() for k in _TX_COLS.split(",")] + ["file", "line"]
@@ -230,7 +231,7 @@ class Ledger:
     def balance(self, card: str, app: str) -> int | None:
         """The last cleared balance of a card's purse (None: no money record of it)."""
         row = self.db.one("SELECT balance_after FROM tx WHERE card = ? AND app = ? AND verdict IN (?, ?) "
-                          "ORDER BY tx_date DESC, tx_time DESC, online DESC, counter DESC, id DESC LIMIT 1",
+                          "ORDER BY tx_date DESC, tx_time DESC, file DESC, line DESC, id DESC LIMIT 1",
                           (card, app, *MONEY))
         return int(row[0]) if row else None
 

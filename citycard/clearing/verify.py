@@ -47,7 +47,7 @@ class TacVerifier:
                 return "no terminal serial (TTSN) in a purchase record"
             expect = pboc.purchase_tac(dtk, rec.amount, rec.ttype, terminal, bytes.fromhex(rec.ttsn), date, time,
                                        alg=alg)
-        else:               # a load, or an unload (its TAC has the load TAC's shape, SPEC §2.2)
+        else:               # a load
             expect = pboc.load_tac(dtk, rec.balance_after, rec.counter, rec.amount, rec.ttype, terminal, date, time,
                                    alg=alg)
         got = bytes.fromhex(rec.tac or "")

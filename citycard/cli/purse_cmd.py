@@ -130,10 +130,24 @@ def _tx(kind):
     @click.option("--key-id", "key_id", default=None, callback=_key_id, metavar="HEX2",
                   help=f"The {kind} key the card uses (INITIALIZE P2 data), 1 byte in hex [default: the profile's "
                        f"first {kind} key]; the card's answer says 3DES or SM4 (docs/sm4.md).")
+    @click.option("--log", "log", default=None, metavar="FILE", type=click.Path(dir_okay=False), hidden=kind == "unload",
+                  help="Append the transaction to this terminal log for clearing (docs/clearing.md); purchases "
+                       "take their terminal serial (TTSN) from it.")
+    @click.option("--terminal", "terminal", default="000000000001", show_default=True, metavar="HEX12",
+                  help="This terminal's number (6 bytes in hex), sent to the card and logged.")
     @pin_stdin_option                       # an ED asks for the cardholder's PIN first
     @click.pass_obj
-    def command(app, reader, sim, profile_path, keys, app_name, as_json, amount, capp_station, capp_line, key_id):
+    def command(app, reader, sim, profile_path, keys, app_name, as_json, amount, capp_station, capp_line, key_id,
+                log, terminal):
+        from ..hexutil import parse_hex
+        from ..terminal.txlog import append_record, next_ttsn
+
+        terminal_id = parse_hex(terminal, "--terminal", length=6)
+        if log is not None and kind == "unload":
+            raise InputError("--log: an unload has no TAC and is not a clearing record")
+        ttsn = next_ttsn(log, terminal_id.hex()) if log is not None else 1
         session, term = _terminal(app, reader, sim, profile_path, keys, app_name, writes=True)
+        term.terminal = terminal_id
         try:
             term.select()
             if term.purse.kind == "ed":
@@ -143,9 +157,11 @@ def _tx(kind):
             elif kind == "unload":
                 res = term.unload(amount, key_id=key_id)
             else:
-                res = term.purchase(amount, capp=_capp(capp_station, capp_line), key_id=key_id)
+                res = term.purchase(amount, capp=_capp(capp_station, capp_line), key_id=key_id, terminal_serial=ttsn)
         finally:
             session.close()
+        if log is not None:
+            append_record(log, res.record("host"))
         if as_json:
             click.echo(json.dumps({"ok": True, "kind": kind,
                                    "amount_fen": res.amount, "amount_yuan": yuan(res.amount),

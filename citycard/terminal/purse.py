@@ -55,6 +55,27 @@ class TxResult:
     counter: int
     tac: bytes
     recovered: bool = False     # the answer was lost; GET TRANSACTION PROVE settled it
+    # what the transaction's record for clearing needs (citycard.terminal.txlog)
+    app: str = ""
+    card: str = ""
+    ttype: int = 0
+    terminal: bytes = b""
+    ttsn: bytes | None = None
+    date: bytes = b""
+    time: bytes = b""
+    algorithm: int = 0
+
+    def record(self, source: str = "host"):
+        """This transaction as a terminal-log record (docs/clearing.md); an unload has no TAC
+        (its MAC3 is under a session key) and is not a clearing record."""
+        from .txlog import TxRecord
+
+        if self.kind == "unload":
+            raise PurseError("an unload has no TAC: it is not logged for clearing")
+        return TxRecord(self.kind.replace(" ", "-"), self.app, self.card, self.counter, self.balance_before,
+                        self.amount, self.ttype, self.terminal.hex().upper(),
+                        self.ttsn.hex().upper() if self.ttsn is not None else None, self.date.hex(), self.time.hex(),
+                        self.tac.hex().upper(), "proven" if self.recovered else "ok", source, self.algorithm)
 
 
 class NotCompleted(PurseError):
@@ -209,7 +230,8 @@ class PurseTerminal:
                 raise PurseRefused(r.sw, "CREDIT FOR LOAD")
             if r.data != tac:
                 raise PurseError("CREDIT FOR LOAD: the TAC from the card is wrong")
-        return TxResult("load", amount, bal, bal + amount, ctr, tac, recovered)
+        return TxResult("load", amount, bal, bal + amount, ctr, tac, recovered, self.df.name, str(self.serial), ttype,
+                        self.terminal, None, date, time, init.algorithm)
 
     def purchase(self, amount: int, *, terminal_serial: int = 1, when: _dt.datetime | None = None,
                  key_id: int | None = None, capp: tuple[int, bytes] | None = None) -> TxResult:
@@ -254,7 +276,8 @@ class PurseTerminal:
                 raise PurseError("DEBIT FOR PURCHASE: MAC2 from the card is wrong")
             if debit.tac != c.tac:
                 raise PurseError("DEBIT FOR PURCHASE: the TAC from the card is wrong")
-        return TxResult("capp purchase" if capp else "purchase", amount, bal, bal - amount, ctr, c.tac, recovered)
+        return TxResult("capp purchase" if capp else "purchase", amount, bal, bal - amount, ctr, c.tac, recovered,
+                        self.df.name, str(self.serial), ttype, self.terminal, serial, date, time, init.algorithm)
 
     def _capp_file(self) -> FileSpec:
         f = next((f for f in self.df.files if f.kind == "variable" and f.layout == "capp_metro"), None)

@@ -8,11 +8,12 @@ One JSON object per line (UTF-8), appended and fsynced, file ``0600``::
      "ttype": 6, "terminal": "000000000001", "ttsn": "00000012", "date": "20261203",
      "time": "081500", "tac": "1A2B3C4D", "status": "ok", "source": "psam"}
 
-- ``kind``: ``load``, ``purchase``, ``capp-purchase`` or ``unload``; ``app``: the profile's
+- ``kind``: ``load``, ``purchase`` or ``capp-purchase``; ``app``: the profile's
   application that was credited or debited (the service unit, for settlement).
 - ``card``: the application serial number (the key diversification factor, SPEC §2.4).
 - ``counter``: the purse counter the transaction used (online for a load or unload, offline for
-  a purchase), as INITIALIZE returned it (before the card's increment).
+  a purchase), as INITIALIZE returned it (before the card's increment).  (An unload is not
+  logged: the card proves it with MAC3 under a session key, not with a TAC.)
 - ``ttsn``: the terminal transaction serial (purchases; ``null`` for loads).
 - ``algorithm``: the algorithm byte INITIALIZE returned (``00``/``01`` DES/3DES, ``04`` SM4:
   which TAC key the card used); ``psam``: the PSAM serial for a PSAM terminal (else null).
@@ -34,7 +35,7 @@ from typing import Any, Iterator
 from ..errors import InputError
 
 FORMAT = "citycard-tx"
-KINDS = ("load", "purchase", "capp-purchase", "unload")
+KINDS = ("load", "purchase", "capp-purchase")      # an unload has no TAC (MAC3 is under a session key)
 STATUSES = ("ok", "proven", "grey")
 _HEX = re.compile(r"^[0-9A-Fa-f]*$")
 
@@ -64,8 +65,8 @@ class TxRecord:
 
     @property
     def online(self) -> bool:
-        """Whether the counter is the online one (loads, unloads)."""
-        return self.kind in ("load", "unload")
+        """Whether the counter is the online one (loads)."""
+        return self.kind == "load"
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "version": 1, **asdict(self)}, separators=(",", ":"))
@@ -114,7 +115,7 @@ def parse_record(line: str, where: str) -> TxRecord:
     date, time_ = _field(doc, "date", str, where), _field(doc, "time", str, where)
     if not (len(date) == 8 and date.isdigit() and len(time_) == 6 and time_.isdigit()):
         raise InputError(f"{where}: date/time: YYYYMMDD and HHMMSS")
-    ttsn = _hex(doc.get("ttsn"), 4, "ttsn", where, optional=kind in ("load", "unload"))
+    ttsn = _hex(doc.get("ttsn"), 4, "ttsn", where, optional=kind == "load")
     tac = _hex(doc.get("tac"), 4, "tac", where, optional=status == "grey")
     algorithm = doc.get("algorithm", 0)
     if isinstance(algorithm, bool) or not isinstance(algorithm, int) or not 0 <= algorithm <= 0xFF:
@@ -148,3 +149,18 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, TxRecord]]
             if not line.endswith("\n"):
                 raise InputError(f"{path}:{n}: incomplete last line (the terminal was cut while writing?)")
             yield n, parse_record(line, f"{path}:{n}")
+
+
+def next_ttsn(path: str | os.PathLike[str], terminal: str) -> int:
+    """The next terminal transaction serial of ``terminal`` (12 hex digits) after those in the
+    log at ``path`` (1 for a new log): a host terminal's log is its TTSN memory, so a serial is
+    never used twice by one terminal (clearing files a repeated one as a duplicate)."""
+    if not os.path.exists(path):
+        return 1
+    last = 0
+    for _n, rec in read_records(path):
+        if rec.terminal == terminal.upper() and rec.ttsn is not None:
+            last = max(last, int(rec.ttsn, 16))
+    if last >= 0xFFFFFFFF:
+        raise InputError(f"{path}: terminal {terminal} has used every transaction serial")
+    return last + 1
