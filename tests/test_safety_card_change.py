@@ -20,6 +20,7 @@ from citycard.perso.journal import Journal
 from citycard.sim import SimCard
 from citycard.sim.dispenser import Dispenser
 from citycard.sim.vpcd import VpcdServer
+from citycard.terminal.identify import free_card_serial
 from citycard.testing.pcscd import wait_for_card
 from citycard.transport.pcsc import ReaderStatus, ReaderWatch
 
@@ -55,7 +56,8 @@ class Station:
         self.journal = str(tmp_path / "j.db")
         self.batch = Batch(job.spec, job.keys, job.data, self.journal, issue_date=DAY, limit=rows)
         self.said: list[str] = []
-        self.source = PcscSource(reader, on_prompt=self.said.append)
+        self.source = PcscSource(reader, on_prompt=self.said.append,
+                                 read_serial=lambda session: free_card_serial(session, job.spec))
         self.source.remove_grace = 0.3
         self.result = None
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -117,6 +117,7 @@ def _is_card_failure(exc: BaseException) -> bool:
     # already imported (an error of a command that never loaded them is not of them)
     families = (("citycard.perso.steps", "PersoError"), ("citycard.terminal.purse", "PurseError"),
                 ("citycard.terminal.services", "ServiceError"), ("citycard.shell.script", "ScriptFailure"),
+                ("citycard.terminal.identify", "CardRefused"),
                 ("citycard.commands.walk", "SerialNotReadable"))
     for module, name in families:
         mod = sys.modules.get(module)

@@ -25,6 +25,7 @@ from ..keys import KeySource
 from ..keys.handles import Key
 from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
 from ..transport import CardSession
+from .identify import CardRefused, identify_for_service
 
 
 T = TypeVar("T")
@@ -49,6 +50,10 @@ class TxResult:
     recovered: bool = False     # the answer was lost; GET TRANSACTION PROVE settled it
 
 
+class PurseCardRefused(PurseError, CardRefused):
+    """Not a card of the profile: refused before any key or PIN (issue 17 item 1)."""
+
+
 class NotCompleted(PurseError):
     """The card lost power before completing the transaction: nothing was charged."""
 
@@ -66,6 +71,17 @@ class PurseTerminal:
         self.p2 = PurseKind.ED if self.purse.kind == "ed" else PurseKind.EP
         self.terminal = terminal_id
         self.serial: str | None = None
+        self._identified = False
+
+    def identify(self) -> None:
+        """Before any key or PIN (issue 17 item 1): the card must be one of the profile holding
+        the purse application (:func:`citycard.terminal.identify.identify_for_service`)."""
+        if not self._identified:
+            try:
+                identify_for_service(self.session, self.spec, self.df)
+            except CardRefused as exc:
+                raise PurseCardRefused(str(exc)) from None
+            self._identified = True
 
     def _purse_app(self, name: str | None) -> DFSpec:
         for df in self.spec.apps:
@@ -113,6 +129,7 @@ class PurseTerminal:
 
     def verify_pin(self, pin: str) -> None:
         """For an ED (or a purse whose usage needs the PIN)."""
+        self.identify()
         from ..profile import pin_to_bytes
         k = next((k for k in self.df.keys if k.ktype == KeyType.PIN), None)
         if k is None:
@@ -161,6 +178,7 @@ class PurseTerminal:
 
     # ------------------------------------------------------------------ transactions
     def load(self, amount: int, *, when: _dt.datetime | None = None, key_id: int = 0) -> TxResult:
+        self.identify()
         if self.serial is None:
             self.select()
         dlk, dtk = self._key(KeyType.LOAD), self._tac_key()
@@ -188,6 +206,7 @@ class PurseTerminal:
                  key_id: int = 0, capp: tuple[int, bytes] | None = None) -> TxResult:
         """A purchase; with ``capp = (tag, record)`` a CAPP purchase (SPEC §2.3) that also
         replaces the record with that tag in the application's CAPP file."""
+        self.identify()
         if self.serial is None:
             self.select()
         dpk, dtk = self._key(KeyType.PURCHASE), self._tac_key()
@@ -236,6 +255,7 @@ class PurseTerminal:
 
     def unload(self, amount: int, *, when: _dt.datetime | None = None, key_id: int = 0) -> TxResult:
         """INITIALIZE FOR UNLOAD → MAC1 checked → DEBIT FOR UNLOAD with MAC2 → MAC3 checked."""
+        self.identify()
         if self.serial is None:
             self.select()
         if self.p2 != PurseKind.ED:
