@@ -149,23 +149,27 @@ class PcscSource:
                     self._ask("insert a card")
                 else:
                     session = self._take(watch)
-                    if session is not None:
+                    if isinstance(session, CardSession):
                         self._said = None
                         return session
+                    if session:
+                        self._ask(session)
                 state = self._look(watch.wait(state, self.poll))
             return None
         finally:
             watch.close()
 
-    def _take(self, watch: ReaderWatch) -> CardSession | None:
-        """Connect to the card in the reader and check it is not the card finished last; None
-        when it is not to be taken (it stays asked for)."""
+    def _take(self, watch: ReaderWatch) -> CardSession | str | None:
+        """Connect to the card in the reader and check it is not the card finished last; else
+        what to ask the operator ("" or None: nothing new, the card stays asked for)."""
         t = self._transport()
         try:
             t.connect()
-        except TransportError:
+        except TransportError as exc:
             t.close()
-            return None
+            if not self._look(watch.state()).card_present:
+                return None              # it went between the look and the connect
+            return f"the card cannot be used ({exc}): remove it"
         session = CardSession(t)
         try:
             held = self._look(watch.state())   # the counter while this card is held: it cannot change under us
@@ -181,9 +185,8 @@ class PcscSource:
                 t.close()
                 return None
         except CitycardError as exc:
-            log.warning("%s: the card could not be read (%s): not taken", self.name, exc)
             t.close()
-            return None
+            return f"the card could not be read ({exc}): remove it"
         except BaseException:
             t.close()
             raise
