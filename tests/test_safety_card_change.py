@@ -100,9 +100,7 @@ def _insert(port: int, card, servers: list[VpcdServer]) -> VpcdServer:
     return server
 
 
-pytestmark = pytest.mark.pcsc
-
-
+@pytest.mark.pcsc
 def test_a_card_never_removed_gets_no_second_row(slot, tmp_path):
     reader, port, servers = slot
     card = SimCard()
@@ -126,6 +124,7 @@ def test_a_card_never_removed_gets_no_second_row(slot, tmp_path):
     assert [r["status"] for r in station.report()] == ["verified", "in_progress"]   # retryable, not spoiled
 
 
+@pytest.mark.pcsc
 def test_a_card_removed_and_a_new_one_inserted_proceeds(slot, tmp_path):
     reader, port, servers = slot
     first, second = SimCard(), SimCard()
@@ -146,6 +145,7 @@ def test_a_card_removed_and_a_new_one_inserted_proceeds(slot, tmp_path):
     assert first.generation > 0 and second.generation > 0       # each card got one row
 
 
+@pytest.mark.pcsc
 def test_the_same_card_put_back_is_taken_and_refused_by_identification(slot, tmp_path):
     """Re-inserted after a removal, the same card is a card like any other: the batch takes it,
     and the identification (no key tried) refuses it for another row: the row stays retryable."""
@@ -166,6 +166,7 @@ def test_the_same_card_put_back_is_taken_and_refused_by_identification(slot, tmp
         station.stop()
 
 
+@pytest.mark.pcsc
 def test_a_dispenser_swap_is_seen_as_a_card_change(slot, tmp_path):
     """The simulator's dispenser takes a written card out and puts a fresh one in: the reader
     stays empty long enough for pcscd to count it, and every row gets its own card."""
@@ -218,3 +219,75 @@ def test_identity_guard_refuses_the_same_serial_without_a_whole_card_change():
     assert not src._same_card_again("3301", b"\x3b", _status(True, 6))    # out and in: counted twice
     src._seen_empty = True
     assert not src._same_card_again("3301", b"\x3b", _status(True, 5))    # the slot was seen empty
+
+
+class _Slot:
+    """A fake reader for the waiting loop: presence and event counter set by the test."""
+
+    def __init__(self, card: SimCard) -> None:
+        self.card, self.present, self.events = card, True, 1
+
+    def status(self) -> ReaderStatus:
+        return _status(self.present, self.events)
+
+
+class _FakeWatch:
+    def __init__(self, slot: _Slot) -> None:
+        self.slot = slot
+
+    def state(self) -> ReaderStatus:
+        return self.slot.status()
+
+    def wait(self, known: ReaderStatus, timeout: float) -> ReaderStatus:
+        threading.Event().wait(min(timeout, 0.01))
+        return self.slot.status()
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeSource(PcscSource):
+    def __init__(self, slot: _Slot, said: list[str]) -> None:
+        super().__init__("r", on_prompt=said.append, read_serial=lambda session: "3301000000000001")
+        self.slot = slot
+        self.remove_grace = 0.0
+
+    def _watch(self):
+        return _FakeWatch(self.slot)
+
+    def _transport(self):
+        from citycard.sim.transport import SimTransport
+
+        class Unpowering(SimTransport):
+            def close(self, unpower: bool = False) -> None:
+                super().close()
+
+        return Unpowering(self.slot.card, name="r")
+
+
+def test_a_counter_glitch_does_not_give_the_same_card_a_second_row():
+    """A reader whose counter moves by one event while the finished card stays (a glitch) gets
+    the card read: its serial is the one just finished, so it is asked out, not taken, and asked
+    for again until a real change; then the next card is taken."""
+    said: list[str] = []
+    slot = _Slot(SimCard())
+    src = _FakeSource(slot, said)
+    stop = threading.Event()
+    first = src.next_card(stop)
+    assert first is not None
+    src.done(first, "3301000000000001")
+    assert said == ["r: remove the card 3301000000000001"]
+    slot.events += 1                                     # the glitch: one event, the card still there
+    src.remind_every = 0.05
+    got: list = []
+    worker = threading.Thread(target=lambda: got.append(src.next_card(stop)))
+    worker.start()
+    _until(lambda: len(said) >= 4, "the card asked out again, and again")
+    assert got == [] and set(said) == {"r: remove the card 3301000000000001"}
+    slot.present, slot.events = False, slot.events + 1  # taken out ...
+    _until(lambda: src._seen_empty, "the empty slot seen")
+    slot.card, slot.present, slot.events = SimCard(), True, slot.events + 1   # ... another card in
+    src.read_serial = lambda session: None               # a factory card: no serial
+    worker.join(10)
+    assert len(got) == 1 and got[0] is not None
+    stop.set()

@@ -181,7 +181,8 @@ class PcscSource:
             if self._same_card_again(serial, t.atr, held):
                 log.warning("%s: card %s is the card just finished, and the reader did not show it leave: "
                             "not taken", self.name, serial)
-                self._finished = self._last
+                # asked out again, counted from now: a card event or an empty slot from here on
+                self._finished = self._last = CardSeen(held.events, t.atr, serial)
                 t.close()
                 return None
         except CitycardError as exc:
