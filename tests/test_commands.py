@@ -411,6 +411,43 @@ def _wire_commands(root: Path) -> list[bytes]:
             sent.append(bytes(apdu))
             return super().transmit(apdu)
 
+    # the services identify the card before any key (issue 17 item 1): SELECTs and free READs
+    # only, cut out of the stream (their commands checked here) so the stream is the pinned one
+    from citycard.terminal import purse as purse_mod, services as services_mod
+
+    def identifying(real):
+        def wrapper(*args, **kwargs):
+            start = len(sent)
+            try:
+                return real(*args, **kwargs)
+            finally:
+                cut = sent[start:]
+                assert cut and all(c[1] in (0xA4, 0xB0) for c in cut), cut
+                del sent[start:]
+        return wrapper
+
+    real_identify = purse_mod.identify_for_service
+    purse_mod.identify_for_service = services_mod.identify_for_service = identifying(real_identify)
+    try:
+        return _wire_stream(root, sent, Recording)
+    finally:
+        purse_mod.identify_for_service = services_mod.identify_for_service = real_identify
+
+
+def _wire_stream(root: Path, sent: list[bytes], Recording) -> list[bytes]:
+    from citycard import records
+    from citycard.keys import KeyRing
+    from citycard.keys.demo import DemoKeyFile
+    from citycard.perso.context import CardData
+    from citycard.perso.data import read_csv
+    from citycard.perso.plan import Planner
+    from citycard.perso.run import personalize
+    from citycard.profile import load_profile
+    from citycard.sim import SimCard
+    from citycard.terminal.purse import PurseTerminal
+    from citycard.terminal.services import CardServices, find_app
+    from citycard.transport import CardSession
+
     counter = itertools.count(1)
     card = SimCard(rng=lambda n: hashlib.sha256(str(next(counter)).encode()).digest()[:n])
     transport = Recording(card)

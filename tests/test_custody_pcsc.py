@@ -75,7 +75,7 @@ def test_a_batch_reader_tells_the_operator_what_to_do(served_sim):
     assert said == [f"{empty}: insert a card"]
 
     source = PcscSource(served_sim.reader, on_prompt=said.append)
-    source.remove_timeout = 0.5
+    source.remove_grace = 0.5
     session = source.next_card(threading.Event())
     assert session is not None and said == [f"{empty}: insert a card"]       # a card was there: no prompt
     source.done(session, "3301000000000001")

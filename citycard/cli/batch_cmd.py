@@ -71,7 +71,10 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
         from ..sim.batch_readers import simulated_readers
 
         sources += simulated_readers(sims, keep_cards, timing=timing)
-    sources += pcsc_readers(readers, on_prompt=lambda message: click.echo(f"citycard: {message}", err=True))
+    from ..terminal.identify import free_card_serial   # the readers' identity guard (issue 17 item 3)
+
+    sources += pcsc_readers(readers, on_prompt=lambda message: click.echo(f"citycard: {message}", err=True),
+                            read_serial=lambda session: free_card_serial(session, job.spec))
     b = Batch(job.spec, job.keys, job.data, journal_url, batch=batch_id, issue_date=issue_date,
               verify=not no_verify, limit=limit, station=station or default_station(), reissue=again)
     if retry_failed:

@@ -440,6 +440,7 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
     src = _open_hsm(uri)
     try:
         from ..keys.pkcs11 import DIRECT_UNITS
+        from ..keys.pkcs11_import import PURPOSE_LABEL
 
         if masters is None:
             assert unit is not None and name is not None
@@ -454,6 +455,8 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
         if held:
             listed = ", ".join(f"{u}/{r} version {v}" for u, r, v in held)
             raise InputError(f"{src.name}: already holds {listed} (a key is never replaced); nothing stored")
+        if source is not None and _holds_test_keys(source):
+            src.mark_test_keys()           # before the first test key goes in (docs/keys.md)
         for (u, r, v), key in masters:
             info = src.import_key(u, r, key, version=v, direct=u in DIRECT_UNITS or (u, r) in extra)
             audit("keys.hsm-imported", f"{u}/{r}", token=src.name, version=v, kcv=_kcv(info.kcv),
@@ -466,8 +469,9 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
     finally:
         src.close()
     if source is not None and _holds_test_keys(source):
-        click.echo(f"warning: {src.name} now holds the demo TEST KEYS of {Path(source).name}: never use them for "
-                   "real cards", err=True)
+        click.echo(f"warning: {src.name} now holds the demo TEST KEYS of {Path(source).name}, and is marked so "
+                   f"(a '{PURPOSE_LABEL}' object): commands warn when they use it, a production profile "
+                   "refuses it; never use them for real cards", err=True)
     click.echo(f"imported {count} master key(s) into {src.name}")
 
 

@@ -98,7 +98,8 @@ def dump(app, reader, sim, profile_path, keys, as_json) -> None:
 
     spec = load_profile(profile_path) if profile_path else None
     ring = open_keys(keys) if keys else None
-    with app.open_session(reader, sim=sim) as session:
+    # with keys, dump authenticates (a try counter may move): a card named, as for writing (issue 17 item 2)
+    with app.open_session(reader, sim=sim, writes=ring is not None) as session:
         out = dump_card(session, spec, ring)
     if as_json:
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))

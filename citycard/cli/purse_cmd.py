@@ -149,6 +149,7 @@ def _tx(kind):
         session, term = _terminal(app, reader, sim, profile_path, keys, app_name, writes=True)
         term.terminal = terminal_id
         try:
+            term.identify()            # a card of the profile, before any key or PIN (issue 17 item 1)
             term.select()
             if term.purse.kind == "ed":
                 term.verify_pin(_pin_value("CITYCARD_PIN", "PIN"))

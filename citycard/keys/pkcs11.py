@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .source import KeyError_
-from .pkcs11_import import store_master
+from .pkcs11_import import mark_purpose, read_purpose, store_master
 from .pkcs11_key import Pkcs11Key
 from .pkcs11_token import Token, open_token
 from .pkcs11_uri import (DEFAULT_LABELS, DEFAULT_MODULES, MODULE_ENV, PIN_ENV, HsmError, Pkcs11Uri, parse_uri,
@@ -121,6 +121,23 @@ class Pkcs11Source:
         self._masters: dict[tuple[str, str, int], _Master] = {}
         self._handles: dict[tuple[str, str, int], Pkcs11Key] = {}
         self._scan()
+        self.purpose = read_purpose(token, self.name)   # the token's marker (docs/keys.md), None: unmarked
+
+    @property
+    def test_keys(self) -> bool:
+        """The token holds the published demo TEST KEYS (its purpose marker says ``test``)."""
+        return self.purpose == "test"
+
+    @property
+    def production(self) -> bool:
+        """The token is declared for production (its purpose marker says ``production``)."""
+        return self.purpose == "production"
+
+    def mark_test_keys(self) -> None:
+        """Mark the token as holding TEST KEYS (before they go in: ``keys hsm-import --from``
+        the demo key file or a ``keys demo`` keystore).  Never undone by citycard."""
+        mark_purpose(self._token, self.name, "test")
+        self.purpose = "test"
 
     def __repr__(self) -> str:
         return f"<Pkcs11Source {self.name} keys={len(self._masters)}>"

@@ -17,6 +17,50 @@ from .pkcs11_token import Token
 from .pkcs11_uri import HsmError, pykcs11
 
 
+#: the label of the data object that says what a token's keys are for
+PURPOSE_LABEL = "citycard-purpose"
+PURPOSES = ("test", "production")
+
+
+def _purpose_objects(token: Token) -> list[Any]:
+    P = pykcs11()
+    return token.call("look for the purpose marker", lambda: token.session.findObjects(
+        [(P.CKA_CLASS, P.CKO_DATA), (P.CKA_LABEL, PURPOSE_LABEL)]))
+
+
+def read_purpose(token: Token, source_name: str) -> str | None:
+    """The token's purpose marker (``test``, ``production``), None when it has none.  Two
+    different markers, or an unknown value, is an error (the token cannot be trusted either way)."""
+    P = pykcs11()
+    values = set()
+    for obj in _purpose_objects(token):
+        (value,) = token.call("read the purpose marker", lambda o=obj: token.session.getAttributeValue(
+            o, [P.CKA_VALUE], allAsBinary=True))
+        values.add(bytes(value or b"").decode("ascii", "replace"))
+    if not values:
+        return None
+    if len(values) > 1 or not values <= set(PURPOSES):
+        raise HsmError(f"{source_name}: its {PURPOSE_LABEL!r} objects say {', '.join(sorted(values))}: "
+                       f"expected one of {', '.join(PURPOSES)}")
+    return values.pop()
+
+
+def mark_purpose(token: Token, source_name: str, purpose: str) -> None:
+    """Create the purpose marker (once: a token already marked so is left as it is; a token
+    marked otherwise is an error)."""
+    if purpose not in PURPOSES:
+        raise HsmError(f"purpose {purpose!r}: expected one of {', '.join(PURPOSES)}")
+    current = read_purpose(token, source_name)
+    if current == purpose:
+        return
+    if current is not None:
+        raise HsmError(f"{source_name}: the token is marked {current!r}; it cannot take {purpose} keys")
+    P = pykcs11()
+    token.call("mark the token's purpose", lambda: token.session.createObject([
+        (P.CKA_CLASS, P.CKO_DATA), (P.CKA_TOKEN, True), (P.CKA_PRIVATE, True), (P.CKA_MODIFIABLE, False),
+        (P.CKA_LABEL, PURPOSE_LABEL), (P.CKA_APPLICATION, "citycard"), (P.CKA_VALUE, purpose.encode("ascii"))]))
+
+
 def master_template(label: str, value: bytes, ident: str, *, derive: bool, decrypt: bool) -> list[tuple[int, Any]]:
     """The attributes of a master (or of one of its halves) as a token object."""
     P = pykcs11()

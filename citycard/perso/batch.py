@@ -22,12 +22,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 from ..errors import CitycardError, InputError, TransportError
 from ..keys import KeyRing
 from ..spec import CardSpec
 from ..transport import CardSession
+from .card_sources import CardSource, PcscSource, pcsc_readers  # noqa: F401 (their home before)
 from .context import CardData
 from .data import DataFile, Record
 from .journal import Journal, now
@@ -36,90 +37,6 @@ from .run import CardAlreadyIssued, ForeignCard, PersoError, personalize
 from .validate import ProblemTally, validate
 
 log = logging.getLogger("citycard.batch")
-
-
-class CardSource(Protocol):
-    """A reader that hands out cards.
-
-    ``in_process_card`` (optional, default False): the card runs in this process on the
-    host's CPU (a simulated card), so the batch gives the reader a worker process of its
-    own.  Simulated readers come from the simulator side
-    (:func:`citycard.sim.batch_readers.simulated_readers`): host code never imports it."""
-
-    name: str
-
-    def next_card(self, stop: threading.Event) -> CardSession | None:
-        """Wait for a card and return a session to it (None when stopping)."""
-        ...
-
-    def done(self, session: CardSession, serial: str | None) -> None:
-        """The card is finished (taken out of the reader)."""
-        ...
-
-
-class PcscSource:
-    """A PC/SC reader: waits for a card, and after it for the card to be taken out.
-
-    ``on_prompt(message)`` is told what the operator must do at this reader ("insert a card",
-    "remove the card"), once each time it becomes true, so a station never waits in silence;
-    the library only says it, the caller shows it (the CLI: a line on stderr)."""
-
-    in_process_card = False
-
-    remove_timeout = 10.0       # seconds a done card may stay in the reader before the batch goes on
-
-    def __init__(self, reader: str, on_prompt: Callable[[str], None] | None = None) -> None:
-        self.name = reader
-        self.on_prompt = on_prompt
-
-    def _prompt(self, what: str) -> None:
-        log.info("%s: %s", self.name, what)
-        if self.on_prompt is not None:
-            self.on_prompt(f"{self.name}: {what}")
-
-    def next_card(self, stop: threading.Event) -> CardSession | None:
-        from ..transport.pcsc import PcscTransport
-
-        asked = False
-        while not stop.is_set():
-            t = PcscTransport(self.name, shared=False, reset_on_close=True)   # card custody (issue 18)
-            try:
-                t.connect()
-                return CardSession(t)
-            except TransportError:
-                t.close()
-                if not asked:
-                    self._prompt("insert a card")
-                    asked = True
-                stop.wait(0.1)
-        return None
-
-    def done(self, session: CardSession, serial: str | None) -> None:
-        from ..transport.pcsc import wait_card_change
-
-        session.transport.close(unpower=True)  # type: ignore[call-arg]
-        if not wait_card_change(self.name, present=False, timeout=0.5):
-            self._prompt(f"remove the card{f' {serial}' if serial else ''}")
-            wait_card_change(self.name, present=False, timeout=self.remove_timeout)
-
-
-def pcsc_readers(names: Iterable[str], on_prompt: Callable[[str], None] | None = None) -> list[PcscSource]:
-    """One :class:`PcscSource` per named PC/SC reader (a name, a unique name fragment or an
-    index, resolved against the readers present); a reader named twice is an error."""
-    from ..transport.pcsc import PcscContext, resolve_reader
-
-    wanted = list(names)
-    if not wanted:
-        return []
-    ctx = PcscContext()
-    try:
-        present = ctx.readers()
-    finally:
-        ctx.release()
-    resolved = [resolve_reader(r, present) for r in wanted]
-    if len(set(resolved)) != len(resolved):
-        raise InputError("the same reader is named twice")
-    return [PcscSource(r, on_prompt) for r in resolved]
 
 
 def default_station() -> str:

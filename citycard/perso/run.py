@@ -154,29 +154,22 @@ def identify_card(session: CardSession, spec: CardSpec, plan: Plan) -> CardIdent
 def _read_card_serial(session: CardSession, spec: CardSpec) -> tuple[str | None, bool, bool]:
     """(serial or None, whether the serial file exists, whether it decodes in the profile's
     layout) from the MF's free-read file carrying ``@card_serial`` (SPEC §2.4; the MF is selected)."""
-    from .. import records
+    from ..terminal.identify import read_serial_field   # the one free read of a serial field
 
     found = walk.serial_field(spec.mf, "@card_serial")
     if found is None:
         return None, False, False
     f, name = found
-    lay = records.get(f.layout or "")
-    r = session.send(iso.read_binary(0, lay.size, sfi=f.sfi))
-    if r.sw in _MISSING:
+    read = read_serial_field(session, f, name)
+    if not read.exists:
         return None, False, False
-    if r.sw not in (0x9000, 0x6281):
+    if not read.readable:
         # the profile's serial file reads freely on its cards: one that refuses the read (6982,
         # 6985, ...) is not a card of this profile, whatever it is; never a key for it
         raise ForeignCard(f"cannot take over the card: its MF file {f.fid:04X} refuses a free read "
-                          f"(SW {r.sw:04X}), which a card of profile {spec.name!r} allows; refused before "
+                          f"(SW {read.sw:04X}), which a card of profile {spec.name!r} allows; refused before "
                           "any key was tried (check --profile and the card in the reader)")
-    if not r.data.strip(b"\x00") or not r.data.strip(b"\xff"):
-        return None, True, True
-    try:
-        value = str(lay.decode(r.data)[name])
-    except (CitycardError, ValueError, KeyError):
-        return r.data.hex().upper(), True, False
-    return (value, True, True) if value.strip("0") else (None, True, True)
+    return read.value, True, read.decodes
 
 
 def _other_application(session: CardSession, spec: CardSpec) -> str:

@@ -4,6 +4,12 @@ When the host is done with a card it powers it down (``SCardDisconnect`` with
 ``SCARD_UNPOWER_CARD``, as ``citycard batch`` does).  If the card was changed since it
 was inserted, the dispenser files its image in DIR, takes the card out of the reader
 (the vpcd connection closes: pcscd sees the removal) and inserts a fresh factory card.
+
+The reader stays empty for :attr:`Dispenser.out_time` seconds between the two, as a physical
+card change does: pcscd looks at a vpcd slot about every 0.4 s (shared/PCSC.md), and a card
+swapped faster than that (measured: within about 0.4 s of its insertion, with no gap) is never
+seen to leave: no removal, no event counted.  A batch station takes a card only after it saw
+the previous one leave (:mod:`citycard.perso.card_sources`), so an unseen swap would stall it.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from pathlib import Path
 
 from . import image
@@ -20,6 +27,9 @@ log = logging.getLogger("citycard.sim")
 
 
 class Dispenser:
+    #: seconds the reader stays empty when a card is swapped (over two pcscd presence polls)
+    out_time = 1.0
+
     def __init__(self, card: SimCard, directory: str | Path) -> None:
         self.card = card
         self.dir = Path(directory)
@@ -56,10 +66,12 @@ class Dispenser:
         if server is None:
             return
         old = threading.current_thread()
+        out_time = self.out_time
 
         def reinsert() -> None:
             if old is not threading.current_thread():
                 old.join(10)
+            time.sleep(out_time)            # the slot empty long enough for pcscd to see it
             server.start_thread()
 
         server.stop()                            # card out of the reader ...

@@ -33,6 +33,7 @@ from ..keys import KeySource
 from ..keys.handles import Key
 from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
 from ..transport import CardSession
+from .identify import CardRefused, identify_for_service
 
 
 T = TypeVar("T")
@@ -78,6 +79,10 @@ class TxResult:
                         self.tac.hex().upper(), "proven" if self.recovered else "ok", source, self.algorithm)
 
 
+class PurseCardRefused(PurseError, CardRefused):
+    """Not a card of the profile: refused before any key or PIN (issue 17 item 1)."""
+
+
 class NotCompleted(PurseError):
     """The card lost power before completing the transaction: nothing was charged."""
 
@@ -95,6 +100,17 @@ class PurseTerminal:
         self.p2 = PurseKind.ED if self.purse.kind == "ed" else PurseKind.EP
         self.terminal = terminal_id
         self.serial: str | None = None
+        self._identified = False
+
+    def identify(self) -> None:
+        """Before any key or PIN (issue 17 item 1): the card must be one of the profile holding
+        the purse application (:func:`citycard.terminal.identify.identify_for_service`)."""
+        if not self._identified:
+            try:
+                identify_for_service(self.session, self.spec, self.df)
+            except CardRefused as exc:
+                raise PurseCardRefused(str(exc)) from None
+            self._identified = True
 
     def _purse_app(self, name: str | None) -> DFSpec:
         for df in self.spec.apps:
@@ -158,6 +174,7 @@ class PurseTerminal:
 
     def verify_pin(self, pin: str) -> None:
         """For an ED (or a purse whose usage needs the PIN)."""
+        self.identify()
         from ..profile import pin_to_bytes
         k = next((k for k in self.df.keys if k.ktype == KeyType.PIN), None)
         if k is None:
@@ -207,6 +224,7 @@ class PurseTerminal:
     # ------------------------------------------------------------------ transactions
     def load(self, amount: int, *, when: _dt.datetime | None = None, key_id: int | None = None) -> TxResult:
         """``key_id``: the load key the card uses (default: the profile's first load key)."""
+        self.identify()
         if self.serial is None:
             self.select()
         spec = self._key_spec(KeyType.LOAD, key_id)
@@ -238,6 +256,7 @@ class PurseTerminal:
         """A purchase; with ``capp = (tag, record)`` a CAPP purchase (SPEC §2.3) that also
         replaces the record with that tag in the application's CAPP file.  ``key_id``: the
         purchase key the card uses (default: the profile's first purchase key)."""
+        self.identify()
         if self.serial is None:
             self.select()
         spec = self._key_spec(KeyType.PURCHASE, key_id)
@@ -289,6 +308,7 @@ class PurseTerminal:
 
     def unload(self, amount: int, *, when: _dt.datetime | None = None, key_id: int | None = None) -> TxResult:
         """INITIALIZE FOR UNLOAD → MAC1 checked → DEBIT FOR UNLOAD with MAC2 → MAC3 checked."""
+        self.identify()
         if self.serial is None:
             self.select()
         if self.p2 != PurseKind.ED:
@@ -337,16 +357,9 @@ KNOWN_ALGORITHMS = frozenset({0x00, 0x01, pboc.ALG_ID_SM4})
 _ALG_NAMES = {"des": "3DES", "sm4": "SM4"}
 
 
-def _known_algorithm(init: T, what: str) -> T:
-    """``init`` (an INITIALIZE answer) if its key's algorithm is one citycard computes
-    (:func:`_card_alg`)."""
-    _card_alg(getattr(init, "algorithm"), what)
-    return init
-
-
 def _card_alg(algorithm: int, what: str) -> Alg:
-    """The cipher family of the card's algorithm id.  Strict host (SPEC §6.6): a key of algorithm id 02/03 gave non-DES MAC1s on a real FM1208
-    (DENG) and no public source says which algorithm it is, so such a purse is refused with a
+    """The cipher family of the card's algorithm id.  Strict host (SPEC §6.6): a key of
+    algorithm id 02/03 gave non-DES MAC1s on a real FM1208 (DENG) and no public source says which algorithm it is, so such a purse is refused with a
     plain message instead of a "wrong MAC1" that would blame the keys."""
     alg = pboc.alg_of_id(algorithm)
     if alg is None:

@@ -4,6 +4,9 @@ Keys come from the key sources: the per-card key of the application (PBOC
 diversification with the application serial read from the card) is derived here and
 used for the MACs; it never leaves this process.  The MAC'd commands go through the
 transport stack's line protection (:class:`~citycard.transport.LineProtection`).
+
+Every service first identifies the card (:func:`citycard.terminal.identify.identify_for_service`,
+issue 17 item 1): a card that is not of the profile is refused before any key or PIN is sent.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ..keys.handles import Key
 from ..profile import pin_to_bytes
 from ..spec import CardSpec, DFSpec
 from ..transport import CardSession, LineProtection
+from .identify import CardRefused, IdentifiedCard, identify_for_service
 
 
 class ServiceError(CitycardError):
@@ -26,6 +30,10 @@ class ServiceError(CitycardError):
 
 class ServiceRefused(CardError, ServiceError):
     """The card answered a service command with an unexpected status word (``sw``)."""
+
+
+class ServiceCardRefused(ServiceError, CardRefused):
+    """Not a card of the profile: refused before any key or PIN (issue 17 item 1)."""
 
 
 def find_app(spec: CardSpec, name: str | None, *, need: int | None = None) -> DFSpec:
@@ -54,6 +62,14 @@ class CardServices:
     def __init__(self, session: CardSession, spec: CardSpec, keys: KeySource | None = None) -> None:
         self.session, self.spec, self.keys = session, spec, keys
         self._serial: dict[str, str] = {}
+        self.card: IdentifiedCard | None = None      # set by the first service (identification)
+
+    def _identify(self, df: DFSpec, *, blocked_ok: bool = False) -> None:
+        """Before any key or PIN: the card must be one of the profile holding ``df``."""
+        try:
+            self.card = identify_for_service(self.session, self.spec, df, blocked_ok=blocked_ok)
+        except CardRefused as exc:
+            raise ServiceCardRefused(str(exc)) from None
 
     def _enter(self, df: DFSpec, *, blocked_ok: bool = False) -> None:
         r = walk.select_df(self.session, df)
@@ -87,15 +103,18 @@ class CardServices:
 
     # ------------------------------------------------------------------ PINs
     def verify_pin(self, df: DFSpec, pin: str) -> None:
+        self._identify(df)
         self._enter(df)
         self._send(iso.verify(self._pin_key(df), pin_to_bytes(pin)), "VERIFY")
 
     def change_pin(self, df: DFSpec, old: str, new: str) -> None:
+        self._identify(df)
         self._enter(df)
         self._send(fmcos.change_pin(self._pin_key(df), pin_to_bytes(old), pin_to_bytes(new)), "CHANGE PIN")
 
     def reload_pin(self, df: DFSpec, new: str) -> None:
         """D2: new PIN ‖ MAC over it with the reload key's left ⊕ right half, IV 0."""
+        self._identify(df)
         key = self._key(df, KeyType.PIN_RELOAD)   # may read the serial elsewhere: before entering df
         self._enter(df)
         k8 = tac_key(key)               # left ⊕ right (a key handle folds it in its source)
@@ -104,12 +123,14 @@ class CardServices:
 
     def unblock_pin(self, df: DFSpec, pin: str) -> None:
         """D2: ``84 24 00 <pin id>`` with E(LD‖PIN‖pad) ‖ MAC under the unblock key."""
+        self._identify(df)
         key = self._key(df, KeyType.PIN_UNBLOCK)
         self._enter(df)
         self._send(fmcos.unblock_pin(self._pin_key(df), pin_to_bytes(pin)), "PIN UNBLOCK", key=key, encrypt=True)
 
     # ------------------------------------------------------------------ blocking
     def _damk_command(self, df: DFSpec, cmd: CommandApdu, what: str, *, blocked_ok: bool = False) -> None:
+        self._identify(df, blocked_ok=blocked_ok)
         key = self._key(df, KeyType.LINE_PROTECTION)   # reads the serial while the application still answers
         self._enter(df, blocked_ok=blocked_ok)
         self._send(cmd, what, key=key)

@@ -69,12 +69,7 @@ class PcscContext:
         hr, result = scard.SCardGetStatusChange(self.handle, 0, states)
         if hr not in (scard.SCARD_S_SUCCESS, scard.SCARD_E_TIMEOUT):
             raise TransportError(_explain(hr))
-        out = []
-        for name, state, atr in result:
-            out.append(ReaderStatus(name, bool(state & scard.SCARD_STATE_PRESENT),
-                                    bool(state & scard.SCARD_STATE_EXCLUSIVE) or bool(state & scard.SCARD_STATE_INUSE),
-                                    bytes(atr) if state & scard.SCARD_STATE_PRESENT else b""))
-        return out
+        return [_reader_status(name, state, atr) for name, state, atr in result]
 
     def release(self) -> None:
         if self.handle is not None:
@@ -84,10 +79,66 @@ class PcscContext:
 
 @dataclass(frozen=True, slots=True)
 class ReaderStatus:
+    """One reader as ``SCardGetStatusChange`` shows it.  ``events`` is the reader's card event
+    counter: pcsc-lite (and Windows) keep in the high 16 bits of ``dwEventState`` the number of
+    card insertions and removals seen on the reader, so a card taken out and put back between
+    two looks still changes it (pcsc-lite ``winscard_clnt.c``, SCardGetStatusChange; 0 where a
+    stack does not count).  ``state`` is the raw ``dwEventState`` (what :class:`ReaderWatch`
+    hands back to wait for the next change)."""
+
     name: str
     card_present: bool
     in_use: bool
     atr: bytes
+    events: int = 0
+    state: int = 0
+
+
+#: the event counter's place in ``dwEventState`` (pcsc-lite: ``eventCounter << 16``)
+EVENT_COUNTER_SHIFT = 16
+
+
+def _reader_status(name: str, state: int, atr: object) -> ReaderStatus:
+    present = bool(state & scard.SCARD_STATE_PRESENT)
+    return ReaderStatus(name, present,
+                        bool(state & scard.SCARD_STATE_EXCLUSIVE) or bool(state & scard.SCARD_STATE_INUSE),
+                        bytes(atr) if present else b"",  # type: ignore[call-overload]
+                        (state >> EVENT_COUNTER_SHIFT) & 0xFFFF, state)
+
+
+class ReaderWatch:
+    """Watches one reader's card presence and event counter (for a batch station: a card is
+    never taken again until it left the reader, :mod:`citycard.perso.card_sources`)."""
+
+    def __init__(self, reader: str) -> None:
+        self.reader = reader
+        self._ctx = PcscContext()
+
+    def state(self) -> ReaderStatus:
+        """The reader now."""
+        return self.wait(None, 0.0)
+
+    def wait(self, known: ReaderStatus | None, timeout: float) -> ReaderStatus:
+        """The reader's state once it differs from ``known`` (presence or event counter), or
+        after ``timeout`` seconds as it is then; ``known`` None: at once."""
+        if self._ctx is None or self._ctx.handle is None:
+            raise TransportError("the reader watch is closed", self.reader)
+        current = scard.SCARD_STATE_UNAWARE if known is None else known.state & ~scard.SCARD_STATE_CHANGED
+        ms = 0 if known is None else max(0, int(timeout * 1000))
+        hr, result = scard.SCardGetStatusChange(self._ctx.handle, ms, [(self.reader, current)])
+        if _hr(hr) == _hr(scard.SCARD_E_TIMEOUT) and known is not None:
+            return known
+        if hr != scard.SCARD_S_SUCCESS or not result:
+            raise TransportError(f"cannot watch reader {self.reader!r}: {_explain(hr)}", self.reader)
+        name, state, atr = result[0]
+        if state & scard.SCARD_STATE_UNKNOWN:
+            raise TransportError(f"reader {self.reader!r} is gone", self.reader)
+        return _reader_status(name, state, atr)
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.release()
+            self._ctx = None
 
 
 def list_readers() -> list[ReaderStatus]:
