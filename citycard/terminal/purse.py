@@ -357,6 +357,13 @@ KNOWN_ALGORITHMS = frozenset({0x00, 0x01, pboc.ALG_ID_SM4})
 _ALG_NAMES = {"des": "3DES", "sm4": "SM4"}
 
 
+def _known_algorithm(init: T, what: str) -> T:
+    """``init`` (an INITIALIZE answer) if its key's algorithm is one citycard computes
+    (:func:`_card_alg`)."""
+    _card_alg(getattr(init, "algorithm"), what)
+    return init
+
+
 def _card_alg(algorithm: int, what: str) -> Alg:
     """The cipher family of the card's algorithm id.  Strict host (SPEC §6.6): a key of
     algorithm id 02/03 gave non-DES MAC1s on a real FM1208 (DENG) and no public source says which algorithm it is, so such a purse is refused with a
