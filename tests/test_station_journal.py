@@ -132,3 +132,23 @@ def test_two_runs_under_one_label_share_a_postgresql_journal(postgres, tmp_path)
     assert sum(json.loads(o)["processed"] for o, _e in outs) == 119
     report = check_journal(url, 120)
     assert {r["reader"] for r in report} <= {"desk/sim-1", "desk/sim-2"}
+
+
+def test_batch_reissue_is_shown_in_the_report(run_cli, tmp_path):
+    """``batch run --reissue``: the new card's row says which issue it replaces."""
+    from tests.test_batch import batch_args, make_csv
+
+    journal = tmp_path / "j.db"
+    first = make_csv(tmp_path / "first.csv", 2)
+    assert run_cli(*batch_args(first, journal, "--sims", "1")).exit_code == 0
+    done = {r["cardholder_id"]: r for r in run_cli("batch", "report", str(journal), "--json").json()}
+    again = make_csv(tmp_path / "again.csv", 1)            # CH000001 again
+    refused = run_cli(*batch_args(again, journal, "--sims", "1"))
+    assert refused.exit_code != 0 and "--reissue" in refused.stderr
+    assert run_cli(*batch_args(again, journal, "--sims", "1", "--reissue", "1")).exit_code == 0
+    rows = [r for r in run_cli("batch", "report", str(journal), "--json").json() if r["batch"].startswith("again")]
+    old = done["CH000001"]
+    assert rows[0]["reissue_of"] == f"batch {old['batch']} row 1, card {old['card_serial']}"
+    assert rows[0]["status"] == "verified" and rows[0]["card_serial"] != old["card_serial"]
+    text = run_cli("batch", "report", str(journal)).stdout
+    assert f"re-issue of batch {old['batch']} row 1, card {old['card_serial']}" in text
