@@ -318,3 +318,37 @@ def test_status_and_report_list_void_cards(job, tmp_path, run_cli):
     assert f"void: {line}" in run_cli("batch", "report", str(journal)).stdout
     csv_out = run_cli("batch", "report", str(journal), "--csv").stdout.splitlines()
     assert csv_out[0].endswith(",reissue_of,void_cards") and row["card_serial"] in csv_out[1]
+
+
+# ------------------------------------------------------------------ --keep-cards (issue 18 point 8)
+def test_a_kept_card_is_filed_before_its_row_is_done(job, tmp_path, monkeypatch):
+    """With --keep-cards, the card's image is on disk before the journal says the row is done
+    (a kill between the two leaves the row in progress, never a done row without its card)."""
+    from citycard.sim.batch_readers import SimSource
+
+    keep = tmp_path / "cards"
+    keep.mkdir()
+    seen: list[tuple[str, bool]] = []
+    real_finish = Journal.finish
+
+    def finish(self, batch, row, serial, reader, status, *args, **kw):
+        seen.append((status, (keep / f"{serial}.json").exists()))
+        return real_finish(self, batch, row, serial, reader, status, *args, **kw)
+
+    monkeypatch.setattr(Journal, "finish", finish)
+    assert batch(job, tmp_path / "j.db").run([SimSource("sim-1", keep)]).verified == 1
+    assert seen == [("verified", True)]
+
+
+def test_a_card_that_cannot_be_filed_is_not_done(job, tmp_path):
+    from citycard.sim.batch_readers import SimSource
+
+    keep = tmp_path / "cards"
+    keep.write_text("a file where the images' folder should be")     # every image save fails
+    result = batch(job, tmp_path / "j.db").run([SimSource("sim-1", keep)])
+    assert result.verified == 0
+    with Journal(str(tmp_path / "j.db")) as j:
+        (row,) = j.report()
+        (attempt,) = j.attempts(row["batch"])
+    assert row["status"] == "failed" and "could not be filed" in row["error"]
+    assert attempt["status"] == "spoiled"

@@ -61,6 +61,9 @@ class CardSource(Protocol):
         """The card is finished (taken out of the reader)."""
         ...
 
+    # optional: ``keep(session, serial)`` files a good card (e.g. a simulated card's image)
+    # before its row is recorded as done; an error there leaves the row not done (_one)
+
 
 class PcscSource:
     """A PC/SC reader: waits for a card, and after it for the card to be taken out.
@@ -472,6 +475,12 @@ class Batch:
             status, error = "spoiled", str(exc)
         except CitycardError as exc:
             status, error = "failed", str(exc)
+        keep = getattr(src, "keep", None)
+        if keep is not None and status in ("verified", "personalized"):
+            try:       # the card is filed before its row says done (issue 18 point 8)
+                keep(session, serial)
+            except (CitycardError, OSError) as exc:
+                status, error = "spoiled", f"the card could not be filed: {exc}"
         # the row's earlier open attempts: this card was theirs (proved by its serial, UID, or
         # the MF master of the serial accepted), or it was not and theirs is void
         prev = None
