@@ -81,7 +81,9 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
     click.echo(f"personalized card {report.card_serial} from {data.where(row)}{again}: {report.steps} steps "
                f"in {report.seconds * 1000:.0f} ms")
     if not no_verify:
-        click.echo(f"verified: {sum(1 for c in report.checks if c[1])}/{len(report.checks)} checks passed")
+        from ..perso.verify import SCOPE
+
+        click.echo(f"verified: {sum(1 for c in report.checks if c[1])}/{len(report.checks)} checks passed ({SCOPE})")
 
 
 @click.command()

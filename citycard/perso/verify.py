@@ -8,6 +8,14 @@ line-protection key); the load key answers INITIALIZE FOR LOAD with a MAC1 the h
 checks; DES keys answer INTERNAL AUTHENTICATE.  Purchase, unload and TAC keys cannot
 be checked without a transaction and are left out (said in the report).
 Every check is non-destructive: writes put back the bytes already there.
+
+What this proves and what it cannot (docs/profile.md, "What verification proves"): every
+file, record layout, size, access condition and key (by its use) of the profile is there and
+right.  It cannot prove that the card holds *nothing else*: FMCOS has no directory or key
+listing, a key can only be found by writing or trying it, and a DF's declared space is no
+limit on a real card (SPEC §6 R9).  Extra files, DFs and keys are kept out by custody: perso
+holds the card exclusively from the first APDU to the last and resets it on release
+(tests/test_station_custody_pcsc.py).
 """
 
 from __future__ import annotations
@@ -24,6 +32,11 @@ from .plan import Plan
 from .steps import PersoError
 
 Check = tuple[str, bool, str]
+
+#: what a passed verification means, for the operator (printed after the count)
+SCOPE = ("every file, record, access condition and key of the profile; an object the profile does not name "
+         "cannot be seen by reading (FMCOS lists none): exclusive custody during perso keeps them out "
+         "(docs/profile.md, \"What verification proves\")")
 
 
 class _KeyRefused(Exception):
