@@ -152,3 +152,18 @@ def test_batch_reissue_is_shown_in_the_report(run_cli, tmp_path):
     assert rows[0]["status"] == "verified" and rows[0]["card_serial"] != old["card_serial"]
     text = run_cli("batch", "report", str(journal)).stdout
     assert f"re-issue of batch {old['batch']} row 1, card {old['card_serial']}" in text
+
+
+def test_perso_reissue_card_says_it_was_a_reissue(run_cli, tmp_path):
+    """``perso`` alone has no journal: its output is the record, and says a re-issue."""
+    from tests.test_batch import KEYS, PROFILE, SAMPLE
+
+    image = tmp_path / "card.json"
+    assert run_cli("sim", "new", str(image)).exit_code == 0
+    perso = ["perso", "--profile", PROFILE, "--keys", KEYS, "--data", str(SAMPLE), "--row", "2", "--sim", str(image),
+             "--issue-date", "20261124"]
+    first = run_cli(*perso, "--json")
+    assert first.exit_code == 0 and first.json()["reissued"] is False
+    again = run_cli(*perso, "--reissue-card")
+    assert again.exit_code == 0 and "a re-issue: the issued card was erased and issued again" in again.stdout
+    assert run_cli(*perso, "--reissue-card", "--json").json()["reissued"] is True

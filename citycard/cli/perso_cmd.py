@@ -74,10 +74,11 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
         report = personalize(session, spec, plan, verify=not no_verify, reissue=reissue)
     if as_json:
         click.echo(json.dumps({"card_serial": report.card_serial, "row": row, "steps": report.steps,
-                               "rerun": report.rerun, "verified": report.verified if not no_verify else None,
+                               "rerun": report.rerun, "reissued": report.reissued, "verified": report.verified if not no_verify else None,
                                "checks": len(report.checks), "ms": round(report.seconds * 1000, 1)}, indent=2))
         return
-    again = " (card erased and redone)" if report.rerun else ""
+    again = (" (a re-issue: the issued card was erased and issued again)" if report.reissued
+             else " (card erased and redone)" if report.rerun else "")
     click.echo(f"personalized card {report.card_serial} from {data.where(row)}{again}: {report.steps} steps "
                f"in {report.seconds * 1000:.0f} ms")
     if not no_verify:
