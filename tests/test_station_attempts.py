@@ -352,3 +352,65 @@ def test_a_card_that_cannot_be_filed_is_not_done(job, tmp_path):
         (attempt,) = j.attempts(row["batch"])
     assert row["status"] == "failed" and "could not be filed" in row["error"]
     assert attempt["status"] == "spoiled"
+
+
+# ------------------------------------------------------------------ kill -9 of a real batch process
+def test_kill_9_mid_card_then_rerun_voids_exactly_the_cards_being_written(tmp_path):
+    """A `batch run --sims 2` process is killed (SIGKILL) while cards are being written (on
+    journal progress: once it shows verified rows and an open attempt).  The cards being written
+    vanish with the process (a simulated reader hands out a new card), so the rerun must record
+    exactly those attempts as void, give their rows new serials, and finish every row."""
+    import signal
+    import sqlite3
+    import subprocess
+    import time
+
+    from tests.test_batch import CLI, batch_args, check_journal, make_csv
+
+    data = make_csv(tmp_path / "d.csv", 120)
+    journal = tmp_path / "j.db"
+
+    def state() -> tuple[int, int]:
+        if not journal.exists():
+            return 0, 0
+        c = sqlite3.connect(journal, timeout=30)
+        try:
+            done = c.execute("SELECT COUNT(*) FROM cards WHERE status = 'verified'").fetchone()[0]
+            writing = c.execute("SELECT COUNT(*) FROM attempts WHERE status = 'writing'").fetchone()[0]
+            return done, writing
+        except sqlite3.OperationalError:
+            return 0, 0
+        finally:
+            c.close()
+
+    open_at_kill: set[tuple[int, str]] = set()
+    kills = 0
+    while not open_at_kill and kills < 10:     # the poll may see an attempt that closes before the kill
+        before = state()[0]
+        p = subprocess.Popen(CLI + batch_args(data, journal, "--sims", "2"), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120       # a guard against a hang, not the trigger
+        while p.poll() is None and time.monotonic() < deadline:
+            done, writing = state()
+            if done >= before + 3 and writing:
+                p.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        p.wait(30)
+        assert p.returncode == -signal.SIGKILL
+        kills += 1
+        with Journal(str(journal)) as j:
+            (b,) = j.batches()
+            now_open = {(a["row"], a["card_serial"]) for a in j.attempts(b) if a["status"] == "writing"}
+        open_at_kill = now_open                 # empty: no card was mid-write, the next run goes on
+    assert open_at_kill, "no kill landed while a card was being written"
+    final = subprocess.run(CLI + batch_args(data, journal, "--sims", "2", "--json"), capture_output=True, text=True,
+                           timeout=300)
+    assert final.returncode == 0, final.stderr
+    report = check_journal(str(journal), 120)
+    with Journal(str(journal)) as j:
+        voids = {(v["row"], v["card_serial"]) for v in j.void_attempts(b)}
+        assert not [a for a in j.attempts(b) if a["status"] == "writing"]
+    assert voids == open_at_kill                                     # every vanished card accounted for
+    final_serials = {r["card_serial"] for r in report}
+    assert not final_serials & {s for _r, s in voids}                # no void card's serial given again
