@@ -251,13 +251,14 @@ def _probe_df(session: CardSession, df: DFSpec, plan: Plan, missing: list[str], 
 
 def personalize(session: CardSession, spec: CardSpec, plan: Plan, *, verify: bool = True,
                 on_step: Callable[[int, Step], None] | None = None, reissue: bool = False,
-                on_attempt: Callable[[CardIdentity], None] | None = None) -> RunReport:
+                on_attempt: Callable[[CardIdentity], None] | None = None, probe: bool = False) -> RunReport:
     """Identify the card (no try spent), personalize it with ``plan`` as the identification
     allows, and verify it.  ``reissue``: erase and issue again a card of this cardholder that
     is fully issued (its purse balance and records are lost).  ``on_attempt(identity)`` is
     called once the card is identified (reads only) and before the first command that
     authenticates or writes: the batch records the attempt there (journal_attempts); an
-    exception from it stops before anything is sent."""
+    exception from it stops before anything is sent.  ``probe``: after the verification, look
+    for files the profile does not name (:func:`citycard.perso.verify.probe_files`, reads only)."""
     t0 = time.perf_counter()
     report = RunReport(plan.card_serial)
     count0 = _apdu_counter(session)
@@ -284,6 +285,13 @@ def personalize(session: CardSession, spec: CardSpec, plan: Plan, *, verify: boo
         from .verify import verify_card
         try:
             report.checks = verify_card(session, spec, plan)
+            if probe:
+                from .verify import probe_files
+                found = probe_files(session, spec)
+                report.checks += found
+                bad = [f"{label}: {detail}" for label, ok, detail in found if not ok]
+                if bad:
+                    raise PersoError("the probe found files the profile does not name: " + "; ".join(bad))
         except TransportError as exc:
             raise PersoError(f"verification: {exc}") from None
     report.apdus = _apdu_counter(session) - count0

@@ -201,3 +201,26 @@ def _verify_keys(session: CardSession, plan: Plan, df: DFSpec, checks: list[Chec
                          KeyType.PIN_RELOAD):
             _add(checks, f"{n}: key {k.name} ({k.ktype:02X}) written (not checkable without a transaction)", True)
 
+
+def probe_files(session: CardSession, spec: CardSpec) -> list[Check]:
+    """An optional, partial look for files the profile does not name (``perso --probe``):
+    in every DF of the profile, READ BINARY of one byte by each SFI 1–30 that no profile file
+    uses; anything but ``6A82`` (file not found) is a file there (``6981`` a record file,
+    ``6982`` a protected one).  Reads only, no key: safe on a real card.  It sees EFs only, and
+    only those whose FID's low five bits are an SFI 1–30 (the simulator's rule: UM file
+    addressing); extra DFs and keys stay unseen (docs/profile.md, "What verification proves")."""
+    checks: list[Check] = []
+    for df in spec.dfs():
+        if walk.select_df(session, df).sw != 0x9000:
+            _add(checks, f"{df.name}: probe for unknown files", False, "SELECT refused")
+            continue
+        known = {f.fid & 0x1F for f in df.files} | {f.sfi for f in df.files if f.sfi is not None}
+        found = []
+        for sfi in range(1, 31):
+            if sfi in known:
+                continue
+            sw = session.send(iso.read_binary(0, 1, sfi=sfi)).sw
+            if sw != 0x6A82:
+                found.append(f"SFI {sfi:02X} answers {sw:04X}")
+        _add(checks, f"{df.name}: no file beyond the profile's at SFI 1-30 (probe)", not found, ", ".join(found))
+    return checks
