@@ -207,8 +207,8 @@ def probe_files(session: CardSession, spec: CardSpec) -> list[Check]:
     in every DF of the profile, READ BINARY of one byte by each SFI 1–30 that no profile file
     uses; anything but ``6A82`` (file not found) is a file there (``6981`` a record file,
     ``6982`` a protected one).  Reads only, no key: safe on a real card.  It sees EFs only, and
-    only those whose FID's low five bits are an SFI 1–30 (the simulator's rule: UM file
-    addressing); extra DFs and keys stay unseen (docs/profile.md, "What verification proves")."""
+    only those whose FID's low five bits are an SFI 1–30 (the simulator's rule, and what real
+    issuances rely on: EF0015 read as SFI 15, EF0006 as SFI 06, SPEC §2.5, §3); extra DFs and keys stay unseen (docs/profile.md, "What verification proves")."""
     checks: list[Check] = []
     for df in spec.dfs():
         if walk.select_df(session, df).sw != 0x9000:
