@@ -107,21 +107,29 @@ def report(journal_url, batch_id, as_json, as_csv):
     try:   # streamed: one card at a time, whatever the journal's size
         if batch_id is not None:
             j.require_batch(batch_id)
+        voids: dict[tuple[str, int], list[dict]] = {}      # few: cards removed mid-personalization
+        for v in j.void_attempts(batch_id):
+            voids.setdefault((v["batch"], v["row"]), []).append(_void(v))
         rows = j.iter_report(batch_id)
         if as_json:
             out.write("[")
             for i, r in enumerate(rows):
+                r["void_cards"] = voids.get((r["batch"], r["row"]), [])
                 out.write(("," if i else "") + "\n  " + json.dumps(r, ensure_ascii=False))
             out.write("\n]\n")
         elif as_csv:
-            w = csv.DictWriter(out, fieldnames=list(Journal.REPORT_KEYS), lineterminator="\n")
+            w = csv.DictWriter(out, fieldnames=[*Journal.REPORT_KEYS, "void_cards"], lineterminator="\n")
             w.writeheader()
             for r in rows:
+                r["void_cards"] = "; ".join(_void_text(v) for v in voids.get((r["batch"], r["row"]), []))
                 w.writerow(r)
         else:
             for r in rows:
+                again = f"  re-issue of {r['reissue_of']}" if r.get("reissue_of") else ""
                 out.write(f"{r['batch']}  row {r['row']:>5}  {r['cardholder_id']:<12} {r['card_serial'] or '-':<22} "
-                          f"{r['status']:<12} {r['reader'] or '-':<24} {r['finished'] or ''}\n")
+                          f"{r['status']:<12} {r['reader'] or '-':<24} {r['finished'] or ''}{again}\n")
+                for v in voids.get((r["batch"], r["row"]), []):
+                    out.write(f"    void: {_void_text(v)}\n")
         out.flush()
     finally:
         j.close()
@@ -137,10 +145,13 @@ def status(journal_url, as_json):
     j = Journal(journal_url, create=False)
     try:
         out = {b: j.check_batch(b) for b in j.batches()}
+        voids: dict[str, list[dict]] = {b: [] for b in out}
+        for v in j.void_attempts():
+            voids.setdefault(v["batch"], []).append(_void(v))
     finally:
         j.close()
     if as_json:
-        click.echo(json.dumps(out, indent=2))
+        click.echo(json.dumps({b: {**c, "void_cards": voids[b]} for b, c in out.items()}, indent=2))
         return
     if not out:
         click.echo("no batch in this journal")
@@ -148,4 +159,20 @@ def status(journal_url, as_json):
         total = sum(c.values())
         done = c["verified"] + c["personalized"]
         click.echo(f"{b}: {done}/{total} done, {c['failed']} failed, {c['in_progress']} in progress, "
-                   f"{c['pending']} pending")
+                   f"{c['pending']} pending" + (f", {len(voids[b])} void card(s)" if voids[b] else ""))
+        if voids[b]:
+            click.echo("  void cards (removed mid-personalization, may hold keys of their serial: find and "
+                       "destroy them):")
+        for v in voids[b]:
+            click.echo(f"    row {v['row']}: {_void_text(v)}")
+
+
+def _void(v: dict) -> dict:
+    """A void attempt as the reports show it (no error text: the reason is always the same)."""
+    return {"row": v["row"], "card_serial": v["card_serial"], "reader": v["reader"], "atr": v["atr"],
+            "uid": v["uid"], "started": v["started"], "voided": v["finished"]}
+
+
+def _void_text(v: dict) -> str:
+    uid = f", UID {v['uid']}" if v.get("uid") else ""
+    return f"card {v['card_serial']} (reader {v['reader'] or '-'}, ATR {v['atr'] or '-'}{uid}, written from {v['started']})"

@@ -40,10 +40,13 @@ def _date(_ctx, _param, value):
 @click.option("--reissue-card", "reissue", is_flag=True,
               help="Erase and issue again a card of this cardholder that is already fully issued (its purse "
                    "balance and records are lost); without it such a card is refused.")
+@click.option("--probe", is_flag=True,
+              help="After the verification, read by every SFI 1-30 of each DF to find files the profile does not "
+                   "name (reads only; docs/profile.md, \"What verification proves\").")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
 @click.pass_obj
 def perso(app, profile_path, keys, data_path, row, card_number, issue_date, encoding, reader, sim, dry_run,
-          no_verify, reissue, as_json) -> None:
+          no_verify, reissue, probe, as_json) -> None:
     """Personalize one card from PROFILE, key sources and one cardholder row."""
     from ..perso.job import prepare
     from ..perso.run import personalize
@@ -51,6 +54,8 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
 
     from .keyopts import warn_test_keys
 
+    if probe and no_verify:
+        raise InputError("--probe looks beyond the verification: it cannot go with --no-verify")
     job = prepare(profile_path, data_path, lambda: open_keys(keys), encoding=encoding)
     warn_test_keys(job.keys, job.spec)
     plan = job.plan(row, issue_date=issue_date, card_number=card_number)
@@ -71,17 +76,20 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
             click.echo(f"{i:3d}. {s.label}: {format_command(s.cmd)}{how}" + (f" [{s.source}]" if s.source else ""))
         return
     with app.open_session(reader, sim=sim, writes=True) as session:
-        report = personalize(session, spec, plan, verify=not no_verify, reissue=reissue)
+        report = personalize(session, spec, plan, verify=not no_verify, reissue=reissue, probe=probe)
     if as_json:
         click.echo(json.dumps({"card_serial": report.card_serial, "row": row, "steps": report.steps,
-                               "rerun": report.rerun, "verified": report.verified if not no_verify else None,
+                               "rerun": report.rerun, "reissued": report.reissued, "verified": report.verified if not no_verify else None,
                                "checks": len(report.checks), "ms": round(report.seconds * 1000, 1)}, indent=2))
         return
-    again = " (card erased and redone)" if report.rerun else ""
+    again = (" (a re-issue: the issued card was erased and issued again)" if report.reissued
+             else " (card erased and redone)" if report.rerun else "")
     click.echo(f"personalized card {report.card_serial} from {data.where(row)}{again}: {report.steps} steps "
                f"in {report.seconds * 1000:.0f} ms")
     if not no_verify:
-        click.echo(f"verified: {sum(1 for c in report.checks if c[1])}/{len(report.checks)} checks passed")
+        from ..perso.verify import SCOPE
+
+        click.echo(f"verified: {sum(1 for c in report.checks if c[1])}/{len(report.checks)} checks passed ({SCOPE})")
 
 
 @click.command()

@@ -8,12 +8,16 @@ Kill the batch at any moment and run the same command again: verified rows are n
 redone; a row left in progress is taken up again by the same reader with the same serial
 (its half-done card, if still in the reader, is erased and redone by the profile's
 ``rerun`` policy); card numbers come from a counter in the journal, so no serial is ever
-used twice.
+used twice.  Every card is recorded (an attempt: ATR, UID, reader, run) before its first
+write; when the card in the reader at the rerun is not the one the stopped run was writing,
+that attempt becomes ``void`` and the row gets a new serial (:meth:`Batch._settle`,
+:mod:`citycard.perso.journal_attempts`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import hashlib
 import logging
 import multiprocessing
@@ -31,9 +35,10 @@ from ..transport import CardSession
 from .card_sources import CardSource, PcscSource, pcsc_readers  # noqa: F401 (their home before)
 from .context import CardData
 from .data import DataFile, Record
-from .journal import Journal, now
-from .plan import Planner
-from .run import CardAlreadyIssued, ForeignCard, PersoError, personalize
+from .journal import RESUMED, VOID, Attempt, Journal, now
+from .plan import Plan, Planner
+from .run import (AuthenticationRefused, CardAlreadyIssued, CardIdentity, CardState, ForeignCard, PersoError,
+                  identify_card, personalize, read_uid, stable_uid)
 from .validate import ProblemTally, validate
 
 log = logging.getLogger("citycard.batch")
@@ -184,6 +189,7 @@ class Batch:
         journal = Journal(self.journal_url)
         try:
             writer = journal.register_batch(self.batch, self.spec.source, self.data.path, self.sha)
+            writer.mark_reissues(self.reissue)
             with writer:
                 if not writer.exists:
                     self._validate_into(journal, writer)
@@ -331,38 +337,117 @@ class Batch:
 
     def _one(self, j: Journal, src: CardSource, results: dict[str, int]) -> bool | None:
         spec = self.spec
-        claim = j.claim(self.batch, self.label(src), spec.serial_prefix,
-                        lambda n: CardData({}, n, self.issue_date).serial(spec), run=self.run_id)
+        claim = j.claim(self.batch, self.label(src), spec.serial_prefix, self._serial_of, run=self.run_id)
         if claim is None:
             return None
         started = now()
         row = claim.row
         values = self.data.row_at(claim.data_offset, row) if claim.data_offset is not None else self.data.row(row)
-        card = CardData(values, claim.card_number, self.issue_date, self.data.where(row))
         session = src.next_card(self.stop)
         if session is None:
             return None
+        atr, uid = session.atr, read_uid(session)            # reads only (journal_attempts)
+        serial, number = claim.card_serial, claim.card_number
+        # a row taken up again may have an open attempt: a card written by a run that stopped
+        previous = j.open_attempts(self.batch, row) if claim.attempts > 1 else []
+        settle = _Settle.NONE
+        card = CardData(values, number, self.issue_date, self.data.where(row))
         status, error = "verified" if self.verify else "personalized", None
+        attempt: list[int] = []
+
+        def on_attempt(_ident: CardIdentity) -> None:       # before the first authenticating/writing APDU
+            attempt.append(j.begin_attempt(self.batch, row, serial, reader=self.label(src), station=self.station,
+                                           run=self.run_id, atr=atr, uid=uid))
+
         try:
             plan = self.planner.plan(card)
-            personalize(session, spec, plan, verify=self.verify)
+            if previous:
+                settle = self._settle(session, plan, previous, uid)
+                if settle is _Settle.OTHER:
+                    serial, number = j.void_and_renumber(
+                        self.batch, row, spec.serial_prefix, self._serial_of,
+                        f"card removed mid-personalization: the card in {self.label(src)} when the row was redone "
+                        f"(ATR {atr.hex().upper()}) was not this one; it may hold keys of this serial")
+                    log.warning("row %d: the card written as %s is not in %s (void: find and destroy it); the "
+                                "row goes on as %s", row, previous[0].card_serial, src.name, serial)
+                    card = CardData(values, number, self.issue_date, self.data.where(row))
+                    plan = self.planner.plan(card)
+            try:
+                personalize(session, spec, plan, verify=self.verify, on_attempt=on_attempt)
+            except CardAlreadyIssued:
+                if settle is not _Settle.SAME:
+                    raise
+                # the run stopped after this very card was issued and before its row was recorded
+                from .verify import verify_card
+                verify_card(session, spec, plan)
         except (ForeignCard, CardAlreadyIssued) as exc:
             # refused before anything was written: the row is not spoiled, it waits for a right card
             status, error = "failed", str(exc)
+        except AuthenticationRefused as exc:
+            status, error = ("failed" if settle is _Settle.UNPROVEN else "spoiled"), str(exc)
         except (PersoError, TransportError) as exc:
             status, error = "spoiled", str(exc)
         except CitycardError as exc:
             status, error = "failed", str(exc)
-        j.finish(self.batch, row, claim.card_serial, self.label(src), status, error, started)
+        keep = getattr(src, "keep", None)
+        if keep is not None and status in ("verified", "personalized"):
+            try:       # the card is filed before its row says done (issue 18 point 8)
+                keep(session, serial)
+            except (CitycardError, OSError) as exc:
+                status, error = "spoiled", f"the card could not be filed: {exc}"
+        # the row's earlier open attempts: this card was theirs (proved by its serial, UID, or
+        # the MF master of the serial accepted), or it was not and theirs is void
+        prev = None
+        if previous and settle is not _Settle.OTHER:
+            proved = settle is _Settle.SAME or (settle is _Settle.UNPROVEN and attempt and status != "failed")
+            prev = RESUMED if proved else VOID
+        j.finish(self.batch, row, serial, self.label(src), status, error, started,
+                 attempt=attempt[0] if attempt else None, previous=prev, card=(atr, uid))
         with self._lock:
             results["processed"] += 1
             results["verified" if status in ("verified", "personalized") else "failed"] += 1
         if self.on_card is not None:
             self.on_card(src.name, row, status)
         try:
-            src.done(session, claim.card_serial)
+            src.done(session, serial)
         except CitycardError as exc:
             log.warning("%s: %s", src.name, exc)
         if error:
-            log.warning("row %d (%s) on %s: %s", row, claim.card_serial, src.name, error)
+            log.warning("row %d (%s) on %s: %s", row, serial, src.name, error)
         return status in ("verified", "personalized")
+
+    def _serial_of(self, number: int) -> str:
+        return CardData({}, number, self.issue_date).serial(self.spec)
+
+    def _settle(self, session: CardSession, plan: Plan, previous: list[Attempt], uid: bytes | None) -> _Settle:
+        """Whether the card in the reader is the one the row's open attempts were writing
+        (docs/architecture.md, "No unrecorded cards"): reads only, no key tried.
+
+        - same stable UID, or it carries the row's serial (read freely): SAME;
+        - another stable UID, another serial, another profile's card: OTHER;
+        - no serial but the profile's structure (cut after the MF master, before the serial
+          was written): UNPROVEN, the rerun's take-over with this serial's MF master (the one
+          try perso allows) proves it or refuses it;
+        - it looks factory-fresh: OTHER.  It may be the same card cut early, or a new one; only
+          a new serial guarantees that no two cards carry one serial's keys (if it is the same
+          card and it already holds the old serial's MF master, the transport key is refused
+          once and the card is recorded spoiled besides its void attempt)."""
+        here = stable_uid(uid)
+        known = {a.uid for a in previous if stable_uid(a.uid) is not None}
+        if here is not None and known:
+            return _Settle.SAME if here in known else _Settle.OTHER
+        ident = identify_card(session, self.spec, plan)
+        if ident.serial is not None:
+            return _Settle.SAME if ident.serial == plan.card_serial else _Settle.OTHER
+        if ident.state is CardState.PARTIAL:
+            return _Settle.UNPROVEN
+        return _Settle.OTHER
+
+
+class _Settle(enum.Enum):
+    """The card in the reader against a row's open attempts (:meth:`Batch._settle`)."""
+
+    NONE = "no open attempt"
+    SAME = "the same card"
+    UNPROVEN = "not proven: its MF master will tell"
+    OTHER = "another card"

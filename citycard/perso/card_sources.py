@@ -54,6 +54,9 @@ class CardSource(Protocol):
         """The card is finished (taken out of the reader)."""
         ...
 
+    # optional: ``keep(session, serial)`` files a good card (e.g. a simulated card's image)
+    # before its row is recorded as done; an error there leaves the row not done (Batch._one)
+
 
 @dataclass(frozen=True)
 class CardSeen:

@@ -5,13 +5,16 @@ Tables::
 
     batches  (batch PK, profile, data_file, data_sha256, rows, created)
     cards    (batch, row PK; cardholder_id, card_serial UNIQUE, card_number, status,
-              attempts, reader, started, finished, error, data_offset)
-    attempts (id PK, batch, row, card_serial, reader, status, error, started, finished)
+              attempts, reader, started, finished, error, data_offset, run, reissue_of)
+    attempts (id PK, batch, row, card_serial, reader, status, error, started, finished,
+              run, station, atr, uid, reissue_of)
     serials  (prefix PK, next)          -- card numbers are never handed out twice
 
 Statuses: ``pending`` → ``in_progress`` → ``verified`` (or ``personalized`` without
 verification), or ``failed``; a card that was given up after it was written is recorded
-in ``attempts`` as ``spoiled``.
+in ``attempts`` as ``spoiled``.  An attempt is recorded before the first write to a card,
+and a card removed mid-personalization becomes a ``void`` attempt
+(:mod:`citycard.perso.journal_attempts`).
 
 ``data_offset`` is the byte offset of the row in the data file, so that a worker reads only
 its row (the file is never held in memory).  A batch is registered only once its data file
@@ -35,9 +38,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+from .journal_attempts import RESUMED, VOID, Attempt, AttemptLog, upgrade_schema
 from .journal_tx import BatchWriter, JournalError, _Tx, now
 
-__all__ = ["STATUSES", "BatchWriter", "Claim", "Journal", "JournalError", "now"]
+__all__ = ["RESUMED", "STATUSES", "VOID", "Attempt", "BatchWriter", "Claim", "Journal", "JournalError", "now"]
 
 STATUSES = ("pending", "in_progress", "personalized", "verified", "failed", "spoiled")
 
@@ -69,7 +73,7 @@ _SCHEMA = [
 
 
 FORMAT = "citycard-journal"
-VERSION = 2            # 2: data offsets, runs, the meta stamp
+VERSION = 3            # 2: data offsets, runs, the meta stamp; 3: attempts before the first write, re-issues
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class Claim:
     data_offset: int | None = None   # the row's byte offset in the data file
 
 
-class Journal:
+class Journal(AttemptLog):
     """One connection per thread (``connect()`` again in each worker)."""
 
     def __init__(self, url: str, *, expect_id: str | None = None,
@@ -124,6 +128,7 @@ class Journal:
                 for col in ("data_offset", "run"):   # a journal of an earlier version (ALTER locks: only then)
                     if col not in have:
                         cur.execute(f"ALTER TABLE cards ADD COLUMN {col} BIGINT")
+                upgrade_schema(cur, True)
                 self._stamp(cur)
             self._conn.commit()
             return
@@ -153,6 +158,7 @@ class Journal:
             for col in ("data_offset", "run"):
                 if col not in have:
                     cur.execute(f"ALTER TABLE cards ADD COLUMN {col} BIGINT")
+            upgrade_schema(cur, False)
             self._stamp(cur)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -446,16 +452,19 @@ class Journal:
         return n
 
     def finish(self, batch: str, row: int, serial: str, reader: str, status: str, error: str | None,
-               started: str) -> None:
-        """Record the outcome of an attempt (durably) in the row and the attempts log."""
+               started: str, *, attempt: int | None = None, previous: str | None = None,
+               card: tuple[bytes | None, bytes | None] | None = None) -> None:
+        """Record the outcome of an attempt (durably) in the row and the attempts log:
+        ``attempt`` is the id :meth:`begin_attempt` gave (None: the card was refused before
+        one was opened, the attempt is recorded now with ``card`` = (ATR, UID)); the row's
+        other open attempts become ``previous`` (``resumed`` or ``void``, journal_attempts)."""
         t = now()
         with self._tx() as cur:
             row_status = status if status != "spoiled" else "failed"
             cur.execute(self._q("UPDATE cards SET status = ?, finished = ?, error = ? WHERE batch = ? AND row = ?"),
                         (row_status, t, error, batch, row))
-            cur.execute(self._q("INSERT INTO attempts (batch, row, card_serial, reader, status, error, started, "
-                                "finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                        (batch, row, serial, reader, status, error, started, t))
+            self._close_attempts(cur, batch, row, serial, reader, status, error, started, t, attempt, previous,
+                                 card)
 
     def retry_failed(self, batch: str) -> int:
         """Failed rows go back to pending with a new serial (the failed card stays spoiled)."""
@@ -492,7 +501,7 @@ class Journal:
         return out
 
     REPORT_KEYS = ("batch", "row", "cardholder_id", "card_serial", "status", "attempts", "reader", "started",
-                   "finished", "error")
+                   "finished", "error", "reissue_of")
 
     def report(self, batch: str | None = None) -> list[dict[str, Any]]:
         return list(self.iter_report(batch))
@@ -501,7 +510,7 @@ class Journal:
         """Every card of the journal (or of one batch), as a stream: constant memory whatever
         the journal's size (a server-side cursor on PostgreSQL)."""
         sql = self._q("SELECT batch, row, cardholder_id, card_serial, status, attempts, reader, started, finished, "
-                      "error FROM cards" + (" WHERE batch = ?" if batch else "") + " ORDER BY batch, row")
+                      "error, reissue_of FROM cards" + (" WHERE batch = ?" if batch else "") + " ORDER BY batch, row")
         args = (batch,) if batch else ()
         keys = self.REPORT_KEYS
         if self.pg:
@@ -520,7 +529,8 @@ class Journal:
             conn.close()
 
     def attempts(self, batch: str) -> list[dict[str, Any]]:
-        keys = ("row", "card_serial", "reader", "status", "error", "started", "finished")
+        keys = ("row", "card_serial", "reader", "status", "error", "started", "finished", "run", "station", "atr",
+                "uid", "reissue_of")
         return [dict(zip(keys, r)) for r in self._rows(
-            "SELECT row, card_serial, reader, status, error, started, finished FROM attempts WHERE batch = ? "
-            "ORDER BY id", (batch,))]
+            "SELECT row, card_serial, reader, status, error, started, finished, run, station, atr, uid, reissue_of "
+            "FROM attempts WHERE batch = ? ORDER BY id", (batch,))]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import CitycardError
 
@@ -31,6 +31,22 @@ class BatchWriter:
         self.pending: list[tuple[str, int, str, int]] = []
         self.rows = 0
         self.exists = False
+        self.reissue: frozenset[int] | str | None = None     # see mark_reissues
+
+    def mark_reissues(self, rows: Iterable[int] | str | None) -> None:
+        """Rows (or ``"all"``) named as re-issues: once registered, each whose cardholder was
+        issued in another batch of the journal records which issue it replaces
+        (``cards.reissue_of``, :func:`reissue_update`)."""
+        self.reissue = rows if rows == "all" or rows is None else frozenset(rows)  # type: ignore[arg-type]
+
+    def _mark(self) -> None:
+        if not self.reissue:
+            return
+        sql, by_row = reissue_update(self.j.ph, self.reissue)
+        if self.reissue == "all":
+            self.cur.execute(sql, (self.batch,))
+        else:
+            self.cur.executemany(sql + by_row, [(self.batch, r) for r in sorted(self.reissue)])
 
     def __enter__(self) -> "BatchWriter":
         self.tx = self.j._tx()
@@ -70,6 +86,7 @@ class BatchWriter:
                 self.cur.execute(self.j._q("INSERT INTO batches (batch, profile, data_file, data_sha256, rows, "
                                            "created) VALUES (?, ?, ?, ?, ?, ?)"),
                                  (self.batch, profile, data_file, sha, self.rows, now()))
+                self._mark()
             except BaseException as e:
                 self.tx.__exit__(type(e), e, None)
                 raise
@@ -120,3 +137,13 @@ def _storage_error(j: Journal, exc: BaseException) -> JournalError:
     return JournalError(f"{j._name()}: the journal could not be written ({first}); nothing of this step was "
                         "recorded")
 
+
+def reissue_update(ph: str, rows: frozenset[int] | str) -> tuple[str, str]:
+    """The SQL marking the rows of a batch being registered that re-issue a cardholder
+    issued in another batch: ``reissue_of`` = "batch B row N, card S" of the latest earlier
+    issue.  Returns (statement, the row filter to append for a set of rows)."""
+    sql = (f"UPDATE cards SET reissue_of = (SELECT 'batch ' || c2.batch || ' row ' || c2.row || ', card ' || "
+           f"COALESCE(c2.card_serial, '-') FROM cards c2 WHERE c2.cardholder_id = cards.cardholder_id "
+           f"AND c2.batch <> cards.batch AND c2.status IN ('verified', 'personalized', 'in_progress') "
+           f"ORDER BY c2.finished IS NULL, c2.finished DESC, c2.batch, c2.row LIMIT 1) WHERE batch = {ph}")
+    return sql, "" if rows == "all" else f" AND row = {ph}"

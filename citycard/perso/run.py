@@ -46,6 +46,7 @@ class RunReport:
     apdus: int = 0
     seconds: float = 0.0
     rerun: bool = False
+    reissued: bool = False     # a fully issued card of this cardholder was erased and issued again
     identity: CardIdentity | None = None
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
 
@@ -105,6 +106,32 @@ class CardIdentity:
     @property
     def named(self) -> str:
         return f"card {self.serial}" if self.serial else f"card with ATR {self.atr.hex().upper()} (no serial)"
+
+
+def read_uid(session: CardSession) -> bytes | None:
+    """The card's UID where the reader gives one, else None; reads only.  GET DATA
+    ``FF CA 00 00 00`` (PC/SC part 3, "Get Data": answered by the reader, not the card) is sent
+    only when the ATR has the form a PC/SC reader builds for a contactless card,
+    ``3B 8n 80 01 ...`` (PC/SC part 3, ATR of ISO 14443-4 cards; SPEC §6 R19); a contact
+    FM1208 has no UID and gets nothing.  A reader that refuses it: None."""
+    atr = session.atr
+    if len(atr) < 4 or atr[0] != 0x3B or atr[1] & 0xF0 != 0x80 or atr[2:4] != b"\x80\x01":
+        return None
+    from ..apdu import CommandApdu
+
+    try:
+        resp = session.send(CommandApdu(0xFF, 0xCA, 0x00, 0x00, ne=256))
+    except TransportError:
+        return None
+    return resp.data if resp.sw == 0x9000 and len(resp.data) in (4, 7, 10) else None
+
+
+def stable_uid(uid: bytes | None) -> bytes | None:
+    """``uid`` when it names the chip, None for none or a random one (a 4-byte UID whose
+    first byte is ``08``: a random ID drawn at each activation, ISO/IEC 14443-3)."""
+    if uid is None or (len(uid) == 4 and uid[0] == 0x08):
+        return None
+    return uid
 
 
 _PRESENT = (0x9000, 0x6A81, 0x9303)       # SELECT answered: the DF is there (blocked ones too)
@@ -216,10 +243,15 @@ def _probe_df(session: CardSession, df: DFSpec, plan: Plan, missing: list[str], 
 
 
 def personalize(session: CardSession, spec: CardSpec, plan: Plan, *, verify: bool = True,
-                on_step: Callable[[int, Step], None] | None = None, reissue: bool = False) -> RunReport:
+                on_step: Callable[[int, Step], None] | None = None, reissue: bool = False,
+                on_attempt: Callable[[CardIdentity], None] | None = None, probe: bool = False) -> RunReport:
     """Identify the card (no try spent), personalize it with ``plan`` as the identification
     allows, and verify it.  ``reissue``: erase and issue again a card of this cardholder that
-    is fully issued (its purse balance and records are lost)."""
+    is fully issued (its purse balance and records are lost).  ``on_attempt(identity)`` is
+    called once the card is identified (reads only) and before the first command that
+    authenticates or writes: the batch records the attempt there (journal_attempts); an
+    exception from it stops before anything is sent.  ``probe``: after the verification, look
+    for files the profile does not name (:func:`citycard.perso.verify.probe_files`, reads only)."""
     t0 = time.perf_counter()
     report = RunReport(plan.card_serial)
     count0 = _apdu_counter(session)
@@ -228,7 +260,10 @@ def personalize(session: CardSession, spec: CardSpec, plan: Plan, *, verify: boo
     except TransportError as exc:
         raise PersoError(f"identifying the card (nothing written): {exc}") from None
     report.identity = ident
+    if on_attempt is not None:
+        on_attempt(ident)
     start = _decide(session, spec, plan, ident, reissue)
+    report.reissued = reissue and ident.state is CardState.ISSUED
     report.rerun = start > 0
     try:
         report.steps = run_plan(session, plan, start=start, on_step=on_step)
@@ -243,6 +278,13 @@ def personalize(session: CardSession, spec: CardSpec, plan: Plan, *, verify: boo
         from .verify import verify_card
         try:
             report.checks = verify_card(session, spec, plan)
+            if probe:
+                from .verify import probe_files
+                found = probe_files(session, spec)
+                report.checks += found
+                bad = [f"{label}: {detail}" for label, ok, detail in found if not ok]
+                if bad:
+                    raise PersoError("the probe found files the profile does not name: " + "; ".join(bad))
         except TransportError as exc:
             raise PersoError(f"verification: {exc}") from None
     report.apdus = _apdu_counter(session) - count0

@@ -8,6 +8,14 @@ line-protection key); the load key answers INITIALIZE FOR LOAD with a MAC1 the h
 checks; DES keys answer INTERNAL AUTHENTICATE.  Purchase, unload and TAC keys cannot
 be checked without a transaction and are left out (said in the report).
 Every check is non-destructive: writes put back the bytes already there.
+
+What this proves and what it cannot (docs/profile.md, "What verification proves"): every
+file, record layout, size, access condition and key (by its use) of the profile is there and
+right.  It cannot prove that the card holds *nothing else*: FMCOS has no directory or key
+listing, a key can only be found by writing or trying it, and a DF's declared space is no
+limit on a real card (SPEC §6 R9).  Extra files, DFs and keys are kept out by custody: perso
+holds the card exclusively from the first APDU to the last and resets it on release
+(tests/test_station_custody_pcsc.py).
 """
 
 from __future__ import annotations
@@ -24,6 +32,11 @@ from .plan import Plan
 from .steps import PersoError
 
 Check = tuple[str, bool, str]
+
+#: what a passed verification means, for the operator (printed after the count)
+SCOPE = ("every file, record, access condition and key of the profile; an object the profile does not name "
+         "cannot be seen by reading (FMCOS lists none): exclusive custody during perso keeps them out "
+         "(docs/profile.md, \"What verification proves\")")
 
 
 class _KeyRefused(Exception):
@@ -189,3 +202,26 @@ def _verify_keys(session: CardSession, plan: Plan, df: DFSpec, checks: list[Chec
                          KeyType.PIN_RELOAD):
             _add(checks, f"{n}: key {k.name} ({k.ktype:02X}) written (not checkable without a transaction)", True)
 
+
+def probe_files(session: CardSession, spec: CardSpec) -> list[Check]:
+    """An optional, partial look for files the profile does not name (``perso --probe``):
+    in every DF of the profile, READ BINARY of one byte by each SFI 1–30 that no profile file
+    uses; anything but ``6A82`` (file not found) is a file there (``6981`` a record file,
+    ``6982`` a protected one).  Reads only, no key: safe on a real card.  It sees EFs only, and
+    only those whose FID's low five bits are an SFI 1–30 (the simulator's rule, and what real
+    issuances rely on: EF0015 read as SFI 15, EF0006 as SFI 06, SPEC §2.5, §3); extra DFs and keys stay unseen (docs/profile.md, "What verification proves")."""
+    checks: list[Check] = []
+    for df in spec.dfs():
+        if walk.select_df(session, df).sw != 0x9000:
+            _add(checks, f"{df.name}: probe for unknown files", False, "SELECT refused")
+            continue
+        known = {f.fid & 0x1F for f in df.files} | {f.sfi for f in df.files if f.sfi is not None}
+        found = []
+        for sfi in range(1, 31):
+            if sfi in known:
+                continue
+            sw = session.send(iso.read_binary(0, 1, sfi=sfi)).sw
+            if sw != 0x6A82:
+                found.append(f"SFI {sfi:02X} answers {sw:04X}")
+        _add(checks, f"{df.name}: no file beyond the profile's at SFI 1-30 (probe)", not found, ", ".join(found))
+    return checks

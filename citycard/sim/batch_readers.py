@@ -47,11 +47,21 @@ class SimSource:
         transport.connect()
         return CardSession(transport)
 
-    def done(self, session: CardSession, serial: str | None) -> None:
-        if self.keep_dir is not None and serial:
+    def keep(self, session: CardSession, serial: str) -> None:
+        """File the finished card's image (``keep_dir``): the batch calls it before the row is
+        recorded as done, so that no done row lacks its card (issue 18 point 8)."""
+        if self.keep_dir is not None:
+            self._kept = serial              # tried: done() does not try again
             transport = session.transport
             assert isinstance(transport, SimTransport)
             _image.save(unwrap(transport.card), self.keep_dir / f"{serial}.json")
+
+    def done(self, session: CardSession, serial: str | None) -> None:
+        """The card leaves the reader; its image is filed now unless :meth:`keep` did (a card
+        that was not good: its image too, for the bureau)."""
+        if serial and serial != getattr(self, "_kept", None):
+            self.keep(session, serial)
+        self._kept = None
         session.close()
 
 
