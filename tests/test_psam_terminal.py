@@ -1,0 +1,182 @@
+"""The terminal that holds no keys (citycard/terminal/psam_purchase.py, `citycard terminal`):
+the card ↔ PSAM purchase on simulated cards personalized from the shipped profiles."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+
+import pytest
+
+from citycard.errors import CardError
+from citycard.sim import image
+from citycard.terminal.psam_purchase import (PsamPurchaseTerminal, append_log, check_tac, read_log)
+from citycard.terminal.purse import NotCompleted, PurseTerminal
+from tests.psamhost import (CARD_PROFILE, DEMO_KEYS, DPK_MASTER, div, PSAM_PROFILE, PSAM_TERMINAL, ROOT, card_spec, keys, psam_card,
+                            session, user_card)
+
+WHEN = datetime.datetime(2026, 12, 3, 10, 15, 0)
+
+
+def loaded(amount: int = 1000):
+    card = user_card()
+    PurseTerminal(session(card), card_spec(), keys()).load(amount, when=WHEN)
+    card.power_off()
+    return card
+
+
+def purse_state(card):
+    return image.to_dict(card)["mf"]["children"]
+
+
+def recorder(card):
+    """The APDUs the card receives and its answers."""
+    seen = []
+    orig = card.process
+
+    def process(raw):
+        out = orig(raw)
+        seen.append((raw.hex().upper(), out.hex().upper()))
+        return out
+    card.process = process
+    return seen
+
+
+def test_psam_purchase_equals_the_host_key_purchase_byte_for_byte():
+    """The same card at the same counters: the PSAM terminal (no keys) and the host-key terminal
+    send the card the same INITIALIZE and DEBIT (MAC1) and get the same TAC ‖ MAC2 back."""
+    a, b = loaded(), loaded()
+    assert image.to_dict(a) == image.to_dict(b)
+    seen_a, seen_b = recorder(a), recorder(b)
+    tx = PsamPurchaseTerminal(session(a), session(psam_card()), card_spec()).purchase(250, when=WHEN)
+    host = PurseTerminal(session(b), card_spec(), keys(), terminal_id=PSAM_TERMINAL)
+    res = host.purchase(250, terminal_serial=tx.ttsn, when=WHEN)
+    assert seen_a == seen_b and len(seen_a) >= 4
+    assert any(c.startswith("805401000F00000001") for c, _ in seen_a)       # DEBIT with TTSN 00000001
+    assert image.to_dict(a) == image.to_dict(b)
+    assert (tx.tac, tx.card_counter, tx.balance_after_fen) == (res.tac.hex().upper(), res.counter, res.balance_after)
+    assert (tx.terminal_number, tx.ttsn, tx.transaction_type) == (PSAM_TERMINAL.hex(), 1, 6)
+    assert check_tac(tx, card_spec(), keys())                                 # the back office's check
+
+
+def test_psam_with_a_wrong_master_fails_mac1_and_leaves_the_purse(tmp_path):
+    other = (ROOT / "profiles/demo-keys.toml").read_text().replace(
+        'dpk = "791A8504E959DF230A308891A2B59511"', 'dpk = "00112233445566778899AABBCCDDEEFF"')
+    assert other != (ROOT / "profiles/demo-keys.toml").read_text()
+    wrong_keys = tmp_path / "keys.toml"
+    wrong_keys.write_text(other)
+    card = loaded()
+    before = purse_state(card)
+    with pytest.raises(CardError) as exc:
+        PsamPurchaseTerminal(session(card), session(psam_card(str(wrong_keys))), card_spec()).purchase(250, when=WHEN)
+    assert exc.value.sw == 0x9302 and "purchase master" in str(exc.value)
+    card.power_off()
+    assert purse_state(card) == before                 # balance, counters, records untouched
+    assert PurseTerminal(session(card), card_spec(), keys()).balance() == 1000
+
+
+def test_ttsn_monotonic_over_power_loss_of_the_psam():
+    """The PSAM loses power in INIT SAM FOR PURCHASE after each write step in turn; every TTSN a
+    purchase then uses is above every TTSN ever answered, and the card is charged once per purchase."""
+    base = psam_card()
+    ref = copy.deepcopy(base)
+    s0 = ref.nvm.steps
+    PsamPurchaseTerminal(session(loaded()), session(ref), card_spec()).purchase(1, when=WHEN)
+    steps = ref.nvm.steps - s0                          # the TTSN write and the commit point
+    assert steps >= 2
+    card = loaded()
+    sam = copy.deepcopy(base)
+    used = []
+    for n in range(1, steps + 1):
+        sam.nvm.tear_after = n
+        term = PsamPurchaseTerminal(session(card), session(sam), card_spec())
+        with pytest.raises(Exception):
+            term.purchase(10, when=WHEN)
+        sam.nvm.tear_after = None
+        sam.power_on()
+        card.power_off()
+        tx = PsamPurchaseTerminal(session(card), session(sam), card_spec()).purchase(10, when=WHEN)
+        assert all(tx.ttsn > u for u in used)
+        used.append(tx.ttsn)
+    assert used == sorted(set(used)) and len(used) == steps
+    assert used[0] == 1 and used[-1] == steps + 1       # the tear at the commit point spent one TTSN (a gap)
+    assert PurseTerminal(session(card), card_spec(), keys()).balance() == 1000 - 10 * steps
+
+
+def test_torn_debit_is_settled_and_checked_by_the_psam():
+    outcomes = set()
+    for n in range(1, 8):
+        card = loaded()
+        card.nvm.tear_after = n
+        term = PsamPurchaseTerminal(session(card), session(psam_card()), card_spec())
+        try:
+            tx = term.purchase(250, when=WHEN)
+        except NotCompleted:
+            outcomes.add("not completed")
+            card.nvm.tear_after = None
+            assert PurseTerminal(session(card), card_spec(), keys()).balance() == 1000
+            continue
+        card.nvm.tear_after = None
+        outcomes.add("recovered" if tx.recovered else "done")
+        assert check_tac(tx, card_spec(), keys())
+        assert PurseTerminal(session(card), card_spec(), keys()).balance() == 750   # charged once
+    assert {"not completed", "recovered"} <= outcomes
+
+
+def test_log_format_and_back_office_check(tmp_path):
+    card, sam = loaded(), psam_card()
+    log = tmp_path / "terminal.log"
+    for amount in (100, 200):
+        append_log(log, PsamPurchaseTerminal(session(card), session(sam), card_spec()).purchase(amount, when=WHEN))
+    lines = log.read_text().splitlines()
+    first = json.loads(lines[0])
+    assert first["format"] == "citycard-terminal-log" and first["version"] == 1
+    assert {k: first[k] for k in ("card_serial", "card_counter", "amount_fen", "transaction_type", "terminal_number",
+                                  "ttsn", "date", "time")} == \
+        {"card_serial": "3301000000000001", "card_counter": 0, "amount_fen": 100, "transaction_type": 6,
+         "terminal_number": "330100000001", "ttsn": 1, "date": "20261203", "time": "101500"}
+    txs = read_log(log)
+    assert [t.ttsn for t in txs] == [1, 2] and all(check_tac(t, card_spec(), keys()) for t in txs)
+    forged = log.read_text().replace('"amount_fen": 100', '"amount_fen": 10')
+    log.write_text(forged)
+    assert [check_tac(t, card_spec(), keys()) for t in read_log(log)] == [False, True]
+    log.write_text(forged + "{}\n")
+    with pytest.raises(Exception, match=r"terminal.log:3: not a citycard-terminal-log"):
+        read_log(log)
+
+
+def test_cli_terminal_with_sim_images(run_cli, tmp_path):
+    card_img, psam_img, log = tmp_path / "card.json", tmp_path / "psam.json", tmp_path / "t.log"
+    image.save(loaded(), card_img)
+    image.save(psam_card(), psam_img)
+    info = run_cli("terminal", "info", "--psam-sim", str(psam_img), "--json")
+    assert info.exit_code == 0 and info.json()["terminal_number"] == "330100000001" and info.json()["next_ttsn"] == 1
+    r = run_cli("terminal", "purchase", "-p", str(CARD_PROFILE), "--card-sim", str(card_img), "--psam-sim",
+                str(psam_img), "--amount", "2.50", "--log", str(log), "--json")
+    assert r.exit_code == 0, r.stderr
+    out = r.json()
+    assert out["balance_after_fen"] == 750 and out["ttsn"] == 1 and out["amount_yuan"] == "2.50"
+    r = run_cli("terminal", "purchase", "-p", str(CARD_PROFILE), "--card-sim", str(card_img), "--psam-sim",
+                str(psam_img), "--amount", "1", "--capp-station", "0A0B", "--log", str(log))
+    assert r.exit_code == 0 and "TTSN 2" in r.stdout
+    assert run_cli("terminal", "info", "--psam-sim", str(psam_img), "--json").json()["next_ttsn"] == 3
+    assert [t.transaction_type for t in read_log(log)] == [6, 9]
+    ok = run_cli("terminal", "check-log", "-p", str(CARD_PROFILE), "-k", str(DEMO_KEYS), "--log", str(log), "--json")
+    assert ok.exit_code == 0 and ok.json() == {"ok": True, "transactions": 2, "bad": []}
+    bad = run_cli("terminal", "purchase", "-p", str(CARD_PROFILE), "--card-sim", str(card_img), "--amount", "1")
+    assert bad.exit_code == 2 and "--psam READER or --psam-sim IMAGE" in bad.stderr
+    shown = r.stdout + info.stdout + out.__repr__() + log.read_text() + ok.stdout
+    for secret in (DPK_MASTER, div(DPK_MASTER, bytes.fromhex("3301000000000001"))):
+        assert secret.hex().upper() not in shown.upper()
+
+
+def test_psam_perso_from_cli(run_cli, tmp_path):
+    img = tmp_path / "psam.json"
+    assert run_cli("sim", "new", "--model", "psam", str(img)).exit_code == 0
+    r = run_cli("perso", "--profile", str(PSAM_PROFILE), "--keys", str(DEMO_KEYS), "--data",
+                str(ROOT / "profiles/psam-sample.csv"), "--row", "2", "--sim", str(img), "--json")
+    assert r.exit_code == 0, r.stderr
+    info = run_cli("terminal", "info", "--psam-sim", str(img), "--json").json()
+    assert info == {"serial": "01000000000000000002", "version": 1, "terminal_number": "330100000002",
+                    "key_index": 0, "issuer_id": "3301000000000000", "next_ttsn": 1}
