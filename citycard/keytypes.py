@@ -100,3 +100,11 @@ PSAM_KEY_NAMES: dict[str, PsamKeyUsage] = {
 def is_psam_usage(type_byte: int) -> bool:
     """A PSAM key usage byte rather than an FMCOS key type (``3x`` with D1's flag bits)."""
     return type_byte & 0x30 != 0x30
+
+
+def psam_label(type_byte: int) -> str:
+    """``"psam-purchase, 1 level"`` for a PSAM key usage byte (its hex if the type is unnamed)."""
+    names = {int(v): k for k, v in PSAM_KEY_NAMES.items()}
+    levels = type_byte >> 5
+    name = names.get(type_byte & 0x1F, f"psam-type-{type_byte & 0x1F:02X}")
+    return f"{name}, {levels} level{'' if levels == 1 else 's'}"

@@ -39,6 +39,7 @@ DTK_MASTER = H("7C1814104CE3767265CDCCA28FE56DA2")    # transit/dtk
 DAMK_MASTER = H("51FA354E134CA033545350C87EB3D264")   # transit/damk
 PSAM_TERMINAL = H("330100000001")                      # profiles/psam-sample.csv row 1
 ISSUE = datetime.date(2026, 11, 24)
+WHEN = datetime.datetime(2026, 12, 3, 10, 15, 0)
 
 
 def des3(key: bytes, data: bytes) -> bytes:
@@ -126,3 +127,13 @@ def session(card: SimCard) -> CardSession:
 
 def card_spec():
     return load_profile(CARD_PROFILE)
+
+
+def loaded(amount: int = 1000) -> SimCard:
+    """A personalized demo card with ``amount`` fen loaded by the host-key terminal."""
+    from citycard.terminal.purse import PurseTerminal
+
+    card = user_card()
+    PurseTerminal(session(card), card_spec(), keys()).load(amount, when=WHEN)
+    card.power_off()
+    return card

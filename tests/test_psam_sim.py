@@ -206,3 +206,11 @@ def test_ttsn_end_and_image_roundtrip(tmp_path):
     ttsn = again.mf.children[0x1001].children[0x0019]
     ttsn.data = H("FFFFFFFF")
     assert init(again)[1] == 0x9402                      # never wraps
+
+
+def test_sim_show_names_psam_keys_without_values():
+    from citycard.sim.show import lines, tree
+    card = psam_card()
+    text = "\n".join(lines(card))
+    assert "key 22 psam-purchase, 1 level id 01" in text and "key 25 psam-maintenance, 1 level id 01" in text
+    assert DPK_MASTER.hex().upper() not in (text + repr(tree(card))).upper()

@@ -4,7 +4,6 @@ the card ↔ PSAM purchase on simulated cards personalized from the shipped prof
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 
 import pytest
@@ -13,17 +12,9 @@ from citycard.errors import CardError
 from citycard.sim import image
 from citycard.terminal.psam_purchase import (PsamPurchaseTerminal, append_log, check_tac, read_log)
 from citycard.terminal.purse import NotCompleted, PurseTerminal
-from tests.psamhost import (CARD_PROFILE, DEMO_KEYS, DPK_MASTER, div, PSAM_PROFILE, PSAM_TERMINAL, ROOT, card_spec, keys, psam_card,
+from tests.psamhost import (CARD_PROFILE, DEMO_KEYS, DPK_MASTER, WHEN, div, loaded, PSAM_PROFILE, PSAM_TERMINAL, ROOT, card_spec, keys, psam_card,
                             session, user_card)
 
-WHEN = datetime.datetime(2026, 12, 3, 10, 15, 0)
-
-
-def loaded(amount: int = 1000):
-    card = user_card()
-    PurseTerminal(session(card), card_spec(), keys()).load(amount, when=WHEN)
-    card.power_off()
-    return card
 
 
 def purse_state(card):
@@ -180,3 +171,38 @@ def test_psam_perso_from_cli(run_cli, tmp_path):
     info = run_cli("terminal", "info", "--psam-sim", str(img), "--json").json()
     assert info == {"serial": "01000000000000000002", "version": 1, "terminal_number": "330100000002",
                     "key_index": 0, "issuer_id": "3301000000000000", "next_ttsn": 1}
+
+
+def test_mohurd_card_code_goes_to_the_psam_and_both_terminals_agree(tmp_path):
+    """A card profile with ``auth_code`` (SPEC D7): the terminal reads the card's code and sends
+    it to the PSAM (``80 CA``), whose MAC1 then covers it; the host-key purchase agrees."""
+    from citycard.profile import load_profile
+    from citycard.sim import SimCard
+    from tests.psamhost import PSAM_TERMINAL, ROOT, _perso
+
+    text = CARD_PROFILE.read_text(encoding="utf-8")
+    assert "[apps.transit.keys]" in text
+    profile = tmp_path / "mohurd.toml"
+    profile.write_text(text.replace("[apps.transit.keys]", "auth_code = true\n\n[apps.transit.keys]"), encoding="utf-8")
+    spec = load_profile(profile)
+    base = _perso(SimCard(rng=lambda n: b"\x5A" * n), profile, ROOT / "profiles/citycard-sample.csv")
+    PurseTerminal(session(base), spec, keys()).load(1000, when=WHEN)
+    base.power_off()
+    a, b = copy.deepcopy(base), copy.deepcopy(base)
+    seen_a, seen_b = recorder(a), recorder(b)
+    sam = psam_card()
+    seen_sam = recorder(sam)
+    tx = PsamPurchaseTerminal(session(a), session(sam), spec).purchase(250, when=WHEN)
+    res = PurseTerminal(session(b), spec, keys(), terminal_id=PSAM_TERMINAL).purchase(250, terminal_serial=tx.ttsn,
+                                                                                     when=WHEN)
+    assert seen_a == seen_b and any(c == "80CA000009" for c, _ in seen_a)
+    code = next(r[:-4] for c, r in seen_a if c == "80CA000009")
+    assert ("80CA000009" + code, "9000") in seen_sam                  # the PSAM got the card's code
+    assert tx.tac == res.tac.hex().upper() and check_tac(tx, spec, keys())
+    # without the code the PSAM's MAC1 misses it: the card refuses and is not charged
+    c = copy.deepcopy(base)
+    term = PsamPurchaseTerminal(session(c), session(psam_card()), spec)
+    term.psam.authentication_message = lambda code: None            # a terminal that forgets step 3
+    with pytest.raises(CardError) as exc:
+        term.purchase(250, when=WHEN)
+    assert exc.value.sw == 0x9302
