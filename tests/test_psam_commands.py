@@ -103,3 +103,15 @@ def test_answers_and_usage_bytes():
     assert [psam.usage_byte(u, 1) for u in (PsamKeyUsage.MAC, PsamKeyUsage.ENCRYPT, PsamKeyUsage.MAC_ENCRYPT)] == \
         [0x26, 0x27, 0x28]
     assert psam.split_usage(0x45) == (0x05, 2)
+
+
+def test_line_mac_input_and_protected_block_csb():
+    """CSB (PSAM-SM4.md §3.2): challenge 1EA2B2E6, APPLICATION BLOCK → the PSAM's data
+    1EA2B2E6 00000000 841E000004 800000, and the card command 841E000004 A86CC6A8."""
+    from citycard.commands import fmcos
+    block = fmcos.app_block()
+    assert psam.line_mac_input(block, H("1EA2B2E6")) == H("1EA2B2E600000000841E000004800000")
+    assert psam.with_line_mac(block, H("A86CC6A8")).encode() == H("841E000004A86CC6A8")
+    assert psam.line_mac_input(fmcos.app_block(True), H("1EA2B2E6")) == H("1EA2B2E600000000841E000104800000")
+    with pytest.raises(InputError):
+        psam.line_mac_input(block, bytes(3))

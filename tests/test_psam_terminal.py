@@ -206,3 +206,31 @@ def test_mohurd_card_code_goes_to_the_psam_and_both_terminals_agree(tmp_path):
     with pytest.raises(CardError) as exc:
         term.purchase(250, when=WHEN)
     assert exc.value.sw == 0x9302
+
+
+def test_hotlisted_card_blocked_with_the_psam_maintenance_key(tmp_path, run_cli):
+    """The PSAM's maintenance master (the cards' DAMK master, usage 25) MACs APPLICATION BLOCK:
+    the card then refuses its purse; a PSAM with another master gets 6988 and blocks nothing."""
+    from citycard.terminal.psam_hotlist import block_application
+    other = (ROOT / "profiles/demo-keys.toml").read_text().replace(
+        'damk = "51FA354E134CA033545350C87EB3D264"', 'damk = "00112233445566778899AABBCCDDEEFF"')
+    wrong_keys = tmp_path / "keys.toml"
+    wrong_keys.write_text(other)
+    card = loaded()
+    with pytest.raises(CardError) as exc:
+        block_application(session(card), session(psam_card(str(wrong_keys))), card_spec())
+    assert exc.value.sw == 0x6988
+    card.power_off()
+    assert PurseTerminal(session(card), card_spec(), keys()).balance() == 1000        # not blocked
+    card_img, psam_img = tmp_path / "card.json", tmp_path / "psam.json"
+    image.save(card, card_img)
+    image.save(psam_card(), psam_img)
+    r = run_cli("terminal", "block", "-p", str(CARD_PROFILE), "--card-sim", str(card_img), "--psam-sim",
+                str(psam_img), "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json() == {"ok": True, "card_serial": "3301000000000001", "application": "transit", "permanent": False,
+                        "terminal_number": "330100000001"}
+    assert image.load(card_img).mf.children[0x3F01].block == 1                          # temporary block
+    r = run_cli("terminal", "purchase", "-p", str(CARD_PROFILE), "--card-sim", str(card_img), "--psam-sim",
+                str(psam_img), "--amount", "1")
+    assert r.exit_code == 1 and "6A81" in r.stderr

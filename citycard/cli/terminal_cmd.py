@@ -138,3 +138,39 @@ def check_log(profile_path, keys, app_name, log_path, as_json):
     if bad:
         from ..terminal.purse import PurseError
         raise PurseError(f"{len(bad)} of {len(results)} TACs do not check out")
+
+
+@terminal.command()
+@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
+              help="The card's profile (TOML): its purse application and serial file; no keys are read.")
+@click.option("--card-sim", "card_sim", default=None, metavar="IMAGE",
+              help="Use the simulated card in this image file (in process).")
+@click.option("--card", "card_reader", default=None, metavar="READER",
+              help="PC/SC reader holding the user card: name, unique name fragment, or index.")
+@_psam_options
+@click.option("--app", "app_name", default=None, help="Purse application of the profile (default: the first).")
+@click.option("--permanent", is_flag=True, help="Block for good (P2 01); default: temporary (P2 00).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
+@click.pass_obj
+def block(app, profile_path, card_sim, card_reader, psam_reader, psam_sim, app_name, permanent, as_json):
+    """Block a hotlisted card's purse application (the PSAM MACs APPLICATION BLOCK)."""
+    from ..profile import load_profile
+    from ..terminal.psam_hotlist import block_application
+
+    _reader_or_image("card", card_reader, card_sim)
+    _reader_or_image("psam", psam_reader, psam_sim)
+    spec = load_profile(profile_path)
+    psam_session = app.open_session(psam_reader, sim=psam_sim)
+    try:
+        card_session = app.open_session(card_reader, sim=card_sim)
+        try:
+            res = block_application(card_session, psam_session, spec, app_name, permanent=permanent)
+        finally:
+            card_session.close()
+    finally:
+        psam_session.close()
+    if as_json:
+        click.echo(json.dumps({"ok": True, **asdict(res)}))
+    else:
+        click.echo(f"blocked {res.application} of card {res.card_serial} "
+                   f"({'permanently' if res.permanent else 'temporarily'}; terminal {res.terminal_number})")

@@ -145,6 +145,24 @@ def cipher_data(mode: CipherMode | int, data: bytes) -> CommandApdu:
     return CommandApdu(0x80, 0xFA, int(m), 0x00, bytes(data), ne=ne)
 
 
+def line_mac_input(cmd: CommandApdu, challenge: bytes) -> bytes:
+    """The CIPHER DATA (P1 ``05``) data for the line-protection MAC of ``cmd`` with a card's
+    ``challenge``: IV = challenge ‖ ``00``s to 8 bytes, then ``CLA|04 INS P1 P2 Lc+4`` ‖ data ‖
+    ``80 00..`` (MZT, KSD: ``R ‖ 00000000 ‖ 841E000004800000`` for APPLICATION BLOCK, §3.2)."""
+    if len(challenge) not in (4, 8):
+        raise InputError(f"challenge: {len(challenge)} bytes, expected 4 or 8")
+    if len(cmd.data) + 4 > 0xFF:
+        raise InputError("a line-protected command carries at most 251 bytes of data")
+    header = bytes((cmd.cla | 0x04, cmd.ins, cmd.p1, cmd.p2, len(cmd.data) + 4))
+    body = header + cmd.data + b"\x80"
+    return challenge.ljust(8, b"\x00") + body + bytes(-len(body) % 8)
+
+
+def with_line_mac(cmd: CommandApdu, mac: bytes) -> CommandApdu:
+    """``cmd`` as the card takes it under line protection: CLA ``|04``, data ‖ MAC 4."""
+    return CommandApdu(cmd.cla | 0x04, cmd.ins, cmd.p1, cmd.p2, bytes(cmd.data) + _fixed(mac, 4, "MAC"), ne=cmd.ne)
+
+
 # ------------------------------------------------------------------------ reads
 def read_serial() -> CommandApdu:
     """``00 B0 95 00 0E``: EF0015, the PSAM serial and versions (PSAM-SM4.md §1.1)."""
