@@ -96,7 +96,8 @@ def purchase(app, profile_path, card_sim, card_reader, psam_reader, psam_sim, ap
         append_log(log_path, tx)
     if as_json:
         click.echo(json.dumps({"ok": True, "kind": "capp purchase" if capp else "purchase", **asdict(tx),
-                               "amount_yuan": yuan(tx.amount_fen), "balance_yuan": yuan(tx.balance_after_fen)}))
+                               "amount_yuan": yuan(tx.amount_fen), "balance_before_yuan": yuan(tx.balance_before_fen),
+                               "balance_after_yuan": yuan(tx.balance_after_fen)}))
     else:
         click.echo(f"purchase {yuan(tx.amount_fen)} yuan: balance {yuan(tx.balance_before_fen)} -> "
                    f"{yuan(tx.balance_after_fen)} yuan (card counter {tx.card_counter}, terminal "
