@@ -214,3 +214,30 @@ def test_sim_show_names_psam_keys_without_values():
     text = "\n".join(lines(card))
     assert "key 22 psam-purchase, 1 level id 01" in text and "key 25 psam-maintenance, 1 level id 01" in text
     assert DPK_MASTER.hex().upper() not in (text + repr(tree(card))).upper()
+
+
+def test_des_algorithm_uses_the_left_half_of_the_dpk():
+    card = in_adf(psam_card())
+    data, sw = init(card, algorithm=0x01)
+    ses = des3(div(DPK_MASTER, FACTOR)[:8], R + CTR.to_bytes(2, "big") + H("0001"))
+    assert sw == 0x9000 and data[4:] == purse_mac(ses, AMOUNT.to_bytes(4, "big") + b"\x06" + PSAM_TERMINAL + DATE + TIME)
+
+
+def test_psam_keys_written_with_a_mac(tmp_path):
+    """``write = "mac"``: 84 D4 under the ADF master's MAC; a wrong MAC adds nothing."""
+    from citycard.sim import new_card
+    from tests.psamhost import PSAM_PROFILE, ROOT, _perso
+    text = PSAM_PROFILE.read_text(encoding="utf-8")
+    old = 'master = "transit/dpk", export = true }'
+    assert old in text
+    profile = tmp_path / "psam.toml"
+    profile.write_text(text.replace(old, 'master = "transit/dpk", write = "mac", export = true }'), encoding="utf-8")
+    card = _perso(new_card("psam"), profile, ROOT / "profiles/psam-sample.csv")
+    key = next(k for k in card.mf.children[0x1001].keyfile.keys.values() if k.ktype == 0x22)
+    assert key.value == DPK_MASTER
+    in_adf(card)
+    chal, sw = send(card, H("0084000004"))
+    assert sw == 0x9000
+    bad = H("84D4010219") + bytes((0x26, 0xF0, 0xEF, 0x01, 0x00)) + bytes(16) + bytes(4)
+    assert send(card, bad)[1] == 0x9302
+    assert not any(k.ktype == 0x26 for k in card.mf.children[0x1001].keyfile.keys.values())
