@@ -62,3 +62,49 @@ _KEY_LABELS = {
 }
 _COUNTER_TYPES = frozenset({KeyType.LINE_PROTECTION, KeyType.PIN_UNBLOCK, KeyType.PIN_RELOAD,
                             KeyType.EXTERNAL_AUTH, KeyType.PIN})
+
+
+class PsamKeyUsage(IntEnum):
+    """Type bits (b5–b1) of a PSAM key usage byte, the KSY list (PSAM-SM4.md §1.2); b8–b6 hold
+    the levels of diversification (0–3): ``22``/``42``/``62`` = purchase master with 1/2/3
+    levels (PSAMB), ``25``/``45`` maintenance (MZT).  Not FMCOS types: a PSAM stores them in
+    the first byte of its key record (docs/psam.md)."""
+
+    MASTER = 0x00
+    PURCHASE = 0x02
+    MAINTENANCE = 0x05
+    MAC = 0x06
+    ENCRYPT = 0x07
+    MAC_ENCRYPT = 0x08
+    LOAD = 0x09
+    TAC = 0x0C
+    PIN = 0x0D
+    EXTERNAL_AUTH = 0x0E
+    INTERNAL_AUTH = 0x0F
+
+    def usage_byte(self, levels: int) -> int:
+        """The key usage byte: ``levels`` (0–3) in b8–b6, this type in b5–b1."""
+        if not 0 <= levels <= 3:
+            raise ValueError(f"diversification levels {levels}: 0..3")
+        return levels << 5 | int(self)
+
+
+#: the profile's names of the PSAM key usages (``type = "psam-purchase"``)
+PSAM_KEY_NAMES: dict[str, PsamKeyUsage] = {
+    "psam-purchase": PsamKeyUsage.PURCHASE, "psam-maintenance": PsamKeyUsage.MAINTENANCE,
+    "psam-mac": PsamKeyUsage.MAC, "psam-encrypt": PsamKeyUsage.ENCRYPT,
+    "psam-mac-encrypt": PsamKeyUsage.MAC_ENCRYPT, "psam-load": PsamKeyUsage.LOAD, "psam-tac": PsamKeyUsage.TAC,
+}
+
+
+def is_psam_usage(type_byte: int) -> bool:
+    """A PSAM key usage byte rather than an FMCOS key type (``3x`` with D1's flag bits)."""
+    return type_byte & 0x30 != 0x30
+
+
+def psam_label(type_byte: int) -> str:
+    """``"psam-purchase, 1 level"`` for a PSAM key usage byte (its hex if the type is unnamed)."""
+    names = {int(v): k for k, v in PSAM_KEY_NAMES.items()}
+    levels = type_byte >> 5
+    name = names.get(type_byte & 0x1F, f"psam-type-{type_byte & 0x1F:02X}")
+    return f"{name}, {levels} level{'' if levels == 1 else 's'}"

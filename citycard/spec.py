@@ -130,7 +130,7 @@ class KeySpec:
     """
 
     name: str
-    ktype: int                 # base type 30..3F
+    ktype: int                 # base type 30..3F, or a PSAM key usage byte (docs/psam.md)
     kid: int
     usage_ac: int
     change_ac: int
@@ -138,7 +138,7 @@ class KeySpec:
     b4: int                    # error counter byte, or algorithm id
     length: int = 16
     master: tuple[str, str] | None = None
-    factor: str = "@app_serial"
+    factor: str | None = "@app_serial"   # None: the master itself (a PSAM key, docs/psam.md)
     pin: Any = None            # PIN binding (string with $column / constant digits)
     write: Protection = "plain"
     change_flag: int = 0x00

@@ -30,6 +30,10 @@ SIZES = {
     "capp_metro": 48,
     "library_ef0015": 32,
     "bike_ef0015": 24,
+    "psam_ef0015": 14,
+    "psam_ef0016": 6,
+    "psam_ef0017": 25,
+    "psam_ef0019": 4,
 }
 TLV_LAYOUTS = {"ss_ef05", "ss_ef06", "health_ef0005"}
 

@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "batch": ("batch_cmd", "batch"),
     "dump": ("perso_cmd", "dump"),
     "purse": ("purse_cmd", "purse"),
+    "terminal": ("terminal_cmd", "terminal"),
     "pin": ("services_cmd", "pin"),
     "app": ("services_cmd", "app_group"),
     "card": ("services_cmd", "card_group"),

@@ -259,7 +259,7 @@ class Planner:
             raise InputError(f"{where}: {exc}") from None
         return raw, (ENCIPHERED if how == "cipher" else EXPORTED)
 
-    def _derive(self, unit: str, role: str, factor: bytes, alg: str = "des") -> Key:
+    def _derive(self, unit: str, role: str, factor: bytes | None, alg: str = "des") -> Key:
         """A per-card key to be written to the card (asked of an HSM with ``export``: the
         WRITE KEY record is built around its value; :meth:`_written` decides if it may).
         ``alg``: the key's cipher family, asked of the source only for SM4 (docs/sm4.md)."""
@@ -323,7 +323,8 @@ class Planner:
                 raise InputError(f"{r.data.where}: the PIN for {k.path} must be 4..12 digits")
             return pin_to_bytes(digits)
         assert k.master is not None
-        value = self._derive(k.master[0], k.master[1], r.factor(k.factor, where), k.alg)
+        factor = r.factor(k.factor, where) if k.factor is not None else None   # None: a PSAM master (docs/psam.md)
+        value = self._derive(k.master[0], k.master[1], factor, k.alg)
         return value[:8] if k.length == 8 else value
 
     @staticmethod

@@ -25,6 +25,7 @@ from ..commands.fmcos import KeyType
 from ..commands.iso import AuthMode
 from ..commands.purse import PurseKind
 from ..crypto import ecb_decrypt, ecb_encrypt, mac_alg1, mac_alg3, pboc
+from ..keytypes import is_psam_usage
 from ..spec import CardSpec, DFSpec, FileSpec
 from ..tlv import try_parse
 from ..transport import CardSession, LineProtection
@@ -198,6 +199,9 @@ def _verify_keys(session: CardSession, plan: Plan, df: DFSpec, checks: list[Chec
                 want = ecb_decrypt(key, data)
             _add(checks, f"{n}: key {k.name} answers INTERNAL AUTHENTICATE", r.sw == 0x9000 and r.data == want,
                  f"SW {r.sw:04X}")
+        elif is_psam_usage(k.ktype):   # a PSAM master (docs/psam.md): proved by a purchase, which spends a TTSN
+            _add(checks, f"{n}: PSAM key {k.name} ({k.ktype:02X}/{k.kid:02X}) written (checked by a transaction, "
+                 "docs/psam.md)", True)
         elif k.ktype in (KeyType.TAC, KeyType.OVERDRAW, KeyType.UNLOAD, KeyType.PURCHASE, KeyType.PIN_UNBLOCK,
                          KeyType.PIN_RELOAD):
             _add(checks, f"{n}: key {k.name} ({k.ktype:02X}) written (not checkable without a transaction)", True)

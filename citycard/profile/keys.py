@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..keytypes import PSAM_KEY_NAMES
 from ..spec import KEY_TYPES, KeySpec
 from .bindings import check_binding
 from .fields import Located, access, check_table, choice, dotted, integer, required, typed
 
 KEY_FIELDS = {"type", "id", "usage", "change", "state", "tries", "version", "algorithm", "master", "factor",
-              "value", "length", "write", "protect_change", "export", "alg"}
+              "value", "length", "write", "protect_change", "export", "alg", "levels"}
 _COUNTER_TYPES = (0x36, 0x37, 0x38, 0x39, 0x3A)     # byte 3/4: follow-up state and error counter
 _STATE_TYPES = (0x39, 0x3A)                          # external authentication and PIN set a state
 PIN_TYPE = 0x3A
@@ -58,8 +59,13 @@ def parse_key(ctx: Located, t: Any, path: list[Any], name: str, unit: str | None
     """One entry of ``keys``: a key derived from a master, or a PIN."""
     check_table(ctx, t, KEY_FIELDS, path, "a key")
     tname = required(ctx, t, "type", path, str)
+    if tname in PSAM_KEY_NAMES:
+        return _psam_key(ctx, t, path, name, unit, units)
     if tname not in KEY_TYPES:
-        raise ctx.err([*path, "type"], f"unknown key type {tname!r} (types: {', '.join(sorted(KEY_TYPES))})")
+        raise ctx.err([*path, "type"], f"unknown key type {tname!r} (types: "
+                      f"{', '.join(sorted([*KEY_TYPES, *PSAM_KEY_NAMES]))})")
+    if "levels" in t:
+        raise ctx.err([*path, "levels"], "only a PSAM key (type psam-...) has diversification levels")
     kt = KEY_TYPES[tname]
     kid = integer(ctx, t, "id", path, 0, 0xFE, 0)
     alg = _ALGS[choice(ctx, t, "alg", path, "3des", tuple(_ALGS), "3des or sm4")]
@@ -143,3 +149,26 @@ def _derivation(ctx: Located, t: dict[str, Any], path: list[Any], unit: str | No
         raise ctx.err([*path, "length"], "a key is 8 or 16 bytes")
     export = typed(ctx, t.get("export", False), [*path, "export"], bool)
     return master, factor, length, export
+
+
+def _psam_key(ctx: Located, t: dict[str, Any], path: list[Any], name: str, unit: str | None,
+              units: dict[str, str]) -> KeySpec:
+    """A PSAM key (docs/psam.md): the master itself (a PSAM diversifies the cards' keys from
+    it, so it takes no ``factor``), its usage byte = ``levels`` in b8–b6 ‖ the type
+    (PSAM-SM4.md §1.2), ``id`` = its index (for a purchase master: the card key version it
+    serves, PSAMB), then version and algorithm (``00`` 3DES)."""
+    usage = PSAM_KEY_NAMES[str(t["type"])]
+    for bad in ("factor", "state", "tries", "value", "protect_change"):
+        if bad in t:
+            raise ctx.err([*path, bad], f"a PSAM key takes no {bad!r} (it is the master itself: docs/psam.md)")
+    levels = integer(ctx, t, "levels", path, 0, 3, 1)
+    kid = integer(ctx, t, "id", path, 0, 0xFE, 1)
+    write = choice(ctx, t, "write", path, "plain", ("plain", "mac"), "plain or mac (a PSAM key record is never "
+                   "enciphered: SPEC §6 R4)")
+    master = master_ref(ctx, required(ctx, t, "master", path, str), [*path, "master"], unit, units)
+    length = integer(ctx, t, "length", path, 16, 16, 16)
+    return KeySpec(name=name, ktype=usage.usage_byte(levels), kid=kid, usage_ac=access(ctx, t, "usage", path, "free"),
+                   change_ac=access(ctx, t, "change", path, "never"),
+                   b3=integer(ctx, t, "version", path, 0, 255, kid), b4=integer(ctx, t, "algorithm", path, 0, 1, 0),
+                   length=length, master=master, factor=None, write=write, path=dotted(path),
+                   export=typed(ctx, t.get("export", False), [*path, "export"], bool))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from citycard.errors import InputError
 
-from . import mohurd, pboc, services, social
+from . import mohurd, pboc, psam, services, social
 from .kinds import KINDS
 from .layout import Field, Layout, TlvLayout
 
@@ -27,7 +27,7 @@ __all__ = ["KINDS", "LAYOUTS", "Field", "Layout", "TlvLayout", "get"]
 
 LAYOUTS: dict[str, Layout | TlvLayout] = {
     layout.name: layout
-    for layout in (*pboc.LAYOUTS, *mohurd.LAYOUTS, *social.LAYOUTS, *services.LAYOUTS)
+    for layout in (*pboc.LAYOUTS, *mohurd.LAYOUTS, *social.LAYOUTS, *services.LAYOUTS, *psam.LAYOUTS)
 }
 
 

@@ -10,6 +10,7 @@ Public API (stable, documented in docs/sim.md)::
 """
 
 from .card import SimCard, SwError, new_card
+from . import psam as _psam   # registers the "psam" card model's class
 from .models import DEFAULT_MODEL, LEGACY_MODEL, MODELS, CardModel
 from .nvm import PowerLoss
 

@@ -9,7 +9,7 @@ handler and listed in docs/sim.md.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable
 
 from .core import ISO, ISO_PLAIN, PROPRIETARY, PROPRIETARY_PLAIN, PROTECTED_ONLY, Route, SwError
 from .files import FileCommands
@@ -23,6 +23,10 @@ __all__ = ["SimCard", "SwError", "PurseSession", "new_card"]
 
 
 _MAC_ONLY = ((0x80, 0x6982),)   # the plain form of a MAC-only command: security state not satisfied
+
+#: the class of each card model ``kind`` other than the FMCOS card (``citycard.sim.psam``
+#: registers ``psam``): ``SimCard(model=...)`` builds the model's class
+CARD_CLASSES: dict[str, type[SimCard]] = {}
 
 
 class SimCard(FileCommands, SecurityCommands, PurseCommands):
@@ -59,6 +63,11 @@ class SimCard(FileCommands, SecurityCommands, PurseCommands):
         0x58: (Route("_update_overdraw_limit", PROPRIETARY_PLAIN),),
         0xCA: (Route("_get_data", PROPRIETARY),),
     }
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SimCard:
+        if cls is SimCard:
+            cls = CARD_CLASSES.get(get_model(kwargs.get("model", DEFAULT_MODEL)).kind, SimCard)
+        return super().__new__(cls)
 
     def __init__(self, mf: DF | None = None, *, card_blocked: bool = False, atr: bytes | None = None,
                  rng: Callable[[int], bytes] | None = None, model: str | CardModel = DEFAULT_MODEL) -> None:

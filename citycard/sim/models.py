@@ -79,6 +79,8 @@ class CardModel:
     mf_erase_ac: int = 0xF1
     mf_sfi_byte: int = 0x01
     keyfile_space: int = 0x0100
+    # the command set: "fmcos" (the card) or "psam" (citycard.sim.psam: docs/psam.md)
+    kind: str = "fmcos"
 
     def __post_init__(self) -> None:
         if len(self.transport_key) not in (8, 16):
@@ -113,7 +115,15 @@ FM1208_16FF = CardModel(
     add_replaces_existing=False,
 )
 
-MODELS: dict[str, CardModel] = {m.name: m for m in (FM1208, FM1208_16FF)}
+PSAM = CardModel(
+    name="psam",
+    description="PSAM (terminal secure module) on the FM1208 core: the factory MF of fm1208 with the "
+                "PSAM commands 80 70 / 80 72 / 80 1A / 80 FA / 80 CA (PSAM-SM4.md §2; docs/psam.md)",
+    atr=atr_from_historical(b"CITYCARD PSAM"),
+    kind="psam",
+)
+
+MODELS: dict[str, CardModel] = {m.name: m for m in (FM1208, FM1208_16FF, PSAM)}
 DEFAULT_MODEL = FM1208.name
 # The model old images (without a "model" key) were made with; ``SimCard()`` builds
 # DEFAULT_MODEL when no model is given.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..keytypes import is_psam_usage, psam_label
 from .card import SimCard
 from .fs import (DF, FT_CYCLIC, FT_FIXED, FT_VARIABLE, KEY_TYPE_NAMES, COUNTER_TYPES, BinaryEF, KeyFile,
                  KeyRecord, Node, PurseEF, RecordEF)
@@ -20,6 +21,10 @@ def _name(df: DF) -> str:
 
 
 def _key_dict(k: KeyRecord) -> dict[str, Any]:
+    if is_psam_usage(k.ktype):   # a PSAM key: its first byte is the usage byte (docs/psam.md)
+        return {"type": f"{k.ktype:02X}", "role": psam_label(k.ktype), "id": f"{k.kid:02X}",
+                "usage_ac": f"{k.usage_ac:02X}", "change_ac": f"{k.change_ac:02X}", "length": len(k.value),
+                "version": f"{k.b3:02X}", "algorithm": f"{k.b4:02X}"}
     d: dict[str, Any] = {"type": f"{k.ktype:02X}", "role": KEY_TYPE_NAMES.get(k.base, "?"), "id": f"{k.kid:02X}",
                          "usage_ac": f"{k.usage_ac:02X}", "change_ac": f"{k.change_ac:02X}",
                          "length": len(k.value)}

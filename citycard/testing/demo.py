@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..assets import copy_assets
 from .pcscd import PrivatePcscd, pcscd_available
+from .psam_demo import terminal_scene
 
 CLI = [sys.executable, "-m", "citycard"]
 
@@ -111,6 +112,7 @@ def _tour(workdir: Path) -> int:
         _run(["purse", "purchase", *purse, "--amount", "3.50"], env)
         _run(["purse", "balance", "--profile", profile, *card], env)     # GET BALANCE needs no keys
         _run(["dump", *card, "--profile", profile, "--keys", keys], env)
+        terminal_scene(_run, env, workdir, daemon, card, profile, keys, _wait_card)
         print("\n# a bureau batch: 20 more cardholders on two simulated readers, with a journal")
         journal = str(workdir / "journal.db")
         _run(["batch", "run", "--profile", profile, "--keys", keys, "--data", data, "--journal", journal,

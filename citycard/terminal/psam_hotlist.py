@@ -1,0 +1,53 @@
+"""A hotlisted card blocked by a terminal that holds no keys (PSAM-SM4.md §3.2, MZT): the
+PSAM's application-maintenance master, diversified by the card serial, MACs the card's
+APPLICATION BLOCK.
+
+1. card: SELECT the purse application, read its serial; GET CHALLENGE 4 → R;
+2. PSAM: INIT FOR DESCRYPT ``80 1A 25 01`` ‖ serial factor (usage ``25``: maintenance, one
+   level, the compiled MZT helper's P1 for every flow; decision 5d of docs/psam.md);
+3. PSAM: CIPHER DATA ``80 FA 05 00 10`` R ‖ 00000000 ‖ ``841E00000480 0000`` → MAC;
+4. card: ``84 1E 00 P2 04`` MAC (P2 ``00`` temporary, ``01`` permanent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..commands import fmcos, psam, walk
+from ..spec import CardSpec
+from ..transport import CardSession
+from .psam_purchase import Psam, PsamRefused
+from .purse import PurseRefused, PurseTerminal
+
+MAINTENANCE_USAGE = 0x25     # maintenance, one level (MZT)
+MAINTENANCE_INDEX = 0x01
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    card_serial: str
+    application: str
+    permanent: bool
+    terminal_number: str
+
+
+def block_application(card: CardSession, psam_session: CardSession, spec: CardSpec, app: str | None = None, *,
+                      permanent: bool = False, usage: int = MAINTENANCE_USAGE,
+                      index: int = MAINTENANCE_INDEX) -> BlockResult:
+    """Block the card's purse application with a MAC the PSAM computes (no key here)."""
+    sam = Psam(psam_session)
+    info = sam.open()
+    term = PurseTerminal(card, spec, None, app)  # type: ignore[arg-type]   # selection and serial only
+    serial = term.select()
+    challenge = card.get_challenge(4)
+    r = psam_session.send(psam.init_for_descrypt(usage, index, [walk.diversification_factor(serial)]))
+    if r.sw != 0x9000:
+        raise PsamRefused(r.sw, "PSAM INIT FOR DESCRYPT")
+    block = fmcos.app_block(permanent)
+    r = psam_session.send(psam.cipher_data(psam.CipherMode.MAC_ONLY, psam.line_mac_input(block, challenge)))
+    if r.sw != 0x9000 or len(r.data) != 4:
+        raise PsamRefused(r.sw, "PSAM CIPHER DATA")
+    r = card.send(psam.with_line_mac(block, r.data))
+    if r.sw != 0x9000:
+        raise PurseRefused(r.sw, "APPLICATION BLOCK")
+    return BlockResult(serial, term.df.name, permanent, info.terminal_number)

@@ -1,0 +1,284 @@
+"""A purse terminal that holds no keys: the card ↔ PSAM purchase (PSAM-SM4.md §2.4).
+
+The PSAM (a second card, in a second reader) holds the purchase master; this software
+only carries bytes between the two:
+
+1. PSAM: SELECT MF, read EF0015 (serial) and EF0016 (terminal number), SELECT the ADF
+   (``1001``, MZT), read EF0017 (the card key index) and EF0019 (the next TTSN);
+2. card: SELECT the purse application, read its serial (the diversification factor);
+3. MOHURD (the card profile's ``auth_code``): card ``80 CA`` → PSAM ``80 CA`` ‖ code (SPEC D7);
+4. card INITIALIZE FOR (CAPP) PURCHASE with the key index and the PSAM's terminal number;
+5. PSAM INIT SAM FOR PURCHASE → TTSN ‖ MAC1; (CAPP: card UPDATE CAPP DATA CACHE);
+6. card DEBIT FOR PURCHASE → TAC ‖ MAC2 (a lost answer: GET TRANSACTION PROVE, as the
+   host-key terminal does); 7. PSAM CREDIT SAM FOR PURCHASE checks MAC2.
+
+The TAC is checked later by the back office with its keys (:func:`check_tac`); each
+completed transaction is one JSON line of the terminal log (docs/psam.md).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time as _time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..apdu import CommandApdu, ResponseApdu
+from ..commands import iso, psam, purse, walk
+from ..commands.purse import PurseKind
+from ..crypto import pboc
+from ..errors import CardError, InputError, TransportError
+from ..keys import KeySource
+from ..spec import CardSpec
+from ..transport import CardSession
+from .purse import NotCompleted, PurseError, PurseRefused, PurseTerminal, _known_algorithm
+
+#: the PSAM application (MZT: DF 1001, then the MOHURD name; CSA: 1001)
+PSAM_ADF = 0x1001
+LOG_FORMAT = "citycard-terminal-log"
+LOG_VERSION = 1
+
+
+class PsamError(PurseError):
+    """The PSAM refused a step, or its files are not a PSAM's."""
+
+
+class PsamRefused(CardError, PsamError):
+    """The PSAM answered with an unexpected status word (``sw``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PsamInfo:
+    """What a terminal reads from its PSAM (PSAM-SM4.md §1.1)."""
+
+    serial: str               # EF0015 bytes 0–9, hex
+    version: int
+    terminal_number: str      # EF0016, 12 BCD digits
+    key_index: int            # EF0017 byte 0: the key index sent in the card's 80 50
+    issuer_id: str
+    next_ttsn: int            # EF0019 (decision 6: the next TTSN)
+
+
+@dataclass(frozen=True, slots=True)
+class PsamTransaction:
+    """One completed purchase: the terminal log record (docs/psam.md)."""
+
+    card_serial: str
+    card_counter: int         # the offline counter of the card's INITIALIZE (the MACs')
+    amount_fen: int
+    balance_before_fen: int
+    balance_after_fen: int
+    transaction_type: int     # 06 EP purchase, 05 ED purchase, 09 CAPP
+    terminal_number: str
+    psam_serial: str
+    ttsn: int
+    date: str                 # YYYYMMDD
+    time: str                 # HHMMSS
+    key_version: int
+    algorithm: int
+    tac: str
+    recovered: bool = False   # the card's answer was lost; GET TRANSACTION PROVE settled it
+
+    def log_line(self) -> str:
+        return json.dumps({"format": LOG_FORMAT, "version": LOG_VERSION, **asdict(self)}, sort_keys=True)
+
+
+class Psam:
+    """The PSAM in its reader: its files and the two purchase commands."""
+
+    def __init__(self, session: CardSession, adf: int = PSAM_ADF) -> None:
+        self.session, self.adf = session, adf
+        self.info: PsamInfo | None = None
+
+    def _read(self, cmd: CommandApdu, what: str, size: int) -> bytes:
+        r = self.session.send(cmd)
+        if r.sw != 0x9000 or len(r.data) != size:
+            raise PsamRefused(r.sw, f"PSAM READ BINARY {what}") if r.sw != 0x9000 else \
+                PsamError(f"PSAM {what}: {len(r.data)} bytes, expected {size}")
+        return r.data
+
+    def open(self) -> PsamInfo:
+        """SELECT MF, read EF0015/EF0016, SELECT the ADF, read EF0017/EF0019."""
+        r = self.session.send(iso.select_mf())
+        if r.sw != 0x9000:
+            raise PsamRefused(r.sw, "PSAM SELECT MF")
+        ef15 = self._read(psam.read_serial(), "EF0015", psam.SERIAL_SIZE)
+        terminal = self._read(psam.read_terminal_number(), "EF0016", psam.TERMINAL_SIZE)
+        r = self.session.send(iso.select_fid(self.adf))
+        if r.sw != 0x9000:
+            raise PsamRefused(r.sw, f"PSAM SELECT {self.adf:04X}")
+        issuer = psam.IssuerInfo.parse(self._read(psam.read_issuer_info(), "EF0017", psam.ISSUER_SIZE))
+        ttsn = self._read(psam.read_ttsn(), "EF0019", psam.TTSN_SIZE)
+        self.info = PsamInfo(ef15[:10].hex().upper(), ef15[10], terminal.hex().upper(), issuer.key_index,
+                             issuer.issuer_id.hex().upper(), int.from_bytes(ttsn, "big"))
+        return self.info
+
+    def authentication_message(self, code: bytes) -> None:
+        r = self.session.send(psam.authentication_message(code))
+        if r.sw != 0x9000:
+            raise PsamRefused(r.sw, "PSAM AUTHENTICATION MESSAGE")
+
+    def init_for_purchase(self, **kw: Any) -> psam.SamPurchaseInit:
+        r = self.session.send(psam.init_sam_for_purchase(**kw))
+        if r.sw != 0x9000:
+            raise PsamRefused(r.sw, "INIT SAM FOR PURCHASE", message=None if r.sw != 0x9403 else
+                              "INIT SAM FOR PURCHASE: the PSAM has no purchase key of the card's key version (9403)")
+        return psam.SamPurchaseInit.parse(r.data)
+
+    def credit_for_purchase(self, mac2: bytes) -> None:
+        r = self.session.send(psam.credit_sam_for_purchase(mac2))
+        if r.sw != 0x9000:
+            raise PsamRefused(r.sw, "CREDIT SAM FOR PURCHASE", message="CREDIT SAM FOR PURCHASE: the PSAM refused "
+                              f"the card's MAC2 (SW {r.sw:04X}): the card's purse was debited but its MAC2 does "
+                              "not check out; keep the record for the back office")
+
+
+def _bcd_now(when: _dt.datetime) -> tuple[bytes, bytes]:
+    return bytes.fromhex(when.strftime("%Y%m%d")), bytes.fromhex(when.strftime("%H%M%S"))
+
+
+class PsamPurchaseTerminal:
+    """Purchases on the card of ``card`` through the PSAM of ``psam``; ``spec`` is the card's
+    profile (its purse application, serial file, MOHURD code, CAPP file), never its keys."""
+
+    def __init__(self, card: CardSession, psam_session: CardSession, spec: CardSpec, app: str | None = None,
+                 *, factors: Callable[[bytes], Sequence[bytes]] | None = None) -> None:
+        self.psam = Psam(psam_session)
+        # the card side (selection, serial, purse file) is the host terminal's, without keys
+        self.card = PurseTerminal(card, spec, None, app)  # type: ignore[arg-type]
+        self.factors = factors or (lambda f: (f,))   # the card serial factor: 1 level (usage 22)
+
+    def purchase(self, amount: int, *, when: _dt.datetime | None = None,
+                 capp: tuple[int, bytes] | None = None) -> PsamTransaction:
+        info = self.psam.info or self.psam.open()
+        term = self.card
+        term.terminal = bytes.fromhex(info.terminal_number)   # MAC1 covers the PSAM's EF0016 (§2.3)
+        serial = term.select()
+        session = term.session
+        date, time = _bcd_now(when or _dt.datetime.now())
+        if term.df.auth_code is not None:   # MOHURD (SPEC D7, MZT): the card's code to the PSAM
+            code = session.send(purse.get_auth_code(), expect=0x9000, what="GET DATA").data
+            self.psam.authentication_message(code)
+        if capp is not None and term.p2 != PurseKind.EP:
+            raise PurseError("a CAPP purchase is made on an EP")
+        name = f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE"
+        init_cmd = purse.initialize_for_capp_purchase if capp is not None else purse.initialize_for_purchase
+        r = session.send(init_cmd(term.p2, info.key_index, amount, term.terminal))
+        if r.sw != 0x9000:
+            raise PurseRefused(r.sw, name)
+        try:
+            init = _known_algorithm(purse.PurchaseInit.parse(r.data), name)
+        except InputError as exc:
+            raise PurseError(str(exc)) from None
+        ttype = pboc.TT_CAPP_PURCHASE if capp is not None else (0x05 if term.p2 == PurseKind.ED else 0x06)
+        factor = walk.diversification_factor(serial)
+        sam = self.psam.init_for_purchase(
+            random=init.random, counter=init.offline_counter, amount=amount, transaction_type=ttype, date=date,
+            time=time, key_version=init.key_version, algorithm=init.algorithm, factors=self.factors(factor))
+        if capp is not None:
+            tag, record = capp
+            rc = session.send(purse.update_capp_data_cache(tag, term._capp_file().sfi, record))
+            if rc.sw != 0x9000:
+                raise PurseRefused(rc.sw, "UPDATE CAPP DATA CACHE")
+        debit, recovered = self._debit(purse.debit_for_purchase(sam.ttsn, date, time, sam.mac1), ttype,
+                                       init.offline_counter)
+        self.psam.credit_for_purchase(debit.mac2)
+        return PsamTransaction(
+            card_serial=serial, card_counter=init.offline_counter, amount_fen=amount,
+            balance_before_fen=init.balance, balance_after_fen=init.balance - amount, transaction_type=ttype,
+            terminal_number=info.terminal_number, psam_serial=info.serial, ttsn=sam.ttsn_number,
+            date=date.hex(), time=time.hex(), key_version=init.key_version, algorithm=init.algorithm,
+            tac=debit.tac.hex().upper(), recovered=recovered)
+
+    def _debit(self, cmd: CommandApdu, ttype: int, counter: int) -> tuple[purse.DebitResult, bool]:
+        """DEBIT FOR PURCHASE; a lost answer is settled with GET TRANSACTION PROVE on the INIT
+        counter (decision 3, SPEC D4, as :class:`~citycard.terminal.purse.PurseTerminal`): its
+        MAC2 ‖ TAC then go to the PSAM like a normal answer; ``9406``: nothing was charged."""
+        session = self.card.session
+        try:
+            r = session.send(cmd)
+        except TransportError:
+            return self._settle(ttype, counter), True
+        if r.sw == 0x9302:
+            raise PurseRefused(r.sw, "DEBIT FOR PURCHASE", message="DEBIT FOR PURCHASE: the card refused the PSAM's "
+                               "MAC1 (9302): this PSAM does not hold the card's purchase master; nothing was charged")
+        if r.sw != 0x9000:
+            raise PurseRefused(r.sw, "DEBIT FOR PURCHASE")
+        try:
+            return purse.DebitResult.parse(r.data), False
+        except InputError as exc:
+            raise PurseError(str(exc)) from None
+
+    def _settle(self, ttype: int, counter: int) -> purse.DebitResult:
+        session, df = self.card.session, self.card.df
+        t = session.transport
+        again = getattr(t, "reconnect", None) or t.reset
+        deadline = _time.monotonic() + 20.0
+        while True:   # the reader may still show the old card for a moment: retry until it answers
+            try:
+                again()
+                session.send(iso.select_name(df.aid), expect=0x9000, what=f"SELECT {df.name}")
+                r: ResponseApdu = session.send(purse.get_transaction_prove(ttype, counter))
+                break
+            except TransportError:
+                if _time.monotonic() > deadline:
+                    raise PurseError("the card did not come back to settle the transaction; present it again "
+                                     "and check its history before retrying") from None
+                _time.sleep(0.1)
+        if r.sw == 0x9406:
+            raise NotCompleted("the card lost power before the transaction completed: nothing was charged "
+                               "(run it again)")
+        if r.sw != 0x9000:
+            raise PurseRefused(r.sw, "GET TRANSACTION PROVE")
+        proof = purse.TransactionProof.parse(r.data)
+        return purse.DebitResult(proof.tac, proof.mac)
+
+
+def append_log(path: str | Path, tx: PsamTransaction) -> None:
+    """Append ``tx`` as one JSON line to the terminal log ``path`` (docs/psam.md)."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(tx.log_line() + "\n")
+    except OSError as exc:
+        raise InputError(f"--log {path}: {exc.strerror}") from None
+
+
+def read_log(path: str | Path) -> list[PsamTransaction]:
+    """The transactions of a terminal log; a bad line is named (``file:line``) and nothing is returned."""
+    names = {f for f in PsamTransaction.__dataclass_fields__}
+    out: list[PsamTransaction] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from None
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or rec.get("format") != LOG_FORMAT or rec.get("version") != LOG_VERSION:
+                raise ValueError(f"not a {LOG_FORMAT} version {LOG_VERSION} record")
+            missing = names - set(rec)
+            if missing:
+                raise ValueError(f"missing {', '.join(sorted(missing))}")
+            out.append(PsamTransaction(**{k: rec[k] for k in names}))
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{path}:{no}: {exc}") from None
+    return out
+
+
+def check_tac(tx: PsamTransaction, spec: CardSpec, keys: KeySource, app: str | None = None) -> bool:
+    """The back office's check of a logged TAC with the card's DTK master from ``keys``
+    (keystore or HSM), diversified by the card serial as the profile's TAC key (SPEC §2.2)."""
+    df = PurseTerminal(None, spec, keys, app).df   # type: ignore[arg-type]   # the profile only
+    k = next((k for k in df.keys if k.ktype == 0x34 and k.master is not None), None)
+    if k is None or k.master is None:
+        raise PurseError(f"the profile's {df.name} has no TAC key")
+    dtk = keys.derive(k.master[0], k.master[1], walk.diversification_factor(tx.card_serial))
+    if k.length == 8:
+        dtk = dtk[:8]
+    tac = pboc.purchase_tac(dtk, tx.amount_fen, tx.transaction_type, bytes.fromhex(tx.terminal_number),
+                            tx.ttsn.to_bytes(4, "big"), bytes.fromhex(tx.date), bytes.fromhex(tx.time))
+    return tac.hex().upper() == tx.tac
