@@ -10,7 +10,18 @@ import pytest
 
 from citycard.errors import CardError
 from citycard.sim import image
-from citycard.terminal.psam_purchase import (PsamPurchaseTerminal, append_log, check_tac, read_log)
+from citycard.clearing import TacVerifier
+from citycard.terminal.psam_purchase import PsamPurchaseTerminal, append_log
+from citycard.terminal.txlog import read_records
+
+
+def check_tac(tx, spec, keys) -> bool:
+    """The back office's check (citycard.clearing) of a PSAM transaction's record."""
+    return TacVerifier(spec, keys)(tx.record()) is None
+
+
+def read_log(path):
+    return [rec for _line, rec in read_records(path)]
 from citycard.terminal.purse import NotCompleted, PurseTerminal
 from tests.psamhost import (CARD_PROFILE, DEMO_KEYS, DPK_MASTER, WHEN, div, loaded, PSAM_PROFILE, PSAM_TERMINAL, ROOT, card_spec, keys, psam_card,
                             session, user_card)
@@ -122,18 +133,21 @@ def test_log_format_and_back_office_check(tmp_path):
         append_log(log, PsamPurchaseTerminal(session(card), session(sam), card_spec()).purchase(amount, when=WHEN))
     lines = log.read_text().splitlines()
     first = json.loads(lines[0])
-    assert first["format"] == "citycard-terminal-log" and first["version"] == 1
-    assert {k: first[k] for k in ("card_serial", "card_counter", "amount_fen", "transaction_type", "terminal_number",
-                                  "ttsn", "date", "time")} == \
-        {"card_serial": "3301000000000001", "card_counter": 0, "amount_fen": 100, "transaction_type": 6,
-         "terminal_number": "330100000001", "ttsn": 1, "date": "20261203", "time": "101500"}
+    assert first["format"] == "citycard-tx" and first["version"] == 1       # the clearing log (docs/clearing.md)
+    assert {k: first[k] for k in ("kind", "app", "card", "counter", "amount", "ttype", "terminal", "ttsn", "date",
+                                  "time", "source", "psam")} == \
+        {"kind": "purchase", "app": "transit", "card": "3301000000000001", "counter": 0, "amount": 100, "ttype": 6,
+         "terminal": "330100000001", "ttsn": "00000001", "date": "20261203", "time": "101500", "source": "psam",
+         "psam": first["psam"]}
     txs = read_log(log)
-    assert [t.ttsn for t in txs] == [1, 2] and all(check_tac(t, card_spec(), keys()) for t in txs)
-    forged = log.read_text().replace('"amount_fen": 100', '"amount_fen": 10')
+    check = TacVerifier(card_spec(), keys())
+    assert [t.ttsn for t in txs] == ["00000001", "00000002"] and all(check(t) is None for t in txs)
+    forged = log.read_text().replace('"amount":100', '"amount":10', 1)
+    assert forged != log.read_text()
     log.write_text(forged)
-    assert [check_tac(t, card_spec(), keys()) for t in read_log(log)] == [False, True]
+    assert [check(t) is None for t in read_log(log)] == [False, True]
     log.write_text(forged + "{}\n")
-    with pytest.raises(Exception, match=r"terminal.log:3: not a citycard-terminal-log"):
+    with pytest.raises(Exception, match=r"terminal.log:3: not a citycard transaction record"):
         read_log(log)
 
 
@@ -152,7 +166,7 @@ def test_cli_terminal_with_sim_images(run_cli, tmp_path):
                 str(psam_img), "--amount", "1", "--capp-station", "0A0B", "--log", str(log))
     assert r.exit_code == 0 and "TTSN 2" in r.stdout
     assert run_cli("terminal", "info", "--psam-sim", str(psam_img), "--json").json()["next_ttsn"] == 3
-    assert [t.transaction_type for t in read_log(log)] == [6, 9]
+    assert [(t.kind, t.ttype) for t in read_log(log)] == [("purchase", 6), ("capp-purchase", 9)]
     ok = run_cli("terminal", "check-log", "-p", str(CARD_PROFILE), "-k", str(DEMO_KEYS), "--log", str(log), "--json")
     assert ok.exit_code == 0 and ok.json() == {"ok": True, "transactions": 2, "bad": []}
     bad = run_cli("terminal", "purchase", "-p", str(CARD_PROFILE), "--card-sim", str(card_img), "--amount", "1")

@@ -70,7 +70,7 @@ def info(app, psam_reader, psam_sim, as_json):
 @click.option("--capp-line", default=None, metavar="HEX2",
               help="CAPP purchase: the line of --capp-station, 1 byte in hex [default: 01].")
 @click.option("--log", "log_path", default=None, metavar="FILE",
-              help="Append the transaction to this terminal log (one JSON object per line, docs/psam.md).")
+              help="Append the transaction to this terminal log for clearing (docs/clearing.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
 @click.pass_obj
 def purchase(app, profile_path, card_sim, card_reader, psam_reader, psam_sim, app_name, amount, capp_station,
@@ -109,31 +109,33 @@ def purchase(app, profile_path, card_sim, card_reader, psam_reader, psam_sim, ap
               help="The cards' profile (TOML): which master is the TAC key's.")
 @click.option("-k", "--keys", "keys", multiple=True, required=True, metavar="SOURCE",
               help="Key source holding the cards' TAC master: keystore, pkcs11: HSM or the demo key file.")
-@click.option("--app", "app_name", default=None, help="Purse application of the profile (default: the first).")
-@click.option("--log", "log_path", required=True, metavar="FILE", help="The terminal log (docs/psam.md).")
+@click.option("--log", "log_path", required=True, metavar="FILE", help="The terminal log (docs/clearing.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
-def check_log(profile_path, keys, app_name, log_path, as_json):
-    """Back office: check the TAC of every transaction of a terminal log with the card keys."""
+def check_log(profile_path, keys, log_path, as_json):
+    """Back office: check the TAC of every transaction of a terminal log with the card keys
+    (what 'citycard clearing import' does before filing them)."""
+    from ..clearing import TacVerifier
     from ..profile import load_profile
-    from ..terminal.psam_purchase import check_tac, read_log
+    from ..terminal.txlog import read_records
     from .keyopts import open_keys
 
     spec = load_profile(profile_path)
-    txs = read_log(log_path)
     ring = open_keys(keys)
     try:
-        results = [(tx, check_tac(tx, spec, ring, app_name)) for tx in txs]
+        check = TacVerifier(spec, ring)
+        results = [(rec, None if rec.status == "grey" else check(rec)) for _line, rec in read_records(log_path)]
     finally:
         ring.close()
-    bad = [tx for tx, ok in results if not ok]
+    bad = [(rec, why) for rec, why in results if why is not None]
     if as_json:
         click.echo(json.dumps({"ok": not bad, "transactions": len(results),
-                               "bad": [{"card_serial": t.card_serial, "ttsn": t.ttsn, "terminal_number":
-                                        t.terminal_number} for t in bad]}))
+                               "bad": [{"card_serial": r.card, "ttsn": r.ttsn, "terminal_number": r.terminal,
+                                        "reason": why} for r, why in bad]}))
     else:
-        for tx, ok in results:
-            click.echo(f"{'ok ' if ok else 'BAD'} card {tx.card_serial} counter {tx.card_counter} "
-                       f"{yuan(tx.amount_fen)} yuan terminal {tx.terminal_number} TTSN {tx.ttsn} TAC {tx.tac}")
+        for rec, why in results:
+            click.echo(f"{'ok ' if why is None else 'BAD'} card {rec.card} counter {rec.counter} "
+                       f"{yuan(rec.amount)} yuan terminal {rec.terminal} TTSN {rec.ttsn} TAC {rec.tac}"
+                       + (f" ({why})" if why else ""))
     if bad and as_json:
         click.get_current_context().exit(1)   # the JSON object above says which (exit code 1: docs/json.md)
     if bad:

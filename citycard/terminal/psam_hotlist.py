@@ -38,6 +38,7 @@ def block_application(card: CardSession, psam_session: CardSession, spec: CardSp
     sam = Psam(psam_session)
     info = sam.open()
     term = PurseTerminal(card, spec, None, app)  # type: ignore[arg-type]   # selection and serial only
+    term.identify()               # a card of the profile before any MAC'd command (issue 17 item 1)
     serial = term.select()
     challenge = card.get_challenge(4)
     r = psam_session.send(psam.init_for_descrypt(usage, index, [walk.diversification_factor(serial)]))

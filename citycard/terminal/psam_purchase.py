@@ -5,23 +5,24 @@ only carries bytes between the two:
 
 1. PSAM: SELECT MF, read EF0015 (serial) and EF0016 (terminal number), SELECT the ADF
    (``1001``, MZT), read EF0017 (the card key index) and EF0019 (the next TTSN);
-2. card: SELECT the purse application, read its serial (the diversification factor);
+2. card: identified as a card of the profile (reads only, as every writing command does),
+   SELECT the purse application, read its serial (the diversification factor);
 3. MOHURD (the card profile's ``auth_code``): card ``80 CA`` → PSAM ``80 CA`` ‖ code (SPEC D7);
 4. card INITIALIZE FOR (CAPP) PURCHASE with the key index and the PSAM's terminal number;
 5. PSAM INIT SAM FOR PURCHASE → TTSN ‖ MAC1; (CAPP: card UPDATE CAPP DATA CACHE);
 6. card DEBIT FOR PURCHASE → TAC ‖ MAC2 (a lost answer: GET TRANSACTION PROVE, as the
    host-key terminal does); 7. PSAM CREDIT SAM FOR PURCHASE checks MAC2.
 
-The TAC is checked later by the back office with its keys (:func:`check_tac`); each
-completed transaction is one JSON line of the terminal log (docs/psam.md).
+The TAC is checked later by the back office with its keys (``citycard clearing``); each
+completed transaction is one record of the terminal log (:mod:`citycard.terminal.txlog`,
+docs/clearing.md).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import time as _time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,15 +31,13 @@ from ..commands import iso, psam, purse, walk
 from ..commands.purse import PurseKind
 from ..crypto import pboc
 from ..errors import CardError, InputError, TransportError
-from ..keys import KeySource
 from ..spec import CardSpec
 from ..transport import CardSession
 from .purse import NotCompleted, PurseError, PurseRefused, PurseTerminal, _known_algorithm
+from .txlog import TxRecord
 
 #: the PSAM application (MZT: DF 1001, then the MOHURD name; CSA: 1001)
 PSAM_ADF = 0x1001
-LOG_FORMAT = "citycard-terminal-log"
-LOG_VERSION = 1
 
 
 class PsamError(PurseError):
@@ -80,9 +79,14 @@ class PsamTransaction:
     algorithm: int
     tac: str
     recovered: bool = False   # the card's answer was lost; GET TRANSACTION PROVE settled it
+    app: str = ""             # the profile's purse application (the service unit in clearing)
 
-    def log_line(self) -> str:
-        return json.dumps({"format": LOG_FORMAT, "version": LOG_VERSION, **asdict(self)}, sort_keys=True)
+    def record(self) -> TxRecord:
+        """The terminal-log record clearing imports (docs/clearing.md)."""
+        return TxRecord("capp-purchase" if self.transaction_type == pboc.TT_CAPP_PURCHASE else "purchase", self.app,
+                        self.card_serial, self.card_counter, self.balance_before_fen, self.amount_fen,
+                        self.transaction_type, self.terminal_number.upper(), f"{self.ttsn:08X}", self.date, self.time,
+                        self.tac, "proven" if self.recovered else "ok", "psam", self.algorithm, self.psam_serial)
 
 
 class Psam:
@@ -155,6 +159,7 @@ class PsamPurchaseTerminal:
         info = self.psam.info or self.psam.open()
         term = self.card
         term.terminal = bytes.fromhex(info.terminal_number)   # MAC1 covers the PSAM's EF0016 (§2.3)
+        term.identify()           # a card of the profile, before the purse session (issue 17 item 1)
         serial = term.select()
         session = term.session
         date, time = _bcd_now(when or _dt.datetime.now())
@@ -190,7 +195,7 @@ class PsamPurchaseTerminal:
             balance_before_fen=init.balance, balance_after_fen=init.balance - amount, transaction_type=ttype,
             terminal_number=info.terminal_number, psam_serial=info.serial, ttsn=sam.ttsn_number,
             date=date.hex(), time=time.hex(), key_version=init.key_version, algorithm=init.algorithm,
-            tac=debit.tac.hex().upper(), recovered=recovered)
+            tac=debit.tac.hex().upper(), recovered=recovered, app=term.df.name)
 
     def _debit(self, cmd: CommandApdu, ttype: int, counter: int) -> tuple[purse.DebitResult, bool]:
         """DEBIT FOR PURCHASE; a lost answer is settled with GET TRANSACTION PROVE on the INIT
@@ -237,48 +242,10 @@ class PsamPurchaseTerminal:
 
 
 def append_log(path: str | Path, tx: PsamTransaction) -> None:
-    """Append ``tx`` as one JSON line to the terminal log ``path`` (docs/psam.md)."""
+    """Append ``tx`` to the terminal log ``path`` as clearing imports it (docs/clearing.md)."""
+    from .txlog import append_record
+
     try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(tx.log_line() + "\n")
+        append_record(path, tx.record())
     except OSError as exc:
         raise InputError(f"--log {path}: {exc.strerror}") from None
-
-
-def read_log(path: str | Path) -> list[PsamTransaction]:
-    """The transactions of a terminal log; a bad line is named (``file:line``) and nothing is returned."""
-    names = {f for f in PsamTransaction.__dataclass_fields__}
-    out: list[PsamTransaction] = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror}") from None
-    for no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict) or rec.get("format") != LOG_FORMAT or rec.get("version") != LOG_VERSION:
-                raise ValueError(f"not a {LOG_FORMAT} version {LOG_VERSION} record")
-            missing = names - set(rec)
-            if missing:
-                raise ValueError(f"missing {', '.join(sorted(missing))}")
-            out.append(PsamTransaction(**{k: rec[k] for k in names}))
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"{path}:{no}: {exc}") from None
-    return out
-
-
-def check_tac(tx: PsamTransaction, spec: CardSpec, keys: KeySource, app: str | None = None) -> bool:
-    """The back office's check of a logged TAC with the card's DTK master from ``keys``
-    (keystore or HSM), diversified by the card serial as the profile's TAC key (SPEC §2.2)."""
-    df = PurseTerminal(None, spec, keys, app).df   # type: ignore[arg-type]   # the profile only
-    k = next((k for k in df.keys if k.ktype == 0x34 and k.master is not None), None)
-    if k is None or k.master is None:
-        raise PurseError(f"the profile's {df.name} has no TAC key")
-    dtk = keys.derive(k.master[0], k.master[1], walk.diversification_factor(tx.card_serial))
-    if k.length == 8:
-        dtk = dtk[:8]
-    tac = pboc.purchase_tac(dtk, tx.amount_fen, tx.transaction_type, bytes.fromhex(tx.terminal_number),
-                            tx.ttsn.to_bytes(4, "big"), bytes.fromhex(tx.date), bytes.fromhex(tx.time))
-    return tac.hex().upper() == tx.tac
