@@ -1,6 +1,7 @@
 """The demo's terminal scene (`./scripts/demo`, docs/psam.md): a PSAM personalized by the same
 engine and key source as the user card, served in the second vpcd slot of the same pcscd, a
-purchase through it by a terminal that holds no keys, then the back office's TAC check."""
+purchase through it by a terminal that holds no keys, then the back office's TAC check and
+clearing (docs/clearing.md)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ def terminal_scene(run: Run, env: dict[str, str], workdir: Path, daemon: Private
         run(["terminal", "purchase", "--profile", profile, *card_opt, *psam, "--amount", "2.50", "--log", log], env)
         print("\n# the back office checks every TAC of the terminal log with the card keys (keystore or HSM)")
         run(["terminal", "check-log", "--profile", profile, "--keys", keys, "--log", log], env)
+        print("\n# clearing files it in the ledger (docs/clearing.md) and settles what each service unit is owed")
+        ledger = str(workdir / "ledger.db")
+        run(["clearing", "import", log, "--ledger", ledger, "--profile", profile, "--keys", keys], env)
+        run(["clearing", "report", "--ledger", ledger], env)
     finally:
         if server is not None:
             server.terminate()
