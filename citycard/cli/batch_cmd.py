@@ -34,6 +34,8 @@ def batch() -> None:
               help="PC/SC reader (name, fragment or index); repeat for several readers.")
 @click.option("--sims", type=click.IntRange(1, 64), default=None, help="Use N simulated readers in process.")
 @click.option("--keep-cards", default=None, metavar="DIR", help="With --sims: file each card's image here.")
+@click.option("--sim-model", default="fm1208", show_default=True, metavar="MODEL",
+              help="With --sims: the card model of the simulated cards (psam for a batch of PSAMs; docs/sim.md).")
 @click.option("--timing", default=None, metavar="PRESET",
               help="With --sims: each card sleeps a real card's modelled time per APDU (e.g. contact-115200; docs/sim.md).")
 @click.option("--batch", "batch_id", default=None, help="Batch name (default: data file name and hash).")
@@ -48,8 +50,8 @@ def batch() -> None:
               help="Rows (e.g. 3,7,10-12) or all whose cardholders were issued in an earlier batch of the "
                    "journal and get a new card (otherwise refused).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, keep_cards, timing, batch_id, station,
-        issue_date, limit, retry_failed, no_verify, reissue, as_json):
+def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, keep_cards, sim_model, timing, batch_id,
+        station, issue_date, limit, retry_failed, no_verify, reissue, as_json):
     """Personalize every pending row of the data file, one worker per reader."""
     from ..perso.batch import Batch, default_station, pcsc_readers
     from ..perso.job import prepare
@@ -58,6 +60,8 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
     again = parse_rows(reissue) if reissue else None
     if not readers and not sims:
         raise InputError("give --reader NAME (one or more) and/or --sims N")
+    if sim_model != "fm1208" and not sims:
+        raise InputError("--sim-model is an option of the simulated readers: give --sims N")
     if timing is not None:
         if not sims:
             raise InputError("--timing is an option of the simulated readers: give --sims N")
@@ -70,7 +74,7 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
     if sims:
         from ..sim.batch_readers import simulated_readers
 
-        sources += simulated_readers(sims, keep_cards, timing=timing)
+        sources += simulated_readers(sims, keep_cards, timing=timing, model=sim_model)
     from ..terminal.identify import free_card_serial   # the readers' identity guard (issue 17 item 3)
 
     sources += pcsc_readers(readers, on_prompt=lambda message: click.echo(f"citycard: {message}", err=True),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..transport import CardSession
-from . import SimCard
+from .card import new_card
 from . import image as _image
 from .timing import TimedCard, TimingPreset, get_preset, unwrap
 from .transport import SimTransport
@@ -30,17 +30,19 @@ class SimSource:
     in_process_card = True
 
     def __init__(self, name: str, keep_dir: Path | None = None, *, timing: str | TimingPreset | None = None,
-                 sleep: Callable[[float], None] = time.sleep, scale: float = 1.0) -> None:
+                 sleep: Callable[[float], None] = time.sleep, scale: float = 1.0, model: str = "fm1208") -> None:
         """``timing``: a card-time preset; each card then sleeps (``sleep(seconds × scale)``)
-        the modelled time of every APDU."""
+        the modelled time of every APDU.  ``model``: the card model of the fresh cards (e.g.
+        ``psam`` for a batch of PSAMs, docs/psam.md)."""
         self.name = name
+        self.model = model
         self.keep_dir = keep_dir
         self.timing = get_preset(timing) if timing is not None else None
         self.sleep = sleep
         self.scale = scale
 
     def next_card(self, stop: threading.Event) -> CardSession | None:
-        card: object = SimCard()
+        card: object = new_card(self.model)
         if self.timing is not None:
             card = TimedCard(card, self.timing, sleep=self.sleep, scale=self.scale)
         transport = SimTransport(card, name=self.name)  # type: ignore[arg-type]
@@ -66,12 +68,18 @@ class SimSource:
 
 
 def simulated_readers(count: int, keep_dir: str | Path | None = None, *,
-                      timing: str | TimingPreset | None = None) -> list[SimSource]:
+                      timing: str | TimingPreset | None = None, model: str = "fm1208") -> list[SimSource]:
     """``count`` simulated readers named ``sim-1`` … ``sim-N``; ``keep_dir`` (created if
     missing) receives every finished card's image; ``timing``: a card-time preset whose
-    modelled time every card sleeps."""
+    modelled time every card sleeps; ``model``: the card model (:data:`citycard.sim.MODELS`)."""
+    from .models import MODELS
+
+    if model not in MODELS:
+        from ..errors import InputError
+
+        raise InputError(f"--sim-model {model}: unknown card model (known: {', '.join(sorted(MODELS))})")
     keep = Path(keep_dir) if keep_dir is not None else None
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
     preset = get_preset(timing) if timing is not None else None
-    return [SimSource(f"sim-{i}", keep, timing=preset) for i in range(1, count + 1)]
+    return [SimSource(f"sim-{i}", keep, timing=preset, model=model) for i in range(1, count + 1)]
