@@ -8,11 +8,14 @@ import json
 
 import pytest
 
+from citycard.clearing import TacVerifier
 from citycard.errors import CardError
 from citycard.sim import image
-from citycard.clearing import TacVerifier
 from citycard.terminal.psam_purchase import PsamPurchaseTerminal, append_log
+from citycard.terminal.purse import NotCompleted, PurseTerminal
 from citycard.terminal.txlog import read_records
+from tests.psamhost import (CARD_PROFILE, DEMO_KEYS, DPK_MASTER, PSAM_PROFILE, PSAM_TERMINAL, ROOT, WHEN, card_spec,
+                            div, keys, loaded, psam_card, session)
 
 
 def check_tac(tx, spec, keys) -> bool:
@@ -22,10 +25,6 @@ def check_tac(tx, spec, keys) -> bool:
 
 def read_log(path):
     return [rec for _line, rec in read_records(path)]
-from citycard.terminal.purse import NotCompleted, PurseTerminal
-from tests.psamhost import (CARD_PROFILE, DEMO_KEYS, DPK_MASTER, WHEN, div, loaded, PSAM_PROFILE, PSAM_TERMINAL, ROOT, card_spec, keys, psam_card,
-                            session, user_card)
-
 
 
 def purse_state(card):

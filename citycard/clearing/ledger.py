@@ -17,6 +17,7 @@ Tables (SQLite by default, PostgreSQL shared by several clearing stations):
   grey          the card's answer was lost and not proven (no TAC yet); ``settled`` once a
                 record of the same card and counter with a TAC arrives
   settled       a grey record whose proof arrived
+  event         a terminal blocked the card (kind ``block``: hotlisted); no money, no TAC
   ============  ==============================================================================
 
   Money (settlement, balances) is what is ``accepted`` or ``suspicious``: both carry a TAC that
@@ -144,8 +145,11 @@ class Ledger:
                     if cur.execute("SELECT 1 FROM tx WHERE rec_hash = ?", (h,)).fetchone():
                         repeated += 1
                         continue
-                    why = None if rec.status == "grey" else check_tac(rec)
-                    verdict = "grey" if rec.status == "grey" else ("rejected" if why else "accepted")
+                    if rec.kind == "block":       # an event: no money, no TAC (a terminal blocked the card)
+                        why, verdict = None, "event"
+                    else:
+                        why = None if rec.status == "grey" else check_tac(rec)
+                        verdict = "grey" if rec.status == "grey" else ("rejected" if why else "accepted")
                     cur.execute(f"INSERT INTO tx (rec_hash, {_TX_COLS}, import_id, file, line) VALUES "
                                 f"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                 (h, rec.card, rec.app, rec.kind, int(rec.online), rec.counter, rec.balance_before,
@@ -181,7 +185,7 @@ class Ledger:
         last_balance: int | None = None
         out = []
         for (rid, kind, online, counter, before, after, terminal, ttsn, status, verdict, reason) in rows:
-            if verdict == "rejected":
+            if verdict in ("rejected", "event"):
                 out.append(verdict)
                 continue
             if status == "grey":
@@ -271,4 +275,11 @@ class Ledger:
                "WHERE verdict = 'grey'" + (" AND tx_date < ?" if older_than else "") + " ORDER BY tx_date, tx_time")
         keys = ("card", "app", "kind", "counter", "amount", "terminal", "ttsn", "date", "time", "file", "line")
         for row in self.db.stream(sql, (older_than,) if older_than else ()):
+            yield dict(zip(keys, row))
+
+    def blocks(self) -> Iterator[dict[str, Any]]:
+        """The block events terminals reported (hotlisted cards blocked on the spot), streamed."""
+        keys = ("card", "app", "terminal", "date", "time", "file", "line")
+        for row in self.db.stream("SELECT card, app, terminal, tx_date, tx_time, file, line FROM tx "
+                                  "WHERE kind = 'block' ORDER BY tx_date, tx_time, id"):
             yield dict(zip(keys, row))

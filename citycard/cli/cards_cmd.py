@@ -28,14 +28,24 @@ def cards() -> None:
 
 @cards.command("import")
 @_REGISTER
-@click.option("--journal", required=True, metavar="JOURNAL", help="The batch journal whose verified cards to register.")
-@click.option("--batch", default=None, help="Only this batch (default: every batch of the journal).")
-def import_(register: str, journal: str, batch: str | None) -> None:
-    """Register the verified cards of a batch journal (idempotent)."""
+@click.option("--journal", default=None, metavar="JOURNAL", help="The batch journal whose verified cards to register.")
+@click.option("--batch", default=None, help="With --journal: only this batch (default: every batch).")
+@click.option("--ledger", default=None, metavar="LEDGER",
+              help="The clearing ledger: cards terminals blocked on the spot (hotlisted) become 'blocked'.")
+def import_(register: str, journal: str | None, batch: str | None, ledger: str | None) -> None:
+    """Register the verified cards of a batch journal, and/or the blocks terminals reported
+    through clearing (idempotent)."""
+    if journal is None and ledger is None:
+        raise InputError("cards import: give --journal JOURNAL and/or --ledger LEDGER")
     with _open(register) as reg:
-        added, already = reg.import_journal(journal, batch)
-    audit("cards.imported", journal, batch=batch, added=added, already=already)
-    click.echo(f"registered {added} cards ({already} already in the register)")
+        if journal is not None:
+            added, already = reg.import_journal(journal, batch)
+            audit("cards.imported", journal, batch=batch, added=added, already=already)
+            click.echo(f"registered {added} cards ({already} already in the register)")
+        if ledger is not None:
+            blocked, unchanged = reg.import_blocks(ledger)
+            audit("cards.blocks-imported", ledger, blocked=blocked, unchanged=unchanged)
+            click.echo(f"{blocked} cards blocked by terminals ({unchanged} events already known or not applicable)")
 
 
 @cards.command()

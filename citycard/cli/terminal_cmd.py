@@ -71,23 +71,38 @@ def info(app, psam_reader, psam_sim, as_json):
               help="CAPP purchase: the line of --capp-station, 1 byte in hex [default: 01].")
 @click.option("--log", "log_path", default=None, metavar="FILE",
               help="Append the transaction to this terminal log for clearing (docs/clearing.md).")
+@click.option("--hotlist-state", "hotlist_state", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="This terminal's hotlist (loaded with 'terminal hotlist'): a card on it is refused and its "
+                   "purse application blocked on the spot (the PSAM MACs the block), logged for clearing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
 @click.pass_obj
 def purchase(app, profile_path, card_sim, card_reader, psam_reader, psam_sim, app_name, amount, capp_station,
-             capp_line, log_path, as_json):
+             capp_line, log_path, hotlist_state, as_json):
     """Purchase --amount yuan from the card through the PSAM (MAC1 and MAC2 in the PSAM)."""
     from ..profile import load_profile
-    from ..terminal.psam_purchase import PsamPurchaseTerminal, append_log
+    from ..terminal.psam_purchase import CardHotlisted, PsamPurchaseTerminal, append_log
 
     _reader_or_image("card", card_reader, card_sim)
     _reader_or_image("psam", psam_reader, psam_sim)
     spec = load_profile(profile_path)
     capp = _capp(capp_station, capp_line)
+    hotlist = None
+    if hotlist_state is not None:
+        from ..lifecycle import TerminalHotlist
+
+        hotlist = TerminalHotlist(hotlist_state)
+        if hotlist.version == 0:
+            raise InputError(f"--hotlist-state {hotlist_state}: no hotlist loaded yet ('citycard terminal hotlist')")
     psam_session = app.open_session(psam_reader, sim=psam_sim)
     try:
         card_session = app.open_session(card_reader, sim=card_sim)
         try:
-            tx = PsamPurchaseTerminal(card_session, psam_session, spec, app_name).purchase(amount, capp=capp)
+            try:
+                tx = PsamPurchaseTerminal(card_session, psam_session, spec, app_name).purchase(amount, capp=capp,
+                                                                                              hotlist=hotlist)
+            except CardHotlisted as refused:
+                _block_hotlisted(card_session, psam_session, spec, app_name, log_path, refused)
+                raise
         finally:
             card_session.close()
     finally:
@@ -102,6 +117,36 @@ def purchase(app, profile_path, card_sim, card_reader, psam_reader, psam_sim, ap
         click.echo(f"purchase {yuan(tx.amount_fen)} yuan: balance {yuan(tx.balance_before_fen)} -> "
                    f"{yuan(tx.balance_after_fen)} yuan (card counter {tx.card_counter}, terminal "
                    f"{tx.terminal_number}, TTSN {tx.ttsn}, TAC {tx.tac})")
+
+
+def _block_hotlisted(card_session, psam_session, spec, app_name, log_path, refused) -> None:
+    """A hotlisted card presented for a purchase: its purse application is blocked now (MAC by
+    the PSAM's maintenance master) and the event logged for clearing (issue 23 item 3)."""
+    from ..terminal.psam_hotlist import block_application
+    from ..terminal.txlog import append_record
+
+    res = block_application(card_session, psam_session, spec, app_name)
+    if log_path is not None:
+        append_record(log_path, res.record())
+    click.echo(f"card {res.card_serial} is on the hotlist: its {res.application} application is blocked "
+               f"(terminal {res.terminal_number})", err=True)
+
+
+@terminal.command("hotlist")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--state", "state", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="This terminal's hotlist copy (created on the first full list).")
+@click.option("--trust", "trust", multiple=True, required=True, type=click.Path(dir_okay=False), metavar="KEYFILE",
+              help="A trusted hotlist key file ('citycard hotlist key'); several may be given.")
+def hotlist_load(file: str, state: str, trust: tuple[str, ...]) -> None:
+    """Load a signed hotlist FILE (full or delta) into this terminal (forged, rolled-back or
+    out-of-sequence lists are refused)."""
+    from ..lifecycle import TerminalHotlist
+    from ..lifecycle.hotlist import read_public_key
+
+    term = TerminalHotlist(state)
+    header = term.load(file, [read_public_key(t) for t in trust])
+    click.echo(f"terminal hotlist now at version {header.version} ({header.kind} list): {len(term)} cards")
 
 
 @terminal.command("check-log")

@@ -216,6 +216,27 @@ class Register:
             j.close()
         return added, already
 
+    def import_blocks(self, ledger_url: str) -> tuple[int, int]:
+        """Cards that terminals blocked on the spot (block events filed by clearing) become
+        ``blocked``; ``(newly blocked, already blocked or not in a state to block)``."""
+        from ..clearing import Ledger
+
+        changed = unchanged = 0
+        with Ledger(ledger_url, create=False) as book:
+            for ev in book.blocks():
+                try:
+                    card = self.card(ev["card"])
+                except (RegisterError, InputError):
+                    unchanged += 1
+                    continue
+                if card.state not in TRANSITIONS["blocked"][0]:
+                    unchanged += 1
+                    continue
+                self.change(card.serial, "blocked", f"blocked by terminal {ev['terminal']} on {ev['date']} "
+                                                    f"{ev['time']} ({ev['app']})")
+                changed += 1
+        return changed, unchanged
+
     # ------------------------------------------------------------------ hotlist
     def hotlist_version(self) -> int:
         row = self.db.one("SELECT MAX(version) FROM hotlist")

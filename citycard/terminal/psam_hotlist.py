@@ -11,6 +11,7 @@ APPLICATION BLOCK.
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass
 
 from ..commands import fmcos, psam, walk
@@ -18,6 +19,7 @@ from ..spec import CardSpec
 from ..transport import CardSession
 from .psam_purchase import Psam, PsamRefused
 from .purse import PurseRefused, PurseTerminal
+from .txlog import TxRecord
 
 MAINTENANCE_USAGE = 0x25     # maintenance, one level (MZT)
 MAINTENANCE_INDEX = 0x01
@@ -29,6 +31,15 @@ class BlockResult:
     application: str
     permanent: bool
     terminal_number: str
+    psam_serial: str = ""
+    date: str = ""            # YYYYMMDD
+    time: str = ""            # HHMMSS
+
+    def record(self) -> TxRecord:
+        """The block as a terminal-log event (kind ``block``, no money, no TAC) that clearing
+        files and the card register learns from (docs/clearing.md, docs/lifecycle.md)."""
+        return TxRecord("block", self.application, self.card_serial, 0, 0, 0, 0, self.terminal_number.upper(), None,
+                        self.date, self.time, None, "ok", "psam", 0, self.psam_serial or None)
 
 
 def block_application(card: CardSession, psam_session: CardSession, spec: CardSpec, app: str | None = None, *,
@@ -51,4 +62,6 @@ def block_application(card: CardSession, psam_session: CardSession, spec: CardSp
     r = card.send(psam.with_line_mac(block, r.data))
     if r.sw != 0x9000:
         raise PurseRefused(r.sw, "APPLICATION BLOCK")
-    return BlockResult(serial, term.df.name, permanent, info.terminal_number)
+    now = _dt.datetime.now()
+    return BlockResult(serial, term.df.name, permanent, info.terminal_number, info.serial, now.strftime("%Y%m%d"),
+                       now.strftime("%H%M%S"))

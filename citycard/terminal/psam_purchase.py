@@ -24,7 +24,7 @@ import datetime as _dt
 import time as _time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Container, Sequence
 
 from ..apdu import CommandApdu, ResponseApdu
 from ..commands import iso, psam, purse, walk
@@ -46,6 +46,14 @@ class PsamError(PurseError):
 
 class PsamRefused(CardError, PsamError):
     """The PSAM answered with an unexpected status word (``sw``)."""
+
+
+class CardHotlisted(PurseError):
+    """The card is on the terminal's hotlist: no purchase (the caller blocks it, issue 23)."""
+
+    def __init__(self, serial: str) -> None:
+        super().__init__(f"card {serial} is on the hotlist: no purchase")
+        self.serial = serial
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +163,16 @@ class PsamPurchaseTerminal:
         self.factors = factors or (lambda f: (f,))   # the card serial factor: 1 level (usage 22)
 
     def purchase(self, amount: int, *, when: _dt.datetime | None = None,
-                 capp: tuple[int, bytes] | None = None) -> PsamTransaction:
+                 capp: tuple[int, bytes] | None = None, hotlist: Container[str] | None = None) -> PsamTransaction:
+        """``hotlist``: the terminal's hotlist (:class:`citycard.lifecycle.TerminalHotlist`): a
+        card on it is refused with :class:`CardHotlisted` before its purse is touched."""
         info = self.psam.info or self.psam.open()
         term = self.card
         term.terminal = bytes.fromhex(info.terminal_number)   # MAC1 covers the PSAM's EF0016 (§2.3)
         term.identify()           # a card of the profile, before the purse session (issue 17 item 1)
         serial = term.select()
+        if hotlist is not None and serial in hotlist:
+            raise CardHotlisted(serial)
         session = term.session
         date, time = _bcd_now(when or _dt.datetime.now())
         if term.df.auth_code is not None:   # MOHURD (SPEC D7, MZT): the card's code to the PSAM

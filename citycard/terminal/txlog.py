@@ -8,7 +8,8 @@ One JSON object per line (UTF-8), appended and fsynced, file ``0600``::
      "ttype": 6, "terminal": "000000000001", "ttsn": "00000012", "date": "20261203",
      "time": "081500", "tac": "1A2B3C4D", "status": "ok", "source": "psam"}
 
-- ``kind``: ``load``, ``purchase`` or ``capp-purchase``; ``app``: the profile's
+- ``kind``: ``load``, ``purchase`` or ``capp-purchase``; or ``block``, an event without money or
+  TAC: a terminal blocked the card's application because it is hotlisted; ``app``: the profile's
   application that was credited or debited (the service unit, for settlement).
 - ``card``: the application serial number (the key diversification factor, SPEC §2.4).
 - ``counter``: the purse counter the transaction used (online for a load or unload, offline for
@@ -35,7 +36,7 @@ from typing import Any, Iterator
 from ..errors import InputError
 
 FORMAT = "citycard-tx"
-KINDS = ("load", "purchase", "capp-purchase")      # an unload has no TAC (MAC3 is under a session key)
+KINDS = ("load", "purchase", "capp-purchase", "block")   # an unload has no TAC (MAC3 is under a session key)
 STATUSES = ("ok", "proven", "grey")
 _HEX = re.compile(r"^[0-9A-Fa-f]*$")
 
@@ -115,15 +116,15 @@ def parse_record(line: str, where: str) -> TxRecord:
     date, time_ = _field(doc, "date", str, where), _field(doc, "time", str, where)
     if not (len(date) == 8 and date.isdigit() and len(time_) == 6 and time_.isdigit()):
         raise InputError(f"{where}: date/time: YYYYMMDD and HHMMSS")
-    ttsn = _hex(doc.get("ttsn"), 4, "ttsn", where, optional=kind == "load")
-    tac = _hex(doc.get("tac"), 4, "tac", where, optional=status == "grey")
+    ttsn = _hex(doc.get("ttsn"), 4, "ttsn", where, optional=kind in ("load", "block"))
+    tac = _hex(doc.get("tac"), 4, "tac", where, optional=status == "grey" or kind == "block")
     algorithm = doc.get("algorithm", 0)
     if isinstance(algorithm, bool) or not isinstance(algorithm, int) or not 0 <= algorithm <= 0xFF:
         raise InputError(f"{where}: algorithm: the algorithm byte (0-255)")
     psam = doc.get("psam")
     if psam is not None and (not isinstance(psam, str) or not _HEX.match(psam) or len(psam) > 32):
         raise InputError(f"{where}: psam: the PSAM serial in hex")
-    if status != "grey" and tac is None:
+    if status != "grey" and tac is None and kind != "block":
         raise InputError(f"{where}: tac: missing (only a grey record has none)")
     return TxRecord(kind, _field(doc, "app", str, where), card, doc["counter"], doc["balance_before"], doc["amount"],
                     doc["ttype"], _hex(doc.get("terminal"), 6, "terminal", where) or "", ttsn, date, time_, tac,
