@@ -302,6 +302,7 @@ class CardSpec:
     columns: tuple[str, ...]                # cardholder columns the bindings use
     units: dict[str, str] = field(default_factory=dict)
     production: bool = False                # [profile] production: TEST KEYS refused (issue 17 item 5)
+    replacement_wait_days: int = 0          # [card]: days after a loss before a replacement (docs/lifecycle.md)
 
     def dfs(self) -> tuple[DFSpec, ...]:
         return (self.mf, *self.apps)

@@ -8,7 +8,9 @@ import json
 import click
 
 from ..errors import InputError
-from .common import audit
+from .common import audit, card_options
+from .keyopts import keys_option
+from .perso_cmd import _date
 
 _REGISTER = click.option("--register", "register", envvar="CITYCARD_REGISTER", required=True, metavar="DB",
                          help="The card register: a SQLite file or a postgresql:// URL (env CITYCARD_REGISTER).")
@@ -167,3 +169,113 @@ def show_hotlist(file: str, trust: tuple[str, ...], as_json: bool) -> None:
                + f", {header.count} entries, signature good")
     for s, f in listed:
         click.echo(f"  {s} {'listed' if f else 'removed'}")
+
+
+@cards.command()
+@_REGISTER
+@click.argument("serial")
+@click.option("--journal", required=True, metavar="JOURNAL", help="The batch journal (the card counter, the batch's data).")
+@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE", help="The card profile.")
+@click.option("--data", "data_path", required=True, metavar="FILE",
+              help="The data file the old card was issued from (unchanged: its SHA-256 is checked).")
+@keys_option()
+@click.option("--ledger", default=None, metavar="LEDGER",
+              help="The clearing ledger: the old card's cleared purse balances are loaded onto the new card.")
+@click.option("--no-balance", is_flag=True, help="Carry no balance (the profile has no purse, or it is settled apart).")
+@click.option("--reason", required=True, help="Why (kept in both cards' histories and the audit log).")
+@click.option("--issue-date", callback=_date, default=None, metavar="YYYYMMDD", help="Issue date [default: today].")
+@click.option("--log", "log", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="Append the balance load to this terminal log for clearing.")
+@click.option("--terminal", default="000000000001", show_default=True, metavar="HEX12",
+              help="The terminal number of this counter (6 bytes in hex), for the load.")
+@card_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_obj
+def replace(app, register: str, serial: str, journal: str, profile_path: str, data_path: str, keys: tuple[str, ...],
+            ledger: str | None, no_balance: bool, reason: str, issue_date, log: str | None, terminal: str,
+            reader: str | None, sim: str | None, as_json: bool) -> None:
+    """Replace card SERIAL (lost, blocked or broken): a new card for the same cardholder in the
+    given reader, the old one replaced and hotlisted, its cleared purse balance restored."""
+    from ..clearing import Ledger
+    from ..hexutil import parse_hex
+    from ..lifecycle import check_replaceable, replace_card
+    from ..perso.batch import file_sha256
+    from ..perso.job import prepare
+    from ..perso.journal import Journal
+    from ..perso.run import personalize
+    from ..terminal.purse import PurseTerminal
+    from ..terminal.txlog import append_record
+    from .keyopts import open_keys, warn_test_keys
+
+    terminal_id = parse_hex(terminal, "--terminal", length=6)
+    with _open(register) as reg:
+        old = reg.card(serial)
+        if old.batch is None or old.row is None:
+            raise InputError(f"card {serial} was not issued from a batch row: its cardholder data is not known")
+        j = Journal(journal, create=False)
+        try:
+            found = j.find_batch(old.batch)
+            if found is None:
+                raise InputError(f"{journal}: no batch {old.batch!r} (the batch card {serial} was issued in)")
+            if file_sha256(data_path) != found[0]:
+                raise InputError(f"--data {data_path}: not the data file of batch {old.batch} (its SHA-256 differs)")
+            job = prepare(profile_path, data_path, lambda: open_keys(keys))
+            warn_test_keys(job.keys, job.spec)
+            row = job.data.row(old.row)
+            holder = row.get("cardholder_id") or row.get("id_number") or ""
+            if holder != old.cardholder_id:
+                raise InputError(f"{job.data.where(old.row)}: cardholder {holder!r}, but card {serial} is "
+                                 f"{old.cardholder_id!r}'s")
+            purse_apps = tuple(df.name for df in job.spec.apps if any(f.kind in ("ed", "ep") for f in df.files))
+            if purse_apps and ledger is None and not no_balance:
+                raise InputError("the profile has a purse: give --ledger LEDGER to carry the old card's cleared "
+                                 "balance (or --no-balance to carry none)")
+            book = Ledger(ledger, create=False) if ledger is not None else None
+            try:
+                balances = check_replaceable(reg, serial, wait_days=job.spec.replacement_wait_days, ledger=book,
+                                             purse_apps=purse_apps)
+            finally:
+                if book is not None:
+                    book.close()
+            with app.open_session(reader, sim=sim, writes=True) as session:
+                def issue_new() -> str:
+                    number = j.allocate_number(job.spec.serial_prefix)
+                    plan = job.plan(old.row, issue_date=issue_date, card_number=number)
+                    report = personalize(session, job.spec, plan, verify=True)
+                    if not report.verified:
+                        raise InputError(f"the new card {report.card_serial} did not verify: the old card is kept")
+                    return report.card_serial
+
+                def load(app_name: str, fen: int) -> None:
+                    term = PurseTerminal(session, job.spec, job.keys, app_name, terminal_id=terminal_id)
+                    res = term.load(fen)
+                    if log is not None:
+                        append_record(log, res.record("host"))
+
+                result = replace_card(reg, serial, issue_new=issue_new, load=load, balances=balances, reason=reason)
+        finally:
+            j.close()
+    audit("card.replaced", serial, new_serial=result.new_serial, cardholder=result.cardholder_id, reason=reason,
+          children=list(result.children), **{f"restored_{a}_fen": f for a, f in result.balances.items()})
+    if as_json:
+        click.echo(json.dumps({"old_serial": result.old_serial, "new_serial": result.new_serial,
+                               "cardholder_id": result.cardholder_id, "balances_fen": result.balances,
+                               "children": list(result.children)}))
+        return
+    click.echo(f"card {serial} replaced by {result.new_serial} for cardholder {result.cardholder_id}"
+               + "".join(f"; {a}: {f // 100}.{f % 100:02d} yuan restored" for a, f in result.balances.items())
+               + (f"; {len(result.children)} child card(s) relinked" if result.children else ""))
+    click.echo(f"card {serial} is now replaced and on the hotlist (export a new hotlist)", err=True)
+
+
+@cards.command()
+@_REGISTER
+@click.argument("child")
+@click.option("--parent", required=True, metavar="SERIAL", help="The main card.")
+@click.option("--reason", required=True, help="Why (kept in the card's history).")
+def link(register: str, child: str, parent: str, reason: str) -> None:
+    """Make CHILD a supplementary card of the main card --parent (a family's cards)."""
+    with _open(register) as reg:
+        card = reg.link(child, parent, reason)
+    audit("card.linked", child, parent=parent, reason=reason)
+    click.echo(f"card {card.serial} is now a child card of {card.parent}")

@@ -151,6 +151,35 @@ class Register:
         return [CardRecord(*r) for r in self.db.all(
             f"SELECT {_CARD_COLS} FROM cards WHERE cardholder_id = ? ORDER BY issued, serial", (cardholder_id,))]
 
+    def children(self, parent: str) -> list[str]:
+        """The supplementary (child) cards linked to ``parent``."""
+        return [r[0] for r in self.db.all("SELECT serial FROM cards WHERE parent = ? ORDER BY serial", (parent,))]
+
+    def link(self, child: str, parent: str, reason: str) -> CardRecord:
+        """Make ``child`` a supplementary card of ``parent`` (a family's main card)."""
+        if child == parent:
+            raise RegisterError(f"card {child} cannot be its own parent")
+        self.card(parent)
+        with self.db.transaction() as cur:
+            row = cur.execute("SELECT state FROM cards WHERE serial = ?", (check_serial(child),)).fetchone()
+            if row is None:
+                raise RegisterError(f"card {child} is not in the register {self.url}")
+            cur.execute("UPDATE cards SET parent = ?, updated = ? WHERE serial = ?", (parent, now(), child))
+            self._event(cur, child, "link", row[0], row[0], now(), f"child of {parent}: {reason}")
+        return self.card(child)
+
+    def relink_children(self, old: str, new: str) -> tuple[str, ...]:
+        """Every child card of ``old`` becomes a child of ``new`` (a replaced main card)."""
+        moved = []
+        at = now()
+        with self.db.transaction() as cur:
+            for (serial, state) in cur.execute("SELECT serial, state FROM cards WHERE parent = ? ORDER BY serial",
+                                               (old,)).fetchall():
+                cur.execute("UPDATE cards SET parent = ?, updated = ? WHERE serial = ?", (new, at, serial))
+                self._event(cur, serial, "relink", state, state, at, f"main card {old} replaced by {new}")
+                moved.append(serial)
+        return tuple(moved)
+
     def events(self, serial: str) -> list[dict[str, Any]]:
         keys = ("id", "action", "from", "to", "at", "operator", "station", "reason")
         return [dict(zip(keys, r)) for r in self.db.all(
@@ -206,7 +235,7 @@ class Register:
                 b = str(rec["batch"])
                 if b not in profiles:
                     found = j.find_batch(b)
-                    profiles[b] = found[0] if found else ""
+                    profiles[b] = found[1] if found else ""
                 if self.add_card(str(rec["card_serial"]), str(rec["cardholder_id"]), profiles[b], batch=b,
                                  row=int(rec["row"]), reason=f"journal {os.path.basename(journal_url)}"):
                     added += 1

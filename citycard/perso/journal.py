@@ -440,6 +440,12 @@ class Journal(AttemptLog):
             cur.execute(self._q("UPDATE cards SET status = 'pending', reader = NULL WHERE batch = ? AND row = ? "
                                 "AND status = 'in_progress'"), (batch, row))
 
+    def allocate_number(self, prefix: str) -> int:
+        """The next card number of ``prefix`` from the journal's counter, for a card issued
+        outside a batch (a replacement, docs/lifecycle.md): never one a batch gives out."""
+        with self._tx() as cur:
+            return self._next_number(cur, prefix)
+
     def _next_number(self, cur: Any, prefix: str) -> int:
         if self.pg:
             cur.execute("INSERT INTO serials (prefix, next) VALUES (%s, 2) ON CONFLICT (prefix) "

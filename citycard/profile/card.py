@@ -14,7 +14,7 @@ from .fields import Located, check_table, hexbytes, integer, split_path, typed
 from .keys import master_ref
 
 PROFILE_FIELDS = {"name", "title", "cos", "version", "production"}
-CARD_FIELDS = {"transport_key", "serial_prefix", "serial_digits", "validity_years", "rerun"}
+CARD_FIELDS = {"transport_key", "serial_prefix", "serial_digits", "validity_years", "rerun", "replacement_wait_days"}
 TRANSPORT_FIELDS = {"source", "value", "length", "id"}
 
 
@@ -46,7 +46,8 @@ def build_card(ctx: Located, data: dict[str, Any]) -> CardSpec:
         transport_key=transport, serial_prefix=serials.prefix, serial_digits=serials.digits,
         validity_years=integer(ctx, card, "validity_years", ["card"], 1, 99, 10), rerun=rerun,
         mf=mf, apps=apps, columns=_columns(mf, apps), units=dict(units),
-        production=bool(typed(ctx, prof.get("production", False), ["profile", "production"], bool)))
+        production=bool(typed(ctx, prof.get("production", False), ["profile", "production"], bool)),
+        replacement_wait_days=integer(ctx, card, "replacement_wait_days", ["card"], 0, 365, 0))
 
 
 def _transport_key(ctx: Located, t: Any, units: dict[str, str]) -> TransportKey:
