@@ -189,3 +189,76 @@ def test_operator_enroll_revoke_list(run_cli, people, tmp_path):
     assert {o["name"]: o["active"] for o in out["operators"]} == {"alice": True, "bob": False, "carol": True}
     r = run_cli("operator", "enroll", str(roster), str(people["dave"][0]), *_approvals(people, "alice", "bob"))
     assert r.exit_code == 2 and "bob is not an active operator" in r.stderr
+
+
+# ------------------------------------------------------------------ batches, re-issues, closing
+def test_batch_release_and_reissue_need_two_people(run_cli, people, tmp_path):
+    from tests.test_batch import batch_args, make_csv
+
+    roster = _cli_roster(run_cli, people, tmp_path)
+    log = tmp_path / "audit.log"
+    data, journal = make_csv(tmp_path / "d.csv", 2), tmp_path / "j.db"
+    base = ["--roster", str(roster), "--audit-log", str(log), "--operator", "alice"]
+    r = run_cli(*base, *batch_args(data, journal, "--sims", "1"))
+    assert r.exit_code == 2 and "releasing a production batch needs two people" in r.stderr
+    assert not journal.exists()                                    # refused before anything was written
+    r = run_cli(*base, *batch_args(data, journal, "--sims", "1"), *_approvals(people, "alice", "bob"))
+    assert r.exit_code == 0, r.stderr
+    entries = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [e["action"] for e in entries] == ["batch.released", "card.verified", "card.verified", "batch.finished"]
+    assert entries[0]["details"]["approved_by"] == ["alice", "bob"]
+    assert run_cli("audit", "verify", str(log)).exit_code == 0
+    # the same batch again: a resume, not a release (no approvals asked)
+    r = run_cli(*base, *batch_args(data, journal, "--sims", "1"))
+    assert r.exit_code == 0 and json.loads(log.read_text().splitlines()[-2])["action"] == "batch.resumed"
+    # re-issuing its cardholders in another batch: two people
+    again = make_csv(tmp_path / "again.csv", 2, mutate=lambda i, row: row.update(phone="13900000000"))
+    r = run_cli(*base, *batch_args(again, journal, "--sims", "1", "--reissue", "all"),
+                *_approvals(people, "alice", "bob")[:2], *_approvals(people, "alice", "bob")[4:6])
+    assert r.exit_code == 2 and "needs two people" in r.stderr
+
+
+def test_perso_reissue_needs_two_people(run_cli, people, tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    img = tmp_path / "card.json"
+    assert run_cli("sim", "new", str(img)).exit_code == 0
+    common = ["perso", "--profile", str(root / "profiles/citycard.toml"), "--keys", str(root / "profiles/demo-keys.toml"),
+              "--data", str(root / "profiles/citycard-sample.csv"), "--row", "1", "--issue-date", "20261124",
+              "--sim", str(img)]
+    assert run_cli(*common).exit_code == 0
+    roster = _cli_roster(run_cli, people, tmp_path)
+    issued = img.read_bytes()
+    r = run_cli("--roster", str(roster), *common, "--reissue-card")
+    assert r.exit_code == 2 and "re-issuing (erasing) an issued card needs two people" in r.stderr
+    assert img.read_bytes() == issued
+    log = tmp_path / "audit.log"
+    r = run_cli("--roster", str(roster), "--audit-log", str(log), *common, "--reissue-card",
+                *_approvals(people, "alice", "bob"))
+    assert r.exit_code == 0, r.stderr
+    e = json.loads(log.read_text().splitlines()[-1])
+    assert e["action"] == "card.reissued" and e["details"]["approved_by"] == ["alice", "bob"]
+
+
+def test_closing_a_card_with_a_balance_needs_two_people(run_cli, people, tmp_path):
+    from citycard.lifecycle import Register
+    from tests.test_clearing import DEMO_KEYS, PROFILE, load, purchase, write_log
+
+    card = "3301000000000042"
+    reg = str(tmp_path / "reg.db")
+    with Register(reg) as r:
+        r.add_card(card, "CH42", "citycard")
+        r.add_card("3301000000000043", "CH43", "citycard")
+    ledger = str(tmp_path / "l.db")
+    log = write_log(tmp_path / "t.log", [load(0, 0, 1000), purchase(0, 1000, 200, 1)])
+    assert run_cli("clearing", "import", str(log), "--ledger", ledger, "--profile", str(PROFILE),
+                   "--keys", str(DEMO_KEYS)).exit_code == 0
+    roster = _cli_roster(run_cli, people, tmp_path)
+    base = ["--roster", str(roster), "cards", "close", "--register", reg, "--reason", "moved away"]
+    r = run_cli(*base, card)
+    assert r.exit_code == 2 and "give --ledger" in r.stderr
+    r = run_cli(*base, card, "--ledger", ledger)
+    assert r.exit_code == 2 and "closing a card that holds a balance needs two people" in r.stderr
+    r = run_cli(*base, card, "--ledger", ledger, *_approvals(people, "alice", "bob"), "--json")
+    assert r.exit_code == 0 and r.json()["state"] == "closed" and r.json()["balance_fen"] == 800
+    r = run_cli(*base, "3301000000000043", "--ledger", ledger)          # no balance: one person is enough
+    assert r.exit_code == 0, r.stderr

@@ -9,7 +9,8 @@ import sys
 import click
 
 from ..errors import InputError
-from .common import ProgressDrawer
+from .common import ProgressDrawer, audit
+from .dualopts import approval_options, dual_control
 from .keyopts import keys_option, open_keys, warn_test_keys
 from .perso_cmd import _date
 
@@ -50,8 +51,9 @@ def batch() -> None:
               help="Rows (e.g. 3,7,10-12) or all whose cardholders were issued in an earlier batch of the "
                    "journal and get a new card (otherwise refused).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@approval_options
 def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, keep_cards, sim_model, timing, batch_id,
-        station, issue_date, limit, retry_failed, no_verify, reissue, as_json):
+        station, issue_date, limit, retry_failed, no_verify, reissue, as_json, approve, approve_pfiles):
     """Personalize every pending row of the data file, one worker per reader."""
     from ..perso.batch import Batch, default_station, pcsc_readers
     from ..perso.job import prepare
@@ -79,11 +81,27 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
 
     sources += pcsc_readers(readers, on_prompt=lambda message: click.echo(f"citycard: {message}", err=True),
                             read_serial=lambda session: free_card_serial(session, job.spec))
+    production = job.spec.production or bool(job.keys.production_sources)
     b = Batch(job.spec, job.keys, job.data, journal_url, batch=batch_id, issue_date=issue_date,
-              verify=not no_verify, limit=limit, station=station or default_station(), reissue=again)
+              verify=not no_verify, limit=limit, station=station or default_station(), reissue=again,
+              audit=click.get_current_context().find_root().obj.audit_log())
+    new_batch = _is_new_batch(journal_url, b.batch)
+    approvals: dict = {}
+    if new_batch:        # releasing a production batch: two people (issue 25 item 2)
+        a = dual_control("batch.release", b.batch, {"profile": job.spec.name, "data_sha256": b.sha},
+                         production=production, approve=approve, pfiles=approve_pfiles)
+        approvals.update(a.audit_details() if a else {})
+    if again:            # re-issuing cards already issued: two people
+        a = dual_control("card.reissue", b.batch, {"rows": reissue}, production=production, approve=approve,
+                         pfiles=approve_pfiles)
+        approvals.update(a.audit_details() if a else {})
+    audit("batch.released" if new_batch else "batch.resumed", b.batch, profile=job.spec.name, data_sha256=b.sha,
+          station=b.station, reissue=reissue, **approvals)
     if retry_failed:
         click.echo(f"{b.retry_failed()} failed row(s) back to pending", err=True)
     result = b.run(sources, on_progress=ProgressBar(sys.stderr))
+    audit("batch.finished" if not (result.counts["pending"] + result.counts["in_progress"]) else "batch.stopped",
+          result.batch, processed=result.processed, verified=result.verified, failed=result.failed)
     summary = {"batch": result.batch, "processed": result.processed, "verified": result.verified,
                "failed": result.failed, "seconds": round(result.seconds, 2),
                "cards_per_minute": round(result.cards_per_minute, 1), "status": result.counts}
@@ -95,6 +113,20 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
                    f"({result.cards_per_minute:,.0f}/min), {result.failed} failed; "
                    f"journal: {c['verified'] + c['personalized']} done, {c['failed']} failed, "
                    f"{c['pending'] + c['in_progress']} to do")
+
+
+def _is_new_batch(journal_url: str, batch: str) -> bool:
+    """Whether ``batch`` is not yet in the journal (running it is its release)."""
+    from ..perso.journal import Journal, JournalError
+
+    try:
+        j = Journal(journal_url, create=False)
+    except JournalError:
+        return True                      # no journal yet
+    try:
+        return j.find_batch(batch) is None
+    finally:
+        j.close()
 
 
 @batch.command()

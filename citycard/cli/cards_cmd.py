@@ -9,6 +9,7 @@ import click
 
 from ..errors import InputError
 from .common import audit, card_options
+from .dualopts import approval_options, dual_control
 from .keyopts import keys_option
 from .perso_cmd import _date
 
@@ -92,7 +93,54 @@ def _change(action: str, past: str):
 
 lost = _change("lost", "reported lost")
 found = _change("found", "found again (back in use)")
-close = _change("close", "closed for good")
+
+
+@cards.command("close")
+@_REGISTER
+@click.argument("serial")
+@click.option("--reason", required=True, help="Why (kept in the card's history and the audit log).")
+@click.option("--ledger", default=None, metavar="LEDGER",
+              help="The clearing ledger: a card still holding a cleared balance needs two people to close.")
+@approval_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def close(register: str, serial: str, reason: str, ledger: str | None, approve: tuple[str, ...],
+          approve_pfiles: tuple[str, ...], as_json: bool) -> None:
+    """Record that card SERIAL is closed for good (hotlisted; final).  With a roster (dual
+    control), --ledger is needed: a card holding a cleared balance needs two --approve."""
+    app = click.get_current_context().find_root().obj
+    approval = None
+    with _open(register) as reg:
+        card = reg.card(serial)
+        balance = 0
+        if ledger is not None:
+            from ..clearing import Ledger
+
+            with Ledger(ledger, create=False) as book:
+                balance = sum(a["balance"] or 0 for a in book.card(card.serial)["apps"].values()) \
+                    if _has_records(book, card.serial) else 0
+        elif getattr(app, "roster", None) is not None:
+            raise InputError("cards close: give --ledger LEDGER (dual control: a card with a balance needs two people)")
+        if balance:
+            approval = dual_control("card.close-with-balance", card.serial, {"balance_fen": balance},
+                                    production=False, approve=approve, pfiles=approve_pfiles)
+        card = reg.change(serial, "close", reason)
+    audit("card.close", card.serial, state=card.state, reason=reason, balance_fen=balance or None,
+          **(approval.audit_details() if approval else {}))
+    if as_json:
+        click.echo(json.dumps({**card.as_dict(), "balance_fen": balance}, ensure_ascii=False))
+    else:
+        click.echo(f"card {card.serial}: closed (on the hotlist)"
+                   + (f"; it held {balance // 100}.{balance % 100:02d} yuan" if balance else ""))
+
+
+def _has_records(book, serial: str) -> bool:
+    from ..clearing import LedgerError
+
+    try:
+        book.card(serial)
+        return True
+    except LedgerError:
+        return False
 
 
 @click.group()

@@ -8,7 +8,8 @@ import json
 import click
 
 from ..errors import InputError
-from .common import card_options
+from .common import audit, card_options
+from .dualopts import approval_options, dual_control
 from .keyopts import keys_option, open_keys
 
 
@@ -44,9 +45,10 @@ def _date(_ctx, _param, value):
               help="After the verification, read by every SFI 1-30 of each DF to find files the profile does not "
                    "name (reads only; docs/profile.md, \"What verification proves\").")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
+@approval_options
 @click.pass_obj
 def perso(app, profile_path, keys, data_path, row, card_number, issue_date, encoding, reader, sim, dry_run,
-          no_verify, reissue, probe, as_json) -> None:
+          no_verify, reissue, probe, as_json, approve, approve_pfiles) -> None:
     """Personalize one card from PROFILE, key sources and one cardholder row."""
     from ..perso.job import prepare
     from ..perso.run import personalize
@@ -75,8 +77,16 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
                    "ext_auth": " [GET CHALLENGE, then the cryptogram]"}[s.kind]
             click.echo(f"{i:3d}. {s.label}: {format_command(s.cmd)}{how}" + (f" [{s.source}]" if s.source else ""))
         return
+    approval = None
+    if reissue:          # erasing an issued card: two people where dual control applies (issue 25 item 2)
+        approval = dual_control("card.reissue", plan.card_serial, {"row": row, "profile": spec.name},
+                                production=spec.production or bool(job.keys.production_sources),
+                                approve=approve, pfiles=approve_pfiles)
     with app.open_session(reader, sim=sim, writes=True) as session:
         report = personalize(session, spec, plan, verify=not no_verify, reissue=reissue, probe=probe)
+    action = "card.reissued" if report.reissued else ("card.verified" if not no_verify else "card.personalized")
+    audit(action, report.card_serial, profile=spec.name, data=data.where(row), rerun=report.rerun,
+          checks=len(report.checks) if not no_verify else None, **(approval.audit_details() if approval else {}))
     if as_json:
         click.echo(json.dumps({"card_serial": report.card_serial, "row": row, "steps": report.steps,
                                "rerun": report.rerun, "reissued": report.reissued, "verified": report.verified if not no_verify else None,

@@ -149,7 +149,7 @@ class Batch:
                  issue_date: _dt.date | None = None, verify: bool = True, id_column: str = "cardholder_id",
                  limit: int | None = None, station: str | None = None,
                  on_card: Callable[[str, int, str], None] | None = None,
-                 reissue: Iterable[int] | str | None = None) -> None:
+                 reissue: Iterable[int] | str | None = None, audit: Any = None) -> None:
         self.spec, self.keys, self.data = spec, keys, data
         self.station = station
         self.journal_url = journal_url
@@ -161,6 +161,7 @@ class Batch:
         self.limit = limit
         self.on_card = on_card
         self.reissue = reissue
+        self.audit = audit                   # an AuditLog (citycard.audit): every card's outcome is entered
         self.run_id: int | None = None       # this run in the journal (set by run())
         self._journal_ident: tuple[str, Any] = ("", None)
         self.planner = Planner(spec, keys)
@@ -406,6 +407,9 @@ class Batch:
         with self._lock:
             results["processed"] += 1
             results["verified" if status in ("verified", "personalized") else "failed"] += 1
+        if self.audit is not None:       # an append under flock: safe from the worker processes too
+            self.audit.append(f"card.{status}", serial, batch=self.batch, row=row, reader=self.label(src),
+                              error=error[:200] if error else None)
         if self.on_card is not None:
             self.on_card(src.name, row, status)
         try:
