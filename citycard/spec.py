@@ -145,6 +145,9 @@ class KeySpec:
     path: str = ""
     export: bool = False
     alg: Literal["des", "sm4"] = "des"   # the key's cipher family: DES/3DES, or SM4 (docs/sm4.md)
+    master_version: bool = False         # version = "master": the record's version byte is the version of
+                                         # the master issuing it; terminals and clearing take the card's
+                                         # (key inventory rotation, docs/keys.md)
 
     @property
     def type_byte(self) -> int:

@@ -34,7 +34,9 @@ class TacVerifier:
         if isinstance(spec, str):
             return spec
         assert spec.master is not None
-        kw = {"alg": alg} if alg != "des" else {}
+        kw: dict = {"alg": alg} if alg != "des" else {}
+        if spec.master_version:     # the master generation the card used (key rotation, docs/keys.md)
+            kw["version"] = rec.key_version
         try:
             dtk = self.keys.derive(spec.master[0], spec.master[1], walk.diversification_factor(rec.card), **kw)
         except Exception as exc:       # a key the source refuses (inventory, missing): named, never the key

@@ -85,6 +85,17 @@ class KeyRing:
             kw["export"] = True
         return src.derive(unit, role, factor, levels, **kw)
 
+    def version_in_force(self, unit: str, role: str) -> int:
+        """The version of ``unit/role`` that issues new cards: the key inventory's choice in a
+        keystore (docs/keys.md), the newest in a token, 1 in the demo key file."""
+        src = self.source_of(unit, role)
+        pick = getattr(src, "version_in_force", None)
+        if pick is not None:
+            return int(pick(unit, role))
+        versions = getattr(src, "versions", None)
+        held = versions(unit, role) if versions is not None else []
+        return max(held) if held else 1
+
     @property
     def in_hsm(self) -> bool:
         """Whether any source keeps its keys inside (a hardware security module)."""

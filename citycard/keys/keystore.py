@@ -525,6 +525,10 @@ class Keystore:
             reasons.append(f"version {v} {why}")
         raise KeyError_(f"{self.name}: no version of {unit}/{role} may be used today ({'; '.join(reasons)})")
 
+    def version_in_force(self, unit: str, role: str) -> int:
+        """The version :meth:`in_force` gives new cards."""
+        return self.in_force(unit, role).info.version
+
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
                version: int | None = None, alg: crypto.Alg | None = None) -> bytes:
         """The per-card key (PBOC diversification with the entry's algorithm) from the version

@@ -35,6 +35,7 @@ the DF's master and marked ``[key enciphered by the HSM]``).  HSM masters never 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
@@ -259,11 +260,21 @@ class Planner:
             raise InputError(f"{where}: {exc}") from None
         return raw, (ENCIPHERED if how == "cipher" else EXPORTED)
 
-    def _derive(self, unit: str, role: str, factor: bytes | None, alg: str = "des") -> Key:
+    def _versioned(self, k: KeySpec) -> KeySpec:
+        """``k`` with its record's version byte: the issuing master's version for a key of
+        ``version = "master"`` (key inventory rotation, docs/keys.md)."""
+        if not k.master_version or k.master is None:
+            return k
+        return dataclasses.replace(k, b3=self.keys.version_in_force(*k.master))
+
+    def _derive(self, unit: str, role: str, factor: bytes | None, alg: str = "des",
+                version: int | None = None) -> Key:
         """A per-card key to be written to the card (asked of an HSM with ``export``: the
         WRITE KEY record is built around its value; :meth:`_written` decides if it may).
         ``alg``: the key's cipher family, asked of the source only for SM4 (docs/sm4.md)."""
-        kw = {"alg": alg} if alg != "des" else {}
+        kw: dict[str, Any] = {"alg": alg} if alg != "des" else {}
+        if version is not None:
+            kw["version"] = version
         if getattr(self.keys, "holds_keys_inside", False) or getattr(self.keys, "in_hsm", False):
             return self.keys.derive(unit, role, factor, export=True, **kw)
         return self.keys.derive(unit, role, factor, **kw)
@@ -289,7 +300,7 @@ class Planner:
                 master_value = value
             how = k.write
             raw, mark = (value, "") if k.ktype == KeyType.PIN else self._written(k, value, how)
-            cmd = fmcos.write_key(k.kid, self._key_record(k, raw))
+            cmd = fmcos.write_key(k.kid, self._key_record(self._versioned(k), raw))
             label = f"WRITE KEY {k.name} ({k.type_byte:02X}/{k.kid:02X}) in {n}"
             if how == "plain":
                 what = "the master, plaintext" if k is master else "plaintext"
@@ -324,7 +335,8 @@ class Planner:
             return pin_to_bytes(digits)
         assert k.master is not None
         factor = r.factor(k.factor, where) if k.factor is not None else None   # None: a PSAM master (docs/psam.md)
-        value = self._derive(k.master[0], k.master[1], factor, k.alg)
+        version = self._versioned(k).b3 if k.master_version else None
+        value = self._derive(k.master[0], k.master[1], factor, k.alg, version)
         return value[:8] if k.length == 8 else value
 
     @staticmethod

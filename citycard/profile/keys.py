@@ -85,7 +85,7 @@ def parse_key(ctx: Located, t: Any, path: list[Any], name: str, unit: str | None
         raise ctx.err([*path, "length"], "an SM4 key is 16 bytes")
     return KeySpec(name=name, ktype=kt, kid=kid, usage_ac=usage, change_ac=change, b3=b3, b4=b4, length=length,
                    master=master, factor=factor, write=write, change_flag=flag, path=dotted(path), export=export,
-                   alg=alg)  # type: ignore[arg-type]
+                   alg=alg, master_version=t.get("version") == "master")  # type: ignore[arg-type]
 
 
 def _sm4_algorithm_byte(ctx: Located, t: dict[str, Any], path: list[Any], tname: str, kt: int) -> int:
@@ -118,7 +118,8 @@ def _bytes_3_4(ctx: Located, t: dict[str, Any], path: list[Any], tname: str, kt:
     for bad in ("state", "tries"):
         if bad in t:
             raise ctx.err([*path, bad], f"a {tname} key has a version and algorithm, not {bad!r}")
-    return integer(ctx, t, "version", path, 0, 255, 0), integer(ctx, t, "algorithm", path, 0, 255, 0)
+    version = 0 if t.get("version") == "master" else integer(ctx, t, "version", path, 0, 255, 0)
+    return version, integer(ctx, t, "algorithm", path, 0, 255, 0)
 
 
 def _pin_value(ctx: Located, t: dict[str, Any], path: list[Any]) -> Any:

@@ -94,7 +94,8 @@ class PsamTransaction:
         return TxRecord("capp-purchase" if self.transaction_type == pboc.TT_CAPP_PURCHASE else "purchase", self.app,
                         self.card_serial, self.card_counter, self.balance_before_fen, self.amount_fen,
                         self.transaction_type, self.terminal_number.upper(), f"{self.ttsn:08X}", self.date, self.time,
-                        self.tac, "proven" if self.recovered else "ok", "psam", self.algorithm, self.psam_serial)
+                        self.tac, "proven" if self.recovered else "ok", "psam", self.algorithm, self.psam_serial,
+                        self.key_version)
 
 
 class Psam:

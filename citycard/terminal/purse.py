@@ -65,6 +65,7 @@ class TxResult:
     date: bytes = b""
     time: bytes = b""
     algorithm: int = 0
+    key_version: int = 0
 
     def record(self, source: str = "host"):
         """This transaction as a terminal-log record (docs/clearing.md); an unload has no TAC
@@ -76,7 +77,8 @@ class TxResult:
         return TxRecord(self.kind.replace(" ", "-"), self.app, self.card, self.counter, self.balance_before,
                         self.amount, self.ttype, self.terminal.hex().upper(),
                         self.ttsn.hex().upper() if self.ttsn is not None else None, self.date.hex(), self.time.hex(),
-                        self.tac.hex().upper(), "proven" if self.recovered else "ok", source, self.algorithm)
+                        self.tac.hex().upper(), "proven" if self.recovered else "ok", source, self.algorithm,
+                        key_version=self.key_version)
 
 
 class PurseCardRefused(PurseError, CardRefused):
@@ -153,22 +155,26 @@ class PurseTerminal:
                              f"({_ALG_NAMES[alg]}), but the profile's key {k.name} is {_ALG_NAMES[k.alg]}")
         return alg
 
-    def _tac_key(self, alg: Alg = "des") -> Key:
+    def _tac_key(self, alg: Alg = "des", version: int | None = None) -> Key:
         """The profile's TAC key of the transaction's algorithm: the purse's TAC key id if it
-        has that algorithm, else the first TAC key of that algorithm (as the card does)."""
+        has that algorithm, else the first TAC key of that algorithm (as the card does).
+        ``version``: the card's key version, for a key of ``version = "master"``."""
         tacs = [k for k in self.df.keys if k.ktype == KeyType.TAC and k.alg == alg]
         k = next((k for k in tacs if k.kid == self.purse.tac_key), tacs[0] if tacs else None)
         if k is None or k.master is None:
             raise PurseError(f"no {_ALG_NAMES[alg]} TAC key in the profile")
-        return self._derive(k)
+        return self._derive(k, version)
 
-    def _derive(self, k: KeySpec) -> Key:
+    def _derive(self, k: KeySpec, version: int | None = None) -> Key:
         """This card's key ``k`` (diversified by the application serial; an 8-byte key is the
-        left half, as the planner writes it)."""
+        left half, as the planner writes it).  For a key of ``version = "master"`` the master
+        of ``version`` (the card's key version from INITIALIZE: key rotation, docs/keys.md)."""
         if self.serial is None:
             self.select()
         assert k.master is not None
-        kw = {"alg": k.alg} if k.alg != "des" else {}
+        kw: dict[str, Any] = {"alg": k.alg} if k.alg != "des" else {}
+        if k.master_version and version is not None:
+            kw["version"] = version
         value = self.keys.derive(k.master[0], k.master[1], walk.diversification_factor(str(self.serial)), **kw)
         return value[:8] if k.length == 8 else value
 
@@ -228,13 +234,16 @@ class PurseTerminal:
         if self.serial is None:
             self.select()
         spec = self._key_spec(KeyType.LOAD, key_id)
-        dlk, dtk = self._derive(spec), self._tac_key(spec.alg)
+        if not spec.master_version:      # keys first: a key source error comes before the card is asked
+            dlk, dtk = self._derive(spec), self._tac_key(spec.alg)
         date, time = _now_bcd(when or _dt.datetime.now())
         r = self.session.send(purse.initialize_for_load(self.p2, spec.kid, amount, self.terminal))
         if r.sw != 0x9000:
             raise PurseRefused(r.sw, "INITIALIZE FOR LOAD")
         init = _parse(purse.LoadInit.parse, r)
         alg = self._card_alg(spec, init.algorithm, "INITIALIZE FOR LOAD")
+        if spec.master_version:          # the masters of the card's key version (rotation, docs/keys.md)
+            dlk, dtk = self._derive(spec, init.key_version), self._tac_key(alg, init.key_version)
         bal, ctr, random, mac1 = init.balance, init.online_counter, init.random, init.mac1
         ttype = 0x01 if self.p2 == 1 else 0x02
         ses = pboc.load_session_key(dlk, random, ctr, alg)
@@ -249,7 +258,7 @@ class PurseTerminal:
             if r.data != tac:
                 raise PurseError("CREDIT FOR LOAD: the TAC from the card is wrong")
         return TxResult("load", amount, bal, bal + amount, ctr, tac, recovered, self.df.name, str(self.serial), ttype,
-                        self.terminal, None, date, time, init.algorithm)
+                        self.terminal, None, date, time, init.algorithm, init.key_version)
 
     def purchase(self, amount: int, *, terminal_serial: int = 1, when: _dt.datetime | None = None,
                  key_id: int | None = None, capp: tuple[int, bytes] | None = None) -> TxResult:
@@ -260,7 +269,8 @@ class PurseTerminal:
         if self.serial is None:
             self.select()
         spec = self._key_spec(KeyType.PURCHASE, key_id)
-        dpk, dtk = self._derive(spec), self._tac_key(spec.alg)
+        if not spec.master_version:
+            dpk, dtk = self._derive(spec), self._tac_key(spec.alg)
         date, time = _now_bcd(when or _dt.datetime.now())
         code = None
         if self.df.auth_code is not None:   # D7: read before INITIALIZE (the purse session allows no other command)
@@ -273,6 +283,8 @@ class PurseTerminal:
             raise PurseRefused(r.sw, f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE")
         init = _parse(purse.PurchaseInit.parse, r)
         alg = self._card_alg(spec, init.algorithm, f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE")
+        if spec.master_version:          # the masters of the card's key version (rotation, docs/keys.md)
+            dpk, dtk = self._derive(spec, init.key_version), self._tac_key(alg, init.key_version)
         bal, ctr, random = init.balance, init.offline_counter, init.random
         ttype = pboc.TT_CAPP_PURCHASE if capp is not None else (0x05 if self.p2 == 1 else 0x06)
         if capp is not None:
@@ -296,7 +308,8 @@ class PurseTerminal:
             if debit.tac != c.tac:
                 raise PurseError("DEBIT FOR PURCHASE: the TAC from the card is wrong")
         return TxResult("capp purchase" if capp else "purchase", amount, bal, bal - amount, ctr, c.tac, recovered,
-                        self.df.name, str(self.serial), ttype, self.terminal, serial, date, time, init.algorithm)
+                        self.df.name, str(self.serial), ttype, self.terminal, serial, date, time, init.algorithm,
+                        init.key_version)
 
     def _capp_file(self) -> FileSpec:
         f = next((f for f in self.df.files if f.kind == "variable" and f.layout == "capp_metro"), None)

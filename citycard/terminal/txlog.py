@@ -16,6 +16,8 @@ One JSON object per line (UTF-8), appended and fsynced, file ``0600``::
   a purchase), as INITIALIZE returned it (before the card's increment).  (An unload is not
   logged: the card proves it with MAC3 under a session key, not with a TAC.)
 - ``ttsn``: the terminal transaction serial (purchases; ``null`` for loads).
+- ``key_version``: the key version byte INITIALIZE returned (the master generation of a card
+  whose profile keys say ``version = "master"``: key rotation, docs/keys.md).
 - ``algorithm``: the algorithm byte INITIALIZE returned (``00``/``01`` DES/3DES, ``04`` SM4:
   which TAC key the card used); ``psam``: the PSAM serial for a PSAM terminal (else null).
 - ``status``: ``ok`` (the card answered with its TAC), ``proven`` (the answer was lost and GET
@@ -59,6 +61,7 @@ class TxRecord:
     source: str = "host"
     algorithm: int = 0     # the algorithm byte of INITIALIZE (00/01 DES/3DES, 04 SM4)
     psam: str | None = None
+    key_version: int = 0   # the key version byte of INITIALIZE (which master generation: rotation)
 
     @property
     def balance_after(self) -> int:
@@ -121,6 +124,9 @@ def parse_record(line: str, where: str) -> TxRecord:
     algorithm = doc.get("algorithm", 0)
     if isinstance(algorithm, bool) or not isinstance(algorithm, int) or not 0 <= algorithm <= 0xFF:
         raise InputError(f"{where}: algorithm: the algorithm byte (0-255)")
+    key_version = doc.get("key_version", 0)
+    if isinstance(key_version, bool) or not isinstance(key_version, int) or not 0 <= key_version <= 0xFF:
+        raise InputError(f"{where}: key_version: the key version byte (0-255)")
     psam = doc.get("psam")
     if psam is not None and (not isinstance(psam, str) or not _HEX.match(psam) or len(psam) > 32):
         raise InputError(f"{where}: psam: the PSAM serial in hex")
@@ -128,7 +134,7 @@ def parse_record(line: str, where: str) -> TxRecord:
         raise InputError(f"{where}: tac: missing (only a grey record has none)")
     return TxRecord(kind, _field(doc, "app", str, where), card, doc["counter"], doc["balance_before"], doc["amount"],
                     doc["ttype"], _hex(doc.get("terminal"), 6, "terminal", where) or "", ttsn, date, time_, tac,
-                    status, str(doc.get("source", "host")), algorithm, psam)
+                    status, str(doc.get("source", "host")), algorithm, psam, key_version)
 
 
 def append_record(path: str | os.PathLike[str], record: TxRecord) -> None:
