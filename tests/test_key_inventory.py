@@ -115,3 +115,63 @@ def test_cli_inventory_and_a_compromised_master_stops_perso(run_cli, tmp_path, m
     assert r.exit_code == 2, r.stdout + r.stderr
     assert "transit/dlk" in r.stderr and "compromised" in r.stderr
     assert img.read_bytes() == before                  # refused before anything was written
+
+
+def test_rotation_old_cards_keep_working_until_the_end_date(run_cli, tmp_path, monkeypatch):
+    """Issue 25 item 3: after a rotation new cards get the new version (its number in the key
+    record), while terminals and clearing serve the cards of the retired version by the key
+    version the card gives in INITIALIZE, until that version's end date."""
+    monkeypatch.setenv("CITYCARD_KEYSTORE_PASSPHRASE", PW)
+    ks = tmp_path / "keys.cks"
+    assert run_cli("keys", "demo", str(ks)).exit_code == 0
+    profile = tmp_path / "rotating.toml"
+    text = PROFILE.read_text()
+    for role in ("dlk", "dpk", "dtk"):
+        text = text.replace(f'version = 1, algorithm = 0, master = "{role}"', f'version = "master", algorithm = 0, '
+                                                                              f'master = "{role}"')
+    assert text.count('version = "master"') == 3
+    profile.write_text(text)
+    a, b, log = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "counter.log"
+
+    def issue(img, row):
+        assert run_cli("sim", "new", str(img)).exit_code == 0
+        r = run_cli("perso", "--profile", str(profile), "--data", str(DATA), "--row", row, "--issue-date", "20261124",
+                    "--keys", str(ks), "--sim", str(img))
+        assert r.exit_code == 0, r.stderr
+
+    def version_bytes(img) -> set[int]:
+        """Byte 3 (the version) of the transit load (3F), purchase (3E) and TAC (34) key records."""
+        nodes = json.loads(img.read_text())["mf"]["children"]
+        transit = next(c for c in nodes if c.get("type") == "DF" and c.get("fid") == "3F01")
+        return {int(k["b3"], 16) for k in transit["keyfile"]["keys"] if int(k["type"], 16) & 0x3F in (0x3F, 0x3E, 0x34)}
+
+    issue(a, "1")
+    for role in ("dlk", "dpk", "dtk"):
+        r = run_cli("keys", "generate", str(ks), "--unit", "transit", "--name", role, "--version", "2",
+                    "--activation", _day(0))
+        assert r.exit_code == 0, r.stderr
+        r = run_cli("keys", "set", str(ks), "--unit", "transit", "--name", role, "--version", "1", "--state",
+                    "retired", "--expiry", _day(30))
+        assert r.exit_code == 0, r.stderr
+    issue(b, "2")
+    assert version_bytes(a) == {1} and version_bytes(b) == {2}     # the issuing master's version in each record
+
+    for img in (a, b):
+        r = run_cli("purse", "load", "--profile", str(profile), "--keys", str(ks), "--sim", str(img), "--amount", "5.00",
+                    "--log", str(log))
+        assert r.exit_code == 0, r.stderr
+    recs = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r["key_version"] for r in recs] == [1, 2]
+    r = run_cli("clearing", "import", str(log), "--ledger", str(tmp_path / "l.db"), "--profile", str(profile),
+                "--keys", str(ks), "--json")
+    assert r.exit_code == 0 and r.json()["verdicts"] == {"accepted": 2}, r.stdout + r.stderr
+
+    # version 1 reaches its end date: its cards are refused, naming why; version 2 cards go on
+    for role in ("dlk", "dpk", "dtk"):
+        assert run_cli("keys", "set", str(ks), "--unit", "transit", "--name", role, "--version", "1",
+                       "--expiry", _day(0)).exit_code == 0
+    r = run_cli("purse", "load", "--profile", str(profile), "--keys", str(ks), "--sim", str(a), "--amount", "1.00")
+    assert r.exit_code != 0 and "version 1 is expired on" in r.stderr
+    r = run_cli("purse", "load", "--profile", str(profile), "--keys", str(ks), "--sim", str(b), "--amount", "1.00")
+    assert r.exit_code == 0, r.stderr
+
