@@ -17,6 +17,8 @@ import pytest
 from tests.test_batch import batch_args, make_csv
 
 from citycard.bureau import create_credential, unlock
+
+PROFILE = __import__("pathlib").Path(__file__).resolve().parents[1] / "profiles/citycard.toml"
 from citycard.lifecycle import HotlistError, Register, RegisterError, TerminalHotlist, read_hotlist, write_hotlist
 
 PW = "hotlist signer passphrase"
@@ -170,7 +172,7 @@ def test_cli_from_journal_to_terminal_list(run_cli, tmp_path, signer_cred):
     assert r.exit_code == 0, r.stderr
     reg = ["--register", str(tmp_path / "reg.db")]
     log = tmp_path / "audit.log"
-    r = run_cli("cards", "import", *reg, "--journal", str(journal))
+    r = run_cli("cards", "import", *reg, "--journal", str(journal), "--profile", str(PROFILE))
     assert r.exit_code == 0 and "registered 3 cards (0 already" in r.stdout, r.stderr
     assert "registered 0 cards (3 already" in run_cli("cards", "import", *reg, "--journal", str(journal)).stdout
     serial = json.loads(run_cli("cards", "show", *reg, _first_serial(journal), "--json").stdout)["serial"]
@@ -181,6 +183,8 @@ def test_cli_from_journal_to_terminal_list(run_cli, tmp_path, signer_cred):
     assert r.exit_code == 2 and "is lost: it cannot be reported lost" in r.stderr
     shown = run_cli("cards", "show", *reg, serial).stdout
     assert "lost (hotlisted)" in shown and "stolen bag" in shown
+    assert "applications social, transit, library, bike, health" in shown
+    assert json.loads(run_cli("cards", "show", *reg, serial, "--json").stdout)["profile"].endswith("citycard.toml")
 
     pub = tmp_path / "issuer.pub"
     assert run_cli("hotlist", "key", str(signer_cred), "--out", str(pub)).exit_code == 0

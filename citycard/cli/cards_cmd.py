@@ -35,14 +35,22 @@ def cards() -> None:
 @click.option("--batch", default=None, help="With --journal: only this batch (default: every batch).")
 @click.option("--ledger", default=None, metavar="LEDGER",
               help="The clearing ledger: cards terminals blocked on the spot (hotlisted) become 'blocked'.")
-def import_(register: str, journal: str | None, batch: str | None, ledger: str | None) -> None:
+@click.option("-p", "--profile", "profile_path", default=None, metavar="PROFILE",
+              help="With --journal: the batches' profile, whose applications are recorded with each card.")
+def import_(register: str, journal: str | None, batch: str | None, ledger: str | None,
+            profile_path: str | None) -> None:
     """Register the verified cards of a batch journal, and/or the blocks terminals reported
     through clearing (idempotent)."""
     if journal is None and ledger is None:
         raise InputError("cards import: give --journal JOURNAL and/or --ledger LEDGER")
     with _open(register) as reg:
         if journal is not None:
-            added, already = reg.import_journal(journal, batch)
+            apps: tuple[str, ...] = ()
+            if profile_path is not None:
+                from ..profile import load_profile
+
+                apps = tuple(df.name for df in load_profile(profile_path).apps)
+            added, already = reg.import_journal(journal, batch, apps)
             audit("cards.imported", journal, batch=batch, added=added, already=already)
             click.echo(f"registered {added} cards ({already} already in the register)")
         if ledger is not None:
@@ -64,7 +72,8 @@ def show(register: str, serial: str, as_json: bool) -> None:
         click.echo(json.dumps({**card.as_dict(), "events": events}, ensure_ascii=False))
         return
     click.echo(f"card {card.serial}: {card.state}{' (hotlisted)' if card.hotlisted else ''}, cardholder "
-               f"{card.cardholder_id}, profile {card.profile}, batch {card.batch} row {card.row}")
+               f"{card.cardholder_id}, profile {card.profile}, batch {card.batch} row {card.row}"
+               + (f", applications {', '.join(card.applications)}" if card.applications else ""))
     if card.replaced_by:
         click.echo(f"  replaced by {card.replaced_by}")
     for e in events:

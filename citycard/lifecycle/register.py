@@ -50,7 +50,7 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS cards (
         serial TEXT PRIMARY KEY, cardholder_id TEXT NOT NULL, profile TEXT NOT NULL, batch TEXT, row INTEGER,
         state TEXT NOT NULL, parent TEXT, replaced_by TEXT, replaces TEXT, issued TEXT NOT NULL,
-        updated TEXT NOT NULL)""",
+        updated TEXT NOT NULL, apps TEXT NOT NULL DEFAULT '')""",
     """CREATE INDEX IF NOT EXISTS cards_holder ON cards (cardholder_id)""",
     """CREATE TABLE IF NOT EXISTS card_events (
         id {serial} PRIMARY KEY, serial TEXT NOT NULL, action TEXT NOT NULL, state_from TEXT, state_to TEXT NOT NULL,
@@ -78,6 +78,11 @@ class CardRecord:
     replaces: str | None
     issued: str
     updated: str
+    apps: str = ""              # the card's applications (comma-separated names from its profile)
+
+    @property
+    def applications(self) -> tuple[str, ...]:
+        return tuple(a for a in self.apps.split(",") if a)
 
     @property
     def hotlisted(self) -> bool:
@@ -87,10 +92,10 @@ class CardRecord:
         return {"serial": self.serial, "cardholder_id": self.cardholder_id, "profile": self.profile,
                 "batch": self.batch, "row": self.row, "state": self.state, "hotlisted": self.hotlisted,
                 "parent": self.parent, "replaced_by": self.replaced_by, "replaces": self.replaces,
-                "issued": self.issued, "updated": self.updated}
+                "issued": self.issued, "updated": self.updated, "applications": list(self.applications)}
 
 
-_CARD_COLS = "serial, cardholder_id, profile, batch, row, state, parent, replaced_by, replaces, issued, updated"
+_CARD_COLS = "serial, cardholder_id, profile, batch, row, state, parent, replaced_by, replaces, issued, updated, apps"
 
 
 def now() -> str:
@@ -129,15 +134,15 @@ class Register:
     # ------------------------------------------------------------------ cards
     def add_card(self, serial: str, cardholder_id: str, profile: str, *, batch: str | None = None,
                  row: int | None = None, parent: str | None = None, replaces: str | None = None,
-                 reason: str = "issued") -> bool:
+                 reason: str = "issued", apps: tuple[str, ...] = ()) -> bool:
         """Register an issued card (False when it is already registered: idempotent)."""
         check_serial(serial)
         at = now()
         with self.db.transaction() as cur:
             if cur.execute("SELECT state FROM cards WHERE serial = ?", (serial,)).fetchone() is not None:
                 return False
-            cur.execute(f"INSERT INTO cards ({_CARD_COLS}) VALUES (?, ?, ?, ?, ?, 'issued', ?, NULL, ?, ?, ?)",
-                        (serial, cardholder_id, profile, batch, row, parent, replaces, at, at))
+            cur.execute(f"INSERT INTO cards ({_CARD_COLS}) VALUES (?, ?, ?, ?, ?, 'issued', ?, NULL, ?, ?, ?, ?)",
+                        (serial, cardholder_id, profile, batch, row, parent, replaces, at, at, ",".join(apps)))
             self._event(cur, serial, "issue", None, "issued", at, reason)
             return True
 
@@ -221,8 +226,10 @@ class Register:
                                                          self.station, reason))
 
     # ------------------------------------------------------------------ from the journal
-    def import_journal(self, journal_url: str, batch: str | None = None) -> tuple[int, int]:
-        """Register every verified card of a batch journal (streamed); ``(added, already)``."""
+    def import_journal(self, journal_url: str, batch: str | None = None,
+                       apps: tuple[str, ...] = ()) -> tuple[int, int]:
+        """Register every verified card of a batch journal (streamed); ``(added, already)``.
+        ``apps``: the applications of the batches' profile (``cards import --profile``)."""
         from ..perso.journal import Journal
 
         added = already = 0
@@ -237,7 +244,7 @@ class Register:
                     found = j.find_batch(b)
                     profiles[b] = found[1] if found else ""
                 if self.add_card(str(rec["card_serial"]), str(rec["cardholder_id"]), profiles[b], batch=b,
-                                 row=int(rec["row"]), reason=f"journal {os.path.basename(journal_url)}"):
+                                 row=int(rec["row"]), reason=f"journal {os.path.basename(journal_url)}", apps=apps):
                     added += 1
                 else:
                     already += 1

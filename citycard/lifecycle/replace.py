@@ -96,7 +96,7 @@ def replace_card(register: Register, old_serial: str, *, issue_new: Callable[[],
     except RegisterError as exc:           # changed meanwhile (another counter): say so, the card stays
         raise ReplacementRefused(f"the new card {new_serial} is personalized, but {exc}; keep it aside") from None
     register.add_card(new_serial, old.cardholder_id, old.profile, batch=old.batch, row=old.row, parent=old.parent,
-                      replaces=old_serial, reason=f"replaces {old_serial}: {reason}")
+                      replaces=old_serial, reason=f"replaces {old_serial}: {reason}", apps=old.applications)
     children = register.relink_children(old_serial, new_serial)
     for app, fen in balances.items():
         load(app, fen)
