@@ -239,3 +239,22 @@ def test_cli_errors_are_one_line(run_cli, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "no such audit log" in r.stderr
     r = run_cli("audit", "show", str(tmp_path / "missing.log"), "--since", "yesterday")
     assert r.exit_code == 2 and "--since yesterday" in r.stderr
+
+
+def test_a_rewrite_past_the_recorded_head_is_caught(tmp_path):
+    """The head noted on paper (entry 6) still catches a log rewritten from entry 4 on and grown
+    past it (hashes recomputed, head file rewritten): entry 6 is not the one recorded."""
+    log = _filled(tmp_path)
+    paper = log.stored_head()
+    lines = [json.loads(x) for x in _lines(log)][:3]
+    prev = lines[-1]["hash"]
+    for seq in range(4, 9):
+        e = {"seq": seq, "time": "2026-12-03T00:00:00.000000Z", "operator": "mallory", "station": "s",
+             "action": "card.verified", "subject": f"F{seq}", "details": {}, "prev": prev}
+        e["hash"] = prev = _rehash(e)
+        lines.append(e)
+    _write(log, [json.dumps(e) for e in lines])
+    Path(log.location + ".head").write_text(json.dumps({"seq": 8, "hash": prev}))
+    assert log.verify().ok                                          # the chain and its own head agree
+    v = log.verify(expect_head=paper)
+    assert not v.ok and any("entry 6 is not the one the head records" in f.text() for f in v.findings)

@@ -262,3 +262,65 @@ def test_closing_a_card_with_a_balance_needs_two_people(run_cli, people, tmp_pat
     assert r.exit_code == 0 and r.json()["state"] == "closed" and r.json()["balance_fen"] == 800
     r = run_cli(*base, "3301000000000043", "--ledger", ledger)          # no balance: one person is enough
     assert r.exit_code == 0, r.stderr
+
+
+def test_one_key_under_two_names_is_refused(people, tmp_path):
+    """Someone who wraps their own key again under a second name gains no second vote."""
+    import base64 as b64
+
+    alice = _signer(people, "alice")
+    r = Roster.create(tmp_path / "r.json", alice, _signer(people, "bob"))
+    twin = read_public(people["alice"][0])[0]
+    from citycard.bureau import OperatorKey
+
+    with pytest.raises(RosterError, match="already on the roster .* under another name"):
+        r.append("enroll", OperatorKey("alice2", twin.public_key), [alice, _signer(people, "bob")])
+    # a roster file edited to hold it anyway does not load
+    doc = json.loads((tmp_path / "r.json").read_text())
+    doc["events"][0]["operators"][1]["public_key"] = b64.b64encode(twin.public_key).decode()
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    with pytest.raises(RosterError):
+        Roster.load(tmp_path / "r.json")
+
+
+def test_a_roster_changed_meanwhile_is_not_overwritten(people, tmp_path):
+    path = tmp_path / "r.json"
+    first = Roster.create(path, _signer(people, "alice"), _signer(people, "bob"))
+    stale = Roster.load(path)
+    first.append("enroll", read_public(people["carol"][0])[0], [_signer(people, "alice"), _signer(people, "bob")])
+    with pytest.raises(RosterError, match="changed meanwhile"):
+        stale.append("revoke", read_public(people["bob"][0])[0], [_signer(people, "alice"), _signer(people, "carol")])
+    assert Roster.load(path).active("carol") is not None
+
+
+def test_a_production_keystore_pins_its_roster(run_cli, people, tmp_path, monkeypatch):
+    """One person making a roster of their own (two credentials of theirs) gains nothing: the
+    production keystore's authenticated header pins the bureau's roster."""
+    monkeypatch.setenv("CITYCARD_KEYSTORE_PASSPHRASE", "keystore passphrase 5")
+    roster = _cli_roster(run_cli, people, tmp_path)
+    ks = tmp_path / "prod.cks"
+    r = run_cli("--roster", str(roster), "keys", "create", str(ks), "--production")
+    assert r.exit_code == 0 and "pinned" in r.stdout
+    assert run_cli("keys", "generate", str(ks), "--unit", "transit", "--name", "dlk").exit_code == 0
+    own = tmp_path / "own.json"         # carol and dave: one person's two credentials, say
+    r = run_cli("operator", "init", str(own), "--credential", str(people["carol"][0]), "--credential",
+                str(people["dave"][0]), "--passphrase-file", str(people["carol"][1]), "--passphrase-file",
+                str(people["dave"][1]))
+    assert r.exit_code == 0
+    delete = ["keys", "delete", str(ks), "--unit", "transit", "--name", "dlk", "--version", "1", "--yes"]
+    r = run_cli("--roster", str(own), *delete, *_approvals(people, "carol", "dave"))
+    assert r.exit_code == 2 and "is not the roster the keystore pins" in r.stderr
+    assert run_cli("keys", "list", str(ks), "--json").json()["keys"]
+    log = tmp_path / "audit.log"
+    r = run_cli("--roster", str(roster), "--audit-log", str(log), *delete, *_approvals(people, "alice", "bob"))
+    assert r.exit_code == 0, r.stderr
+    assert "deleting a key: transit/dlk version 1" in r.stderr                 # what they were shown
+    d = json.loads(log.read_text().splitlines()[-1])["details"]
+    statement = d["approval_statement"].encode()                              # what they signed, checkable
+    import base64 as b64
+    import hashlib
+
+    assert hashlib.sha256(statement).hexdigest() == d["approval"]
+    keys = {n: read_public(people[n][0])[0] for n in ("alice", "bob")}
+    assert all(keys[n].verifies(b64.b64decode(sig), statement) for n, sig in zip(d["approved_by"],
+                                                                                   d["approval_signatures"]))

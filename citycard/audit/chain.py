@@ -110,6 +110,7 @@ def check_chain(lines: Iterable[tuple[int, Mapping[str, Any] | str]], *, seal_ke
     prev_hash, prev_seq = GENESIS, 0
     count = 0
     last: Head | None = None
+    at_head: str | None = None          # the hash of the entry numbered as the expected head
     for line, item in lines:
         if isinstance(item, str):
             findings.append(Finding(line, None, item))
@@ -142,6 +143,8 @@ def check_chain(lines: Iterable[tuple[int, Mapping[str, Any] | str]], *, seal_ke
             elif not hmac.compare_digest(seal, seal_of(seal_key, seq, str(item.get("hash")))):
                 findings.append(Finding(line, seq, "seal does not verify under the seal key (rewritten?)"))
         prev_hash, prev_seq = str(item.get("hash")), seq
+        if expect_head is not None and seq == expect_head.seq and at_head is None:
+            at_head = prev_hash
         last = Head(seq, prev_hash, item.get("seal") if isinstance(item.get("seal"), str) else None)
     notes: list[str] = []
     if expect_head is not None:
@@ -149,8 +152,9 @@ def check_chain(lines: Iterable[tuple[int, Mapping[str, Any] | str]], *, seal_ke
             have = last.seq if last is not None else 0
             findings.append(Finding(0, None, f"truncated: ends at entry {have}, the head says entry "
                                              f"{expect_head.seq}"))
-        elif last.seq == expect_head.seq and last.hash != expect_head.hash:
-            findings.append(Finding(0, last.seq, "the last entry is not the one the head records (rewritten)"))
+        elif at_head != expect_head.hash:
+            findings.append(Finding(0, expect_head.seq, f"entry {expect_head.seq} is not the one the head records: "
+                                                        "the log was rewritten from there on"))
         elif last.seq > expect_head.seq:
             notes.append(f"{last.seq - expect_head.seq} entries after the head given")
         if seal_key is not None and expect_head.seal is not None and not hmac.compare_digest(

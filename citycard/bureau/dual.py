@@ -60,9 +60,10 @@ class Approval:
     signatures: tuple[str, ...]
     roster: str
     roster_head: str
+    statement: str = ""        # the canonical JSON both signed: an auditor checks the signatures on it
 
     def audit_details(self) -> dict[str, Any]:
-        return {"approved_by": list(self.names), "approval": self.statement_hash,
+        return {"approved_by": list(self.names), "approval": self.statement_hash, "approval_statement": self.statement,
                 "approval_signatures": list(self.signatures), "roster": self.roster,
                 "roster_head": self.roster_head}
 
@@ -85,4 +86,5 @@ def approve(roster: Roster, action: str, subject: str, details: Mapping[str, Any
         op = roster.active(s.name)
         if op is None or not op.key.verifies(base64.b64decode(sig), message):
             raise DualControlRefused(f"{s.name}: the approval does not verify under the roster's key")
-    return Approval(action, tuple(names), hashlib.sha256(message).hexdigest(), sigs, roster.fingerprint, roster.head)
+    return Approval(action, tuple(names), hashlib.sha256(message).hexdigest(), sigs, roster.fingerprint, roster.head,
+                    message.decode("utf-8"))

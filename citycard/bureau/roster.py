@@ -141,6 +141,9 @@ class Roster:
                 for k in keys:
                     if k.name in operators:
                         raise RosterError(f"{at}: operator {k.name} is already on the roster")
+                    if any(op.key.public_key == k.public_key for op in operators.values()) or \
+                            (i == 1 and keys[0].public_key == keys[1].public_key):
+                        raise RosterError(f"{at}: {k.name}'s key is already on the roster under another name")
                     operators[k.name] = Operator(k, when)
             else:
                 old = operators.get(keys[0].name)
@@ -165,24 +168,38 @@ class Roster:
         return cls.load(path)
 
     def append(self, kind: str, subject: OperatorKey, approvers: Sequence[Signer]) -> "Roster":
-        """Enroll or revoke ``subject``, approved by two distinct active operators."""
-        names = _check_approvers(self, approvers, f"{kind} {subject.name}")
-        if subject.name in names:
-            raise RosterError(f"{subject.name} cannot approve their own {kind}")
-        if kind == "enroll" and subject.name in self.operators:
-            raise RosterError(f"{subject.name} is already on the roster {self.path}")
-        if kind == "revoke" and self.active(subject.name) is None:
-            raise RosterError(f"{subject.name} is not an active operator of {self.path}")
-        ev = {"seq": len(self.events) + 1, "event": kind, "operators": [_key_doc(subject)], "time": _now(),
-              "prev": event_hash(self.events[-1])}
-        ev["signatures"] = {s.name: _b64(s.sign(canonical(ev))) for s in approvers}
-        _save(self.path, self.events + [ev])
-        return Roster.load(self.path)
+        """Enroll or revoke ``subject``, approved by two distinct active operators.  Under an
+        exclusive lock, against the roster as it is on disk then (a concurrent change is not
+        lost: this one is refused, to be done again)."""
+        import fcntl
+
+        lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            current = Roster.load(self.path)
+            if current.head != self.head:
+                raise RosterError(f"{self.path} changed meanwhile (another change was made): run the command again")
+            names = _check_approvers(self, approvers, f"{kind} {subject.name}")
+            if subject.name in names:
+                raise RosterError(f"{subject.name} cannot approve their own {kind}")
+            if kind == "enroll" and subject.name in self.operators:
+                raise RosterError(f"{subject.name} is already on the roster {self.path}")
+            if kind == "enroll" and any(op.key.public_key == subject.public_key for op in self.operators.values()):
+                raise RosterError(f"{subject.name}'s key is already on the roster {self.path} under another name")
+            if kind == "revoke" and self.active(subject.name) is None:
+                raise RosterError(f"{subject.name} is not an active operator of {self.path}")
+            ev = {"seq": len(self.events) + 1, "event": kind, "operators": [_key_doc(subject)], "time": _now(),
+                  "prev": event_hash(self.events[-1])}
+            ev["signatures"] = {s.name: _b64(s.sign(canonical(ev))) for s in approvers}
+            _save(self.path, self.events + [ev])
+            return Roster.load(self.path)
+        finally:
+            os.close(lock_fd)
 
 
 def _check_approvers(roster: Roster, approvers: Sequence[Signer], what: str) -> list[str]:
     names = [s.name for s in approvers]
-    if len(set(names)) < 2:
+    if len(set(names)) < 2 or len({s.public.public_key for s in approvers}) < 2:
         given = ", ".join(names) or "none"
         raise RosterError(f"{what} needs two distinct people (approvals given: {given})")
     for s in approvers:

@@ -82,6 +82,7 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
     sources += pcsc_readers(readers, on_prompt=lambda message: click.echo(f"citycard: {message}", err=True),
                             read_serial=lambda session: free_card_serial(session, job.spec))
     production = job.spec.production or bool(job.keys.production_sources)
+    pinned = tuple(getattr(s, "roster", None) for s in job.keys.sources)
     b = Batch(job.spec, job.keys, job.data, journal_url, batch=batch_id, issue_date=issue_date,
               verify=not no_verify, limit=limit, station=station or default_station(), reissue=again,
               audit=click.get_current_context().find_root().obj.audit_log())
@@ -89,11 +90,11 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
     approvals: dict = {}
     if new_batch:        # releasing a production batch: two people (issue 25 item 2)
         a = dual_control("batch.release", b.batch, {"profile": job.spec.name, "data_sha256": b.sha},
-                         production=production, approve=approve, pfiles=approve_pfiles)
+                         production=production, approve=approve, pfiles=approve_pfiles, pinned=pinned)
         approvals.update(a.audit_details() if a else {})
     if again:            # re-issuing cards already issued: two people
         a = dual_control("card.reissue", b.batch, {"rows": reissue}, production=production, approve=approve,
-                         pfiles=approve_pfiles)
+                         pfiles=approve_pfiles, pinned=pinned)
         approvals.update(a.audit_details() if a else {})
     audit("batch.released" if new_batch else "batch.resumed", b.batch, profile=job.spec.name, data_sha256=b.sha,
           station=b.station, reissue=reissue, **approvals)

@@ -57,9 +57,11 @@ def unlock_credentials(creds: tuple[str, ...], pfiles: tuple[str, ...], option: 
 
 
 def dual_control(action: str, subject: str, details: dict[str, Any], *, production: bool,
-                 approve: tuple[str, ...], pfiles: tuple[str, ...]) -> Approval | None:
+                 approve: tuple[str, ...], pfiles: tuple[str, ...], pinned: Any = ()) -> Approval | None:
     """The approvals of ``action`` when dual control applies (None when it does not); refuses
-    with one line when it applies and two distinct operators of the roster did not approve."""
+    with one line when it applies and two distinct operators of the roster did not approve.
+    ``pinned``: roster fingerprints pinned by the keystores involved (their authenticated
+    header): any other roster is refused, so nobody can bring a roster of their own making."""
     from ..bureau import DualControlRefused, Roster, approve as sign_approval, required
 
     app = click.get_current_context().find_root().obj
@@ -75,6 +77,16 @@ def dual_control(action: str, subject: str, details: dict[str, Any], *, producti
         given = f"{len(approve)} given" if approve else "none given"
         raise DualControlRefused(f"{what} needs two people: give two --approve credentials ({given})")
     roster = Roster.load(roster_path)
+    pins = {p for p in pinned if p}
+    if pins and roster.fingerprint not in pins:
+        raise DualControlRefused(f"--roster {roster_path} (fingerprint {roster.fingerprint}) is not the roster the "
+                                 f"keystore pins ({', '.join(sorted(pins))})")
+    if not pins and production:
+        click.echo("citycard: warning: no keystore pins a roster: any roster is taken (pin one with "
+                   "'keys create --production' under --roster; docs/audit.md)", err=True)
+    from ..bureau.roster import canonical
+
+    click.echo(f"{what}: {subject} " + canonical(details).decode("utf-8"), err=True)   # what they approve
     signers = unlock_credentials(approve, pfiles)
     approval = sign_approval(roster, action, subject, details, signers)
     click.echo(f"approved by {' and '.join(approval.names)} (roster {approval.roster})", err=True)

@@ -98,12 +98,20 @@ def create(keystore: str, unit: str | None, production: bool, passphrase_file: s
         check_name(unit, "--unit")
     if Path(keystore).exists():
         raise KeystoreError(f"{keystore}: already exists (a keystore is never overwritten)")
+    roster_fp = None
+    roster_path = click.get_current_context().find_root().obj.roster
+    if production and roster_path is not None:       # the roster of dual control, pinned in the header
+        from ..bureau import Roster
+
+        roster_fp = Roster.load(roster_path).fingerprint
     store = Keystore.create(keystore, _new_passphrase(keystore, passphrase_file), unit=unit,
-                            purpose="production" if production else None)
+                            purpose="production" if production else None, roster=roster_fp)
     store.close()
-    audit("keys.keystore-created", keystore, unit=unit, purpose="production" if production else None)
+    audit("keys.keystore-created", keystore, unit=unit, purpose="production" if production else None,
+          roster=roster_fp)
     click.echo(f"created keystore {keystore}" + (f" for unit {unit}" if unit else " (any unit)")
-               + (", marked production" if production else ""))
+               + (", marked production" if production else "")
+               + (f", roster {roster_fp} pinned" if roster_fp else ""))
 
 
 def _read_component(ceremony, algorithm: str) -> bytes:
@@ -170,7 +178,8 @@ def import_(keystore: str, unit: str, name: str, key_version: int, algorithm: st
     try:
         _precheck(store, unit, name, key_version)
         approval = dual_control("keys.import", f"{unit}/{name} version {key_version}", {"keystore": keystore},
-                                production=store.production, approve=approve, pfiles=approve_pfiles)
+                                production=store.production, approve=approve, pfiles=approve_pfiles,
+                                pinned=(store.roster,))
         key = _ceremony("keys import", keystore, unit, name, key_version, algorithm, components)
         info = store.add(unit, name, key, version=key_version, algorithm=algorithm, life=life)
         del key
@@ -283,7 +292,8 @@ def delete(keystore: str, unit: str, name: str, key_version: int, yes: bool, pas
     try:
         info = store.info(unit, name, key_version)
         approval = dual_control("keys.delete", info.label, {"keystore": keystore, "kcv": _kcv(info.kcv)},
-                                production=store.production, approve=approve, pfiles=approve_pfiles)
+                                production=store.production, approve=approve, pfiles=approve_pfiles,
+                                pinned=(store.roster,))
         if not yes and not click.confirm(f"Delete {info.label} (KCV {_kcv(info.kcv)}) from {keystore}?",
                                          default=False, err=True):
             click.echo("nothing deleted", err=True)
@@ -436,7 +446,7 @@ def hsm_import(uri: str, source: str | None, unit: str | None, name: str | None,
                else f"{len(masters or [])} masters of {Path(source).name}")
     approval = dual_control("keys.hsm-import", subject, {"token": uri.split("?")[0]},
                             production=source is not None and _is_production(source),
-                            approve=approve, pfiles=approve_pfiles)
+                            approve=approve, pfiles=approve_pfiles, pinned=(_pinned_roster(source),))
     src = _open_hsm(uri)
     try:
         from ..keys.pkcs11 import DIRECT_UNITS
@@ -485,6 +495,18 @@ def _is_production(source: str) -> bool:
         return read_header(source)[0].purpose == "production"
     except KeystoreError:
         return False
+
+
+def _pinned_roster(source: str | None) -> str | None:
+    """The roster a keystore's header pins (None for a key file or components)."""
+    if source is None or source.lower().endswith(".toml"):
+        return None
+    from ..keys.keystore import KeystoreError, read_header
+
+    try:
+        return read_header(source)[0].roster
+    except KeystoreError:
+        return None
 
 
 def _holds_test_keys(source: str) -> bool:

@@ -81,7 +81,8 @@ def perso(app, profile_path, keys, data_path, row, card_number, issue_date, enco
     if reissue:          # erasing an issued card: two people where dual control applies (issue 25 item 2)
         approval = dual_control("card.reissue", plan.card_serial, {"row": row, "profile": spec.name},
                                 production=spec.production or bool(job.keys.production_sources),
-                                approve=approve, pfiles=approve_pfiles)
+                                approve=approve, pfiles=approve_pfiles,
+                                pinned=tuple(getattr(s, "roster", None) for s in job.keys.sources))
     with app.open_session(reader, sim=sim, writes=True) as session:
         report = personalize(session, spec, plan, verify=not no_verify, reissue=reissue, probe=probe)
     action = "card.reissued" if report.reissued else ("card.verified" if not no_verify else "card.personalized")

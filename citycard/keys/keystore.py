@@ -73,7 +73,7 @@ MIN_PASSPHRASE = 8
 _CHECK_LABEL = b"citycard-keystore passphrase check"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HEADER_KEYS = {"format", "version", "unit", "kdf", "check", "nonce", "ciphertext"}
-_OPTIONAL_HEADER_KEYS = {"purpose"}
+_OPTIONAL_HEADER_KEYS = {"purpose", "roster"}
 #: the declared purposes of a keystore (header ``purpose``)
 PURPOSES = ("test", "production")
 _KDF_KEYS = {"name", "salt", "n", "r", "p"}
@@ -133,6 +133,7 @@ class KeystoreHeader:
     salt: bytes = field(repr=False)
     check: bytes = field(repr=False)
     purpose: str | None = None      # "test", "production" or None (not declared)
+    roster: str | None = None       # the fingerprint of the roster pinned for dual control (docs/audit.md)
 
 
 def cipher_alg(algorithm: str) -> crypto.Alg:
@@ -207,11 +208,13 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _header_dict(unit: str | None, n: int, r: int, p: int, salt: bytes, check: bytes,
-                 purpose: str | None = None) -> dict[str, Any]:
+                 purpose: str | None = None, roster: str | None = None) -> dict[str, Any]:
     header = {"format": FORMAT, "version": VERSION, "unit": unit,
               "kdf": {"name": "scrypt", "salt": _b64(salt), "n": n, "r": r, "p": p}, "check": _b64(check)}
     if purpose is not None:     # absent from older files: their associated data stays the same
         header["purpose"] = purpose
+    if roster is not None:      # the pinned roster of dual control: authenticated like the rest
+        header["roster"] = roster
     return header
 
 
@@ -285,7 +288,10 @@ def read_header(path: str | os.PathLike[str]) -> tuple[KeystoreHeader, dict[str,
     purpose = data.get("purpose")
     if "purpose" in data and purpose not in PURPOSES:
         raise KeystoreFormatError(f"{where}: damaged keystore (purpose)")
-    header = KeystoreHeader(where, unit, n, r, p, salt, check, purpose)
+    roster = data.get("roster")
+    if "roster" in data and (not isinstance(roster, str) or not 1 <= len(roster) <= 64):
+        raise KeystoreFormatError(f"{where}: damaged keystore (roster)")
+    header = KeystoreHeader(where, unit, n, r, p, salt, check, purpose, roster)
     return header, data
 
 
@@ -298,11 +304,12 @@ class Keystore:
     """
 
     def __init__(self, path: Path, unit: str | None, kdf: tuple[int, int, int], salt: bytes, kek: bytes,
-                 entries: Iterable[_Entry] = (), purpose: str | None = None) -> None:
+                 entries: Iterable[_Entry] = (), purpose: str | None = None, roster: str | None = None) -> None:
         self.path = path
         self.name = str(path)
         self.unit = unit
         self.purpose = check_purpose(purpose)
+        self.roster = roster
         self._kdf = kdf
         self._salt = salt
         self._kek: bytes | None = kek
@@ -333,7 +340,7 @@ class Keystore:
     @classmethod
     def create(cls, path: str | os.PathLike[str], passphrase: str, *, unit: str | None = None,
                n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P,
-               overwrite: bool = False, purpose: str | None = None) -> "Keystore":
+               overwrite: bool = False, purpose: str | None = None, roster: str | None = None) -> "Keystore":
         """Write a new, empty keystore (optionally for one service unit only; ``purpose``
         "test" or "production" declares what it is for, in its header)."""
         path = Path(path)
@@ -348,7 +355,7 @@ class Keystore:
         if path.exists() and not overwrite:
             raise KeystoreError(f"{path}: already exists (a keystore is never overwritten)")
         salt = os.urandom(16)
-        store = cls(path, unit, (n, r, p), salt, _derive_kek(pw, salt, n, r, p), purpose=purpose)
+        store = cls(path, unit, (n, r, p), salt, _derive_kek(pw, salt, n, r, p), purpose=purpose, roster=roster)
         store.save()
         return store
 
@@ -368,14 +375,14 @@ class Keystore:
         if not hmac.compare_digest(_check_value(kek), header.check):
             raise KeystoreAuthError(f"{where}: wrong passphrase for this keystore (or its header was altered)")
         aad = _aad(_header_dict(header.unit, header.n, header.r, header.p, header.salt, header.check,
-                                header.purpose))
+                                header.purpose, header.roster))
         try:
             plain = AESGCM(kek).decrypt(nonce, ciphertext, aad)
         except InvalidTag:
             raise KeystoreAuthError(f"{where}: the keystore was altered or damaged (authentication failed)") from None
         entries = _parse_entries(plain, where, header.unit)
         return cls(Path(path), header.unit, (header.n, header.r, header.p), header.salt, kek, entries,
-                   purpose=header.purpose)
+                   purpose=header.purpose, roster=header.roster)
 
     # ------------------------------------------------------------ writing
     def _require_open(self) -> bytes:
@@ -387,7 +394,7 @@ class Keystore:
         """Encrypt the entries (fresh nonce) and replace the file atomically, mode 0600."""
         kek = self._require_open()
         n, r, p = self._kdf
-        header = _header_dict(self.unit, n, r, p, self._salt, _check_value(kek), self.purpose)
+        header = _header_dict(self.unit, n, r, p, self._salt, _check_value(kek), self.purpose, self.roster)
         entries = [{**e.info.as_dict(), "key": e.key.hex().upper()} for e in self._sorted()]
         plain = json.dumps(entries, separators=(",", ":")).encode("utf-8")
         nonce = os.urandom(12)
