@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-from citycard.clearing import Ledger, TacVerifier
+from citycard.clearing import KeysUnavailable, Ledger, TacVerifier
 from citycard.errors import InputError
 from citycard.keys import open_ring
 from citycard.profile import load_profile
@@ -70,8 +70,8 @@ def purchase(counter: int, before: int, amount: int, ttsn: int, *, day: str = "2
                             f"08{counter % 60:02d}00", None, "ok", "psam"))
 
 
-def load(counter: int, before: int, amount: int, *, day: str = "20261203") -> TxRecord:
-    return _signed(TxRecord("load", "transit", CARD, counter, before, amount, 2, "000000000001", None, day,
+def load(counter: int, before: int, amount: int, *, day: str = "20261203", card: str = CARD) -> TxRecord:
+    return _signed(TxRecord("load", "transit", card, counter, before, amount, 2, "000000000001", None, day,
                             f"07{counter % 60:02d}00", None, "ok", "host"))
 
 
@@ -99,7 +99,8 @@ def test_the_independent_tac_is_the_libraries(verifier):
     assert "does not verify" in verifier(replace(rec, amount=251))
     assert "does not verify" in verifier(replace(rec, ttsn="00000002"))
     assert verifier(load(3, 0, 10000)) is None
-    assert "not in the profile" in verifier(replace(rec, app="nosuch"))
+    with pytest.raises(KeysUnavailable, match="not in the profile"):
+        verifier(replace(rec, app="nosuch"))
 
 
 def test_a_card_history_is_filed_and_its_balance_kept(tmp_path, verifier):
@@ -115,7 +116,7 @@ def test_a_card_history_is_filed_and_its_balance_kept(tmp_path, verifier):
 def test_rejected_duplicate_and_repeated(tmp_path, verifier):
     good = [purchase(0, 5000, 100, 1), purchase(1, 4900, 100, 2)]
     forged = replace(purchase(2, 4800, 100, 3), amount=5000)          # the TAC was for 1.00 yuan
-    copy_counter = purchase(1, 4900, 90, 9)                          # valid TAC, counter 1 again
+    copy_counter = purchase(1, 4900, 90, 9)                          # valid TAC, counter 1 again (TTSN 9)
     copy_ttsn = purchase(3, 4800, 100, 2)                            # valid TAC, terminal serial 2 again
     a = write_log(tmp_path / "a.log", good + [forged])
     b = write_log(tmp_path / "b.log", good + [copy_counter, copy_ttsn])
@@ -125,8 +126,12 @@ def test_rejected_duplicate_and_repeated(tmp_path, verifier):
         assert (s.records, s.new, s.repeated) == (4, 2, 2)            # the same two records: nothing added
         rows = {(h["counter"], h["amount"]): (h["verdict"], h["reason"]) for h in book.card(CARD)["history"]}
         assert rows[(2, 5000)] == ("rejected", "wrong TAC: the TAC does not verify under the issuer's key")
-        assert rows[(1, 90)][0] == "duplicate" and rows[(3, 100)][0] == "duplicate"
-        assert book.balance(CARD, "transit") == 4800                  # duplicates and rejects are never money
+        assert rows[(3, 100)] == ("duplicate", "same terminal and terminal serial already filed")
+        # a counter is not under a purchase TAC: claimed twice, the second is flagged, not voided
+        assert rows[(1, 90)][0] == "suspicious"
+        assert rows[(1, 90)][1].startswith("offline counter 1 also claimed by an earlier record")
+        (unit,) = list(book.report(by="unit"))                         # duplicates and rejects are never money
+        assert (unit["purchases"], unit["purchase_fen"], unit["rejected"], unit["duplicates"]) == (3, 290, 1, 1)
 
 
 def test_order_of_imports_does_not_matter(tmp_path, verifier):
@@ -287,3 +292,42 @@ def test_host_terminal_log_clears(run_cli, tmp_path):
         assert book.balance(card, "transit") == bal == 1650
     r = run_cli("purse", "unload", *common, "--amount", "1.00")
     assert r.exit_code == 2 and "not a clearing record" in r.stderr
+
+
+def test_keys_that_fail_stop_the_import_and_file_nothing(tmp_path, verifier, run_cli):
+    """The wrong keys (or a key the inventory refuses, an HSM gone) are not the card's fault:
+    the import stops naming the card, nothing is filed, and the same log imports later."""
+    log = write_log(tmp_path / "t.log", [purchase(0, 1000, 100, 1)])
+    other = tmp_path / "other-keys.toml"
+    other.write_text(DEMO_KEYS.read_text().replace('dtk = "7C1814104CE3767265CDCCA28FE56DA2"\n', ""))
+    assert other.read_text() != DEMO_KEYS.read_text()
+    db = str(tmp_path / "l.db")
+    r = run_cli("clearing", "import", str(log), "--ledger", db, "--profile", str(PROFILE), "--keys", str(other))
+    assert r.exit_code == 2 and f"card {CARD}: no TAC key" in r.stderr
+    r = run_cli("clearing", "import", str(log), "--ledger", db, "--profile", str(PROFILE), "--keys", str(DEMO_KEYS),
+                "--json")
+    assert r.exit_code == 0 and r.json()["verdicts"] == {"accepted": 1}
+
+
+def test_carried_balance_rests_on_what_the_tacs_cover(tmp_path, verifier):
+    """A purchase record's balance fields are not under its TAC: the balance the back office
+    carries (a replacement) is the last load's new balance minus the purchase amounts after it."""
+    inflated = replace(purchase(0, 999900, 250, 1))          # its TAC verifies: balance_before is not covered
+    log = write_log(tmp_path / "t.log", [load(0, 0, 5000), inflated])
+    with Ledger(str(tmp_path / "l.db")) as book:
+        book.import_logs([str(log)], verifier)
+        assert book.balance(CARD, "transit") == 999650       # what the last record claims
+        assert book.carried_balance(CARD, "transit") == (4750, 1)   # what the TACs prove; 1 suspicious
+        assert book.carried_balance("3301999999999999", "transit") == (None, 0)
+
+
+def test_a_purchase_counter_claimed_twice_is_suspicious_not_a_duplicate(tmp_path, verifier):
+    """Purchases are duplicates by terminal and TTSN (under their TAC); another terminal's
+    genuine purchase logged with a clashing counter is flagged, not voided."""
+    a = purchase(3, 1000, 100, 1, terminal="000000000007")
+    b = purchase(3, 900, 50, 1, terminal="000000000008")
+    log = write_log(tmp_path / "t.log", [a, b])
+    with Ledger(str(tmp_path / "l.db")) as book:
+        book.import_logs([str(log)], verifier)
+        v = [(h["terminal"], h["verdict"]) for h in book.card(CARD)["history"]]
+        assert v == [("000000000007", "accepted"), ("000000000008", "suspicious")]

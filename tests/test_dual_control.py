@@ -249,7 +249,9 @@ def test_closing_a_card_with_a_balance_needs_two_people(run_cli, people, tmp_pat
         r.add_card(card, "CH42", "citycard")
         r.add_card("3301000000000043", "CH43", "citycard")
     ledger = str(tmp_path / "l.db")
-    log = write_log(tmp_path / "t.log", [load(0, 0, 1000), purchase(0, 1000, 200, 1)])
+    spent = "3301000000000043"
+    log = write_log(tmp_path / "t.log", [load(0, 0, 1000), purchase(0, 1000, 200, 1),
+                                         load(0, 0, 300, card=spent), purchase(0, 300, 300, 2, card=spent)])
     assert run_cli("clearing", "import", str(log), "--ledger", ledger, "--profile", str(PROFILE),
                    "--keys", str(DEMO_KEYS)).exit_code == 0
     roster = _cli_roster(run_cli, people, tmp_path)
@@ -260,8 +262,12 @@ def test_closing_a_card_with_a_balance_needs_two_people(run_cli, people, tmp_pat
     assert r.exit_code == 2 and "closing a card that holds a balance needs two people" in r.stderr
     r = run_cli(*base, card, "--ledger", ledger, *_approvals(people, "alice", "bob"), "--json")
     assert r.exit_code == 0 and r.json()["state"] == "closed" and r.json()["balance_fen"] == 800
-    r = run_cli(*base, "3301000000000043", "--ledger", ledger)          # no balance: one person is enough
+    r = run_cli(*base, spent, "--ledger", ledger)                      # spent to 0: one person is enough
     assert r.exit_code == 0, r.stderr
+    with Register(reg) as r:
+        r.add_card("3301000000000044", "CH44", "citycard")
+    r = run_cli(*base, "3301000000000044", "--ledger", ledger)           # unknown to the ledger: two people
+    assert r.exit_code == 2 and "needs two people" in r.stderr
 
 
 def test_one_key_under_two_names_is_refused(people, tmp_path):

@@ -33,6 +33,7 @@ DUAL_CONTROL_ACTIONS = {
     "batch.release": "releasing a production batch",
     "card.reissue": "re-issuing (erasing) an issued card",
     "card.close-with-balance": "closing a card that holds a balance",
+    "card.replace-with-balance": "moving a card's balance onto a replacement",
 }
 
 

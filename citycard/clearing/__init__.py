@@ -2,6 +2,6 @@
 per card, settle per service unit.  docs/clearing.md."""
 
 from .ledger import MONEY, ImportSummary, Ledger, LedgerError
-from .verify import TacVerifier
+from .verify import KeysUnavailable, TacVerifier
 
-__all__ = ["ImportSummary", "Ledger", "LedgerError", "MONEY", "TacVerifier"]
+__all__ = ["KeysUnavailable", "ImportSummary", "Ledger", "LedgerError", "MONEY", "TacVerifier"]

@@ -190,13 +190,17 @@ class Ledger:
                 continue
             if status == "grey":
                 new, why = ("settled", "proof arrived") if (online, counter) in proven else ("grey", None)
-            elif (online, counter) in seen_counter or (ttsn is not None and (terminal, ttsn) in seen_ttsn):
-                new, why = "duplicate", "same card and counter, or same terminal serial, already filed"
+            elif (ttsn is not None and (terminal, ttsn) in seen_ttsn) or (online and (online, counter) in seen_counter):
+                # what the TAC covers: a purchase's terminal and TTSN, a load's online counter
+                new, why = "duplicate", ("same terminal and terminal serial already filed" if ttsn is not None
+                                         else "same card and online counter already filed")
             else:
+                problems = []
+                if (online, counter) in seen_counter:     # a purchase counter (not under the TAC) claimed twice
+                    problems.append(f"offline counter {counter} also claimed by an earlier record")
                 seen_counter.add((online, counter))
                 if ttsn is not None:
                     seen_ttsn.add((terminal, ttsn))
-                problems = []
                 prev = last_counter.get(online)
                 if prev is not None and counter != prev + 1:
                     problems.append(f"{'online' if online else 'offline'} counter {counter} follows {prev}")
@@ -231,6 +235,20 @@ class Ledger:
                 a["online_counter" if h["online"] else "offline_counter"] = h["counter"]
                 a["last"] = f"{h['tx_date']} {h['tx_time']}"
         return {"card": card, "apps": apps, "history": history}
+
+    def carried_balance(self, card: str, app: str) -> tuple[int | None, int]:
+        """The balance the back office can prove, and how many suspicious records the card's
+        chain has: the last load's new balance (its TAC covers it) minus every purchase amount
+        after it (their TACs cover the amounts); ``None`` with no money record at all.  The
+        purchase records' balance fields are not under their TAC and are not used here."""
+        fen: int | None = None
+        suspicious = 0
+        for kind, after, amount, verdict in self.db.stream(
+                "SELECT kind, balance_after, amount, verdict FROM tx WHERE card = ? AND app = ? AND verdict IN (?, ?) "
+                "ORDER BY tx_date, tx_time, file, line, id", (card, app, *MONEY)):
+            suspicious += verdict == "suspicious"
+            fen = int(after) if kind == "load" else (fen or 0) - int(amount)
+        return fen, suspicious
 
     def balance(self, card: str, app: str) -> int | None:
         """The last cleared balance of a card's purse (None: no money record of it)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 
 from ..commands import walk
+from ..errors import CitycardError
 from ..commands.fmcos import KeyType
 from ..crypto import pboc
 from ..keys import KeySource
@@ -16,8 +17,15 @@ from ..spec import CardSpec, DFSpec, KeySpec
 from ..terminal.txlog import TxRecord
 
 
+class KeysUnavailable(CitycardError):
+    """The issuer's key for a record cannot be had (wrong --keys or --profile, a key the
+    inventory refuses, an HSM gone): the import stops and files nothing, since filing the
+    record as rejected would blame the card for good."""
+
+
 class TacVerifier:
-    """``verifier(record)`` → None when the record's TAC verifies, else why not."""
+    """``verifier(record)`` → None when the record's TAC verifies, else why not; raises
+    :class:`KeysUnavailable` when the keys, not the record, are the problem."""
 
     def __init__(self, spec: CardSpec, keys: KeySource) -> None:
         self.keys = keys
@@ -26,21 +34,22 @@ class TacVerifier:
     def __call__(self, rec: TxRecord) -> str | None:
         df = self._apps.get(rec.app)
         if df is None:
-            return f"application {rec.app!r} is not in the profile"
+            raise KeysUnavailable(f"application {rec.app!r} of card {rec.card} is not in the profile: the wrong "
+                                  "--profile for this log?")
         alg = pboc.alg_of_id(rec.algorithm)
         if alg is None:
             return f"algorithm byte {rec.algorithm:02X}: not DES/3DES (00, 01) or SM4 (04) (SPEC §6.6)"
         spec = _tac_key_spec(df, alg)
         if isinstance(spec, str):
-            return spec
+            raise KeysUnavailable(spec)
         assert spec.master is not None
         kw: dict = {"alg": alg} if alg != "des" else {}
         if spec.master_version:     # the master generation the card used (key rotation, docs/keys.md)
             kw["version"] = rec.key_version
         try:
             dtk = self.keys.derive(spec.master[0], spec.master[1], walk.diversification_factor(rec.card), **kw)
-        except Exception as exc:       # a key the source refuses (inventory, missing): named, never the key
-            return f"no TAC key: {exc}"
+        except CitycardError as exc:   # a key the source refuses (inventory, missing): named, never the key
+            raise KeysUnavailable(f"card {rec.card}: no TAC key: {exc}") from None
         if spec.length == 8:
             dtk = dtk[:8]
         terminal, date, time = bytes.fromhex(rec.terminal), bytes.fromhex(rec.date), bytes.fromhex(rec.time)

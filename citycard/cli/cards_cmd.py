@@ -120,36 +120,45 @@ def close(register: str, serial: str, reason: str, ledger: str | None, approve: 
     approval = None
     with _open(register) as reg:
         card = reg.card(serial)
-        balance = 0
+        balance: int | None = 0
         if ledger is not None:
             from ..clearing import Ledger
 
             with Ledger(ledger, create=False) as book:
-                balance = sum(a["balance"] or 0 for a in book.card(card.serial)["apps"].values()) \
-                    if _has_records(book, card.serial) else 0
+                balance = _proven_balance(book, card.serial)
         elif getattr(app, "roster", None) is not None:
             raise InputError("cards close: give --ledger LEDGER (dual control: a card with a balance needs two people)")
-        if balance:
-            approval = dual_control("card.close-with-balance", card.serial, {"balance_fen": balance},
+        if balance is None or balance > 0:     # a balance, or one the ledger cannot tell: two people
+            approval = dual_control("card.close-with-balance", card.serial,
+                                    {"balance_fen": "unknown" if balance is None else balance},
                                     production=False, approve=approve, pfiles=approve_pfiles)
         card = reg.change(serial, "close", reason)
-    audit("card.close", card.serial, state=card.state, reason=reason, balance_fen=balance or None,
+    audit("card.close", card.serial, state=card.state, reason=reason, balance_fen=balance,
           **(approval.audit_details() if approval else {}))
     if as_json:
         click.echo(json.dumps({**card.as_dict(), "balance_fen": balance}, ensure_ascii=False))
     else:
-        click.echo(f"card {card.serial}: closed (on the hotlist)"
-                   + (f"; it held {balance // 100}.{balance % 100:02d} yuan" if balance else ""))
+        held = ("" if not balance else f"; it held {balance // 100}.{balance % 100:02d} yuan") if balance is not None \
+            else "; its balance is not known to the ledger"
+        click.echo(f"card {card.serial}: closed (on the hotlist){held}")
 
 
-def _has_records(book, serial: str) -> bool:
+def _proven_balance(book, serial: str) -> int | None:
+    """The card's balance the ledger proves, over its purse applications; None when the ledger
+    has no record of it or a chain with suspicious records (the balance is not known)."""
     from ..clearing import LedgerError
 
     try:
-        book.card(serial)
-        return True
+        apps = book.card(serial)["apps"]
     except LedgerError:
-        return False
+        return None
+    total = 0
+    for app in apps:
+        fen, suspicious = book.carried_balance(serial, app)
+        if suspicious or fen is None:
+            return None
+        total += fen
+    return total
 
 
 @click.group()
@@ -246,11 +255,13 @@ def show_hotlist(file: str, trust: tuple[str, ...], as_json: bool) -> None:
 @click.option("--terminal", default="000000000001", show_default=True, metavar="HEX12",
               help="The terminal number of this counter (6 bytes in hex), for the load.")
 @card_options
+@approval_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @click.pass_obj
 def replace(app, register: str, serial: str, journal: str, profile_path: str, data_path: str, keys: tuple[str, ...],
             ledger: str | None, no_balance: bool, reason: str, issue_date, log: str | None, terminal: str,
-            reader: str | None, sim: str | None, as_json: bool) -> None:
+            reader: str | None, sim: str | None, approve: tuple[str, ...], approve_pfiles: tuple[str, ...],
+            as_json: bool) -> None:
     """Replace card SERIAL (lost, blocked or broken): a new card for the same cardholder in the
     given reader, the old one replaced and hotlisted, its cleared purse balance restored."""
     from ..clearing import Ledger
@@ -294,6 +305,15 @@ def replace(app, register: str, serial: str, journal: str, profile_path: str, da
             finally:
                 if book is not None:
                     book.close()
+            if balances and log is None:
+                raise InputError("a balance is carried: give --log FILE so clearing accounts for the load")
+            if balances:         # money onto a new card: two people where dual control applies
+                approval = dual_control("card.replace-with-balance", serial, {"balances_fen": balances},
+                                        production=job.spec.production or bool(job.keys.production_sources),
+                                        approve=approve, pfiles=approve_pfiles,
+                                        pinned=tuple(getattr(s, "roster", None) for s in job.keys.sources))
+                audit("card.replacing", serial, reason=reason, **{f"restoring_{a}_fen": f for a, f in balances.items()},
+                      **(approval.audit_details() if approval else {}))
             with app.open_session(reader, sim=sim, writes=True) as session:
                 def issue_new() -> str:
                     number = j.allocate_number(job.spec.serial_prefix)

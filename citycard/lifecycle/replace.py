@@ -4,8 +4,10 @@ clearing ledger as a recorded load, its child cards relinked.
 
 Decisions (PSAM-SM4.md §3.4 and §5 item 9; docs/lifecycle.md):
 
-- **The balance carried is the back office's** (the clearing ledger's last cleared balance of
-  each purse application), as FNT does; never what the lost card says (it is not here).
+- **The balance carried is the back office's**, as FNT does; never what the lost card says (it
+  is not here): what the TACs prove (:meth:`citycard.clearing.Ledger.carried_balance`: the last
+  load's new balance minus the purchase amounts after it); a card whose chain has suspicious
+  records is refused until they are explained.
 - **Waiting period**: ``[card] replacement_wait_days`` (default 0, FNT's choice). With N > 0 a
   card reported lost less than N days ago is refused: offline terminals may still upload its
   last purchases, and a balance moved too early would pay them twice.
@@ -78,7 +80,14 @@ def check_replaceable(register: Register, old_serial: str, *, wait_days: int, le
             raise ReplacementRefused(f"card {old_serial} has {len(grey)} transaction(s) whose card answer was lost "
                                      "and is not settled (clearing grey): its balance is not known yet")
         for app in purse_apps:
-            fen = ledger.balance(old_serial, app)
+            fen, suspicious = ledger.carried_balance(old_serial, app)
+            if suspicious:
+                raise ReplacementRefused(f"card {old_serial} has {suspicious} suspicious record(s) in {app} (a gap in "
+                                         "its counters or a balance that does not follow): its balance is not proven; "
+                                         "import the missing logs first ('clearing card')")
+            if fen is not None and fen < 0:
+                raise ReplacementRefused(f"card {old_serial}: its cleared records of {app} do not add up (no load "
+                                         "before its purchases): import the missing logs first")
             if fen:
                 balances[app] = fen
     return balances
@@ -98,6 +107,14 @@ def replace_card(register: Register, old_serial: str, *, issue_new: Callable[[],
     register.add_card(new_serial, old.cardholder_id, old.profile, batch=old.batch, row=old.row, parent=old.parent,
                       replaces=old_serial, reason=f"replaces {old_serial}: {reason}", apps=old.applications)
     children = register.relink_children(old_serial, new_serial)
+    done: dict[str, int] = {}
     for app, fen in balances.items():
-        load(app, fen)
+        try:
+            load(app, fen)
+        except CitycardError as exc:
+            left = ", ".join(f"{a} {f // 100}.{f % 100:02d} yuan" for a, f in balances.items() if a not in done)
+            raise ReplacementRefused(f"card {old_serial} is replaced by {new_serial}, but the balance was not all "
+                                     f"restored ({exc}); still to load on {new_serial}: {left} "
+                                     "('citycard purse load ... --log', recorded as a load for clearing)") from None
+        done[app] = fen
     return ReplaceResult(old_serial, new_serial, old.cardholder_id, dict(balances), children)
