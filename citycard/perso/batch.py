@@ -241,7 +241,6 @@ class Batch:
         self.on_card = on_card
         self.reissue = reissue
         self.run_id: int | None = None       # this run in the journal (set by run())
-        self._journal_ident: tuple[str, Any] = ("", None)
         self.planner = Planner(spec, keys)
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -304,7 +303,6 @@ class Batch:
         journal = self.prepare()
         names = {self.label(s) for s in sources}
         self.run_id = journal.start_run(self.batch, self.station)
-        self._journal_ident = (journal.journal_id, journal.expect_file)
         try:
             return self._run(journal, sources, names, on_progress, processes)
         finally:
