@@ -83,3 +83,22 @@ def test_apdu_with_a_reader_imports_no_crypto_keys_or_simulator():
     assert code in (1, 2)
     assert [m for m in modules if m.startswith(("cryptography", "citycard.crypto", "citycard.keys",
                                                 "citycard.sim", "construct", "citycard.profile"))] == []
+
+
+def test_short_options_do_not_build_suggestions_but_long_ones_still_do(run_cli):
+    # click tried each short option as a long one and built a "did you mean" list it threw
+    # away (importing difflib); citycard.cli.main skips that list for short options only
+    key, data = bytes.fromhex("0123456789ABCDEF"), bytes(8)
+    out, code, modules = _loaded("calc", "des", "-k", key.hex(), "-d", data.hex())
+    assert code in (0, None) and out.split() == ["result", _des_reference(key, data).hex().upper()]
+    assert "difflib" not in modules
+    r = run_cli("calc", "des", "-k", key.hex(), "--dat", data.hex())
+    assert r.exit_code == 2 and "No such option '--dat'. Did you mean '--data'?" in r.stderr
+    r = run_cli("calc", "des", "-x", "1")
+    assert r.exit_code == 2 and "No such option '-x'" in r.stderr
+
+
+def test_apdu_with_a_reader_loads_no_tlv_decoder_before_an_answer():
+    _out, code, modules = _loaded("apdu", "--reader", "no such reader", "00A40000023F00")
+    assert code in (1, 2)
+    assert "citycard.tlv" not in modules

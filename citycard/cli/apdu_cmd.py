@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Iterable
 
 import click
 
-from .. import tlv
 from ..apdu import CommandApdu, ResponseApdu, SwPattern, describe_sw
 from ..errors import InputError
 from ..hexutil import parse_hex
@@ -55,7 +53,11 @@ def _commands(apdus: tuple[str, ...]) -> list[tuple[CommandApdu, SwPattern | Non
 
 
 def _decode(resp: ResponseApdu) -> list[str]:
-    items = tlv.try_parse(resp.data) if resp.data else None
+    if not resp.data:
+        return []
+    from .. import tlv      # only for answers with data (start-up, issue 19 item 3)
+
+    items = tlv.try_parse(resp.data)
     return tlv.dump(items).splitlines() if items else []
 
 
@@ -107,6 +109,8 @@ def apdu(app, reader: str | None, sim: str | None, raw: bool, as_json: bool, apd
                "exchanges": exchanges, "ok": failure is None}
         if failure:     # the error object of every --json command (docs/json.md)
             out["error"] = {"kind": "card", "message": failure[0], "exit_code": 1, "sw": f"{failure[1]:04X}"}
+        import json
+
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
     if failure:
         click.echo(f"citycard: error: {failure[0]}", err=True)

@@ -37,6 +37,7 @@ from .context import CardData
 from .data import DataFile, Record
 from .journal import RESUMED, VOID, Attempt, Journal, now
 from .plan import Plan, Planner
+from .pool import JournalClient, JournalHub
 from .run import (AuthenticationRefused, CardAlreadyIssued, CardIdentity, CardState, ForeignCard, PersoError,
                   identify_card, personalize, read_uid, stable_uid)
 from .validate import ProblemTally, validate
@@ -163,10 +164,14 @@ class Batch:
         self.reissue = reissue
         self.audit = audit                   # an AuditLog (citycard.audit): every card's outcome is entered
         self.run_id: int | None = None       # this run in the journal (set by run())
-        self._journal_ident: tuple[str, Any] = ("", None)
         self.planner = Planner(spec, keys)
         self.stop = threading.Event()
         self._lock = threading.Lock()
+
+    def serial_of(self, number: int) -> str:
+        """The serial of card number ``number`` (the profile's rule; the journal's claim asks
+        for it, in the batch process when the claim comes from a worker process)."""
+        return CardData({}, number, self.issue_date).serial(self.spec)
 
     def label(self, src: CardSource) -> str:
         """The reader's name in the journal: ``station/reader``, or the reader's name."""
@@ -222,7 +227,6 @@ class Batch:
         journal = self.prepare()
         names = {self.label(s) for s in sources}
         self.run_id = journal.start_run(self.batch, self.station)
-        self._journal_ident = (journal.journal_id, journal.expect_file)
         try:
             return self._run(journal, sources, names, on_progress, processes)
         finally:
@@ -275,28 +279,39 @@ class Batch:
             finally:
                 j.close()
 
-        queue = mp.Queue() if forked else None
-        children = [mp.Process(target=self._child, args=(s, take, queue), name=f"batch-{s.name}", daemon=True)
-                    for s in forked]
+        pipes = [mp.Pipe() for _s in forked]      # (batch end, worker end) per worker process
+        if forked:
+            self._warm_up()
+        children = [mp.Process(target=self._child, args=(s, take, journal, pipes, i), name=f"batch-{s.name}",
+                               daemon=True) for i, s in enumerate(forked)]
         for c in children:            # fork before any thread starts
             c.start()
+        for _mine, theirs in pipes:
+            theirs.close()
+        if forked:
+            import gc
+
+            gc.unfreeze()             # this process collects as before (the workers keep theirs frozen)
         threads = [threading.Thread(target=worker, args=(s,), name=f"batch-{s.name}", daemon=True)
                    for s in threaded]
         for t in threads:
             t.start()
+
+        def on_message(kind: str, value: Any) -> None:
+            if kind == "card":
+                progress.add(value)
+            elif kind == "error":
+                errors.append(value)
+            elif kind == "lost":
+                errors.append(f"{value}: the worker process ended without its report")
+            else:
+                with self._lock:
+                    for k in results:
+                        results[k] += value[k]
+
         try:
-            running = len(children)
-            while running:
-                kind, value = queue.get()  # type: ignore[union-attr]
-                if kind == "card":
-                    progress.add(value)
-                elif kind == "error":
-                    errors.append(value)
-                else:
-                    running -= 1
-                    with self._lock:
-                        for k in results:
-                            results[k] += value[k]
+            # the workers' journal calls, in groups on this process's connection (pool.py)
+            JournalHub(journal, on_message, home=self).serve({mine: s.name for (mine, _theirs), s in zip(pipes, forked)})
             for c in children:
                 c.join(30)
             for t in threads:
@@ -317,28 +332,51 @@ class Batch:
         return BatchResult(self.batch, results["processed"], results["verified"], results["failed"],
                            time.monotonic() - t0, counts)
 
-    def _child(self, src: CardSource, take: Callable[[], bool], queue: Any) -> None:
-        """A worker process (forked): its own journal connection; dies with its parent."""
-        _die_with_parent()
-        results = {"processed": 0, "verified": 0, "failed": 0}
-        j = None
+    def _warm_up(self) -> None:
+        """Before the workers are forked: do once here what each worker's first card would
+        otherwise do again in every process (the verifier's lazy imports, compiled record
+        layouts, key derivation and cipher caches: ~25 ms of CPU per worker on this project's
+        machine), then move every object made so far out of the garbage collector's reach
+        (``gc.freeze``) so that a collection in a worker does not copy the shared pages
+        (copy-on-write).  A row that fails to plan here fails again, with its own error, on
+        its card: the warm-up says nothing."""
+        import gc
+
+        from . import verify  # noqa: F401  (imported by personalize on the first card)
+
         try:
-            j = Journal(self.journal_url, expect_id=self._journal_ident[0], expect_file=self._journal_ident[1])
+            self.planner.plan(CardData(self.data.row(1), 0, self.issue_date, self.data.where(1)))
+        except CitycardError:
+            pass
+        gc.freeze()
+
+    def _child(self, src: CardSource, take: Callable[[], bool], journal: Journal, pipes: list[tuple[Any, Any]],
+               index: int) -> None:
+        """A worker process (forked): its journal calls go to the batch process
+        (:class:`~citycard.perso.pool.JournalClient`); dies with its parent."""
+        _die_with_parent()
+        conn = pipes[index][1]
+        for i, (mine, theirs) in enumerate(pipes):      # only its own end stays open here
+            mine.close()
+            if i != index:
+                theirs.close()
+        results = {"processed": 0, "verified": 0, "failed": 0}
+        try:
+            j = JournalClient(conn, journal, home=self)
             while take():
-                ok = self._one(j, src, results)
+                ok = self._one(j, src, results)  # type: ignore[arg-type]
                 if ok is None:
                     break
-                queue.put(("card", ok))
+                conn.send(("card", ok))
         except BaseException as exc:
-            queue.put(("error", f"{src.name}: {exc}"))
+            conn.send(("error", f"{src.name}: {exc}"))
         finally:
-            if j is not None:
-                j.close()
-            queue.put(("done", results))
+            conn.send(("done", results))
+            conn.close()
 
     def _one(self, j: Journal, src: CardSource, results: dict[str, int]) -> bool | None:
         spec = self.spec
-        claim = j.claim(self.batch, self.label(src), spec.serial_prefix, self._serial_of, run=self.run_id)
+        claim = j.claim(self.batch, self.label(src), spec.serial_prefix, self.serial_of, run=self.run_id)
         if claim is None:
             return None
         started = now()
@@ -366,7 +404,7 @@ class Batch:
                 settle = self._settle(session, plan, previous, uid)
                 if settle is _Settle.OTHER:
                     serial, number = j.void_and_renumber(
-                        self.batch, row, spec.serial_prefix, self._serial_of,
+                        self.batch, row, spec.serial_prefix, self.serial_of,
                         f"card removed mid-personalization: the card in {self.label(src)} when the row was redone "
                         f"(ATR {atr.hex().upper()}) was not this one; it may hold keys of this serial")
                     log.warning("row %d: the card written as %s is not in %s (void: find and destroy it); the "
@@ -419,9 +457,6 @@ class Batch:
         if error:
             log.warning("row %d (%s) on %s: %s", row, serial, src.name, error)
         return status in ("verified", "personalized")
-
-    def _serial_of(self, number: int) -> str:
-        return CardData({}, number, self.issue_date).serial(self.spec)
 
     def _settle(self, session: CardSession, plan: Plan, previous: list[Attempt], uid: bytes | None) -> _Settle:
         """Whether the card in the reader is the one the row's open attempts were writing

@@ -30,6 +30,7 @@ journal never get the same row.  Every state change is committed durably (SQLite
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -102,6 +103,7 @@ class Journal(AttemptLog):
         self.expect_file = expect_file
         self.journal_id = ""
         self.file_identity: tuple[int, int] | None = None
+        self._group = False
         self._open()
 
     # ------------------------------------------------------------------ connection
@@ -240,6 +242,22 @@ class Journal(AttemptLog):
 
     def _tx(self):
         return _Tx(self)
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """Run several state changes as one transaction, committed (one fsync) when the block
+        ends: each change inside is a savepoint, undone alone when it raises; if the commit
+        fails, nothing of the group is recorded.  The batch's worker pool sends every
+        worker's claims and outcomes through one connection this way
+        (:mod:`citycard.perso.pool`), answering each worker only after the commit."""
+        if self._group:
+            raise JournalError("journal groups do not nest")
+        with self._tx():
+            self._group = True
+            try:
+                yield
+            finally:
+                self._group = False
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
         with self._tx() as cur:

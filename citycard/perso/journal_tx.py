@@ -94,13 +94,22 @@ class BatchWriter:
 
 
 class _Tx:
-    """A transaction: SQLite ``BEGIN IMMEDIATE`` (writer lock first), PostgreSQL default."""
+    """A transaction: SQLite ``BEGIN IMMEDIATE`` (writer lock first), PostgreSQL default; inside
+    :meth:`Journal.group` a savepoint of the group's transaction (undone alone on an error)."""
 
     def __init__(self, j: Journal) -> None:
         self.j = j
 
     def __enter__(self) -> Any:
         c = self.j._conn
+        if self.j._group:       # inside a group (:meth:`Journal.group`): a savepoint of its transaction
+            self.cur = c.cursor()
+            try:
+                self.cur.execute("SAVEPOINT citycard_step")
+            except Exception as exc:
+                self.cur.close()
+                raise _storage_error(self.j, exc) from None
+            return self.cur
         if self.j.pg:
             self.cur = c.cursor()
         else:
@@ -114,6 +123,18 @@ class _Tx:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         c = self.j._conn
+        if self.j._group:
+            try:
+                if exc_type is not None:
+                    self.cur.execute("ROLLBACK TO SAVEPOINT citycard_step")
+                self.cur.execute("RELEASE SAVEPOINT citycard_step")
+            except Exception as e:        # the group's transaction is unusable: its commit will fail too
+                raise _storage_error(self.j, e) from None
+            finally:
+                self.cur.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _storage_error(self.j, exc) from None
+            return
         try:
             if exc_type is None:
                 try:

@@ -30,21 +30,25 @@ class SimSource:
     in_process_card = True
 
     def __init__(self, name: str, keep_dir: Path | None = None, *, timing: str | TimingPreset | None = None,
-                 sleep: Callable[[float], None] = time.sleep, scale: float = 1.0, model: str = "fm1208") -> None:
+                 sleep: Callable[[float], None] = time.sleep, scale: float = 1.0, max_lag: float = 0.0,
+                 model: str = "fm1208") -> None:
         """``timing``: a card-time preset; each card then sleeps (``sleep(seconds × scale)``)
-        the modelled time of every APDU.  ``model``: the card model of the fresh cards (e.g.
-        ``psam`` for a batch of PSAMs, docs/psam.md)."""
+        the modelled time of every APDU; ``max_lag``: the card may answer up to that many
+        seconds ahead of its modelled time and sleep what it owes in one piece, and all of
+        it when the card is taken out (:class:`~citycard.sim.timing.TimedCard`).  ``model``:
+        the card model of the fresh cards (e.g. ``psam`` for a batch of PSAMs, docs/psam.md)."""
         self.name = name
         self.model = model
         self.keep_dir = keep_dir
         self.timing = get_preset(timing) if timing is not None else None
         self.sleep = sleep
         self.scale = scale
+        self.max_lag = max_lag
 
     def next_card(self, stop: threading.Event) -> CardSession | None:
         card: object = new_card(self.model)
         if self.timing is not None:
-            card = TimedCard(card, self.timing, sleep=self.sleep, scale=self.scale)
+            card = TimedCard(card, self.timing, sleep=self.sleep, scale=self.scale, max_lag=self.max_lag)
         transport = SimTransport(card, name=self.name)  # type: ignore[arg-type]
         transport.connect()
         return CardSession(transport)
@@ -67,7 +71,7 @@ class SimSource:
         session.close()
 
 
-def simulated_readers(count: int, keep_dir: str | Path | None = None, *,
+def simulated_readers(count: int, keep_dir: str | Path | None = None, *, max_lag: float = 0.05,
                       timing: str | TimingPreset | None = None, model: str = "fm1208") -> list[SimSource]:
     """``count`` simulated readers named ``sim-1`` … ``sim-N``; ``keep_dir`` (created if
     missing) receives every finished card's image; ``timing``: a card-time preset whose
@@ -82,4 +86,4 @@ def simulated_readers(count: int, keep_dir: str | Path | None = None, *,
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
     preset = get_preset(timing) if timing is not None else None
-    return [SimSource(f"sim-{i}", keep, timing=preset, model=model) for i in range(1, count + 1)]
+    return [SimSource(f"sim-{i}", keep, timing=preset, max_lag=max_lag, model=model) for i in range(1, count + 1)]

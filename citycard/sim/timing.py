@@ -145,14 +145,20 @@ class ApduTiming:
         return self.wire_s + self.processing_s + self.eeprom_s
 
 
-def _split(command: bytes) -> tuple[int, int, int]:
-    """(header bytes sent before data, Lc, Le) of a command; a malformed one counts as
-    header only (the card answers it with an SW and no data moves)."""
+def _lc(command: bytes) -> int:
+    """Lc of a command: the bytes of command data the card receives (0 for a malformed one,
+    which the card answers with an SW and no data moves).  Short forms are read from the
+    bytes; anything else goes through :meth:`CommandApdu.parse`."""
+    n = len(command)
+    if n <= 5:
+        return 0
+    lc = command[4]
+    if lc and n in (5 + lc, 6 + lc):
+        return lc
     try:
-        cmd = CommandApdu.parse(command)
+        return len(CommandApdu.parse(command).data)
     except InputError:
-        return len(command), 0, 0
-    return 4, len(cmd.data), cmd.ne or 0
+        return 0
 
 
 def _t0(preset: TimingPreset, command: bytes, response: bytes) -> tuple[int, int, int, int]:
@@ -162,20 +168,14 @@ def _t0(preset: TimingPreset, command: bytes, response: bytes) -> tuple[int, int
     before: header (CLA INS P1 P2 P3, P3 = 00 for case 1) → [ACK → command data] → SW1 SW2
     (case 1 and 3; SW1 is the procedure byte), or header → ACK ‖ data ‖ SW (case 2), or for
     case 4 with response data: … → 61xx → GET RESPONSE header → ACK ‖ data ‖ SW."""
-    _h, lc, _le = _split(command)
+    lc = _lc(command)
     data = len(response) - 2 if len(response) >= 2 else 0
-    stretches = [("to", 5)]
-    if lc:
-        stretches += [("from", 1), ("to", lc)]
-    if data and not lc:
-        stretches.append(("from", 1 + data + 2))
-    elif data:
-        stretches += [("from", 2), ("to", 5), ("from", 1 + data + 2)]
-    else:
-        stretches.append(("from", 2))
-    to_card = sum(n for d, n in stretches if d == "to")
-    from_card = sum(n for d, n in stretches if d == "from")
-    return to_card, from_card, len(stretches), 2 if data and lc else 1
+    if not lc:      # header → SW, or header → ACK ‖ data ‖ SW
+        return 5, (3 + data if data else 2), 2, 1
+    if not data:    # header → ACK → data → SW
+        return 5 + lc, 3, 4, 1
+    # header → ACK → data → 61xx → GET RESPONSE header → ACK ‖ data ‖ SW
+    return 10 + lc, 6 + data, 6, 2
 
 
 def _blocks(preset: TimingPreset, inf: int) -> tuple[int, int]:
@@ -318,26 +318,59 @@ class TimedCard:
     with ``sleep``, sleeps it (``sleep(seconds × scale)``) so a host sees real card time.
 
     ``TimedCard(card, "contact-115200")`` accounts only (benchmarks);
-    ``TimedCard(card, preset, sleep=time.sleep)`` behaves like a real card's speed.
+    ``TimedCard(card, preset, sleep=time.sleep)`` behaves like a real card's speed: every
+    APDU's answer is held back for its modelled time.
+
+    ``max_lag`` (seconds, default 0: every APDU sleeps its own time before it answers) lets
+    the card answer up to ``max_lag`` ahead of its modelled timeline and sleep the time owed
+    in one piece once the debt reaches ``max_lag``, and at power-off or reset (the card is
+    then exactly as late as the model says).  The timeline stays the real card's: the card
+    is busy for the modelled time of every APDU, every byte and write charged, and the host's
+    time between two APDUs passes in real time on top of it, never hidden under card time.  What changes is only how often the host process wakes up: a
+    sleeper woken ~180 times per card runs its Python cold after each wake-up (on this
+    project's 2-core machine ~0.2 ms of extra CPU per wake-up, 4× the per-card CPU of the
+    host; docs/performance.md, "Timed readers"), which is the simulation's cost, not the
+    host's: a reader's host waits for one answer in one blocking call however long the card
+    takes.  Only where the card's session ends in this process (a batch's simulated reader,
+    :mod:`citycard.sim.batch_readers`), never for a card served to another process.
     """
 
     def __init__(self, card: object, preset: str | TimingPreset, *,
-                 sleep: Callable[[float], None] | None = None, scale: float = 1.0) -> None:
+                 sleep: Callable[[float], None] | None = None, scale: float = 1.0, max_lag: float = 0.0) -> None:
         if scale < 0:
             raise InputError(f"timing scale {scale} is negative")
+        if max_lag < 0:
+            raise InputError(f"timing lag {max_lag} is negative")
         self.card = card
         self.preset = get_preset(preset)
         self.sleep = sleep
         self.scale = scale
+        self.max_lag = max_lag
         self.clock = ModelledClock()
+        self.owed = 0.0         # (max_lag > 0) modelled seconds answered ahead and not slept yet
 
     @property
     def atr(self) -> bytes:
         return self.card.atr  # type: ignore[attr-defined]
 
     def _spend(self, seconds: float) -> None:
-        if self.sleep is not None and seconds > 0:
+        if self.sleep is None or seconds <= 0:
+            return
+        if not self.max_lag:
             self.sleep(seconds * self.scale)
+            return
+        # the host's time between two APDUs passes in real time either way: what the card
+        # owes is only its own modelled time, answered early
+        self.owed += seconds * self.scale
+        if self.owed >= self.max_lag:
+            self.settle()
+
+    def settle(self) -> None:
+        """Sleep the modelled time answered ahead (``max_lag``): the card is then as late as
+        the model says."""
+        owed, self.owed = self.owed, 0.0
+        if owed > 0 and self.sleep is not None:
+            self.sleep(owed)
 
     def power_on(self) -> bytes | None:
         atr = self.card.power_on()  # type: ignore[attr-defined]
@@ -347,9 +380,11 @@ class TimedCard:
         return atr
 
     def power_off(self) -> None:
+        self.settle()
         self.card.power_off()  # type: ignore[attr-defined]
 
     def reset(self) -> bytes | None:
+        self.settle()
         atr = self.card.reset()  # type: ignore[attr-defined]
         t = activation_time(self.preset, self.card.atr)  # type: ignore[attr-defined]
         self.clock.add_activation(t)

@@ -1,0 +1,143 @@
+"""The batch's worker processes and their journal: one writer, group commits (issue 19).
+
+A batch gives each reader of an in-process (simulated) card a forked worker process
+(:meth:`citycard.perso.batch.Batch.run`).  Those workers do not open the journal
+themselves: each holds a :class:`JournalClient`, whose every call (claim, finish, …) goes
+down a pipe to the batch process.  The batch process (:class:`JournalHub`) runs the calls
+that arrived together as one journal transaction (:meth:`Journal.group`: one savepoint per
+call, one commit, one fsync) and answers each worker only after that commit, so a card
+still moves on only once its row's state is durable.
+
+Why: with 64 workers, each card's two transactions (claim, finish) each waited for its own
+fsync under the write lock, and a writer that found the lock taken slept in SQLite's busy
+handler (1, 2, 5 … 100 ms between tries): claims took 30–250 ms in the median and seconds
+at worst (docs/performance.md, "Timed readers").  A group commits every waiting worker's
+change with one fsync.
+"""
+
+from __future__ import annotations
+
+import pickle
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable
+
+from ..errors import CitycardError
+from .journal import Journal, JournalError
+
+__all__ = ["JournalClient", "JournalHub"]
+
+
+_METHOD = "citycard.pool.method"
+
+
+class JournalClient:
+    """A worker's journal: calls the batch process's :class:`Journal` (public methods only)
+    through ``conn`` and waits for the committed answer; an error raised there is raised
+    here.  ``url``, ``pg`` and ``journal_id`` are the journal's.
+
+    Arguments go by value (pickled), but a bound method of ``home`` (the batch, which the
+    worker was forked from, so the batch process has the same object) goes by name and is
+    called there (the claim's serial rule); any other function is refused (one line)."""
+
+    def __init__(self, conn: Connection, journal: Journal, home: object = None) -> None:
+        self._conn = conn
+        self._home = home
+        self.url, self.pg, self.journal_id = journal.url, journal.pg, journal.journal_id
+
+    def _arg(self, value: Any) -> Any:
+        if not callable(value):
+            return value
+        if self._home is not None and getattr(value, "__self__", None) is self._home:
+            return (_METHOD, value.__name__)
+        raise CitycardError(f"a worker's journal call cannot pass {value!r} to the batch process "
+                            "(only a method of the batch)")
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._conn.send(("call", (name, tuple(self._arg(a) for a in args),
+                                      {k: self._arg(v) for k, v in kwargs.items()})))
+            kind, value = self._conn.recv()
+            if kind == "raise":
+                raise value
+            return value
+
+        return call
+
+    def close(self) -> None:
+        """Nothing to close: the connection is the batch process's."""
+
+
+def _sendable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling, else the same message as a journal/citycard error."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        cls = JournalError if isinstance(exc, JournalError) else CitycardError
+        return cls(str(exc))
+
+
+class JournalHub:
+    """The batch process's side: serves the workers' journal calls on ``journal`` in groups,
+    and hands every other message (``kind``, ``value``) to ``on_message``."""
+
+    def __init__(self, journal: Journal, on_message: Callable[[str, Any], None], home: object = None) -> None:
+        self.journal = journal
+        self.home = home
+        self.on_message = on_message
+        self.groups = 0
+        self.calls = 0
+
+    def serve(self, conns: dict[Connection, str]) -> None:
+        """Until every worker has said ``done`` (or its pipe closed: ``lost`` with its name)."""
+        live = dict(conns)
+        while live:
+            calls: list[tuple[Connection, tuple[str, tuple, dict]]] = []
+            for c in wait(list(live)):
+                try:
+                    while True:
+                        kind, value = c.recv()  # type: ignore[union-attr]
+                        if kind == "call":      # the worker now waits for the answer
+                            calls.append((c, value))  # type: ignore[arg-type]
+                            break
+                        self.on_message(kind, value)
+                        if kind == "done":
+                            del live[c]  # type: ignore[arg-type]
+                            break
+                        if not c.poll():  # type: ignore[union-attr]
+                            break
+                except (EOFError, OSError):
+                    self.on_message("lost", live.pop(c))  # type: ignore[arg-type]
+            if calls:
+                self._group(calls)
+
+    def _arg(self, value: Any) -> Any:
+        if isinstance(value, tuple) and len(value) == 2 and value[0] == _METHOD:
+            return getattr(self.home, value[1])
+        return value
+
+    def _group(self, calls: list[tuple[Connection, tuple[str, tuple, dict]]]) -> None:
+        answers: list[tuple[Connection, tuple[str, Any]]] = []
+        try:
+            with self.journal.group():
+                for conn, (name, args, kwargs) in calls:
+                    try:
+                        if name.startswith("_") or name in ("close", "connect", "group"):
+                            raise JournalError(f"a worker may not call the journal's {name}")
+                        args = tuple(self._arg(a) for a in args)
+                        kwargs = {k: self._arg(v) for k, v in kwargs.items()}
+                        answers.append((conn, ("return", getattr(self.journal, name)(*args, **kwargs))))
+                    except Exception as exc:       # that call's savepoint is undone; the others stand
+                        answers.append((conn, ("raise", _sendable(exc))))
+        except Exception as exc:                   # the commit failed: nothing of the group was recorded
+            answers = [(conn, ("raise", _sendable(exc))) for conn, _call in calls]
+        self.groups += 1
+        self.calls += len(calls)
+        for conn, answer in answers:
+            try:
+                conn.send(answer)
+            except (BrokenPipeError, OSError):     # that worker is gone (its row stays in progress)
+                pass

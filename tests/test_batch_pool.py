@@ -1,0 +1,142 @@
+"""The batch's worker pool (issue 19, 64 timed readers): journal groups (one commit for many
+workers' changes, each change undone alone), the worker's journal client through a pipe, and
+timed cards that answer ahead of their modelled time but sleep all of it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+
+import pytest
+
+from citycard.errors import CitycardError
+from citycard.perso.journal import Journal, JournalError
+from citycard.perso.pool import JournalClient, JournalHub
+from citycard.sim import SimCard
+from citycard.sim.batch_readers import SimSource, simulated_readers
+from citycard.sim.timing import TimedCard, activation_time, apdu_timing
+from citycard.testing.journals import synthetic_batch
+
+
+def _statuses(path: str) -> dict[int, str]:
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute("SELECT row, status FROM cards ORDER BY row").fetchall())
+    finally:
+        conn.close()
+
+
+def test_group_commits_every_change_once_and_undoes_a_failing_one_alone(tmp_path):
+    path = str(tmp_path / "j.db")
+    j = Journal(path)
+    try:
+        synthetic_batch(j, "b", 5, 0)
+        with j.group():
+            first = j.claim("b", "r1", "P", lambda n: f"P{n:04d}")
+            with pytest.raises(JournalError, match="groups do not nest"):
+                with j.group():
+                    pass
+            with pytest.raises(RuntimeError):
+                j.claim("b", "r2", "P", lambda n: (_ for _ in ()).throw(RuntimeError("boom")))
+            second = j.claim("b", "r3", "P", lambda n: f"P{n:04d}")
+            assert _statuses(path)[1] == "pending"          # another connection: nothing committed yet
+        assert (first.row, second.row) == (1, 2)                # the failed claim took nothing
+        assert [_statuses(path)[r] for r in (1, 2, 3)] == ["in_progress", "in_progress", "pending"]
+        assert second.card_number == 2                          # the failed claim's number was undone too
+    finally:
+        j.close()
+
+
+def test_a_group_that_raises_records_nothing(tmp_path):
+    path = str(tmp_path / "j.db")
+    j = Journal(path)
+    try:
+        synthetic_batch(j, "b", 3, 0)
+        with pytest.raises(KeyError):
+            with j.group():
+                j.claim("b", "r1", "P", lambda n: f"P{n:04d}")
+                raise KeyError("stop")
+        assert set(_statuses(path).values()) == {"pending"}
+        assert j.claim("b", "r1", "P", lambda n: f"P{n:04d}").row == 1     # usable afterwards
+    finally:
+        j.close()
+
+
+class _Home:
+    """Stands for the batch: its bound methods may cross to the hub by name."""
+
+    def serial_of(self, n: int) -> str:
+        return f"H{n:05d}"
+
+
+def _worker(conn, journal, home, out) -> None:
+    j = JournalClient(conn, journal, home=home)
+    got = j.claim("b", "w1", "H", home.serial_of)
+    out.append(got)
+    try:
+        j.finish("nope", 99, "X", "w1", "no-such-status-check", None, "")
+        out.append("no error")
+    except CitycardError as exc:
+        out.append(f"error: {exc}")
+    try:
+        j.claim("b", "w1", "H", lambda n: "x")
+    except CitycardError as exc:
+        out.append(f"refused: {exc}")
+    conn.send(("done", {"n": 1}))
+
+
+def test_a_worker_claims_through_the_hub_and_gets_its_errors(tmp_path):
+    path = str(tmp_path / "j.db")
+    j = Journal(path)
+    try:
+        synthetic_batch(j, "b", 3, 0)
+        home = _Home()
+        mine, theirs = multiprocessing.Pipe()
+        out: list[object] = []
+        messages: list[tuple[str, object]] = []
+        t = threading.Thread(target=_worker, args=(theirs, j, home, out))   # the pipe works the same in a thread
+        t.start()
+        hub = JournalHub(j, lambda kind, value: messages.append((kind, value)), home=home)
+        j.finish = lambda *a: (_ for _ in ()).throw(JournalError("journal: no such row"))  # type: ignore[method-assign]
+        hub.serve({mine: "w1"})
+        t.join(10)
+        claim = out[0]
+        assert claim.row == 1 and claim.card_serial == "H00001"     # the serial rule ran in the hub
+        assert out[1] == "error: journal: no such row"
+        assert str(out[2]).startswith("refused: a worker's journal call cannot pass")
+        assert messages == [("done", {"n": 1})]
+        assert _statuses(path)[1] == "in_progress"                  # committed before the answer
+    finally:
+        del j.finish
+        j.close()
+
+
+def test_timed_card_with_a_lag_sleeps_all_its_modelled_time_in_fewer_pieces():
+    slept: list[float] = []
+    card = TimedCard(SimCard(), "contact-115200", sleep=slept.append, max_lag=0.01)
+    card.power_on()
+    times = [activation_time("contact-115200", card.atr)]
+    for _ in range(40):
+        r = card.process(bytes.fromhex("0084000008"))
+        times.append(apdu_timing("contact-115200", bytes.fromhex("0084000008"), r, wrote=False).total_s)
+    assert card.owed < 0.01                      # answered ahead, at most the lag
+    card.power_off()                                 # taken out: everything owed is slept
+    assert card.owed == 0
+    assert sum(slept) == pytest.approx(sum(times)) == pytest.approx(card.clock.seconds)
+    assert len(slept) < len(times) / 2
+    assert all(s >= 0.01 for s in slept[:-1])
+    with pytest.raises(CitycardError, match="lag"):
+        TimedCard(SimCard(), "contact-115200", max_lag=-1)
+
+
+def test_simulated_readers_answer_ahead_by_a_bounded_lag_and_settle_when_done(tmp_path):
+    assert {r.max_lag for r in simulated_readers(2, timing="contact-9600")} == {0.05}
+    slept: list[float] = []
+    source = SimSource("sim-1", None, timing="contact-9600", sleep=slept.append, max_lag=0.05)
+    session = source.next_card(threading.Event())
+    for _ in range(5):
+        session.send(bytes.fromhex("0084000008"))
+    timed = session.transport.card
+    source.done(session, None)
+    assert sum(slept) == pytest.approx(timed.clock.seconds)
