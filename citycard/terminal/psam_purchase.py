@@ -97,6 +97,13 @@ class PsamTransaction:
                         self.tac, "proven" if self.recovered else "ok", "psam", self.algorithm, self.psam_serial)
 
 
+_INIT_REFUSALS = {
+    0x9403: "INIT SAM FOR PURCHASE: the PSAM has no purchase key of the card's key version (9403)",
+    0x6A80: "INIT SAM FOR PURCHASE: the PSAM's purchase key of the card's key version is not of the card's "
+            "algorithm (3DES or SM4, 6A80): use the PSAM of that key set (docs/psam.md)",
+}
+
+
 class Psam:
     """The PSAM in its reader: its files and the two purchase commands."""
 
@@ -135,8 +142,7 @@ class Psam:
     def init_for_purchase(self, **kw: Any) -> psam.SamPurchaseInit:
         r = self.session.send(psam.init_sam_for_purchase(**kw))
         if r.sw != 0x9000:
-            raise PsamRefused(r.sw, "INIT SAM FOR PURCHASE", message=None if r.sw != 0x9403 else
-                              "INIT SAM FOR PURCHASE: the PSAM has no purchase key of the card's key version (9403)")
+            raise PsamRefused(r.sw, "INIT SAM FOR PURCHASE", message=_INIT_REFUSALS.get(r.sw))
         return psam.SamPurchaseInit.parse(r.data)
 
     def credit_for_purchase(self, mac2: bytes) -> None:
