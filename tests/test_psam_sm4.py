@@ -18,7 +18,7 @@ from citycard.errors import CardError, CitycardError
 from citycard.profile import load_profile
 from citycard.sim import SimCard, image
 from citycard.terminal.psam_purchase import PsamPurchaseTerminal
-from citycard.terminal.purse import PurseTerminal
+from citycard.terminal.purse import NotCompleted, PurseTerminal
 from tests import sm4_gbt
 from tests.psamhost import (DEMO_KEYS, DEMO_KEYS_SM4, DPK_SM4_MASTER, DTK_SM4_MASTER, PSAM_SM4_PROFILE, PSAM_TERMINAL,
                             ROOT, SM4_CARD_PROFILE, WHEN, H, psam_card, session, sm4_card_spec, sm4_keys, sm4_loaded,
@@ -99,6 +99,43 @@ def test_the_card_algorithm_must_be_the_purchase_key_algorithm():
     with pytest.raises(CardError) as exc:
         add_keys(psam_card(), (3, H("22F0F00304") + DPK_SM4_MASTER[:8]))
     assert exc.value.sw == 0x6700
+
+
+def test_two_level_sm4_master_applies_the_last_factor_first():
+    """docs/psam.md decision 2 with SM4 diversification: DPK = DIV(DIV(MK, f2), f1), each level
+    SM4(K, F ‖ ¬F) (docs/sm4.md item 4)."""
+    card = sm4_psam_card()
+    master2 = H("0123456789ABCDEFFEDCBA9876543210")
+    add_keys(card, (2, bytes((0x42, 0xF0, 0xEF, 0x02, 0x04)) + master2))
+    in_adf(card)
+    city = H("4420FF0000000000")
+    data, sw = init(card, version=2, factors=(FACTOR, city))
+    ses = sm4_session(sm4_div(sm4_div(master2, city), FACTOR), R, CTR, 1)
+    assert sw == 0x9000 and data[4:] == sm4_gbt.cbc_mac4(
+        ses, AMOUNT.to_bytes(4, "big") + b"\x06" + PSAM_TERMINAL + DATE + TIME)
+    assert init(card, version=2, factors=(FACTOR,))[1] == 0x6700           # usage 42: two factors
+
+
+def test_torn_sm4_debit_is_settled_and_checked_by_the_psam():
+    """The card loses power in DEBIT FOR PURCHASE after each write step in turn: either nothing
+    was charged, or GET TRANSACTION PROVE gives the SM4 MAC2 ‖ TAC, which the PSAM accepts."""
+    outcomes = set()
+    for n in range(1, 8):
+        card = sm4_loaded()
+        card.nvm.tear_after = n
+        term = PsamPurchaseTerminal(session(card), session(sm4_psam_card()), sm4_card_spec())
+        try:
+            tx = term.purchase(250, when=WHEN)
+        except NotCompleted:
+            outcomes.add("not completed")
+            card.nvm.tear_after = None
+            assert PurseTerminal(session(card), sm4_card_spec(), sm4_keys()).balance() == 1000
+            continue
+        card.nvm.tear_after = None
+        outcomes.add("recovered" if tx.recovered else "done")
+        assert tx.algorithm == 0x04 and TacVerifier(sm4_card_spec(), sm4_keys())(tx.record()) is None
+        assert PurseTerminal(session(card), sm4_card_spec(), sm4_keys()).balance() == 750   # charged once
+    assert {"not completed", "recovered"} <= outcomes
 
 
 def test_sm4_psam_purchase_equals_the_host_key_purchase_byte_for_byte():
