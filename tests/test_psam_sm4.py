@@ -197,14 +197,15 @@ def test_3des_psam_refuses_the_sm4_set_and_sm4_psam_the_3des_card():
     term = _with_key_index(PsamPurchaseTerminal(session(card), session(psam_card()), sm4_card_spec()), 0x41)
     with pytest.raises(CardError) as exc:
         term.purchase(250, when=WHEN)
-    assert exc.value.sw == 0x6A80 and "not of the card's algorithm" in str(exc.value) and "\n" not in str(exc.value)
+    assert exc.value.sw == 0x6A80 and "not of the card's algorithm (04, SM4; 6A80)" in str(exc.value)
+    assert "\n" not in str(exc.value)
     card.power_off()
     assert PurseTerminal(session(card), sm4_card_spec(), sm4_keys()).balance() == 1000
     des_card = loaded()
     term = _with_key_index(PsamPurchaseTerminal(session(des_card), session(sm4_psam_card()), card_spec()), 0)
     with pytest.raises(CardError) as exc:
         term.purchase(250, when=WHEN)
-    assert exc.value.sw == 0x6A80
+    assert exc.value.sw == 0x6A80 and "(00, 3DES; 6A80)" in str(exc.value)
     des_card.power_off()
     assert PurseTerminal(session(des_card), card_spec(), keys()).balance() == 1000
 

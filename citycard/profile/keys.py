@@ -184,4 +184,5 @@ def _psam_key(ctx: Located, t: dict[str, Any], path: list[Any], name: str, unit:
                    change_ac=access(ctx, t, "change", path, "never"),
                    b3=integer(ctx, t, "version", path, 0, 255, kid), b4=b4,
                    length=length, master=master, factor=None, write=write, path=dotted(path),
-                   export=typed(ctx, t.get("export", False), [*path, "export"], bool), alg=alg)  # type: ignore[arg-type]
+                   export=typed(ctx, t.get("export", False), [*path, "export"], bool),
+                   alg=alg)  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ b8–b6, type in b5–b1: PSAM-SM4.md §1.2) instead of an FMCOS key type: usage
 change AC ‖ version ‖ algorithm ‖ key.  The index (P2) of a purchase key is the key version
 the card names in its INITIALIZE answer (PSAMB); its algorithm byte (``00`` 3DES, ``01`` DES,
 ``04`` SM4: PSAMB, PSAM-SM4.md §4.1) must be the family of the card's INITIALIZE algorithm
-byte, and an SM4 purchase master makes the SM4 purse's DPK, SESPK, MAC1 and MAC2 (docs/sm4.md).  The TTSN lives in EF0019 of the ADF and is
+byte, and an SM4 purchase master makes the SM4 purse's DPK, SESPK, MAC1 and MAC2
+(docs/sm4.md, docs/psam.md "SM4 PSAM").  The TTSN lives in EF0019 of the ADF and is
 written through the transactional NVM before MAC1 leaves the PSAM, so it never repeats, not
 even over power loss (docs/psam.md lists every decision).
 """
@@ -52,6 +53,7 @@ def key_alg(key: KeyRecord) -> Alg:
     """The cipher family of a PSAM key: its record's algorithm byte ``04`` is SM4 (as TY's
     SM4 keys, PSAM-SM4.md §4.1), ``00``/``01`` (PSAMB) and anything else 3DES/DES."""
     return "sm4" if key.b4 == pboc.ALG_ID_SM4 else "des"
+
 
 # CIPHER DATA P1 (KSY): encryption, or the MAC's place in a chain
 _ENC_LAST, _ENC_MORE = 0x00, 0x02
