@@ -309,3 +309,32 @@ def test_sim_show_names_the_sm4_purchase_master_without_its_value(run_cli, tmp_p
     assert r.exit_code == 0 and "key 22 psam-purchase, 1 level id 01:" in r.stdout
     assert "version 01, algorithm 04, 16 bytes" in r.stdout
     assert DPK_SM4_MASTER.hex().upper() not in r.stdout.upper() and DPK_SM4_MASTER.hex() not in r.stdout
+
+
+def test_sm4_psam_master_from_a_keystore_must_be_sm4_there(tmp_path):
+    """The SM4 PSAM's purchase master from a keystore: an SM4 entry is written as it is (the
+    master itself, algorithm byte 04); a 3DES entry of that name is refused, naming the key."""
+    from citycard.keys import KeyError_, KeyRing
+    from citycard.keys.demo import DemoKeyFile
+    from citycard.keys.keystore import Keystore
+    from citycard.perso.context import CardData
+    from citycard.perso.data import read_csv
+    from citycard.perso.plan import Planner
+    from tests.psamhost import ISSUE
+
+    data = CardData(read_csv(ROOT / "profiles/psam-sample.csv").row(1), 1, ISSUE, "row")
+    spec = load_profile(PSAM_SM4_PROFILE)
+    for algorithm in ("sm4", "3des"):
+        ks = Keystore.create(tmp_path / f"{algorithm}.cks", "correct horse battery staple", unit="transit", n=16)
+        ks.add("transit", "dpk-sm4", DPK_SM4_MASTER, algorithm=algorithm)
+        try:
+            planner = Planner(spec, KeyRing([DemoKeyFile(DEMO_KEYS), ks]))
+            if algorithm == "3des":
+                with pytest.raises(KeyError_, match="transit/dpk-sm4 is 3des here, but the profile declares it sm4"):
+                    planner.plan(data)
+                continue
+            plan = planner.plan(data)
+            record = bytes((0x22, 0xF0, 0xEF, 0x01, 0x04)) + DPK_SM4_MASTER   # usage ‖ ACs ‖ version ‖ 04 ‖ key
+            assert any(step.cmd.ins == 0xD4 and step.cmd.data[:len(record)] == record for step in plan.steps)
+        finally:
+            ks.close()
