@@ -137,3 +137,49 @@ def loaded(amount: int = 1000) -> SimCard:
     PurseTerminal(session(card), card_spec(), keys()).load(amount, when=WHEN)
     card.power_off()
     return card
+
+
+# ----------------------------------------------------------------------------- SM4 (docs/sm4.md)
+SM4_CARD_PROFILE = ROOT / "profiles/citycard-sm4.toml"
+PSAM_SM4_PROFILE = ROOT / "profiles/psam-sm4.toml"
+DEMO_KEYS_SM4 = ROOT / "profiles/demo-keys-sm4.toml"
+# profiles/demo-keys-sm4.toml (TEST KEYS): the SM4 masters the SM4 PSAM and the card share
+DPK_SM4_MASTER = H("DC92ED3C9E5A54E11CD84080C7C2B16A")   # transit/dpk-sm4
+DTK_SM4_MASTER = H("FFC9C066F62E8CB61EBDFDF12D06107B")   # transit/dtk-sm4
+
+
+def sm4_keys(sm4_file: Path = DEMO_KEYS_SM4) -> KeyRing:
+    return KeyRing([DemoKeyFile(DEMO_KEYS), DemoKeyFile(sm4_file)])
+
+
+@lru_cache(maxsize=None)
+def _sm4_card() -> SimCard:
+    return _perso(SimCard(rng=lambda n: b"\x5A" * n), SM4_CARD_PROFILE, ROOT / "profiles/citycard-sample.csv",
+                  ring=sm4_keys())
+
+
+@lru_cache(maxsize=None)
+def _sm4_psam(sm4_file: str | None = None) -> SimCard:
+    return _perso(new_card("psam", rng=lambda n: b"\xA5" * n), PSAM_SM4_PROFILE, ROOT / "profiles/psam-sample.csv",
+                  ring=sm4_keys(Path(sm4_file) if sm4_file else DEMO_KEYS_SM4))
+
+
+def sm4_psam_card(sm4_file: str | None = None) -> SimCard:
+    """A fresh copy of a personalized SM4 PSAM (profiles/psam-sm4.toml, row 1; another SM4 key
+    file: its masters)."""
+    return copy.deepcopy(_sm4_psam(sm4_file))
+
+
+def sm4_card_spec():
+    return load_profile(SM4_CARD_PROFILE)
+
+
+def sm4_loaded(amount: int = 1000) -> SimCard:
+    """The SM4 demo card (profiles/citycard-sm4.toml) with ``amount`` fen loaded by the host-key
+    terminal with its SM4 load key (the profile's first)."""
+    from citycard.terminal.purse import PurseTerminal
+
+    card = copy.deepcopy(_sm4_card())
+    PurseTerminal(session(card), sm4_card_spec(), sm4_keys()).load(amount, when=WHEN)
+    card.power_off()
+    return card

@@ -157,7 +157,8 @@ def _psam_key(ctx: Located, t: dict[str, Any], path: list[Any], name: str, unit:
     """A PSAM key (docs/psam.md): the master itself (a PSAM diversifies the cards' keys from
     it, so it takes no ``factor``), its usage byte = ``levels`` in b8–b6 ‖ the type
     (PSAM-SM4.md §1.2), ``id`` = its index (for a purchase master: the card key version it
-    serves, PSAMB), then version and algorithm (``00`` 3DES)."""
+    serves, PSAMB), then version and algorithm (``00`` 3DES; ``alg = "sm4"``: ``04``, an SM4
+    purchase master)."""
     usage = PSAM_KEY_NAMES[str(t["type"])]
     for bad in ("factor", "state", "tries", "value", "protect_change"):
         if bad in t:
@@ -168,8 +169,21 @@ def _psam_key(ctx: Located, t: dict[str, Any], path: list[Any], name: str, unit:
                    "enciphered: SPEC §6 R4)")
     master = master_ref(ctx, required(ctx, t, "master", path, str), [*path, "master"], unit, units)
     length = integer(ctx, t, "length", path, 16, 16, 16)
+    alg = _ALGS[choice(ctx, t, "alg", path, "3des", tuple(_ALGS), "3des or sm4")]
+    if alg == "sm4":   # an SM4 purchase master: algorithm byte 04 in its record (docs/psam.md, docs/sm4.md)
+        if usage != PSAM_KEY_NAMES["psam-purchase"]:
+            raise ctx.err([*path, "alg"], "only a psam-purchase key can be SM4 here (the PSAM's MAC and encryption "
+                          "keys serve the cards' 3DES line protection: docs/sm4.md)")
+        given = t.get("algorithm")
+        if given is not None and given != SM4_ALGORITHM_ID:
+            raise ctx.err([*path, "algorithm"], f"an SM4 key has algorithm byte {SM4_ALGORITHM_ID:02X} "
+                          f"(PSAM-SM4 §4.1), not {given!r}: leave 'algorithm' out")
+        b4 = SM4_ALGORITHM_ID
+    else:
+        b4 = integer(ctx, t, "algorithm", path, 0, 1, 0)
     return KeySpec(name=name, ktype=usage.usage_byte(levels), kid=kid, usage_ac=access(ctx, t, "usage", path, "free"),
                    change_ac=access(ctx, t, "change", path, "never"),
-                   b3=integer(ctx, t, "version", path, 0, 255, kid), b4=integer(ctx, t, "algorithm", path, 0, 1, 0),
+                   b3=integer(ctx, t, "version", path, 0, 255, kid), b4=b4,
                    length=length, master=master, factor=None, write=write, path=dotted(path),
-                   export=typed(ctx, t.get("export", False), [*path, "export"], bool))
+                   export=typed(ctx, t.get("export", False), [*path, "export"], bool),
+                   alg=alg)  # type: ignore[arg-type]

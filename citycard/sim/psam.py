@@ -12,7 +12,10 @@ PSAM keys are added with the FMCOS WRITE KEY (``80 D4 01 index`` plain, or ``84 
 the DF master's MAC) whose record's first byte is the PSAM **key usage byte** (levels in
 b8–b6, type in b5–b1: PSAM-SM4.md §1.2) instead of an FMCOS key type: usage ‖ use AC ‖
 change AC ‖ version ‖ algorithm ‖ key.  The index (P2) of a purchase key is the key version
-the card names in its INITIALIZE answer (PSAMB).  The TTSN lives in EF0019 of the ADF and is
+the card names in its INITIALIZE answer (PSAMB); its algorithm byte (``00`` 3DES, ``01`` DES,
+``04`` SM4: PSAMB, PSAM-SM4.md §4.1) must be the family of the card's INITIALIZE algorithm
+byte, and an SM4 purchase master makes the SM4 purse's DPK, SESPK, MAC1 and MAC2
+(docs/sm4.md, docs/psam.md "SM4 PSAM").  The TTSN lives in EF0019 of the ADF and is
 written through the transactional NVM before MAC1 leaves the PSAM, so it never repeats, not
 even over power loss (docs/psam.md lists every decision).
 """
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 from ..apdu import CommandApdu
 from ..crypto import pboc
-from ..crypto.cipher import cbc_mac_last, ecb_decrypt, ecb_encrypt
+from ..crypto.cipher import Alg, cbc_mac_last, ecb_decrypt, ecb_encrypt
 from ..crypto.mac import pad
 from ..keytypes import is_psam_usage as is_psam_key
 from .card import CARD_CLASSES, SimCard
@@ -45,21 +48,29 @@ FID_TERMINAL = 0x0016   # MF: terminal number, 6 B BCD
 FID_TTSN = 0x0019       # ADF: TTSN, 4 B
 TTSN_MAX = 0xFFFFFFFF
 
+
+def key_alg(key: KeyRecord) -> Alg:
+    """The cipher family of a PSAM key: its record's algorithm byte ``04`` is SM4 (as TY's
+    SM4 keys, PSAM-SM4.md §4.1), ``00``/``01`` (PSAMB) and anything else 3DES/DES."""
+    return "sm4" if key.b4 == pboc.ALG_ID_SM4 else "des"
+
+
 # CIPHER DATA P1 (KSY): encryption, or the MAC's place in a chain
 _ENC_LAST, _ENC_MORE = 0x00, 0x02
 _MAC_LAST, _MAC_NEXT, _MAC_ONLY, _MAC_FIRST = 0x01, 0x03, 0x05, 0x07
 _MAC_MODES = frozenset({_MAC_LAST, _MAC_NEXT, _MAC_ONLY, _MAC_FIRST})
 
 
-def diversified(master: bytes, factors: bytes) -> bytes:
+def diversified(master: bytes, factors: bytes, alg: Alg = "des") -> bytes:
     """The key ``master`` diversified by ``factors`` (8 bytes each, lowest level first, as
     the terminal sends them: PSAM-SM4.md §2.2).  Decision 2 (docs/psam.md): the last factor
-    is applied first, DK = DIV(…DIV(MK, f_n)…, f_1), i.e. PBOC's "city first, then card"."""
+    is applied first, DK = DIV(…DIV(MK, f_n)…, f_1), i.e. PBOC's "city first, then card".
+    ``alg="sm4"``: each level is SM4(K, F ‖ ¬F) (docs/sm4.md item 4)."""
     n = len(factors) // 8
     if n == 0:
         return master
     top_first = b"".join(factors[8 * i: 8 * i + 8] for i in reversed(range(n)))
-    return pboc.diversify(master, top_first, n)
+    return pboc.diversify(master, top_first, n, alg)
 
 
 def pad_last(data: bytes) -> bytes:
@@ -74,6 +85,7 @@ class SamPurchase:
 
     session_key: bytes
     amount: int
+    alg: Alg = "des"
 
 
 @dataclass(slots=True)
@@ -112,8 +124,8 @@ class PsamCommands(CardCore):
             raise SwError(0x6A82)
         if cmd.cla & 0x04:
             body = self._mac_checked(cmd, chal, self._key(0x39, 0))
-        if len(body) not in (5 + 8, 5 + 16):
-            raise SwError(0x6700)
+        if len(body) not in (5 + 8, 5 + 16) or (body[4] == pboc.ALG_ID_SM4 and len(body) != 5 + 16):
+            raise SwError(0x6700)   # an SM4 key is 16 bytes
         if body[0] & 0x1F not in PSAM_KEY_TYPES:
             raise SwError(0x6A80)
         if not (self.free or self._ac(kf.add_ac)):
@@ -172,25 +184,26 @@ class PsamCommands(CardCore):
         key = self._psam_key(lambda k: k.ktype & 0x1F == U_PURCHASE and k.kid == version, 0x9403)
         if key.ktype >> 5 != n:
             raise SwError(0x6700)   # Decision: as many factors as the usage byte's levels
-        if algorithm not in (0x00, 0x01):   # PSAMB: 00 3DES, 01 DES
-            raise SwError(0x6A80)
+        alg = pboc.alg_of_id(algorithm)   # PSAMB: 00 3DES, 01 DES; 04 SM4 (docs/sm4.md item 5)
+        if alg is None or alg != key_alg(key):
+            raise SwError(0x6A80)   # Decision (docs/psam.md): the card's algorithm must be the key's
         terminal = self._binary(self.mf, FID_TERMINAL, 6).data[:6]
         ttsn_ef = self._binary(self.df, FID_TTSN, 4)
         number = u(ttsn_ef.data[:4])   # decision 6: EF0019 holds the next TTSN; returned, then incremented
         if number == TTSN_MAX:
             raise SwError(0x9402)   # Decision: the TTSN never wraps (as the card's counters)
         ttsn = number.to_bytes(4, "big")
-        dpk = diversified(key.value, factors)
+        dpk = diversified(key.value, factors, alg)
         if algorithm == 0x01:
             dpk = dpk[:8]            # Decision: a DES card key is the left half (as the planner writes it)
-        ses = pboc.purchase_session_key(dpk, random, counter, ttsn)
+        ses = pboc.purchase_session_key(dpk, random, counter, ttsn, alg)
         code, self.sam_code = self.sam_code, None
-        mac1 = pboc.purchase_mac1(ses, amount, ttype, terminal, date, time, code)
+        mac1 = pboc.purchase_mac1(ses, amount, ttype, terminal, date, time, code, alg=alg)
         with self.nvm.transaction():   # the TTSN is spent before MAC1 leaves the PSAM
             self.nvm.set(ttsn_ef, "data", (number + 1).to_bytes(4, "big") + ttsn_ef.data[4:])
             if not ttsn_ef.written:
                 self.nvm.set(ttsn_ef, "written", True)
-        self.sam_purchase = SamPurchase(ses, amount)
+        self.sam_purchase = SamPurchase(ses, amount, alg)
         return ttsn + mac1
 
     def _sam_purchase_credit(self, cmd: CommandApdu, chal, sess) -> bytes:
@@ -203,7 +216,8 @@ class PsamCommands(CardCore):
         purchase, self.sam_purchase = self.sam_purchase, None
         if purchase is None:
             raise SwError(0x6901)
-        if not hmac.compare_digest(pboc.purchase_mac2(purchase.session_key, purchase.amount), cmd.data):
+        if not hmac.compare_digest(pboc.purchase_mac2(purchase.session_key, purchase.amount, alg=purchase.alg),
+                                   cmd.data):
             raise SwError(0x9302)
         return b""
 
@@ -218,8 +232,8 @@ class PsamCommands(CardCore):
         key = self._psam_key(lambda k: k.ktype == cmd.p1 and k.kid == cmd.p2, 0x6A88)
         if key.ktype >> 5 != len(d) // 8:
             raise SwError(0x6700)
-        if key.ktype & 0x1F not in MAC_TYPES | ENCRYPT_TYPES:
-            raise SwError(0x6985)
+        if key.ktype & 0x1F not in MAC_TYPES | ENCRYPT_TYPES or key_alg(key) != "des":
+            raise SwError(0x6985)   # Decision: CIPHER DATA is 3DES (the cards' line protection: docs/sm4.md)
         self.sam_temp = SamTempKey(key.ktype & 0x1F, diversified(key.value, d))
         return b""
 

@@ -98,6 +98,17 @@ class PsamTransaction:
                         self.key_version)
 
 
+def _init_refusal(sw: int, algorithm: int) -> str | None:
+    """One line for the INIT SAM FOR PURCHASE refusals citycard's PSAM defines (docs/psam.md)."""
+    if sw == 0x9403:
+        return "INIT SAM FOR PURCHASE: the PSAM has no purchase key of the card's key version (9403)"
+    if sw == 0x6A80:
+        name = {0x00: "3DES", 0x01: "DES", pboc.ALG_ID_SM4: "SM4"}.get(algorithm, "unknown")
+        return (f"INIT SAM FOR PURCHASE: the PSAM's purchase key of the card's key version is not of the card's "
+                f"algorithm ({algorithm:02X}, {name}; 6A80): use the PSAM of that key set (docs/psam.md)")
+    return None
+
+
 class Psam:
     """The PSAM in its reader: its files and the two purchase commands."""
 
@@ -136,8 +147,7 @@ class Psam:
     def init_for_purchase(self, **kw: Any) -> psam.SamPurchaseInit:
         r = self.session.send(psam.init_sam_for_purchase(**kw))
         if r.sw != 0x9000:
-            raise PsamRefused(r.sw, "INIT SAM FOR PURCHASE", message=None if r.sw != 0x9403 else
-                              "INIT SAM FOR PURCHASE: the PSAM has no purchase key of the card's key version (9403)")
+            raise PsamRefused(r.sw, "INIT SAM FOR PURCHASE", message=_init_refusal(r.sw, kw.get("algorithm", -1)))
         return psam.SamPurchaseInit.parse(r.data)
 
     def credit_for_purchase(self, mac2: bytes) -> None:
