@@ -139,3 +139,7 @@ class _Cursor:
 
     def fetchall(self) -> list[tuple]:
         return self._cur.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)

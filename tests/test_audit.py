@@ -258,3 +258,16 @@ def test_a_rewrite_past_the_recorded_head_is_caught(tmp_path):
     assert log.verify().ok                                          # the chain and its own head agree
     v = log.verify(expect_head=paper)
     assert not v.ok and any("entry 6 is not the one the head records" in f.text() for f in v.findings)
+
+
+def test_a_damaged_log_stops_the_action_before_it_is_done(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("CITYCARD_KEYSTORE_PASSPHRASE", "a passphrase of the test")
+    log = tmp_path / "audit.log"
+    ks = tmp_path / "k.cks"
+    assert run_cli("--audit-log", str(log), "keys", "create", str(ks)).exit_code == 0
+    log.write_text(log.read_text()[:-20] + "\n")                       # its tail cut
+    r = run_cli("--audit-log", str(log), "keys", "generate", str(ks), "--unit", "transit", "--name", "dlk")
+    assert r.exit_code == 2 and "the last entry is damaged" in r.stderr and "nothing was done" in r.stderr
+    assert run_cli("keys", "list", str(ks), "--json").json()["keys"] == []     # nothing generated
+    r = run_cli("--audit-log", str(log), "audit", "verify")                   # reading it still works
+    assert r.exit_code == 1

@@ -111,7 +111,7 @@ def test_hotlists_full_and_delta(tmp_path, signer_cred):
 
     term = TerminalHotlist(tmp_path / "terminal.json")
     trusted = [signer.public]
-    with pytest.raises(HotlistError, match="a delta from version 2, but this terminal holds version 0"):
+    with pytest.raises(HotlistError, match="a delta, but this terminal holds no hotlist yet"):
         term.load(delta, trusted)
     term.load(full, trusted)
     assert s[0] in term and s[3] in term and s[1] not in term
@@ -137,7 +137,7 @@ def test_damaged_or_forged_lists_are_refused(tmp_path, signer_cred, damage, mess
     term = TerminalHotlist()
     with pytest.raises(HotlistError, match=message):
         term.load(path, [signer.public])
-    assert term.version == 0 and len(term) == 0
+    assert not term.loaded and len(term) == 0
 
 
 def test_an_untrusted_signer_is_refused(tmp_path, signer_cred):
@@ -207,3 +207,32 @@ def _first_serial(journal: Path) -> str:
         return next(r["card_serial"] for r in j.iter_report() if r["status"] == "verified")
     finally:
         j.close()
+
+
+def test_first_list_may_be_empty_and_exports_say_when_nothing_changed(tmp_path, signer_cred, run_cli):
+    """A register with nothing hotlisted exports version 0, which a fresh terminal takes; a
+    delta since the current version is refused at export (no terminal could load it)."""
+    signer = unlock(signer_cred, PW)
+    reg = _register(tmp_path)
+    v, serials = reg.hotlist_snapshot()
+    empty = tmp_path / "empty.bin"
+    write_hotlist(empty, signer, version=v, entries=((s, True) for s in serials))
+    term = TerminalHotlist()
+    assert term.load(empty, [signer.public]).version == 0 and term.loaded and len(term) == 0
+    reg.change("3301000000000001", "lost", "r")
+    reg.close()
+    r = run_cli("hotlist", "export", "--register", str(tmp_path / "register.db"), "--since", "1", "--out",
+                str(tmp_path / "d.bin"), "--sign", str(signer_cred), "--sign-passphrase-file",
+                str(signer_cred.parent / "pw"))
+    assert r.exit_code == 2 and "nothing changed since" in r.stderr
+
+
+def test_a_file_changed_after_its_check_applies_nothing(tmp_path, signer_cred, monkeypatch):
+    signer = unlock(signer_cred, PW)
+    good, other = tmp_path / "h.bin", tmp_path / "o.bin"
+    write_hotlist(good, signer, version=3, entries=[("3301000000000001", True)])
+    write_hotlist(other, signer, version=3, entries=[("3301000000000009", True)])
+    header, entries = read_hotlist(good, [signer.public])
+    good.write_bytes(other.read_bytes()[:-64] + good.read_bytes()[-64:])   # swapped between check and apply
+    with pytest.raises(HotlistError, match="changed while it was read"):
+        list(entries)

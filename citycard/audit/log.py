@@ -89,6 +89,30 @@ class AuditLog:
         return f"AuditLog({self.location!r}, operator={self.operator!r}, sealed={self._seal_key is not None})"
 
     # ------------------------------------------------------------------ writing
+    def check_writable(self) -> None:
+        """Before an audited action: the log can take an entry (its tail parses, the database
+        answers), so an action is never done and then left unrecorded for a damaged log."""
+        if self.pg:
+            self._connect_pg().close()
+            return
+        if not os.path.exists(self.location):
+            return
+        try:
+            fd = os.open(self.location, os.O_RDONLY)
+        except OSError as exc:
+            raise AuditError(f"{self.location}: cannot open the audit log ({exc.strerror})") from None
+        try:
+            last = _last_line(fd)
+        finally:
+            os.close(fd)
+        if last is not None:
+            try:
+                tail = json.loads(last)
+                int(tail["seq"]), str(tail["hash"])
+            except (ValueError, KeyError, TypeError):
+                raise AuditError(f"{self.location}: the last entry is damaged; run 'citycard audit verify "
+                                 f"{self.location}' (nothing was done)") from None
+
     def append(self, action: str, subject: str = "", **details: Any) -> dict[str, Any]:
         """Append one entry (``action`` like ``"batch.created"``) and return it."""
         if not action or any(c.isspace() for c in action):

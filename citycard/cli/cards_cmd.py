@@ -36,7 +36,8 @@ def cards() -> None:
 @click.option("--ledger", default=None, metavar="LEDGER",
               help="The clearing ledger: cards terminals blocked on the spot (hotlisted) become 'blocked'.")
 @click.option("-p", "--profile", "profile_path", default=None, metavar="PROFILE",
-              help="With --journal: the batches' profile, whose applications are recorded with each card.")
+              help="With --journal: the profile file the batches were issued from; its applications are recorded "
+                   "with the cards of those batches.")
 def import_(register: str, journal: str | None, batch: str | None, ledger: str | None,
             profile_path: str | None) -> None:
     """Register the verified cards of a batch journal, and/or the blocks terminals reported
@@ -50,7 +51,7 @@ def import_(register: str, journal: str | None, batch: str | None, ledger: str |
                 from ..profile import load_profile
 
                 apps = tuple(df.name for df in load_profile(profile_path).apps)
-            added, already = reg.import_journal(journal, batch, apps)
+            added, already = reg.import_journal(journal, batch, apps, profile_path)
             audit("cards.imported", journal, batch=batch, added=added, already=already)
             click.echo(f"registered {added} cards ({already} already in the register)")
         if ledger is not None:
@@ -190,8 +191,9 @@ def export(register: str, out: str, full: bool, since: int | None, cred: str, si
             header = write_hotlist(out, signer, version=version, entries=((s, True) for s in serials))
         else:
             version = reg.hotlist_version()
-            if since > version:
-                raise InputError(f"--since {since}: the register's hotlist is at version {version}")
+            if since >= version:
+                raise InputError(f"--since {since}: the register's hotlist is at version {version}: "
+                                 + ("nothing changed since" if since == version else "no such version yet"))
             changes = ((s, c == "add") for v, s, c in reg.hotlist_changes(since) if v <= version)
             header = write_hotlist(out, signer, version=version, entries=changes, base=since)
     audit("hotlist.exported", out, kind=header.kind, version=header.version, base=header.base, entries=header.count)

@@ -319,6 +319,8 @@ def cli(ctx: click.Context, log_level: str, transcript: str | None, audit_log: s
                             format="%(levelname)s %(name)s: %(message)s", force=True)
     app = AppContext(transcript_path=transcript, audit_log=audit_log, audit_seal=audit_seal, operator=operator,
                      roster=roster)
+    if audit_log is not None and ctx.invoked_subcommand != "audit":
+        app.audit_log().check_writable()      # before the action: never done and then not recorded
     ctx.obj = app
     ctx.call_on_close(app.close)
 

@@ -91,7 +91,7 @@ def purchase(app, profile_path, card_sim, card_reader, psam_reader, psam_sim, ap
         from ..lifecycle import TerminalHotlist
 
         hotlist = TerminalHotlist(hotlist_state)
-        if hotlist.version == 0:
+        if not hotlist.loaded:
             raise InputError(f"--hotlist-state {hotlist_state}: no hotlist loaded yet ('citycard terminal hotlist')")
     psam_session = app.open_session(psam_reader, sim=psam_sim)
     try:

@@ -149,15 +149,23 @@ def read_hotlist(path: str | os.PathLike[str], trusted: Iterable) -> tuple[Hotli
     if header.kind == "delta" and version <= base:
         raise HotlistError(f"{where}: a delta from version {base} to {version}")
 
+    signed = digest.digest()
+
     def entries() -> Iterator[tuple[str, bool]]:
+        """The entries, hashed again as they are read: a file changed since its signature was
+        checked fails at its end (the caller applies nothing before the end)."""
+        again = hashlib.sha256()
         with open(path, "rb") as g:
-            g.seek(_HEADER.size)
+            again.update(g.read(_HEADER.size))
             for i in range(count):
                 rec = g.read(ENTRY_SIZE)
-                flag = rec[8]
+                again.update(rec)
+                flag = rec[8] if len(rec) == ENTRY_SIZE else -1
                 if flag not in (0, 1) or (header.kind == "full" and flag != 1):
                     raise HotlistError(f"{where}: entry {i + 1}: flag byte {flag:02X}")
                 yield bcd_serial(rec[:8]), flag == 1
+        if again.digest() != signed:
+            raise HotlistError(f"{where}: the file changed while it was read: nothing applied")
     return header, entries()
 
 
@@ -168,7 +176,7 @@ class TerminalHotlist:
 
     def __init__(self, state_file: str | os.PathLike[str] | None = None) -> None:
         self.state_file = Path(state_file) if state_file is not None else None
-        self.version = 0
+        self.version = -1                   # none loaded yet (a first full list may be version 0)
         self._serials: set[str] = set()
         if self.state_file is not None and self.state_file.exists():
             import json
@@ -186,11 +194,17 @@ class TerminalHotlist:
     def __len__(self) -> int:
         return len(self._serials)
 
+    @property
+    def loaded(self) -> bool:
+        return self.version >= 0
+
     def load(self, path: str | os.PathLike[str], trusted: Iterable) -> HotlistHeader:
         header, entries = read_hotlist(path, trusted)
         if header.version <= self.version:
             raise HotlistError(f"{path}: version {header.version} is not newer than the version held "
                                f"({self.version}): refused (rollback)")
+        if header.kind == "delta" and self.version < 0:
+            raise HotlistError(f"{path}: a delta, but this terminal holds no hotlist yet: load a full list first")
         if header.kind == "delta" and header.base != self.version:
             raise HotlistError(f"{path}: a delta from version {header.base}, but this terminal holds version "
                                f"{self.version}: load a full list")

@@ -139,10 +139,11 @@ class Register:
         check_serial(serial)
         at = now()
         with self.db.transaction() as cur:
-            if cur.execute("SELECT state FROM cards WHERE serial = ?", (serial,)).fetchone() is not None:
-                return False
-            cur.execute(f"INSERT INTO cards ({_CARD_COLS}) VALUES (?, ?, ?, ?, ?, 'issued', ?, NULL, ?, ?, ?, ?)",
+            cur.execute(f"INSERT INTO cards ({_CARD_COLS}) VALUES (?, ?, ?, ?, ?, 'issued', ?, NULL, ?, ?, ?, ?) "
+                        "ON CONFLICT (serial) DO NOTHING",       # two counters importing at once: one wins
                         (serial, cardholder_id, profile, batch, row, parent, replaces, at, at, ",".join(apps)))
+            if cur.rowcount == 0:
+                return False
             self._event(cur, serial, "issue", None, "issued", at, reason)
             return True
 
@@ -202,6 +203,8 @@ class Register:
         check_serial(serial)
         at = now()
         with self.db.transaction() as cur:
+            if self.db.pg:     # hotlist versions commit in the order they are given (a delta never skips one)
+                cur.execute("SELECT pg_advisory_xact_lock(736868)")
             row = cur.execute("SELECT state FROM cards WHERE serial = ?" + (" FOR UPDATE" if self.db.pg else ""),
                               (serial,)).fetchone()
             if row is None:
@@ -226,10 +229,12 @@ class Register:
                                                          self.station, reason))
 
     # ------------------------------------------------------------------ from the journal
-    def import_journal(self, journal_url: str, batch: str | None = None,
-                       apps: tuple[str, ...] = ()) -> tuple[int, int]:
+    def import_journal(self, journal_url: str, batch: str | None = None, apps: tuple[str, ...] = (),
+                       apps_profile: str | None = None) -> tuple[int, int]:
         """Register every verified card of a batch journal (streamed); ``(added, already)``.
-        ``apps``: the applications of the batches' profile (``cards import --profile``)."""
+        ``apps``: the applications of the profile file ``apps_profile`` (``cards import
+        --profile``), recorded only for the batches issued from that same file."""
+        from pathlib import Path
         from ..perso.journal import Journal
 
         added = already = 0
@@ -243,8 +248,11 @@ class Register:
                 if b not in profiles:
                     found = j.find_batch(b)
                     profiles[b] = found[1] if found else ""
+                same = apps_profile is not None and profiles[b] != "" and \
+                    Path(profiles[b]).resolve() == Path(apps_profile).resolve()
                 if self.add_card(str(rec["card_serial"]), str(rec["cardholder_id"]), profiles[b], batch=b,
-                                 row=int(rec["row"]), reason=f"journal {os.path.basename(journal_url)}", apps=apps):
+                                 row=int(rec["row"]), reason=f"journal {os.path.basename(journal_url)}",
+                                 apps=apps if same else ()):
                     added += 1
                 else:
                     already += 1
