@@ -418,3 +418,41 @@ def test_dropped_per_card_keys_leave_no_objects(source):
         crypto.tac_key(source.derive("transit", "dtk", factor)).kcv()
         del h
     assert session_objects() <= before + 1
+
+
+def test_key_inventory_in_the_token(hsm, loaded, run_cli, monkeypatch):
+    """A token's masters have a state and dates too (a data object of the token): a compromised
+    master is refused for issuing and for cards already issued, by name; a retired one still
+    serves named versions; the listing shows it; nothing about it prints a key or the PIN."""
+    from citycard.keys import KeyError_
+
+    uri = hsm.uri()
+    r = run_cli("keys", "set", uri, "--unit", "library", "--name", "damk", "--version", "1", "--state", "retired",
+                "--expiry", "2099-01-01")
+    assert r.exit_code == 0, r.stderr
+    r = run_cli("keys", "set", uri, "--unit", "library", "--name", "master", "--version", "1", "--state",
+                "compromised")
+    assert r.exit_code == 0 and "compromised" in r.stdout, r.stderr
+    src = open_source(uri)
+    try:
+        assert src.derive("library", "damk", FACTOR, version=1) is not None        # a retired version, named
+        with pytest.raises(KeyError_, match="no version of library/damk may be used today .version 1 retired"):
+            src.derive("library", "damk", FACTOR)
+        with pytest.raises(KeyError_, match="library/master version 1 is compromised"):
+            src.derive("library", "master", FACTOR, version=1)
+        assert src.kcv("library", "master") == crypto.kcv(MASTERS[("library", "master")])   # still listed
+    finally:
+        src.close()
+    listed = run_cli("keys", "list", uri, "--json").json()["keys"]
+    assert {(k["unit"], k["name"]): k["state"] for k in listed}[("library", "master")] == "compromised"
+    r = run_cli("keys", "set", uri, "--unit", "library", "--name", "master", "--version", "1", "--state", "active")
+    assert r.exit_code == 2 and "stays compromised" in r.stderr
+    _no_secret(r.stdout + r.stderr, hsm)
+    # put the token back as the other tests of the module found it (a fresh inventory)
+    src = open_source(uri)
+    try:
+        from citycard.keys.pkcs11_inventory import write_inventory
+
+        write_inventory(src._token, src.name, {})
+    finally:
+        src.close()

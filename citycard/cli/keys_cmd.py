@@ -249,7 +249,7 @@ def _state(life) -> str:
 
 
 @keys.command("set")
-@click.argument("keystore", type=click.Path(dir_okay=False))
+@click.argument("keystore")
 @click.option("--unit", required=True, help="Service unit of the key, e.g. transit.")
 @click.option("--name", required=True, help="Key name (role), e.g. dlk.")
 @click.option("--version", "key_version", type=click.IntRange(1, 255), required=True, help="The key version.")
@@ -259,12 +259,23 @@ def _state(life) -> str:
 @_pfile_option
 def set_(keystore: str, unit: str, name: str, key_version: int, state: str | None, activation: str | None,
          expiry: str | None, passphrase_file: str | None) -> None:
-    """Key inventory: change a key version's state or dates."""
+    """Key inventory: change a key version's state or dates (KEYSTORE: a keystore or an HSM
+    token as a pkcs11: URI)."""
     from ..keys.inventory import check_date
 
     if state is None and activation is None and expiry is None:
         raise InputError("keys set: give --state, --activation or --expiry")
     activation, expiry = check_date(activation, "--activation"), check_date(expiry, "--expiry")
+    if keystore.startswith("pkcs11:"):       # a token's masters: its inventory object (docs/keys.md)
+        src = _open_hsm(keystore)
+        try:
+            info = src.set_lifecycle(unit, name, key_version, state=state, activation=activation, expiry=expiry)
+            audit(f"keys.{'state-changed' if state else 'dates-changed'}", f"{unit}/{name} version {key_version}",
+                  token=src.name, kcv=_kcv(info.kcv), **info.life.as_dict())
+            click.echo(f"{unit}/{name} version {key_version} in {src.name} (KCV {_kcv(info.kcv)}): {info.life.text()}")
+        finally:
+            src.close()
+        return
     store = _open(keystore, passphrase_file)
     try:
         info = store.set_lifecycle(unit, name, key_version, state=state, activation=activation, expiry=expiry)
@@ -384,9 +395,9 @@ def _list_hsm(uri: str, as_json: bool) -> None:
                f"{'in the token' if inside else 'by C_Encrypt: the token lacks CKM_DES3_ECB_ENCRYPT_DATA'})")
     if not infos:
         return
-    rows = [("UNIT", "NAME", "VERSION", "KCV", "LABEL", "SENSITIVE", "EXTRACTABLE", "HALVES")]
+    rows = [("UNIT", "NAME", "VERSION", "KCV", "LABEL", "SENSITIVE", "EXTRACTABLE", "HALVES", "STATE")]
     rows += [(i.unit, i.name, str(i.version), _kcv(i.kcv), i.label, "yes" if i.sensitive else "NO",
-              "YES" if i.extractable else "no", "yes" if i.direct else "") for i in infos]
+              "YES" if i.extractable else "no", "yes" if i.direct else "", _state(i.life)) for i in infos]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())

@@ -52,7 +52,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .source import KeyError_
+from .inventory import Lifecycle
 from .pkcs11_import import mark_purpose, read_purpose, store_master
+from .pkcs11_inventory import read_inventory, write_inventory
 from .pkcs11_key import Pkcs11Key
 from .pkcs11_token import Token, open_token
 from .pkcs11_uri import (DEFAULT_LABELS, DEFAULT_MODULES, MODULE_ENV, PIN_ENV, HsmError, Pkcs11Uri, parse_uri,
@@ -91,11 +93,12 @@ class HsmKeyInfo:
     sensitive: bool
     extractable: bool
     direct: bool             # its single-DES halves are in the token too
+    life: Lifecycle = Lifecycle()   # state and dates (the token's key inventory)
 
     def as_dict(self) -> dict[str, Any]:
         return {"unit": self.unit, "name": self.name, "version": self.version, "algorithm": "3des",
                 "kcv": self.kcv.hex().upper(), "label": self.label, "sensitive": self.sensitive,
-                "extractable": self.extractable, "direct": self.direct}
+                "extractable": self.extractable, "direct": self.direct, **self.life.as_dict()}
 
 
 @dataclass
@@ -122,6 +125,7 @@ class Pkcs11Source:
         self._handles: dict[tuple[str, str, int], Pkcs11Key] = {}
         self._scan()
         self.purpose = read_purpose(token, self.name)   # the token's marker (docs/keys.md), None: unmarked
+        self._life = read_inventory(token, self.name)   # states and dates of the masters (docs/keys.md)
 
     @property
     def test_keys(self) -> bool:
@@ -218,13 +222,51 @@ class Pkcs11Source:
     def label(self, unit: str, role: str) -> str:
         return self.uri.labels.format(unit=unit, role=role)
 
+    def life(self, unit: str, role: str, version: int) -> Lifecycle:
+        return self._life.get((unit, role, version), Lifecycle())
+
+    def in_force(self, unit: str, role: str, version: int | None = None) -> int:
+        """The version to use, by the token's key inventory (the rules of
+        :meth:`citycard.keys.keystore.Keystore.in_force`); refused with the reason."""
+        versions = self.versions(unit, role)
+        if not versions:
+            raise KeyError_(f"{self.name} holds no key {unit}/{role}")
+        if version is not None:
+            if version not in versions:
+                raise KeyError_(f"{self.name} holds no key {unit}/{role} version {version}")
+            why = self.life(unit, role, version).refusal(issuing=False)
+            if why is not None:
+                raise KeyError_(f"{self.name}: {unit}/{role} version {version} is {why}: not used")
+            return version
+        reasons = []
+        for v in reversed(versions):
+            why = self.life(unit, role, v).refusal(issuing=True)
+            if why is None:
+                return v
+            reasons.append(f"version {v} {why}")
+        raise KeyError_(f"{self.name}: no version of {unit}/{role} may be used today ({'; '.join(reasons)})")
+
+    def version_in_force(self, unit: str, role: str) -> int:
+        return self.in_force(unit, role)
+
+    def set_lifecycle(self, unit: str, role: str, version: int, *, state: str | None = None,
+                      activation: str | None = None, expiry: str | None = None) -> HsmKeyInfo:
+        """Change a master version's state or dates in the token's inventory."""
+        if version not in self.versions(unit, role):
+            raise KeyError_(f"{self.name} holds no key {unit}/{role} version {version}")
+        life = self.life(unit, role, version).change(state=state, activation=activation, expiry=expiry)
+        versions = dict(self._life)
+        versions[(unit, role, version)] = life
+        write_inventory(self._token, self.name, versions)
+        self._life = versions
+        return next(i for i in self.keys() if (i.unit, i.name, i.version) == (unit, role, version))
+
     def master(self, unit: str, role: str, version: int | None = None) -> Pkcs11Key:
-        """A handle on the master itself (it never leaves the token)."""
-        if version is None:
-            versions = self.versions(unit, role)
-            if not versions:
-                raise KeyError_(f"{self.name} holds no key {unit}/{role}")
-            version = versions[-1]
+        """A handle on the master itself (it never leaves the token), of the version the key
+        inventory allows (:meth:`in_force`)."""
+        return self._handle(unit, role, self.in_force(unit, role, version))
+
+    def _handle(self, unit: str, role: str, version: int) -> Pkcs11Key:
         m = self._masters.get((unit, role, version))
         if m is None:
             raise KeyError_(f"{self.name} holds no key {unit}/{role} version {version}")
@@ -268,7 +310,13 @@ class Pkcs11Source:
         return key
 
     def kcv(self, unit: str, role: str, *, version: int | None = None) -> bytes:
-        return self.master(unit, role, version).kcv()
+        """A master's KCV (any state: a KCV is what custodians check a key by)."""
+        if version is None:
+            versions = self.versions(unit, role)
+            if not versions:
+                raise KeyError_(f"{self.name} holds no key {unit}/{role}")
+            version = versions[-1]
+        return self._handle(unit, role, version).kcv()
 
     # -------------------------------------------------------------- listing
     def keys(self) -> list[HsmKeyInfo]:
@@ -281,7 +329,7 @@ class Pkcs11Source:
             sens, extr = t.call("read key attributes", lambda: t.session.getAttributeValue(
                 m.obj, [P.CKA_SENSITIVE, P.CKA_EXTRACTABLE]))
             out.append(HsmKeyInfo(u, r, v, self.kcv(u, r, version=v), self.label(u, r), bool(sens), bool(extr),
-                                  bool(m.halves)))
+                                  bool(m.halves), self.life(u, r, v)))
         return out
 
     def attributes(self, unit: str, role: str, version: int | None = None) -> dict[str, Any]:
