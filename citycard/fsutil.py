@@ -63,3 +63,14 @@ def open_private_text(path: str | os.PathLike[str], *, append: bool = False) -> 
 def readable_by_others(path: str | os.PathLike[str]) -> bool:
     """Whether a file's mode lets its group or other users read it."""
     return bool(os.stat(path).st_mode & 0o044)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a file, read in blocks (constant memory): data files, terminal logs."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()

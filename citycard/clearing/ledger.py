@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import CitycardError, InputError
+from ..fsutil import file_sha256
 from ..terminal.txlog import TxRecord, read_records
 
 MONEY = ("accepted", "suspicious")
@@ -92,14 +93,6 @@ def record_hash(rec: TxRecord) -> str:
     return hashlib.sha256(rec.to_json().encode("ascii")).hexdigest()
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 16), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Ledger:
     def __init__(self, url: str, *, create: bool = True) -> None:
         from ..db import Database
@@ -128,7 +121,7 @@ class Ledger:
             for path in paths:
                 files += 1
                 try:
-                    digest = _file_sha256(path)
+                    digest = file_sha256(path)
                 except FileNotFoundError:
                     raise InputError(f"{path}: no such terminal log") from None
                 if cur.execute("SELECT id FROM imports WHERE file_sha256 = ?", (digest,)).fetchone():

@@ -269,7 +269,7 @@ def replace(app, register: str, serial: str, journal: str, profile_path: str, da
     from ..clearing import Ledger
     from ..hexutil import parse_hex
     from ..lifecycle import check_replaceable, replace_card
-    from ..perso.batch import file_sha256
+    from ..fsutil import file_sha256
     from ..perso.job import prepare
     from ..perso.journal import Journal
     from ..perso.run import personalize

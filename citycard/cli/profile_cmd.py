@@ -42,7 +42,8 @@ def check(path: str, data_path: str | None, encoding: str, journal_url: str | No
 
             journal = Journal(journal_url, create=False)
         try:
-            from ..perso.batch import batch_name, file_sha256
+            from ..fsutil import file_sha256
+            from ..perso.batch import batch_name
 
             own = batch_name(data.path, file_sha256(data.path))   # the batch run of this very file
             issued = (lambda ids: journal.issued(ids, own)) if journal is not None else None

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import hashlib
 import logging
 import multiprocessing
 import socket
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import CitycardError, InputError, TransportError
+from ..fsutil import file_sha256
 from ..keys import KeyRing
 from ..spec import CardSpec
 from ..transport import CardSession
@@ -129,14 +129,6 @@ def _die_with_parent() -> None:
 
 def batch_name(data_path: str, sha: str) -> str:
     return f"{Path(data_path).stem}-{sha[:8]}"
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 16), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Batch:
