@@ -301,3 +301,63 @@ def test_purse_keys_of_an_unknown_algorithm_are_refused_by_name(algorithm, known
     else:
         with pytest.raises(PurseError, match=f"algorithm id {algorithm:02X}.*SPEC §6.6"):
             _known_algorithm(init, "INITIALIZE FOR PURCHASE")
+
+
+def test_a_grey_transaction_is_logged_and_proven_later(demo, tmp_path, monkeypatch):
+    """The card's answer to the DEBIT is lost and the card does not come back (CardGone): the
+    terminal logs a grey record; presented again, `prove` gets GET TRANSACTION PROVE's TAC (checked
+    with the keys) and a proven record, or finds it never happened; clearing then settles it."""
+    from citycard.clearing import Ledger, TacVerifier
+    from citycard.errors import TransportError
+    from citycard.terminal.purse import CardGone
+    from citycard.terminal.txlog import append_record, read_records
+
+    spec, keys, _ = demo
+    outcomes = set()
+    for n in range(1, 9):
+        card, session = personalized(demo)
+        term = PurseTerminal(session, spec, keys)
+        term.settle_timeout = 0          # the card is gone for good: no waiting (no wall-clock test)
+        term.load(1000)
+        log = tmp_path / f"t{n}.log"
+        append_record(log, term.load(0 + 500).record())
+        t = session.transport
+
+        def gone():
+            raise TransportError("no card in the reader")
+        monkeypatch.setattr(t, "reset", gone)
+        if hasattr(t, "reconnect"):
+            monkeypatch.setattr(t, "reconnect", gone)
+        card.nvm.tear_after = n
+        try:
+            term.purchase(300, terminal_serial=7)
+        except CardGone as exc:
+            append_record(log, exc.pending.record())
+        except NotCompleted:
+            continue
+        else:
+            continue
+        finally:
+            card.nvm.tear_after = None
+            monkeypatch.undo()
+        grey = [r for _l, r in read_records(log)][-1]
+        assert grey.status == "grey" and grey.tac is None and grey.ttsn == "00000007"
+        # presented again, at another terminal session
+        t2 = SimTransport(card)
+        t2.connect()
+        again = PurseTerminal(CardSession(t2), spec, keys)
+        balance = again.balance()
+        try:
+            proven = again.prove(grey)
+        except NotCompleted:
+            outcomes.add("never happened")
+            assert balance == 1500                                        # nothing was charged
+            continue
+        outcomes.add("proven")
+        assert balance == 1200 and proven.status == "proven" and proven.tac
+        append_record(log, proven)
+        with Ledger(str(tmp_path / f"l{n}.db")) as book:
+            s = book.import_logs([str(log)], TacVerifier(spec, keys))
+            assert s.verdicts == {"accepted": 2, "settled": 1}, s.verdicts
+            assert book.carried_balance(grey.card, "transit") == (1200, 0)
+    assert outcomes == {"never happened", "proven"}, outcomes

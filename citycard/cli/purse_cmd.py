@@ -153,12 +153,20 @@ def _tx(kind):
             term.select()
             if term.purse.kind == "ed":
                 term.verify_pin(_pin_value("CITYCARD_PIN", "PIN"))
-            if kind == "load":
-                res = term.load(amount, key_id=key_id)
-            elif kind == "unload":
-                res = term.unload(amount, key_id=key_id)
-            else:
-                res = term.purchase(amount, capp=_capp(capp_station, capp_line), key_id=key_id, terminal_serial=ttsn)
+            from ..terminal.purse import CardGone
+
+            try:
+                if kind == "load":
+                    res = term.load(amount, key_id=key_id)
+                elif kind == "unload":
+                    res = term.unload(amount, key_id=key_id)
+                else:
+                    res = term.purchase(amount, capp=_capp(capp_station, capp_line), key_id=key_id,
+                                        terminal_serial=ttsn)
+            except CardGone as gone:
+                if log is not None and gone.pending is not None:    # a grey record: proven later (purse prove)
+                    append_record(log, gone.pending.record("host"))
+                raise
         finally:
             session.close()
         if log is not None:
@@ -180,6 +188,47 @@ def _tx(kind):
 _tx("load")
 _tx("purchase")
 _tx("unload")
+
+
+@purse.command()
+@_common
+@click.option("--log", "log", required=True, metavar="FILE", type=click.Path(dir_okay=False, exists=True),
+              help="The terminal log holding this card's grey records (a transaction whose card went away).")
+@click.pass_obj
+def prove(app, reader, sim, profile_path, keys, app_name, as_json, log):
+    """Settle this card's grey transactions of the terminal --log: GET TRANSACTION PROVE for each,
+    its TAC checked, the proven record appended to the log for clearing (a transaction that never
+    completed stays grey: it is not money)."""
+    from ..terminal.purse import NotCompleted
+    from ..terminal.txlog import append_record, read_records
+
+    session, term = _terminal(app, reader, sim, profile_path, keys, app_name)
+    results = []
+    try:
+        serial = term.select()
+        settled = {(r.kind, r.counter) for _n, r in read_records(log) if r.card == serial and r.status != "grey"}
+        grey = [r for _n, r in read_records(log) if r.card == serial and r.status == "grey" and r.app == term.df.name
+                and (r.kind, r.counter) not in settled]
+        for g in grey:
+            try:
+                proven = term.prove(g)
+            except NotCompleted as exc:
+                results.append({"kind": g.kind, "counter": g.counter, "amount_fen": g.amount, "proven": False,
+                                "why": str(exc)})
+                continue
+            append_record(log, proven)
+            results.append({"kind": g.kind, "counter": g.counter, "amount_fen": g.amount, "proven": True,
+                            "tac": proven.tac})
+    finally:
+        session.close()
+    if as_json:
+        click.echo(json.dumps({"card": serial, "grey": results}))
+        return
+    if not results:
+        click.echo(f"card {serial}: no grey transaction in {log}")
+    for r in results:
+        click.echo(f"card {serial} {r['kind']} counter {r['counter']} {yuan(r['amount_fen'])} yuan: "
+                   + (f"proven (TAC {r['tac']}), appended to {log}" if r["proven"] else "never completed: not charged"))
 
 
 @purse.command()

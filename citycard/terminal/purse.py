@@ -34,6 +34,7 @@ from ..keys.handles import Key
 from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
 from ..transport import CardSession
 from .identify import CardRefused, identify_for_service
+from .txlog import TxRecord
 
 
 T = TypeVar("T")
@@ -67,17 +68,18 @@ class TxResult:
     algorithm: int = 0
     key_version: int = 0
 
-    def record(self, source: str = "host"):
+    def record(self, source: str = "host") -> TxRecord:
         """This transaction as a terminal-log record (docs/clearing.md); an unload has no TAC
-        (its MAC3 is under a session key) and is not a clearing record."""
-        from .txlog import TxRecord
-
+        (its MAC3 is under a session key) and is not a clearing record; a transaction whose
+        card went away before proving it (no TAC) is a grey record."""
         if self.kind == "unload":
             raise PurseError("an unload has no TAC: it is not logged for clearing")
+        grey = not self.tac
         return TxRecord(self.kind.replace(" ", "-"), self.app, self.card, self.counter, self.balance_before,
                         self.amount, self.ttype, self.terminal.hex().upper(),
                         self.ttsn.hex().upper() if self.ttsn is not None else None, self.date.hex(), self.time.hex(),
-                        self.tac.hex().upper(), "proven" if self.recovered else "ok", source, self.algorithm,
+                        None if grey else self.tac.hex().upper(),
+                        "grey" if grey else "proven" if self.recovered else "ok", source, self.algorithm,
                         key_version=self.key_version)
 
 
@@ -89,11 +91,25 @@ class NotCompleted(PurseError):
     """The card lost power before completing the transaction: nothing was charged."""
 
 
+class CardGone(PurseError):
+    """The completing command's answer was lost and the card did not come back to prove it:
+    the transaction may or may not have happened (a grey transaction).  ``pending`` is the
+    transaction as it would be, without its TAC: logged as a grey record, settled later by
+    :meth:`PurseTerminal.prove` when the card is presented again (docs/clearing.md)."""
+
+    def __init__(self, message: str, pending: "TxResult | None" = None) -> None:
+        super().__init__(message)
+        self.pending = pending
+
+
 def _now_bcd(when: _dt.datetime) -> tuple[bytes, bytes]:
     return bytes.fromhex(when.strftime("%Y%m%d")), bytes.fromhex(when.strftime("%H%M%S"))
 
 
 class PurseTerminal:
+    #: seconds to wait for a card whose completing answer was lost to come back and prove it
+    settle_timeout = 20.0
+
     def __init__(self, session: CardSession, spec: CardSpec, keys: KeySource, app: str | None = None,
                  terminal_id: bytes = b"\x00\x00\x00\x00\x00\x01") -> None:
         self.session, self.spec, self.keys = session, spec, keys
@@ -200,7 +216,7 @@ class PurseTerminal:
             pass
         t = self.session.transport
         again = getattr(t, "reconnect", None) or t.reset
-        deadline = _time.monotonic() + 20.0
+        deadline = _time.monotonic() + self.settle_timeout
         while True:  # the reader may still show the old card for a moment: retry until it answers
             try:
                 again()
@@ -209,8 +225,8 @@ class PurseTerminal:
                 break
             except TransportError:
                 if _time.monotonic() > deadline:
-                    raise PurseError("the card did not come back to settle the transaction; present it again "
-                                     "and check its history before retrying") from None
+                    raise CardGone("the card did not come back to settle the transaction (a grey transaction): "
+                                   "present it again to 'purse prove' it; never retry it") from None
                 _time.sleep(0.1)
         if r.sw == 0x9406:
             raise NotCompleted("the card lost power before the transaction completed: nothing was charged "
@@ -220,6 +236,40 @@ class PurseTerminal:
         if r.data != expect:
             raise PurseError("GET TRANSACTION PROVE: the card's proof does not match this transaction")
         return None, True
+
+    def prove(self, grey: TxRecord) -> TxRecord:
+        """Settle a grey transaction of this card (its record from the terminal log): GET
+        TRANSACTION PROVE for its counter; the TAC the card gives is checked with the keys and
+        the record comes back ``proven`` (to append to the log: clearing then settles the grey
+        one).  The card answers ``9406`` when the transaction never happened: :class:`NotCompleted`."""
+        from dataclasses import replace
+
+        self.identify()
+        serial = self.select()
+        if serial != grey.card or grey.app != self.df.name:
+            raise PurseError(f"this card is {serial} ({self.df.name}); the grey record is of card {grey.card} "
+                             f"({grey.app})")
+        r = self.session.send(purse.get_transaction_prove(grey.ttype, grey.counter))
+        if r.sw == 0x9406:
+            raise NotCompleted(f"card {serial}: the transaction of counter {grey.counter} never completed: "
+                               "nothing was charged (the grey record stays grey; it is not money)")
+        if r.sw != 0x9000:
+            raise PurseRefused(r.sw, "GET TRANSACTION PROVE")
+        proof = purse.TransactionProof.parse(r.data)
+        alg = pboc.alg_of_id(grey.algorithm) or "des"
+        tac_spec = [k for k in self.df.keys if k.ktype == KeyType.TAC and k.alg == alg]
+        version = grey.key_version if tac_spec and tac_spec[0].master_version else None
+        dtk = self._tac_key(alg, version)
+        terminal, date, time = bytes.fromhex(grey.terminal), bytes.fromhex(grey.date), bytes.fromhex(grey.time)
+        if grey.kind == "load":
+            expect = pboc.load_tac(dtk, grey.balance_after, grey.counter, grey.amount, grey.ttype, terminal, date,
+                                   time, alg=alg)
+        else:
+            expect = pboc.purchase_tac(dtk, grey.amount, grey.ttype, terminal, bytes.fromhex(grey.ttsn or ""), date,
+                                       time, alg=alg)
+        if proof.tac != expect:
+            raise PurseError(f"card {serial}: its proof of counter {grey.counter} is not this transaction's TAC")
+        return replace(grey, tac=proof.tac.hex().upper(), status="proven")
 
     def balance(self) -> int:
         if self.serial is None:
@@ -251,7 +301,12 @@ class PurseTerminal:
             raise PurseError("INITIALIZE FOR LOAD: MAC1 from the card is wrong (not our card, or wrong keys)")
         mac2 = pboc.load_mac2(ses, amount, ttype, self.terminal, date, time, alg=alg)
         tac = pboc.load_tac(dtk, bal + amount, ctr, amount, ttype, self.terminal, date, time, alg=alg)
-        r, recovered = self._final(purse.credit_for_load(date, time, mac2), ttype, ctr, mac2 + tac)
+        try:
+            r, recovered = self._final(purse.credit_for_load(date, time, mac2), ttype, ctr, mac2 + tac)
+        except CardGone as gone:
+            raise CardGone(str(gone), TxResult("load", amount, bal, bal + amount, ctr, b"", False, self.df.name,
+                                               str(self.serial), ttype, self.terminal, None, date, time,
+                                               init.algorithm, init.key_version)) from None
         if r is not None:
             if r.sw != 0x9000:
                 raise PurseRefused(r.sw, "CREDIT FOR LOAD")
@@ -297,8 +352,13 @@ class PurseTerminal:
         c = pboc.purchase_cryptogram(dpk, dtk, random=random, counter=ctr, terminal_serial=serial, amount=amount,
                                      terminal=self.terminal, date=date, time=time, ttype=ttype, auth_code=code,
                                      alg=alg)
-        r, recovered = self._final(purse.debit_for_purchase(serial, date, time, c.mac1), ttype, ctr,
-                                   c.mac2 + c.tac)
+        try:
+            r, recovered = self._final(purse.debit_for_purchase(serial, date, time, c.mac1), ttype, ctr,
+                                       c.mac2 + c.tac)
+        except CardGone as gone:
+            raise CardGone(str(gone), TxResult("capp purchase" if capp else "purchase", amount, bal, bal - amount,
+                                               ctr, b"", False, self.df.name, str(self.serial), ttype, self.terminal,
+                                               serial, date, time, init.algorithm, init.key_version)) from None
         if r is not None:
             if r.sw != 0x9000:
                 raise PurseRefused(r.sw, "DEBIT FOR PURCHASE")
