@@ -271,3 +271,19 @@ def test_a_damaged_log_stops_the_action_before_it_is_done(run_cli, tmp_path, mon
     assert run_cli("keys", "list", str(ks), "--json").json()["keys"] == []     # nothing generated
     r = run_cli("--audit-log", str(log), "audit", "verify")                   # reading it still works
     assert r.exit_code == 1
+
+
+def test_a_refused_data_file_releases_no_batch(run_cli, tmp_path):
+    from tests.test_batch import batch_args, make_csv
+
+    log = tmp_path / "audit.log"
+    bad = make_csv(tmp_path / "bad.csv", 3, mutate=lambda i, r: r.update(id_number="12345") if i == 2 else None)
+    r = run_cli("--audit-log", str(log), *batch_args(bad, tmp_path / "j.db", "--sims", "1"))
+    assert r.exit_code == 2 and "bad.csv" in r.stderr, r.stderr
+    actions = [json.loads(x)["action"] for x in log.read_text().splitlines()] if log.exists() else []
+    assert "batch.released" not in actions
+    good = make_csv(tmp_path / "good.csv", 2)
+    r = run_cli("--audit-log", str(log), *batch_args(good, tmp_path / "j.db", "--sims", "1"))
+    assert r.exit_code == 0, r.stderr
+    actions = [json.loads(x)["action"] for x in log.read_text().splitlines()]
+    assert actions[-4:] == ["batch.released", "card.verified", "card.verified", "batch.finished"]

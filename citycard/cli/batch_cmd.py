@@ -96,11 +96,12 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
         a = dual_control("card.reissue", b.batch, {"rows": reissue}, production=production, approve=approve,
                          pfiles=approve_pfiles, pinned=pinned)
         approvals.update(a.audit_details() if a else {})
-    audit("batch.released" if new_batch else "batch.resumed", b.batch, profile=job.spec.name, data_sha256=b.sha,
-          station=b.station, reissue=reissue, **approvals)
+    def released() -> None:       # once the data file is validated: a refused file released nothing
+        audit("batch.released" if new_batch else "batch.resumed", b.batch, profile=job.spec.name, data_sha256=b.sha,
+              station=b.station, reissue=reissue, **approvals)
     if retry_failed:
         click.echo(f"{b.retry_failed()} failed row(s) back to pending", err=True)
-    result = b.run(sources, on_progress=ProgressBar(sys.stderr))
+    result = b.run(sources, on_progress=ProgressBar(sys.stderr), on_prepared=released)
     audit("batch.finished" if not (result.counts["pending"] + result.counts["in_progress"]) else "batch.stopped",
           result.batch, processed=result.processed, verified=result.verified, failed=result.failed)
     summary = {"batch": result.batch, "processed": result.processed, "verified": result.verified,

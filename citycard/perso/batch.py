@@ -212,11 +212,15 @@ class Batch:
             raise InputError(tally.message(self.data.path))
 
     def run(self, sources: list[CardSource], *, on_progress: ProgressCallback | None = None,
-            processes: bool = True) -> BatchResult:
+            processes: bool = True, on_prepared: Callable[[], None] | None = None) -> BatchResult:
         """Run the batch.  Readers of in-process cards (simulated) run in worker processes when
         ``processes`` (the card OS is pure Python: threads would share one core); PC/SC readers
-        run as threads.  ``on_progress`` is called after every card and at the end."""
+        run as threads.  ``on_progress`` is called after every card and at the end;
+        ``on_prepared`` once the data file is validated and the batch is in the journal, before
+        the first card (the CLI enters the batch's release in the audit log there)."""
         journal = self.prepare()
+        if on_prepared is not None:
+            on_prepared()
         names = {self.label(s) for s in sources}
         self.run_id = journal.start_run(self.batch, self.station)
         try:
