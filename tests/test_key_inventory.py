@@ -175,3 +175,25 @@ def test_rotation_old_cards_keep_working_until_the_end_date(run_cli, tmp_path, m
     r = run_cli("purse", "load", "--profile", str(profile), "--keys", str(ks), "--sim", str(b), "--amount", "1.00")
     assert r.exit_code == 0, r.stderr
 
+
+
+def test_clearing_checks_the_inventory_on_the_transaction_date(tmp_path):
+    """A purchase made the day before its TAC key's end date and uploaded after it still clears;
+    one made on the end date is refused (the keys, not the card: the import stops)."""
+    from citycard.clearing import KeysUnavailable, TacVerifier
+    from citycard.keys import KeyRing
+    from citycard.keys.keystore import write_demo
+    from citycard.profile import load_profile
+    from tests.test_clearing import purchase
+
+    path = tmp_path / "demo.cks"
+    write_demo(path, PW, ROOT / "profiles/demo-keys.toml", n=2 ** 8).close()
+    ks = Keystore.open(path, PW)
+    ks.set_lifecycle("transit", "dtk", 1, state="retired", expiry=_day(0))
+    ring = KeyRing([ks])
+    check = TacVerifier(load_profile(str(PROFILE)), ring)
+    yesterday = _day(-1).replace("-", "")
+    assert check(purchase(0, 1000, 100, 1, day=yesterday)) is None
+    with pytest.raises(KeysUnavailable, match="expired on"):
+        check(purchase(1, 900, 100, 2, day=_day(0).replace("-", "")))
+    ring.close()

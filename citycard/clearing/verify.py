@@ -46,6 +46,8 @@ class TacVerifier:
         kw: dict = {"alg": alg} if alg != "des" else {}
         if spec.master_version:     # the master generation the card used (key rotation, docs/keys.md)
             kw["version"] = rec.key_version
+        kw["on"] = f"{rec.date[:4]}-{rec.date[4:6]}-{rec.date[6:8]}"   # the inventory as on the day of the record
+        kw["serving"] = True        # an issued card: a retired version still serves until its end date
         try:
             dtk = self.keys.derive(spec.master[0], spec.master[1], walk.diversification_factor(rec.card), **kw)
         except CitycardError as exc:   # a key the source refuses (inventory, missing): named, never the key

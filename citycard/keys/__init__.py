@@ -70,7 +70,8 @@ class KeyRing:
         return src
 
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
-               version: int | None = None, export: bool = False, alg: str = "des") -> Key:
+               version: int | None = None, export: bool = False, alg: str = "des", on: str | None = None,
+               serving: bool = False) -> Key:
         """The per-card key: ``bytes`` from a file source, a key handle from an HSM.  ``export``
         asks an HSM for a handle that also gives its value (a key to be written to a card);
         file sources hold every key in this process anyway.  ``alg`` ``sm4``: an SM4 key
@@ -83,6 +84,11 @@ class KeyRing:
             kw["alg"] = alg
         if export and getattr(src, "holds_keys_inside", False):
             kw["export"] = True
+        if hasattr(src, "in_force"):     # sources with a key inventory (docs/keys.md)
+            if on is not None:
+                kw["on"] = on
+            if serving:
+                kw["serving"] = True
         return src.derive(unit, role, factor, levels, **kw)
 
     def version_in_force(self, unit: str, role: str) -> int:

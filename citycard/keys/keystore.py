@@ -509,14 +509,15 @@ class Keystore:
     def info(self, unit: str, role: str, version: int | None = None) -> KeyInfo:
         return self._entry(unit, role, version).info
 
-    def in_force(self, unit: str, role: str, version: int | None = None) -> _Entry:
+    def in_force(self, unit: str, role: str, version: int | None = None, *, on: str | None = None,
+                 serving: bool = False) -> _Entry:
         """The version to use (key inventory, :mod:`citycard.keys.inventory`): without
         ``version`` the newest one that may issue cards; a named version if the cards already
         issued with it may still use it.  Refused with the reason otherwise."""
         self._require_open()
         if version is not None:
             entry = self._entry(unit, role, version)
-            why = entry.info.life.refusal(issuing=False)
+            why = entry.info.life.refusal(issuing=False, on=on)
             if why is not None:
                 raise KeyError_(f"{self.name}: {entry.info.label} is {why}: not used")
             return entry
@@ -526,7 +527,7 @@ class Keystore:
         reasons = []
         for v in reversed(versions):
             entry = self._entries[(unit, role, v)]
-            why = entry.info.life.refusal(issuing=True)
+            why = entry.info.life.refusal(issuing=not serving, on=on)
             if why is None:
                 return entry
             reasons.append(f"version {v} {why}")
@@ -537,11 +538,15 @@ class Keystore:
         return self.in_force(unit, role).info.version
 
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
-               version: int | None = None, alg: crypto.Alg | None = None) -> bytes:
+               version: int | None = None, alg: crypto.Alg | None = None, on: str | None = None,
+               serving: bool = False) -> bytes:
         """The per-card key (PBOC diversification with the entry's algorithm) from the version
         :meth:`in_force` picks; the master itself if ``factor`` is None.  ``alg``: the cipher
-        family the caller (a profile's key) expects; a different entry is refused."""
-        entry = self.in_force(unit, role, version)
+        family the caller (a profile's key) expects; a different entry is refused.  ``on``: the
+        date (YYYY-MM-DD) the key was used, for a transaction checked later (clearing).
+        ``serving``: for a card already issued (terminals, clearing): a retired version still
+        serves until its end date."""
+        entry = self.in_force(unit, role, version, on=on, serving=serving)
         if alg is not None and cipher_alg(entry.info.algorithm) != alg:
             raise KeyError_(f"{self.name}: key {unit}/{role} is {entry.info.algorithm} here, but the profile "
                             f"declares it {'sm4' if alg == 'sm4' else '3des'}")

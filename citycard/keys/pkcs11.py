@@ -225,7 +225,8 @@ class Pkcs11Source:
     def life(self, unit: str, role: str, version: int) -> Lifecycle:
         return self._life.get((unit, role, version), Lifecycle())
 
-    def in_force(self, unit: str, role: str, version: int | None = None) -> int:
+    def in_force(self, unit: str, role: str, version: int | None = None, *, on: str | None = None,
+                 serving: bool = False) -> int:
         """The version to use, by the token's key inventory (the rules of
         :meth:`citycard.keys.keystore.Keystore.in_force`); refused with the reason."""
         versions = self.versions(unit, role)
@@ -234,13 +235,13 @@ class Pkcs11Source:
         if version is not None:
             if version not in versions:
                 raise KeyError_(f"{self.name} holds no key {unit}/{role} version {version}")
-            why = self.life(unit, role, version).refusal(issuing=False)
+            why = self.life(unit, role, version).refusal(issuing=False, on=on)
             if why is not None:
                 raise KeyError_(f"{self.name}: {unit}/{role} version {version} is {why}: not used")
             return version
         reasons = []
         for v in reversed(versions):
-            why = self.life(unit, role, v).refusal(issuing=True)
+            why = self.life(unit, role, v).refusal(issuing=not serving, on=on)
             if why is None:
                 return v
             reasons.append(f"version {v} {why}")
@@ -278,7 +279,8 @@ class Pkcs11Source:
         return h
 
     def derive(self, unit: str, role: str, factor: bytes | None, levels: int = 1, *,
-               version: int | None = None, export: bool = False, alg: str = "des") -> Pkcs11Key:
+               version: int | None = None, export: bool = False, alg: str = "des",
+               on: str | None = None, serving: bool = False) -> Pkcs11Key:
         """The per-card key, derived in the token (PBOC, SPEC §2.4); the master itself when
         ``factor`` is None (it never leaves the token).  ``export``: the handle also carries
         the key's exact bytes (for a WRITE KEY record; the planner decides when).  ``alg``
@@ -287,7 +289,7 @@ class Pkcs11Source:
         if alg != "des":
             raise HsmError(f"{self.name}: key {unit}/{role} is an SM4 key and this token offers no SM4 mechanism "
                            "(PKCS#11 defines none); keep SM4 masters in a keystore")
-        master = self.master(unit, role, version)
+        master = self._handle(unit, role, self.in_force(unit, role, version, on=on, serving=serving))
         if factor is None:
             if export:
                 raise HsmError(f"{self.name}: {unit}/{role} is a master key: it never leaves the HSM")

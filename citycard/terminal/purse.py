@@ -191,6 +191,8 @@ class PurseTerminal:
         kw: dict[str, Any] = {"alg": k.alg} if k.alg != "des" else {}
         if k.master_version and version is not None:
             kw["version"] = version
+        if hasattr(self.keys, "version_in_force") or hasattr(self.keys, "in_force"):   # a key ring / inventory
+            kw["serving"] = True      # an issued card: a retired master version still serves (docs/keys.md)
         value = self.keys.derive(k.master[0], k.master[1], walk.diversification_factor(str(self.serial)), **kw)
         return value[:8] if k.length == 8 else value
 
