@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..assets import copy_assets
 from .pcscd import PrivatePcscd, pcscd_available
+from .lifecycle_demo import lifecycle_scene
 from .psam_demo import terminal_scene
 
 CLI = [sys.executable, "-m", "citycard"]
@@ -36,10 +37,17 @@ def _run(args: list[str], env: dict[str, str], *, check: bool = True, head: int 
 
 
 def _wait_card(env: dict[str, str], reader: str, timeout: float = 10.0) -> None:
+    import json
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = subprocess.run(CLI + ["readers", "--json"], env=env, text=True, capture_output=True).stdout
-        if f'"name": "{reader}"' in out and '"card_present": true' in out:
+        try:
+            listed = json.loads(out)
+        except ValueError:
+            listed = []
+        # this reader's card (another reader's card, present already, must not count)
+        if any(r.get("name") == reader and r.get("card_present") for r in listed):
             return
         time.sleep(0.1)
     raise SystemExit(f"demo: the simulated card did not appear in {reader!r}")
@@ -118,6 +126,7 @@ def _tour(workdir: Path) -> int:
         _run(["batch", "run", "--profile", profile, "--keys", keys, "--data", data, "--journal", journal,
               "--sims", "2", "--limit", "20"], env)
         _run(["batch", "status", journal], env)
+        lifecycle_scene(_run, env, workdir, profile, keys, data, workdir / "psam.json", journal)
     finally:
         if server is not None:
             server.terminate()
