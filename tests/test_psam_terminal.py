@@ -250,3 +250,93 @@ def test_hotlisted_card_blocked_with_the_psam_maintenance_key(tmp_path, run_cli)
     r = run_cli("terminal", "purchase", "-p", str(CARD_PROFILE), "--card-sim", str(card_img), "--psam-sim",
                 str(psam_img), "--amount", "1")
     assert r.exit_code == 1 and "6A81" in r.stderr
+
+
+class _LostAnswer:
+    """A card transport that loses the answer of the n-th command and then holds another card
+    (or none) in its place: what a reader does when the card is swapped mid-transaction."""
+
+    def __init__(self, t, lose: bytes, then):
+        self._t, self._lose, self._then, self._lost = t, lose, then, False
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if self._lost:
+            return self._then.transmit(apdu)
+        out = self._t.transmit(apdu)
+        if apdu[:2] == self._lose:
+            self._lost = True
+            from citycard.errors import TransportError
+            raise TransportError("the answer was lost")
+        return out
+
+    def reconnect(self):
+        if self._then is None:
+            from citycard.errors import TransportError
+            raise TransportError("no card in the reader")
+        self._then.reset()
+
+    reset = reconnect
+
+
+def _swapped_session(card, other):
+    from citycard.sim.transport import SimTransport
+    from citycard.transport import CardSession
+
+    t = SimTransport(card)
+    t.connect()
+    nxt = None
+    if other is not None:
+        nxt = SimTransport(other)
+        nxt.connect()
+    return CardSession(_LostAnswer(t, bytes.fromhex("8054"), nxt))
+
+
+@pytest.mark.parametrize("then", ["another card", "no card"])
+def test_a_lost_debit_answer_is_never_called_not_charged_on_another_card(then):
+    """The DEBIT's answer is lost; the reader then holds another card of the profile (which would
+    answer GET TRANSACTION PROVE 9406) or none: the terminal never says "nothing was charged" (a
+    retry would charge twice); the purchase stays grey, with its record to log."""
+    from citycard.terminal.purse import CardGone
+
+    a = loaded()
+    b = None
+    if then == "another card":
+        from tests.psamhost import CARD_PROFILE as _P, _perso, ROOT as _R
+        from citycard.sim import SimCard
+
+        b = _perso(SimCard(), _P, _R / "profiles/citycard-sample.csv", row=2)
+    term = PsamPurchaseTerminal(_swapped_session(a, b), session(psam_card()), card_spec())
+    term.card.settle_timeout = 0
+    with pytest.raises(CardGone) as exc:
+        term.purchase(250, when=WHEN)
+    assert PurseTerminal(session(a), card_spec(), keys()).balance() == 750               # A was charged
+    rec = exc.value.pending.record()
+    assert rec.status == "grey" and rec.tac is None and rec.card == "3301000000000001" and rec.amount == 250
+    # the host terminal behaves the same
+    a2 = loaded()
+    host = PurseTerminal(_swapped_session(a2, b), card_spec(), keys())
+    host.settle_timeout = 0
+    with pytest.raises(CardGone):
+        host.purchase(250, when=WHEN)
+
+
+def test_a_debit_whose_mac2_the_psam_does_not_check_is_still_logged(tmp_path):
+    """The card is debited, then the PSAM's CREDIT SAM fails: the purchase happened and its
+    record (with the card's TAC) is carried for the log; clearing accepts its TAC."""
+    from citycard.terminal.psam_purchase import Mac2NotChecked
+
+    card = loaded()
+    term = PsamPurchaseTerminal(session(card), session(psam_card()), card_spec())
+
+    def unplugged(mac2):
+        from citycard.errors import TransportError
+        raise TransportError("PSAM reader unplugged")
+    term.psam.credit_for_purchase = unplugged
+    with pytest.raises(Mac2NotChecked) as exc:
+        term.purchase(100, when=WHEN)
+    tx = exc.value.transaction
+    assert PurseTerminal(session(card), card_spec(), keys()).balance() == 900
+    assert tx.tac and check_tac(tx, card_spec(), keys())

@@ -80,7 +80,8 @@ def purchase(app, profile_path, card_sim, card_reader, psam_reader, psam_sim, ap
              capp_line, log_path, hotlist_state, as_json):
     """Purchase --amount yuan from the card through the PSAM (MAC1 and MAC2 in the PSAM)."""
     from ..profile import load_profile
-    from ..terminal.psam_purchase import CardHotlisted, PsamPurchaseTerminal, append_log
+    from ..terminal.psam_purchase import CardHotlisted, Mac2NotChecked, PsamPurchaseTerminal, append_log
+    from ..terminal.purse import CardGone
 
     _reader_or_image("card", card_reader, card_sim)
     _reader_or_image("psam", psam_reader, psam_sim)
@@ -102,6 +103,14 @@ def purchase(app, profile_path, card_sim, card_reader, psam_reader, psam_sim, ap
                                                                                               hotlist=hotlist)
             except CardHotlisted as refused:
                 _block_hotlisted(card_session, psam_session, spec, app_name, log_path, refused)
+                raise
+            except Mac2NotChecked as done:       # the card was debited: logged whatever the PSAM said
+                if log_path is not None:
+                    append_log(log_path, done.transaction)
+                raise
+            except CardGone as gone:             # may have been debited: a grey record, proven later
+                if log_path is not None and gone.pending is not None:
+                    append_log(log_path, gone.pending)  # type: ignore[arg-type]
                 raise
         finally:
             card_session.close()

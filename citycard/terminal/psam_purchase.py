@@ -21,7 +21,6 @@ docs/clearing.md).
 from __future__ import annotations
 
 import datetime as _dt
-import time as _time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Container, Sequence
@@ -30,10 +29,10 @@ from ..apdu import CommandApdu, ResponseApdu
 from ..commands import iso, psam, purse, walk
 from ..commands.purse import PurseKind
 from ..crypto import pboc
-from ..errors import CardError, InputError, TransportError
+from ..errors import CardError, CitycardError, InputError, TransportError
 from ..spec import CardSpec
 from ..transport import CardSession
-from .purse import NotCompleted, PurseError, PurseRefused, PurseTerminal, _known_algorithm
+from .purse import CardGone, NotCompleted, PurseError, PurseRefused, PurseTerminal, _known_algorithm
 from .txlog import TxRecord
 
 #: the PSAM application (MZT: DF 1001, then the MOHURD name; CSA: 1001)
@@ -46,6 +45,16 @@ class PsamError(PurseError):
 
 class PsamRefused(CardError, PsamError):
     """The PSAM answered with an unexpected status word (``sw``)."""
+
+
+class Mac2NotChecked(PsamError):
+    """The card was debited (its TAC came back) but the PSAM did not check its MAC2 (refused, or
+    its reader failed): the transaction happened and is carried in ``transaction`` to be logged
+    (clearing checks its TAC)."""
+
+    def __init__(self, message: str, transaction: "PsamTransaction") -> None:
+        super().__init__(message)
+        self.transaction = transaction
 
 
 class CardHotlisted(PurseError):
@@ -90,12 +99,14 @@ class PsamTransaction:
     app: str = ""             # the profile's purse application (the service unit in clearing)
 
     def record(self) -> TxRecord:
-        """The terminal-log record clearing imports (docs/clearing.md)."""
+        """The terminal-log record clearing imports (docs/clearing.md); without a TAC (the card
+        went away before proving its DEBIT) a grey record."""
+        grey = not self.tac
         return TxRecord("capp-purchase" if self.transaction_type == pboc.TT_CAPP_PURCHASE else "purchase", self.app,
                         self.card_serial, self.card_counter, self.balance_before_fen, self.amount_fen,
                         self.transaction_type, self.terminal_number.upper(), f"{self.ttsn:08X}", self.date, self.time,
-                        self.tac, "proven" if self.recovered else "ok", "psam", self.algorithm, self.psam_serial,
-                        self.key_version)
+                        None if grey else self.tac, "grey" if grey else "proven" if self.recovered else "ok", "psam",
+                        self.algorithm, self.psam_serial, self.key_version)
 
 
 def _init_refusal(sw: int, algorithm: int) -> str | None:
@@ -210,15 +221,27 @@ class PsamPurchaseTerminal:
             rc = session.send(purse.update_capp_data_cache(tag, term._capp_file().sfi, record))
             if rc.sw != 0x9000:
                 raise PurseRefused(rc.sw, "UPDATE CAPP DATA CACHE")
-        debit, recovered = self._debit(purse.debit_for_purchase(sam.ttsn, date, time, sam.mac1), ttype,
-                                       init.offline_counter)
-        self.psam.credit_for_purchase(debit.mac2)
-        return PsamTransaction(
-            card_serial=serial, card_counter=init.offline_counter, amount_fen=amount,
-            balance_before_fen=init.balance, balance_after_fen=init.balance - amount, transaction_type=ttype,
-            terminal_number=info.terminal_number, psam_serial=info.serial, ttsn=sam.ttsn_number,
-            date=date.hex(), time=time.hex(), key_version=init.key_version, algorithm=init.algorithm,
-            tac=debit.tac.hex().upper(), recovered=recovered, app=term.df.name)
+        def transaction(tac: str, recovered: bool) -> PsamTransaction:
+            return PsamTransaction(
+                card_serial=serial, card_counter=init.offline_counter, amount_fen=amount,
+                balance_before_fen=init.balance, balance_after_fen=init.balance - amount, transaction_type=ttype,
+                terminal_number=info.terminal_number, psam_serial=info.serial, ttsn=sam.ttsn_number,
+                date=date.hex(), time=time.hex(), key_version=init.key_version, algorithm=init.algorithm,
+                tac=tac, recovered=recovered, app=term.df.name)
+
+        try:
+            debit, recovered = self._debit(purse.debit_for_purchase(sam.ttsn, date, time, sam.mac1), ttype,
+                                           init.offline_counter)
+        except CardGone as gone:      # the card may have been debited: a grey record (docs/clearing.md)
+            raise CardGone(str(gone), transaction("", False)) from None     # type: ignore[arg-type]
+        tx = transaction(debit.tac.hex().upper(), recovered)
+        try:
+            self.psam.credit_for_purchase(debit.mac2)
+        except CitycardError as exc:  # the card was debited: the transaction stands and is logged
+            raise Mac2NotChecked(f"card {serial} was debited {amount / 100:.2f} yuan (TAC {tx.tac}), but the PSAM "
+                                 f"did not check its MAC2 ({exc}); the transaction is logged for clearing, which "
+                                 "checks its TAC", tx) from None
+        return tx
 
     def _debit(self, cmd: CommandApdu, ttype: int, counter: int) -> tuple[purse.DebitResult, bool]:
         """DEBIT FOR PURCHASE; a lost answer is settled with GET TRANSACTION PROVE on the INIT
@@ -240,27 +263,19 @@ class PsamPurchaseTerminal:
             raise PurseError(str(exc)) from None
 
     def _settle(self, ttype: int, counter: int) -> purse.DebitResult:
-        session, df = self.card.session, self.card.df
-        t = session.transport
-        again = getattr(t, "reconnect", None) or t.reset
-        deadline = _time.monotonic() + 20.0
-        while True:   # the reader may still show the old card for a moment: retry until it answers
-            try:
-                again()
-                session.send(iso.select_name(df.aid), expect=0x9000, what=f"SELECT {df.name}")
-                r: ResponseApdu = session.send(purse.get_transaction_prove(ttype, counter))
-                break
-            except TransportError:
-                if _time.monotonic() > deadline:
-                    raise PurseError("the card did not come back to settle the transaction; present it again "
-                                     "and check its history before retrying") from None
-                _time.sleep(0.1)
+        """The lost DEBIT answer asked of the same card again (the host terminal's
+        :meth:`~citycard.terminal.purse.PurseTerminal.reprove`: :class:`CardGone` when it does not
+        come back or another card is there)."""
+        r: ResponseApdu = self.card.reprove(ttype, counter)
         if r.sw == 0x9406:
             raise NotCompleted("the card lost power before the transaction completed: nothing was charged "
                                "(run it again)")
         if r.sw != 0x9000:
             raise PurseRefused(r.sw, "GET TRANSACTION PROVE")
-        proof = purse.TransactionProof.parse(r.data)
+        try:
+            proof = purse.TransactionProof.parse(r.data)
+        except InputError as exc:
+            raise PurseError(f"GET TRANSACTION PROVE: {exc}") from None
         return purse.DebitResult(proof.tac, proof.mac)
 
 

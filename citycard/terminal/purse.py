@@ -216,20 +216,7 @@ class PurseTerminal:
             return self.session.send(cmd), False
         except TransportError:
             pass
-        t = self.session.transport
-        again = getattr(t, "reconnect", None) or t.reset
-        deadline = _time.monotonic() + self.settle_timeout
-        while True:  # the reader may still show the old card for a moment: retry until it answers
-            try:
-                again()
-                self.session.send(iso.select_name(self.df.aid), expect=0x9000, what=f"SELECT {self.df.name}")
-                r = self.session.send(purse.get_transaction_prove(ttype, counter))
-                break
-            except TransportError:
-                if _time.monotonic() > deadline:
-                    raise CardGone("the card did not come back to settle the transaction (a grey transaction): "
-                                   "present it again to 'purse prove' it; never retry it") from None
-                _time.sleep(0.1)
+        r = self.reprove(ttype, counter)
         if r.sw == 0x9406:
             raise NotCompleted("the card lost power before the transaction completed: nothing was charged "
                                "(run it again)")
@@ -238,6 +225,35 @@ class PurseTerminal:
         if r.data != expect:
             raise PurseError("GET TRANSACTION PROVE: the card's proof does not match this transaction")
         return None, True
+
+    def reprove(self, ttype: int, counter: int) -> ResponseApdu:
+        """After the completing command's answer was lost: wait up to :attr:`settle_timeout`
+        for **the same card** to answer again (its application serial read freely; another card
+        answering ``9406`` would wrongly say "not charged") and ask it GET TRANSACTION PROVE.
+        :class:`CardGone` when it does not come back or another card is there: the transaction
+        stays grey, never retried."""
+        original = self.serial
+        t = self.session.transport
+        again = getattr(t, "reconnect", None) or t.reset
+        deadline = _time.monotonic() + self.settle_timeout
+        while True:  # the reader may still show the old card for a moment: retry until it answers
+            try:
+                again()
+                try:
+                    now: str | None = self.select()
+                except CardError:            # not even of this profile
+                    now = None
+                if now != original:
+                    self.serial = original
+                    raise CardGone(f"the card now in the reader is not the card of this transaction ({original}): "
+                                   f"it stays a grey transaction; present card {original} to 'purse prove' it, never "
+                                   "retry it")
+                return self.session.send(purse.get_transaction_prove(ttype, counter))
+            except TransportError:
+                if _time.monotonic() > deadline:
+                    raise CardGone("the card did not come back to settle the transaction (a grey transaction): "
+                                   "present it again to 'purse prove' it; never retry it") from None
+                _time.sleep(0.1)
 
     def prove(self, grey: TxRecord) -> TxRecord:
         """Settle a grey transaction of this card (its record from the terminal log): GET
