@@ -401,15 +401,21 @@ class Journal(AttemptLog):
             if alive[owner]:
                 out.append((row, reader, "live"))
                 continue
+            # only if the row is still the dead run's: another run starting at the same time may
+            # have taken it over since it was read (then it is that run's, and left to it)
+            same_owner = "run IS NOT DISTINCT FROM ?" if self.pg else "run IS ?"
             with self._tx() as cur:
                 if reader in readers:
                     cur.execute(self._q("UPDATE cards SET run = ? WHERE batch = ? AND row = ? AND "
-                                        "status = 'in_progress'"), (run, batch, row))
-                    out.append((row, reader, "resumed"))
+                                        f"status = 'in_progress' AND {same_owner}"), (run, batch, row, owner))
+                    what = "resumed"
                 else:
                     cur.execute(self._q("UPDATE cards SET status = 'pending', reader = NULL, run = NULL "
-                                        "WHERE batch = ? AND row = ? AND status = 'in_progress'"), (batch, row))
-                    out.append((row, reader, "released"))
+                                        f"WHERE batch = ? AND row = ? AND status = 'in_progress' AND {same_owner}"),
+                                (batch, row, owner))
+                    what = "released"
+                if cur.rowcount == 1:
+                    out.append((row, reader, what))
         return out
 
     #: the claim's queries (the partial indexes cards_in_progress and cards_pending serve them)
