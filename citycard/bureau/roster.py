@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..audit.chain import canonical   # one canonical JSON for hashes and signatures
 from ..errors import CitycardError
 from .credentials import OperatorKey, Signer, check_operator_name
 
@@ -42,10 +43,6 @@ GENESIS = "0" * 64
 
 class RosterError(CitycardError):
     """A roster that cannot be used: missing, damaged, or not signed as it must be."""
-
-
-def canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _unsigned(event: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,18 @@ def _psam_options(f):
     return f
 
 
+def _card_and_psam_options(f):
+    """The card's profile, the card (image or reader), the PSAM, the purse application."""
+    f = click.option("--app", "app_name", default=None, help="Purse application of the profile (default: the first).")(f)
+    f = _psam_options(f)
+    f = click.option("--card", "card_reader", default=None, metavar="READER",
+                     help="PC/SC reader holding the user card: name, unique name fragment, or index.")(f)
+    f = click.option("--card-sim", "card_sim", default=None, metavar="IMAGE",
+                     help="Use the simulated card in this image file (in process).")(f)
+    return click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
+                        help="The card's profile (TOML): its purse application and serial file; no keys are read.")(f)
+
+
 @click.group()
 def terminal() -> None:
     """A purse terminal without keys: the card in one reader, its PSAM in another."""
@@ -55,14 +67,7 @@ def info(app, psam_reader, psam_sim, as_json):
 
 
 @terminal.command()
-@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
-              help="The card's profile (TOML): its purse application and serial file; no keys are read.")
-@click.option("--card-sim", "card_sim", default=None, metavar="IMAGE",
-              help="Use the simulated card in this image file (in process).")
-@click.option("--card", "card_reader", default=None, metavar="READER",
-              help="PC/SC reader holding the user card: name, unique name fragment, or index.")
-@_psam_options
-@click.option("--app", "app_name", default=None, help="Purse application of the profile (default: the first).")
+@_card_and_psam_options
 @click.option("--amount", required=True, callback=_fen, metavar="YUAN",
               help="Amount in yuan with at most 2 decimals, e.g. 2.50.")
 @click.option("--capp-station", default=None, metavar="HEX4",
@@ -198,14 +203,7 @@ def check_log(profile_path, keys, log_path, as_json):
 
 
 @terminal.command()
-@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
-              help="The card's profile (TOML): its purse application and serial file; no keys are read.")
-@click.option("--card-sim", "card_sim", default=None, metavar="IMAGE",
-              help="Use the simulated card in this image file (in process).")
-@click.option("--card", "card_reader", default=None, metavar="READER",
-              help="PC/SC reader holding the user card: name, unique name fragment, or index.")
-@_psam_options
-@click.option("--app", "app_name", default=None, help="Purse application of the profile (default: the first).")
+@_card_and_psam_options
 @click.option("--permanent", is_flag=True, help="Block for good (P2 01); default: temporary (P2 00).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md).")
 @click.pass_obj

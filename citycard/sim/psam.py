@@ -33,6 +33,7 @@ from ..keytypes import is_psam_usage as is_psam_key
 from .card import CARD_CLASSES, SimCard
 from .core import PROPRIETARY, PROPRIETARY_PLAIN, CardCore, Route, SwError, u
 from .fs import DF, BinaryEF, KeyRecord
+from .purse import key_alg   # the cipher family by the algorithm byte (04: SM4; PSAM-SM4.md §4.1)
 
 # key usage types (b5–b1 of the usage byte, KSY list; PSAM-SM4.md §1.2)
 U_PURCHASE = 0x02
@@ -47,12 +48,6 @@ ENCRYPT_TYPES = frozenset({U_ENCRYPT, U_MAC_ENCRYPT})
 FID_TERMINAL = 0x0016   # MF: terminal number, 6 B BCD
 FID_TTSN = 0x0019       # ADF: TTSN, 4 B
 TTSN_MAX = 0xFFFFFFFF
-
-
-def key_alg(key: KeyRecord) -> Alg:
-    """The cipher family of a PSAM key: its record's algorithm byte ``04`` is SM4 (as TY's
-    SM4 keys, PSAM-SM4.md §4.1), ``00``/``01`` (PSAMB) and anything else 3DES/DES."""
-    return "sm4" if key.b4 == pboc.ALG_ID_SM4 else "des"
 
 
 # CIPHER DATA P1 (KSY): encryption, or the MAC's place in a chain

@@ -32,7 +32,7 @@ from ..crypto import pboc
 from ..errors import CardError, CitycardError, InputError, TransportError
 from ..spec import CardSpec
 from ..transport import CardSession
-from .purse import CardGone, NotCompleted, PurseError, PurseRefused, PurseTerminal, _known_algorithm
+from .purse import CardGone, NotCompleted, PurseError, PurseRefused, PurseTerminal, _known_algorithm, _now_bcd
 from .txlog import TxRecord
 
 #: the PSAM application (MZT: DF 1001, then the MOHURD name; CSA: 1001)
@@ -169,10 +169,6 @@ class Psam:
                               "not check out; keep the record for the back office")
 
 
-def _bcd_now(when: _dt.datetime) -> tuple[bytes, bytes]:
-    return bytes.fromhex(when.strftime("%Y%m%d")), bytes.fromhex(when.strftime("%H%M%S"))
-
-
 class PsamPurchaseTerminal:
     """Purchases on the card of ``card`` through the PSAM of ``psam``; ``spec`` is the card's
     profile (its purse application, serial file, MOHURD code, CAPP file), never its keys."""
@@ -196,7 +192,7 @@ class PsamPurchaseTerminal:
         if hotlist is not None and serial in hotlist:
             raise CardHotlisted(serial)
         session = term.session
-        date, time = _bcd_now(when or _dt.datetime.now())
+        date, time = _now_bcd(when or _dt.datetime.now())
         if term.df.auth_code is not None:   # MOHURD (SPEC D7, MZT): the card's code to the PSAM
             code = session.send(purse.get_auth_code(), expect=0x9000, what="GET DATA").data
             self.psam.authentication_message(code)
