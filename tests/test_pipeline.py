@@ -206,6 +206,33 @@ def test_batch_without_station_records_bare_reader_names(tmp_path):
     assert Batch(job.spec, job.keys, job.data, str(tmp_path / "j.db"), station="s").label(SimSource("x")) == "s/x"
 
 
+def test_the_batch_rehearses_on_a_throwaway_card_that_never_sleeps_and_leaves_no_trace(tmp_path):
+    """Before forking its workers the batch personalizes the first row once on a rehearsal
+    card (warm caches in every worker, issue 19); that card sleeps nothing, is not kept, and
+    the journal and the kept images are those of the real cards only."""
+    rehearsals: list[object] = []
+
+    class Counting(SimSource):
+        def rehearsal_card(self):
+            session = super().rehearsal_card()
+            rehearsals.append(session)
+            return session
+
+    slept: list[float] = []
+    (tmp_path / "keep").mkdir()
+    readers = [Counting(f"sim-{i}", tmp_path / "keep", timing="contact-115200", sleep=slept.append, max_lag=0.05)
+               for i in (1, 2)]
+    job = prepare(PROFILE, small_csv(tmp_path, 2), demo_ring())
+    b = Batch(job.spec, job.keys, job.data, str(tmp_path / "j.db"), issue_date=DAY)
+    result = b.run(readers)
+    assert result.verified == 2 and len(rehearsals) == 1
+    assert rehearsals[0].transport.card.clock.seconds > 0.3   # a whole card's modelled time ...
+    assert slept == []                  # ... slept by none (the real cards slept in their workers)
+    with Journal(str(tmp_path / "j.db")) as j:
+        serials = {r["card_serial"] for r in j.report(result.batch)}
+    assert len(serials) == 2 and {p.stem for p in (tmp_path / "keep").glob("*.json")} == serials
+
+
 def test_progress_event_rates():
     p = BatchProgress(total=100, done=25, failed=1, elapsed=30.0)
     assert p.cards_per_minute == 50.0 and p.seconds_left == 90.0

@@ -277,7 +277,7 @@ class Batch:
 
         pipes = [mp.Pipe() for _s in forked]      # (batch end, worker end) per worker process
         if forked:
-            self._warm_up()
+            self._warm_up(forked[0])
         children = [mp.Process(target=self._child, args=(s, take, journal, pipes, i), name=f"batch-{s.name}",
                                daemon=True) for i, s in enumerate(forked)]
         for c in children:            # fork before any thread starts
@@ -328,20 +328,31 @@ class Batch:
         return BatchResult(self.batch, results["processed"], results["verified"], results["failed"],
                            time.monotonic() - t0, counts)
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, source: CardSource) -> None:
         """Before the workers are forked: do once here what each worker's first card would
-        otherwise do again in every process (the verifier's lazy imports, compiled record
-        layouts, key derivation and cipher caches: ~25 ms of CPU per worker on this project's
-        machine), then move every object made so far out of the garbage collector's reach
+        otherwise do again in every process (lazy imports, compiled record layouts, key
+        derivation and cipher caches, the card OS's and the card-time model's first run),
+        then move every object made so far out of the garbage collector's reach
         (``gc.freeze``) so that a collection in a worker does not copy the shared pages
-        (copy-on-write).  A row that fails to plan here fails again, with its own error, on
-        its card: the warm-up says nothing."""
+        (copy-on-write).  When the source offers a rehearsal card (a simulated reader: a
+        throwaway card of its model that never sleeps), the first row is personalized and
+        verified on it in memory: nothing of it reaches the journal or a reader.  With 64
+        workers whose first cards all start together this took ~5 ms of CPU off each first
+        card (docs/performance.md, "Timed readers").  A row that fails here fails again, with
+        its own error, on its card: the warm-up says nothing."""
         import gc
 
         from . import verify  # noqa: F401  (imported by personalize on the first card)
 
         try:
-            self.planner.plan(CardData(self.data.row(1), 0, self.issue_date, self.data.where(1)))
+            plan = self.planner.plan(CardData(self.data.row(1), 0, self.issue_date, self.data.where(1)))
+            rehearsal = getattr(source, "rehearsal_card", None)
+            if rehearsal is not None:
+                session = rehearsal()
+                try:
+                    personalize(session, self.spec, plan, verify=self.verify)
+                finally:
+                    session.close()
         except CitycardError:
             pass
         gc.freeze()

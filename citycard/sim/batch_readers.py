@@ -46,9 +46,17 @@ class SimSource:
         self.max_lag = max_lag
 
     def next_card(self, stop: threading.Event) -> CardSession | None:
+        return self._session(self.sleep)
+
+    def rehearsal_card(self) -> CardSession:
+        """A throwaway card of this reader's model and timing that never sleeps: the batch
+        warms up on it before forking its workers (:meth:`citycard.perso.batch.Batch._warm_up`)."""
+        return self._session(lambda _seconds: None)
+
+    def _session(self, sleep: Callable[[float], None]) -> CardSession:
         card: object = new_card(self.model)
         if self.timing is not None:
-            card = TimedCard(card, self.timing, sleep=self.sleep, scale=self.scale, max_lag=self.max_lag)
+            card = TimedCard(card, self.timing, sleep=sleep, scale=self.scale, max_lag=self.max_lag)
         transport = SimTransport(card, name=self.name)  # type: ignore[arg-type]
         transport.connect()
         return CardSession(transport)
