@@ -23,6 +23,10 @@ SM4_ALGORITHM_ID = 0x04
 #: types that may be SM4 (docs/sm4.md)
 PURSE_KEY_TYPES = (0x3C, 0x3D, 0x3E, 0x3F)
 _SM4_TYPES = (0x34, *PURSE_KEY_TYPES)
+#: the keys whose cipher is the card's line protection: master / external auth 39, DAMK 36, PIN
+#: unblock 37, PIN reload 38 (docs/sm4.md "SM4 line protection"): SM4 exactly when
+#: ``[card] line_protection = "sm4"`` (checked for the whole card: citycard.profile.card)
+LINE_CIPHER_TYPES = (0x36, 0x37, 0x38, 0x39)
 
 
 def pin_to_bytes(digits: str) -> bytes:
@@ -70,7 +74,7 @@ def parse_key(ctx: Located, t: Any, path: list[Any], name: str, unit: str | None
     kid = integer(ctx, t, "id", path, 0, 0xFE, 0)
     alg = _ALGS[choice(ctx, t, "alg", path, "3des", tuple(_ALGS), "3des or sm4")]
     b3, b4 = _bytes_3_4(ctx, t, path, tname, kt)
-    if alg == "sm4":
+    if alg == "sm4" and kt not in LINE_CIPHER_TYPES:   # those: by [card] line_protection (card.py)
         b4 = _sm4_algorithm_byte(ctx, t, path, tname, kt)
     usage = access(ctx, t, "usage", path, "free")
     change = access(ctx, t, "change", path, "never" if kt == PIN_TYPE else "free")
