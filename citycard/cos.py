@@ -79,5 +79,5 @@ def check_line_protection(atr: bytes, alg: LineAlg) -> None:
     setting = "sm4" if card_alg == "sm4" else "3des"
     raise WrongLineProtection(
         f"the card is {what} (ATR {atr.hex().upper()}) but the profile's line protection is {_NAMES[alg]}: "
-        f"nothing was sent to it; use a card model with {_NAMES[alg]} line protection, or a profile with "
+        f"no key, MAC or cryptogram was sent; use a card model with {_NAMES[alg]} line protection, or a profile with "
         f"[card] line_protection = \"{setting}\" (docs/sm4.md)")
