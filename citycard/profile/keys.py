@@ -175,9 +175,12 @@ def _psam_key(ctx: Located, t: dict[str, Any], path: list[Any], name: str, unit:
     length = integer(ctx, t, "length", path, 16, 16, 16)
     alg = _ALGS[choice(ctx, t, "alg", path, "3des", tuple(_ALGS), "3des or sm4")]
     if alg == "sm4":   # an SM4 purchase master: algorithm byte 04 in its record (docs/psam.md, docs/sm4.md)
-        if usage != PSAM_KEY_NAMES["psam-purchase"]:
-            raise ctx.err([*path, "alg"], "only a psam-purchase key can be SM4 here (the PSAM's MAC and encryption "
-                          "keys serve the cards' 3DES line protection: docs/sm4.md)")
+        # an SM4 maintenance master: the MAC of APPLICATION BLOCK for a card whose line
+        # protection is SM4 (docs/sm4.md "SM4 line protection")
+        if usage not in (PSAM_KEY_NAMES["psam-purchase"], PSAM_KEY_NAMES["psam-maintenance"]):
+            raise ctx.err([*path, "alg"], "only a psam-purchase or psam-maintenance key can be SM4 here (the "
+                          "purchase of an SM4 purse; the APPLICATION BLOCK of a card with SM4 line protection: "
+                          "docs/sm4.md)")
         given = t.get("algorithm")
         if given is not None and given != SM4_ALGORITHM_ID:
             raise ctx.err([*path, "algorithm"], f"an SM4 key has algorithm byte {SM4_ALGORITHM_ID:02X} "
