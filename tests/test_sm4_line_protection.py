@@ -372,3 +372,18 @@ def test_hotlisted_sm4_lp_card_is_blocked_by_the_psam_terminal():
     assert cmd == H("841E000004") + line_mac(per_card(TRANSIT_DAMK), chal, H("841E000004"))
     assert transit(card).block == 1
     assert walk.select_df(session, spec.app("transit")).sw == 0x6A81
+
+
+def test_batch_of_sm4_lp_cards_on_simulated_readers(run_cli, tmp_path):
+    common = ["batch", "run", "--profile", str(LP_PROFILE), "--keys", str(DEMO_KEYS), "--keys", str(DEMO_KEYS_SM4),
+              "--data", str(SAMPLE), "--limit", "2", "--keep-cards", str(tmp_path)]
+    r = run_cli(*common, "--journal", str(tmp_path / "bad.db"), "--sims", "1")
+    errors = [line for line in r.stderr.splitlines() if "error" in line]
+    assert r.exit_code == 2 and len(errors) == 1 and "--sim-model fmcos-sm4" in errors[0]
+    assert not (tmp_path / "bad.db").exists()
+    r = run_cli(*common, "--journal", str(tmp_path / "j.db"), "--sims", "2", "--sim-model", "fmcos-sm4")
+    assert r.exit_code == 0, r.stderr
+    from citycard.sim import image
+
+    kept = sorted(tmp_path.glob("*.json"))
+    assert len(kept) == 2 and all(image.load(p).model.name == "fmcos-sm4" for p in kept)
