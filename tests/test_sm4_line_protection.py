@@ -387,3 +387,33 @@ def test_batch_of_sm4_lp_cards_on_simulated_readers(run_cli, tmp_path):
 
     kept = sorted(tmp_path.glob("*.json"))
     assert len(kept) == 2 and all(image.load(p).model.name == "fmcos-sm4" for p in kept)
+
+
+def test_shell_authenticates_and_writes_with_sm4(run_cli, tmp_path):
+    """`citycard shell` on a card with SM4 line protection: EXTERNAL AUTHENTICATE and a MAC'd
+    write take the profile's cipher."""
+    import io
+
+    from citycard.shell.card import CardContext
+    from citycard.shell.interactive import CardShell
+    from citycard.sim.transport import ImageTransport
+
+    img = tmp_path / "card.json"
+    assert run_cli("sim", "new", "--model", "fmcos-sm4", str(img)).exit_code == 0
+    r = run_cli("perso", "--profile", str(LP_PROFILE), "--keys", str(DEMO_KEYS), "--keys", str(DEMO_KEYS_SM4),
+                "--data", str(SAMPLE), "--row", "1", "--sim", str(img), "--issue-date", "20261124")
+    assert r.exit_code == 0, r.stderr
+    transport = ImageTransport(img)
+    transport.connect()
+    session = CardSession(transport)
+    out = io.StringIO()
+    lines = ["select transit", "auth", "protect transit/damk 00D6951C02 ABCD", "read ef0015", "quit"]
+    sh = CardShell(CardContext(session, load_profile(LP_PROFILE), keys()),
+                   stdin=io.StringIO("".join(line + "\n" for line in lines)), stdout=out, use_readline=False)
+    sh.use_rawinput = False
+    try:
+        sh.cmdloop()
+    finally:
+        session.close()
+    text = out.getvalue()
+    assert "authenticated" in text and "> 04D6951C06 ABCD" in text and "rfu3           ABCD" in text
