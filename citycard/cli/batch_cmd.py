@@ -75,10 +75,10 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
     sources: list = []
     if sims:
         from ..sim.batch_readers import simulated_readers
-        from ..sim.models import get_model
+        from ..sim.models import MODELS
 
-        model = get_model(sim_model)
-        if model.kind == "fmcos" and model.line_alg != job.spec.line_alg:   # docs/sm4.md: the COS's cipher
+        model = MODELS.get(sim_model)     # an unknown name: simulated_readers says so
+        if model is not None and model.kind == "fmcos" and model.line_alg != job.spec.line_alg:   # docs/sm4.md
             raise InputError(f"--sim-model {sim_model}: its line protection is "
                              f"{'SM4' if model.line_alg == 'sm4' else '3DES'}, the profile's is not; "
                              f"use --sim-model {job.spec.card_model}")
