@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from ..apdu import CommandApdu
 from ..commands import fmcos, iso, purse
@@ -47,10 +47,12 @@ from ..errors import InputError
 from ..keys import KeySource
 from ..keys.handles import Key, KeyHandleError, key_bytes
 from ..crypto import ecb_encrypt
-from ..crypto.cipher import Alg
 from ..profile import ProfileError, binding_columns, locate, pin_to_bytes
 from ..spec import MAX_LC, CardSpec, DFSpec, FileSpec, KeySpec, data_room
 from .context import CardData, Resolver
+
+if TYPE_CHECKING:   # the cipher library is imported when a key is used (CLI start-up, issue 19)
+    from ..crypto.cipher import Alg
 
 EXPORTED = " [key exported from the HSM]"
 ENCIPHERED = " [key enciphered by the HSM]"

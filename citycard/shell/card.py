@@ -12,7 +12,7 @@ display and transcript masks their data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import records, tlv
 from ..apdu import CommandApdu, ResponseApdu, describe_sw
@@ -20,13 +20,15 @@ from ..commands import iso, purse, walk
 from ..commands.fmcos import KeyType
 from ..commands.purse import PurseKind
 from ..crypto import line_mac
-from ..crypto.cipher import Alg
 from ..errors import CardError, CitycardError, InputError
 from ..keys import KeySource
 from ..keys.handles import Key
 from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
 from ..transport import CardSession, LineProtection
 from ..transport.transcript import format_command, format_response
+
+if TYPE_CHECKING:   # the cipher library is imported when a key is used (CLI start-up, issue 19)
+    from ..crypto.cipher import Alg
 
 
 class CardContextError(CitycardError):
