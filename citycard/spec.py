@@ -288,6 +288,9 @@ class TransportKey:
 
 
 FACTORY_TRANSPORT_KEY = TransportKey()
+#: the factory transport key of a card whose line protection is SM4 (the simulated ``fmcos-sm4``:
+#: 16×FF, an SM4 key; docs/sm4.md, the simulator's choice: no source shows an SM4 FMCOS)
+FACTORY_TRANSPORT_KEY_SM4 = TransportKey(value=b"\xFF" * 16, length=16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +309,12 @@ class CardSpec:
     units: dict[str, str] = field(default_factory=dict)
     production: bool = False                # [profile] production: TEST KEYS refused (issue 17 item 5)
     replacement_wait_days: int = 0          # [card]: days after a loss before a replacement (docs/lifecycle.md)
+    line_alg: Literal["des", "sm4"] = "des"  # [card] line_protection: the COS's secure-messaging cipher (docs/sm4.md)
+
+    @property
+    def card_model(self) -> str:
+        """The simulated card model such a profile needs (``citycard sim new --model``)."""
+        return "fmcos-sm4" if self.line_alg == "sm4" else "fm1208"
 
     def dfs(self) -> tuple[DFSpec, ...]:
         return (self.mf, *self.apps)

@@ -238,8 +238,12 @@ def test_shipped_sm4_psam_profile_keys():
     (SM4_PURCHASE, SM4_PURCHASE.replace('alg = "sm4"', 'alg = "sm4", algorithm = 0'),
      "apps.psam.keys.purchase.algorithm", "algorithm byte 04"),
     (SM4_PURCHASE, SM4_PURCHASE.replace('alg = "sm4"', 'alg = "aes"'), "apps.psam.keys.purchase.alg", "3des or sm4"),
-    (MAINTENANCE, MAINTENANCE.replace("levels = 1,", 'levels = 1, alg = "sm4",'), "apps.psam.keys.maintenance.alg",
-     "only a psam-purchase key can be SM4"),
+    # an SM4 maintenance master is the DAMK master of cards with SM4 line protection (docs/sm4.md);
+    # a MAC key cannot be SM4
+    (MAINTENANCE, MAINTENANCE.replace("levels = 1,", 'levels = 1, alg = "sm4",'), "apps.psam.keys.maintenance.algorithm",
+     "algorithm byte 04"),
+    (MAINTENANCE, 'mac = { type = "psam-mac", id = 2, alg = "sm4", master = "transit/damk-sm4" }\n' + MAINTENANCE,
+     "apps.psam.keys.mac.alg", "only a psam-purchase or psam-maintenance key can be SM4"),
 ])
 def test_bad_sm4_psam_keys_are_named(tmp_path, old, new, where, message):
     text = PSAM_SM4_PROFILE.read_text(encoding="utf-8")
@@ -327,6 +331,8 @@ def test_sm4_psam_master_from_a_keystore_must_be_sm4_there(tmp_path):
     for algorithm in ("sm4", "3des"):
         ks = Keystore.create(tmp_path / f"{algorithm}.cks", "correct horse battery staple", unit="transit", n=16)
         ks.add("transit", "dpk-sm4", DPK_SM4_MASTER, algorithm=algorithm)
+        # the SM4 maintenance master (citycard-sm4-lp's DAMK master, docs/sm4.md) is an SM4 entry
+        ks.add("transit", "damk-sm4", bytes.fromhex("DFAE2FBDD16BBFF87DCA5E9D019B9B09"), algorithm="sm4")
         try:
             planner = Planner(spec, KeyRing([DemoKeyFile(DEMO_KEYS), ks]))
             if algorithm == "3des":

@@ -75,6 +75,13 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
     sources: list = []
     if sims:
         from ..sim.batch_readers import simulated_readers
+        from ..sim.models import MODELS
+
+        model = MODELS.get(sim_model)     # an unknown name: simulated_readers says so
+        if model is not None and model.kind == "fmcos" and model.line_alg != job.spec.line_alg:   # docs/sm4.md
+            raise InputError(f"--sim-model {sim_model}: its line protection is "
+                             f"{'SM4' if model.line_alg == 'sm4' else '3DES'}, the profile's is not; "
+                             f"use --sim-model {job.spec.card_model}")
 
         sources += simulated_readers(sims, keep_cards, timing=timing, model=sim_model)
     from ..terminal.identify import free_card_serial   # the readers' identity guard (issue 17 item 3)

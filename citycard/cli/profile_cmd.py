@@ -61,7 +61,9 @@ def check(path: str, data_path: str | None, encoding: str, journal_url: str | No
         check_profile(path, None, lambda: open_keys(keys))
     n_files = sum(len(df.files) for df in spec.dfs())
     n_keys = sum(len(df.keys) for df in spec.dfs())
-    click.echo(f"{path}: ok ({len(spec.apps)} applications, {n_files} files, {n_keys} keys)")
+    needs = (f"; needs a card whose COS does SM4 line protection (simulated: sim new --model {spec.card_model}; "
+             "docs/sm4.md)" if spec.line_alg == "sm4" else "")
+    click.echo(f"{path}: ok ({len(spec.apps)} applications, {n_files} files, {n_keys} keys){needs}")
 
 
 @profile.command()

@@ -145,17 +145,20 @@ def cipher_data(mode: CipherMode | int, data: bytes) -> CommandApdu:
     return CommandApdu(0x80, 0xFA, int(m), 0x00, bytes(data), ne=ne)
 
 
-def line_mac_input(cmd: CommandApdu, challenge: bytes) -> bytes:
+def line_mac_input(cmd: CommandApdu, challenge: bytes, alg: str = "des") -> bytes:
     """The CIPHER DATA (P1 ``05``) data for the line-protection MAC of ``cmd`` with a card's
     ``challenge``: IV = challenge ‖ ``00``s to 8 bytes, then ``CLA|04 INS P1 P2 Lc+4`` ‖ data ‖
-    ``80 00..`` (MZT, KSD: ``R ‖ 00000000 ‖ 841E000004800000`` for APPLICATION BLOCK, §3.2)."""
+    ``80 00..`` (MZT, KSD: ``R ‖ 00000000 ‖ 841E000004800000`` for APPLICATION BLOCK, §3.2).
+    ``alg="sm4"`` (a card whose line protection is SM4, an SM4 PSAM key: docs/sm4.md): the IV
+    and the padding to 16 bytes, the SM4 block."""
     if len(challenge) not in (4, 8):
         raise InputError(f"challenge: {len(challenge)} bytes, expected 4 or 8")
     if len(cmd.data) + 4 > 0xFF:
         raise InputError("a line-protected command carries at most 251 bytes of data")
+    bs = 16 if alg == "sm4" else 8
     header = bytes((cmd.cla | 0x04, cmd.ins, cmd.p1, cmd.p2, len(cmd.data) + 4))
     body = header + cmd.data + b"\x80"
-    return challenge.ljust(8, b"\x00") + body + bytes(-len(body) % 8)
+    return challenge.ljust(bs, b"\x00") + body + bytes(-len(body) % bs)
 
 
 def with_line_mac(cmd: CommandApdu, mac: bytes) -> CommandApdu:

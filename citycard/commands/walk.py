@@ -19,6 +19,9 @@ from ..keys.handles import Key
 from . import iso
 
 if TYPE_CHECKING:
+    from ..crypto.cipher import Alg
+
+if TYPE_CHECKING:
     from ..spec import CardSpec, DFSpec, FileSpec
     from ..transport import CardSession
 
@@ -154,14 +157,24 @@ def read_serial(session: CardSession, spec: CardSpec, df: DFSpec) -> str:
 
 
 # ---------------------------------------------------------------------- authentication
-def external_auth_cryptogram(key: Key, challenge: bytes) -> bytes:
+def external_auth_cryptogram(key: Key, challenge: bytes, alg: Alg = "des") -> bytes:
     """``E_K(challenge ‖ 00..)`` over one 8-byte block (SPEC §1.5, §4 vector 1); DES or
-    3DES by key length."""
+    3DES by key length.  ``alg="sm4"``: one 16-byte SM4 block, all 16 bytes sent (a card
+    whose line protection is SM4: docs/sm4.md)."""
+    if alg == "sm4":
+        from ..crypto.secure import auth_cryptogram
+
+        return auth_cryptogram(key, challenge, "sm4")   # type: ignore[arg-type]   # SM4 keys are bytes
     return ecb_encrypt(key, challenge + bytes(8 - len(challenge)))
 
 
-def external_authenticate(session: CardSession, key_id: int, key: Key) -> ResponseApdu:
+def external_authenticate(session: CardSession, key_id: int, key: Key, alg: Alg = "des") -> ResponseApdu:
     """GET CHALLENGE (raises :class:`~citycard.errors.CardError` when refused), then
-    EXTERNAL AUTHENTICATE with key ``key_id``; the card's answer."""
+    EXTERNAL AUTHENTICATE with key ``key_id``; the card's answer.  ``alg``: the card's
+    line-protection cipher (the profile's ``[card] line_protection``); a card whose ATR shows
+    the other one is refused before anything is sent (:mod:`citycard.cos`)."""
+    from ..cos import check_line_protection
+
+    check_line_protection(getattr(session, "atr", b""), alg)
     challenge = session.get_challenge(4)
-    return session.send(iso.external_authenticate(key_id, external_auth_cryptogram(key, challenge)))
+    return session.send(iso.external_authenticate(key_id, external_auth_cryptogram(key, challenge, alg)))

@@ -19,7 +19,8 @@ _WHERE = {
              "load_mac2", "load_session_key", "load_tac", "purchase_cryptogram", "purchase_mac1",
              "purchase_mac2", "purchase_session_key", "purchase_tac", "purse_mac", "tac_key",
              "unload_mac3"),
-    "secure": ("check_protected", "decipher", "encipher", "line_mac", "protect"),
+    "secure": ("auth_cryptogram", "check_protected", "decipher", "encipher", "line_mac", "pin_reload_mac",
+               "protect"),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
                        load_mac2, load_session_key, load_tac, purchase_cryptogram, purchase_mac1,
                        purchase_mac2, purchase_session_key, purchase_tac, purse_mac, tac_key,
                        unload_mac3)
-    from .secure import check_protected, decipher, encipher, line_mac, protect
+    from .secure import (auth_cryptogram, check_protected, decipher, encipher, line_mac, pin_reload_mac,
+                         protect)
 
 __all__ = sorted(_MODULE_OF)
 

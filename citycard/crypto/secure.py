@@ -7,6 +7,12 @@
   (retail MAC); the MAC is the leftmost 4 bytes.
 * Enciphered data: ``LD ‖ data ‖ 80 00..`` ECB-enciphered with the same key
   (DES or 3DES by key length).  The ``80`` is always added, as for the MAC.
+* ``alg="sm4"`` (a card whose COS does SM4 line protection, docs/sm4.md): the same with
+  16-byte blocks and keys, SM4-CBC-MAC (IV = challenge ‖ zeros to 16) and SM4-ECB (TY's
+  ``sm4_cal_mac`` and SM4 key load, PSAM-SM4 §4.1).
+
+The two cryptograms of the security keys that are no line protection are here as well:
+EXTERNAL AUTHENTICATE (:func:`auth_cryptogram`) and RELOAD PIN (:func:`pin_reload_mac`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import hmac
 
 from ..apdu import CommandApdu
 from ..errors import InputError
-from .cipher import Alg, check_key, ecb_decrypt, ecb_encrypt
+from .cipher import Alg, check_key, ecb_decrypt, ecb_encrypt, xor
 from .mac import mac_alg1, mac_alg3, pad, unpad2
 
 
@@ -80,3 +86,25 @@ def check_protected(cmd: CommandApdu, key: bytes, challenge: bytes, alg: Alg = "
     if not hmac.compare_digest(line_mac(key, challenge, header + body, alg), mac):
         raise InputError("line-protection MAC mismatch")
     return body
+
+
+def auth_cryptogram(key: bytes, challenge: bytes, alg: Alg = "des") -> bytes:
+    """The EXTERNAL AUTHENTICATE cryptogram: ``E_K(challenge ‖ 00..)`` over one block, all of
+    it (SPEC §1.5: 8 bytes, DES or 3DES by key length).  SM4 (docs/sm4.md, decision "EXTERNAL
+    AUTHENTICATE with an SM4 master"): SM4(K, challenge ‖ zeros to 16), the 16 bytes sent."""
+    bs = 16 if alg == "sm4" else 8
+    if len(challenge) not in (4, 8):
+        raise InputError(f"challenge: {len(challenge)} bytes, expected 4 or 8")
+    return ecb_encrypt(key, challenge + bytes(bs - len(challenge)), alg)
+
+
+def pin_reload_mac(key: bytes, pin: bytes, alg: Alg = "des") -> bytes:
+    """The MAC of RELOAD PIN ``80 5E 00 kid PIN ‖ MAC`` over the new PIN, IV zero (SPEC §1.5,
+    D2; FMPY): DES with the reload key's left ⊕ right half (an 8-byte key as it is).  SM4
+    (docs/sm4.md): the whole 16-byte key, SM4-CBC-MAC with ``80`` padding to 16, left 4 bytes
+    (L ⊕ R would be 8 bytes, no SM4 key: as the SM4 TAC key, docs/sm4.md item 3)."""
+    if alg == "sm4":
+        check_key(key, "sm4", "PIN reload key")
+        return mac_alg1(key, pin, alg="sm4")[:4]
+    k8 = key if len(key) == 8 else xor(key[:8], key[8:])
+    return mac_alg1(k8, pin)[:4]

@@ -134,8 +134,10 @@ def _auth_master(session: CardSession, spec: CardSpec, df: DFSpec, keys: KeySour
     import datetime
 
     r = Resolver(spec, CardData({}, int(number or 0), datetime.date.today()))
-    key = keys.derive(m.master[0], m.master[1], r.factor(m.factor, m.path))
-    sw = walk.external_authenticate(session, m.kid, key).sw
+    factor = r.factor(m.factor, m.path)
+    key = keys.derive(m.master[0], m.master[1], factor, alg="sm4") if m.alg == "sm4" else \
+        keys.derive(m.master[0], m.master[1], factor)
+    sw = walk.external_authenticate(session, m.kid, key, spec.line_alg).sw
     return sw == 0x9000, sw
 
 

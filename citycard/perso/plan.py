@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from ..apdu import CommandApdu
 from ..commands import fmcos, iso, purse
@@ -50,6 +50,9 @@ from ..crypto import ecb_encrypt
 from ..profile import ProfileError, binding_columns, locate, pin_to_bytes
 from ..spec import MAX_LC, CardSpec, DFSpec, FileSpec, KeySpec, data_room
 from .context import CardData, Resolver
+
+if TYPE_CHECKING:   # the cipher library is imported when a key is used (CLI start-up, issue 19)
+    from ..crypto.cipher import Alg
 
 EXPORTED = " [key exported from the HSM]"
 ENCIPHERED = " [key enciphered by the HSM]"
@@ -63,6 +66,8 @@ class Step:
     form under ``key``, enciphered when ``encrypt``), ``ext_auth`` (GET CHALLENGE, then
     EXTERNAL AUTHENTICATE with ``key``).  ``key`` never appears in repr or output.
     ``source``: the rule the step relies on, as source tags (``SPEC §6 R2; UM 7.3``).
+    ``alg``: the cipher of a ``protected`` or ``ext_auth`` step, the card's line protection
+    (``[card] line_protection``: ``sm4`` on a card whose COS does SM4, docs/sm4.md).
     """
 
     label: str
@@ -74,6 +79,7 @@ class Step:
     sensitive: bool = False
     df: str = ""
     source: str = ""
+    alg: Alg = "des"
 
     @property
     def apdu_count(self) -> int:
@@ -188,8 +194,10 @@ class Planner:
         mf = spec.mf
         steps.append(Step("SELECT MF", iso.select_mf(), df="mf", source=SRC_SELECT))
         tk = spec.transport_key
-        steps.append(Step(f"EXTERNAL AUTHENTICATE with the transport key ({len(transport)} bytes, id {tk.kid:02X})",
-                          ext_auth_step(tk.kid), kind="ext_auth", key=transport, df="mf", source=SRC_TRANSPORT))
+        sm4 = " SM4" if spec.line_alg == "sm4" else ""
+        steps.append(Step(f"EXTERNAL AUTHENTICATE with the transport key ({len(transport)} bytes{sm4}, id {tk.kid:02X})",
+                          ext_auth_step(tk.kid), kind="ext_auth", key=transport, df="mf", source=SRC_TRANSPORT,
+                          alg=spec.line_alg))
         steps.append(Step("ERASE DF (MF): the factory KEY file goes", fmcos.erase_df(), df="mf", source=SRC_ERASE))
         self._df_body(mf, r, steps, keys, pins, contents)
         for app in spec.apps:
@@ -212,7 +220,7 @@ class Planner:
             return tk.value
         key = self.keys.derive(*tk.source, None)
         name = "/".join(tk.source)
-        if len(key) == tk.length:
+        if len(key) == tk.length or self.spec.line_alg == "sm4":   # SM4: 16 bytes (profile check)
             return key
         if len(key) < tk.length:
             raise profile_error(self.spec, tk.path, f"the card's transport key is {tk.length} bytes, key-source "
@@ -311,9 +319,11 @@ class Planner:
                 raise profile_error(self.spec, f"{k.path}.write",
                                     f"a real card takes no enciphered add of key type {k.type_byte:02X} "
                                     "(SPEC §6 R4, UM 7.12)")
-            steps.append(Step(f"{label} under {'cipher+MAC' if how == 'cipher' else 'MAC'} of the master{mark}",
+            sm4 = " (SM4)" if self.spec.line_alg == "sm4" else ""
+            steps.append(Step(f"{label} under {'cipher+MAC' if how == 'cipher' else 'MAC'} of the master{sm4}{mark}",
                               cmd, kind="protected", key=master_value, encrypt=how == "cipher", sensitive=True,
-                              df=n, source=SRC_ADD_CIPHER if how == "cipher" else SRC_ADD_MAC))
+                              df=n, source=SRC_ADD_CIPHER if how == "cipher" else SRC_ADD_MAC,
+                              alg=self.spec.line_alg))
         line_keys = {k.kid: keys[f"{n}/{k.name}"] for k in df.keys if k.ktype == KeyType.LINE_PROTECTION}
         for f in df.files:
             steps.append(Step(f"CREATE {f.kind.upper()} EF {f.fid:04X} {f.name} in {n}", self._create_ef(f), df=n,
@@ -383,7 +393,7 @@ class Planner:
                         current = True
                     cmd = iso.update_binary(chunk, off)                # the current EF
                 label = f"UPDATE BINARY {f.fid:04X} {f.name} [{off}:{off + len(chunk)}]"
-                steps.append(self._write_step(label, cmd, protect, key, n, SRC_UPDATE_BINARY))
+                steps.append(self._write_step(label, cmd, protect, key, n, SRC_UPDATE_BINARY, self.spec.line_alg))
             return
         recs = self._records(df, f, r)
         contents[(n, f.fid)] = recs
@@ -396,14 +406,15 @@ class Planner:
                                     "a record cannot be split")
             cmd = iso.append_record(rec, sfi=f.sfi)
             steps.append(self._write_step(f"APPEND RECORD {f.fid:04X} {f.name} #{i}", cmd, protect, key, n,
-                                          SRC_APPEND_RECORD))
+                                          SRC_APPEND_RECORD, self.spec.line_alg))
 
     @staticmethod
-    def _write_step(label: str, cmd: CommandApdu, protect: str, key: Key | None, df: str, source: str) -> Step:
+    def _write_step(label: str, cmd: CommandApdu, protect: str, key: Key | None, df: str, source: str,
+                    alg: Alg = "des") -> Step:
         if protect == "plain":
             return Step(label, cmd, df=df, source=source)
         return Step(label + f" with {'cipher+MAC' if protect == 'cipher' else 'MAC'}", cmd, kind="protected",
-                    key=key, encrypt=protect == "cipher", df=df, source=f"{source}; {SRC_PROTECTED}")
+                    key=key, encrypt=protect == "cipher", df=df, source=f"{source}; {SRC_PROTECTED}", alg=alg)
 
     def _records(self, df: DFSpec, f: FileSpec, r: Resolver) -> list[bytes]:
         where = f"{self.spec.source} {f.path}"

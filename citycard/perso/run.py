@@ -412,7 +412,7 @@ def _authenticate_master(session: CardSession, spec: CardSpec, plan: Plan) -> Re
         raise PersoError("the card is personalized but the profile's MF has no master key to erase it")
     log.info("taking the card over with its MF master key to erase it")
     session.send(iso.select_mf(), expect=0x9000, what="SELECT MF")
-    return walk.external_authenticate(session, m.kid, master)
+    return walk.external_authenticate(session, m.kid, master, spec.line_alg)
 
 
 def _apdu_counter(session: CardSession) -> int:

@@ -29,9 +29,9 @@ def execute(session: CardSession, step: Step) -> ResponseApdu:
         return session.send(step.cmd)
     assert step.key is not None
     if step.kind == "protected":
-        return session.send(step.cmd, protect=LineProtection(step.key, encrypt=step.encrypt))
+        return session.send(step.cmd, protect=LineProtection(step.key, encrypt=step.encrypt, alg=step.alg))
     if step.kind == "ext_auth":
-        return walk.external_authenticate(session, step.cmd.p2, step.key)
+        return walk.external_authenticate(session, step.cmd.p2, step.key, step.alg)
     raise ValueError(f"unknown step kind {step.kind!r}")
 
 

@@ -91,7 +91,7 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
         if _refused(r.sw):
             raise _KeyRefused
     for k in sorted((k for k in df.keys if k.ktype == KeyType.EXTERNAL_AUTH), key=lambda k: k.kid == 0):
-        r = walk.external_authenticate(session, k.kid, plan.keys[f"{n}/{k.name}"])
+        r = walk.external_authenticate(session, k.kid, plan.keys[f"{n}/{k.name}"], spec.line_alg)
         _add(checks, f"{n}: key {k.name} authenticates", r.sw == 0x9000, f"SW {r.sw:04X}")
         if _refused(r.sw):
             raise _KeyRefused
@@ -116,7 +116,8 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
             _add(checks, f"{n}: {f.name} refuses a plain write", r.sw == 0x6900, f"SW {r.sw:04X}")
             key = line_keys.get(f.write_key)
             if key is not None and f.write_key not in line_checked:
-                r = session.send(cmd, protect=LineProtection(key, encrypt=f.write_protect == "cipher"))
+                r = session.send(cmd, protect=LineProtection(key, encrypt=f.write_protect == "cipher",
+                                                             alg=spec.line_alg))
                 ok = _add(checks, f"{n}: line-protection key {f.write_key:02X} writes {f.name}", r.sw == 0x9000,
                           f"SW {r.sw:04X}")
                 if ok:

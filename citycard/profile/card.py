@@ -7,14 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..spec import FACTORY_TRANSPORT_KEY, CardSpec, DFSpec, TransportKey
+from ..spec import FACTORY_TRANSPORT_KEY, FACTORY_TRANSPORT_KEY_SM4, CardSpec, DFSpec, TransportKey
 from .bindings import binding_columns
 from .dfs import parse_df
-from .fields import Located, check_table, hexbytes, integer, split_path, typed
-from .keys import master_ref
+from .fields import Located, check_table, choice, hexbytes, integer, split_path, typed
+from .keys import LINE_CIPHER_TYPES, master_ref
 
 PROFILE_FIELDS = {"name", "title", "cos", "version", "production"}
-CARD_FIELDS = {"transport_key", "serial_prefix", "serial_digits", "validity_years", "rerun", "replacement_wait_days"}
+CARD_FIELDS = {"transport_key", "serial_prefix", "serial_digits", "validity_years", "rerun", "replacement_wait_days",
+               "line_protection"}
+#: ``[card] line_protection``: the profile's name → the crypto library's cipher family
+_LINE_ALGS = {"3des": "des", "sm4": "sm4"}
 TRANSPORT_FIELDS = {"source", "value", "length", "id"}
 
 
@@ -34,45 +37,73 @@ def build_card(ctx: Located, data: dict[str, Any]) -> CardSpec:
     units = _units(ctx, data.get("units", {}))
     templates = data.get("templates", {})
     typed(ctx, templates, ["templates"], dict)
-    transport = _transport_key(ctx, card.get("transport_key"), units)
+    line_alg = _LINE_ALGS[choice(ctx, card, "line_protection", ["card"], "3des", tuple(_LINE_ALGS), "3des or sm4")]
+    transport = _transport_key(ctx, card.get("transport_key"), units, line_alg)
     serials = _serials(ctx, card)
     rerun = card.get("rerun", "erase")
     if rerun not in ("erase", "refuse"):
         raise ctx.err(["card", "rerun"], f"{rerun!r}: expected \"erase\" or \"refuse\"")
     mf, apps = _dfs(ctx, data, templates, units)
     _check_apps(ctx, mf, apps, units)
+    _check_line_keys(ctx, mf, apps, line_alg)
     return CardSpec(
         name=str(prof.get("name", Path(ctx.file).stem)), title=str(prof.get("title", "")), source=ctx.file,
         transport_key=transport, serial_prefix=serials.prefix, serial_digits=serials.digits,
         validity_years=integer(ctx, card, "validity_years", ["card"], 1, 99, 10), rerun=rerun,
         mf=mf, apps=apps, columns=_columns(mf, apps), units=dict(units),
         production=bool(typed(ctx, prof.get("production", False), ["profile", "production"], bool)),
-        replacement_wait_days=integer(ctx, card, "replacement_wait_days", ["card"], 0, 365, 0))
+        replacement_wait_days=integer(ctx, card, "replacement_wait_days", ["card"], 0, 365, 0),
+        line_alg=line_alg)  # type: ignore[arg-type]
 
 
-def _transport_key(ctx: Located, t: Any, units: dict[str, str]) -> TransportKey:
-    """``[card] transport_key``: absent (the blank FM1208's 8×FF, id 00: SPEC §6 R1), a key-source
-    entry ``"unit/role"`` (the card's key is 8 bytes: the entry's left half), or a table
-    ``{ source = "unit/role" | value = "hex", length = 8 | 16, id = 0 }``."""
+def _check_line_keys(ctx: Located, mf: DFSpec, apps: tuple[DFSpec, ...], line_alg: str) -> None:
+    """The master, line-protection and PIN keys (39, 36, 37, 38) have the card's line-protection
+    cipher (docs/sm4.md "SM4 line protection"): ``alg = "sm4"`` exactly under
+    ``[card] line_protection = "sm4"``."""
+    names = {0x36: "line-protection", 0x37: "PIN-unblock", 0x38: "PIN-reload", 0x39: "external-auth"}
+    for df in (mf, *apps):
+        for k in df.keys:
+            if k.ktype not in LINE_CIPHER_TYPES or k.alg == line_alg:
+                continue
+            path = [*split_path(k.path), "alg"]
+            what = f"a {names[k.ktype]} ({k.ktype:02X}) key"
+            if line_alg == "sm4":
+                raise ctx.err(path, f"{what} has the card's line-protection cipher: [card] line_protection = "
+                              "\"sm4\" needs alg = \"sm4\" here (docs/sm4.md)")
+            raise ctx.err(path, f"{what} cannot be SM4 here: its FMCOS record has an error counter in place of "
+                          "the algorithm byte, so its cipher is the card's line protection (3DES); say [card] "
+                          "line_protection = \"sm4\" for a card whose COS does SM4 (docs/sm4.md)")
+
+
+def _transport_key(ctx: Located, t: Any, units: dict[str, str], line_alg: str = "des") -> TransportKey:
+    """``[card] transport_key``: absent (the blank FM1208's 8×FF, id 00: SPEC §6 R1; 16×FF on a
+    card with SM4 line protection), a key-source entry ``"unit/role"`` (the card's key is 8
+    bytes: the entry's left half; 16 bytes on an SM4 card), or a table
+    ``{ source = "unit/role" | value = "hex", length = 8 | 16, id = 0 }`` (16 on an SM4 card)."""
     path = ["card", "transport_key"]
+    sm4 = line_alg == "sm4"
     if t is None:
-        return FACTORY_TRANSPORT_KEY
+        return FACTORY_TRANSPORT_KEY_SM4 if sm4 else FACTORY_TRANSPORT_KEY
     if isinstance(t, str):
-        return TransportKey(source=master_ref(ctx, t, path, None, units), value=None)
+        return TransportKey(source=master_ref(ctx, t, path, None, units), value=None, length=16 if sm4 else 8)
     check_table(ctx, t, TRANSPORT_FIELDS, path, "transport_key")
     if ("source" in t) == ("value" in t):
         raise ctx.err(path, "give source = \"unit/role\" (a key-source entry) or value = \"hex\", one of them")
     kid = integer(ctx, t, "id", path, 0, 0xFE, 0)
     if "source" in t:
-        length = integer(ctx, t, "length", path, 8, 16, 8)
+        length = integer(ctx, t, "length", path, 8, 16, 16 if sm4 else 8)
         if length not in (8, 16):
             raise ctx.err([*path, "length"], "a transport key is 8 or 16 bytes (SPEC §6 R1)")
+        if sm4 and length != 16:
+            raise ctx.err([*path, "length"], "an SM4 card's transport key is a 16-byte SM4 key (docs/sm4.md)")
         return TransportKey(source=master_ref(ctx, t["source"], [*path, "source"], None, units), value=None,
                             length=length, kid=kid)
     value = hexbytes(ctx, t["value"], [*path, "value"])
     if len(value) not in (8, 16):
         raise ctx.err([*path, "value"], f"a transport key is 8 or 16 bytes, this one {len(value)} (SPEC §6 R1)")
     length = integer(ctx, t, "length", path, 8, 16, len(value))
+    if sm4 and len(value) != 16:
+        raise ctx.err([*path, "value"], "an SM4 card's transport key is a 16-byte SM4 key (docs/sm4.md)")
     if length != len(value):
         # strict host: the card's key is `length` bytes; this value cannot authenticate it
         raise ctx.err([*path, "length"], f"the card's transport key is {length} bytes but the value given is "

@@ -23,6 +23,10 @@ SM4_ALGORITHM_ID = 0x04
 #: types that may be SM4 (docs/sm4.md)
 PURSE_KEY_TYPES = (0x3C, 0x3D, 0x3E, 0x3F)
 _SM4_TYPES = (0x34, *PURSE_KEY_TYPES)
+#: the keys whose cipher is the card's line protection: master / external auth 39, DAMK 36, PIN
+#: unblock 37, PIN reload 38 (docs/sm4.md "SM4 line protection"): SM4 exactly when
+#: ``[card] line_protection = "sm4"`` (checked for the whole card: citycard.profile.card)
+LINE_CIPHER_TYPES = (0x36, 0x37, 0x38, 0x39)
 
 
 def pin_to_bytes(digits: str) -> bytes:
@@ -70,7 +74,7 @@ def parse_key(ctx: Located, t: Any, path: list[Any], name: str, unit: str | None
     kid = integer(ctx, t, "id", path, 0, 0xFE, 0)
     alg = _ALGS[choice(ctx, t, "alg", path, "3des", tuple(_ALGS), "3des or sm4")]
     b3, b4 = _bytes_3_4(ctx, t, path, tname, kt)
-    if alg == "sm4":
+    if alg == "sm4" and kt not in LINE_CIPHER_TYPES:   # those: by [card] line_protection (card.py)
         b4 = _sm4_algorithm_byte(ctx, t, path, tname, kt)
     usage = access(ctx, t, "usage", path, "free")
     change = access(ctx, t, "change", path, "never" if kt == PIN_TYPE else "free")
@@ -171,9 +175,12 @@ def _psam_key(ctx: Located, t: dict[str, Any], path: list[Any], name: str, unit:
     length = integer(ctx, t, "length", path, 16, 16, 16)
     alg = _ALGS[choice(ctx, t, "alg", path, "3des", tuple(_ALGS), "3des or sm4")]
     if alg == "sm4":   # an SM4 purchase master: algorithm byte 04 in its record (docs/psam.md, docs/sm4.md)
-        if usage != PSAM_KEY_NAMES["psam-purchase"]:
-            raise ctx.err([*path, "alg"], "only a psam-purchase key can be SM4 here (the PSAM's MAC and encryption "
-                          "keys serve the cards' 3DES line protection: docs/sm4.md)")
+        # an SM4 maintenance master: the MAC of APPLICATION BLOCK for a card whose line
+        # protection is SM4 (docs/sm4.md "SM4 line protection")
+        if usage not in (PSAM_KEY_NAMES["psam-purchase"], PSAM_KEY_NAMES["psam-maintenance"]):
+            raise ctx.err([*path, "alg"], "only a psam-purchase or psam-maintenance key can be SM4 here (the "
+                          "purchase of an SM4 purse; the APPLICATION BLOCK of a card with SM4 line protection: "
+                          "docs/sm4.md)")
         given = t.get("algorithm")
         if given is not None and given != SM4_ALGORITHM_ID:
             raise ctx.err([*path, "algorithm"], f"an SM4 key has algorithm byte {SM4_ALGORITHM_ID:02X} "

@@ -12,7 +12,7 @@ display and transcript masks their data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import records, tlv
 from ..apdu import CommandApdu, ResponseApdu, describe_sw
@@ -26,6 +26,9 @@ from ..keys.handles import Key
 from ..spec import CardSpec, DFSpec, FileSpec, KeySpec
 from ..transport import CardSession, LineProtection
 from ..transport.transcript import format_command, format_response
+
+if TYPE_CHECKING:   # the cipher library is imported when a key is used (CLI start-up, issue 19)
+    from ..crypto.cipher import Alg
 
 
 class CardContextError(CitycardError):
@@ -337,6 +340,11 @@ class CardContext:
             raise CardContextError(str(exc)) from None
         return value[:8] if k.length == 8 else value
 
+    @property
+    def line_alg(self) -> Alg:
+        """The card's line-protection cipher: the profile's ``[card] line_protection`` (docs/sm4.md)."""
+        return self.spec.line_alg if self.spec is not None else "des"
+
     def prepare_keys(self, df: DFSpec) -> None:
         """Read the serial of ``df`` now (before a script starts) when its keys need it."""
         if any(k.master is not None and _needs_serial(k.factor) for k in df.keys):
@@ -347,10 +355,14 @@ class CardContext:
         k = self.key_spec(df, key_name, ktype=KeyType.EXTERNAL_AUTH)
         key = self.card_key(df, k)
         self.enter(df)
+        from ..cos import check_line_protection
+
+        check_line_protection(getattr(self.session, "atr", b""), self.line_alg)   # before any cryptogram
         chal = self.send(iso.get_challenge(4))
         if chal.sw != 0x9000:
             raise CardAnswer("GET CHALLENGE", chal)
-        return self.send(iso.external_authenticate(k.kid, walk.external_auth_cryptogram(key, chal.data)))
+        return self.send(iso.external_authenticate(k.kid, walk.external_auth_cryptogram(key, chal.data,
+                                                                                         self.line_alg)))
 
     def verify_pin(self, df: DFSpec | None, pin: str, kid: int | None = None) -> ResponseApdu:
         """VERIFY in ``df`` (entered first) or, with no profile, the current DF with ``kid``."""
@@ -369,7 +381,7 @@ class CardContext:
         k = self.key_spec(df, key_name)
         key = self.card_key(df, k)
         try:
-            return self.session.send(cmd, protect=LineProtection(key, encrypt=encrypt))
+            return self.session.send(cmd, protect=LineProtection(key, encrypt=encrypt, alg=self.line_alg))
         except CardError as exc:
             if exc.command != "GET CHALLENGE":
                 raise
@@ -380,7 +392,7 @@ class CardContext:
         ``iv`` is the challenge (4 or 8 bytes), zeros when empty."""
         k = self.key_spec(df, key_name)
         key = self.card_key(df, k)
-        return line_mac(key, iv or bytes(8), data)
+        return line_mac(key, iv or bytes(8), data, self.line_alg)
 
     # ------------------------------------------------------------------ reading
     def read(self, f: FileSpec | None) -> ReadResult:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Mapping
 
 from ..apdu import CommandApdu
+from ..crypto.cipher import Alg, block_size
 from ..crypto.secure import decipher, line_mac
 from ..errors import InputError
 from .fs import COUNTER_TYPES, DF, EF, KT_LINE, KeyRecord
@@ -82,12 +83,13 @@ def u(b: bytes) -> int:
     return int.from_bytes(b, "big")
 
 
-def decipher_or_6a80(key: bytes, body: bytes) -> bytes:
-    """``LD ‖ data ‖ 80 00..`` enciphered under ``key`` → data; malformed → 6A80."""
-    if not body or len(body) % 8:
+def decipher_or_6a80(key: bytes, body: bytes, alg: Alg = "des") -> bytes:
+    """``LD ‖ data ‖ 80 00..`` enciphered under ``key`` (DES/3DES, or SM4 on a card whose line
+    protection is SM4: docs/sm4.md) → data; malformed → 6A80."""
+    if not body or len(body) % block_size(alg):
         raise SwError(0x6A80)
     try:
-        return decipher(key, body)
+        return decipher(key, body, alg)
     except InputError:
         raise SwError(0x6A80) from None
 
@@ -234,6 +236,12 @@ class CardCore:
                         for ins, routes in self.COMMANDS.items()}
 
     # ------------------------------------------------------------------ security
+    @property
+    def line_alg(self) -> Alg:
+        """The cipher of this card's line protection, for the whole card (docs/sm4.md "SM4 line
+        protection"): its model's."""
+        return self.model.line_alg
+
     def _ac(self, ac: int) -> bool:
         """Access condition byte XY (SPEC §1.1)."""
         if self.free:
@@ -320,7 +328,7 @@ class CardCore:
             raise SwError(0x9303 if key.base == KT_LINE else 0x6983)
         body, mac = cmd.data[:-4], cmd.data[-4:]
         header = bytes((cmd.cla, cmd.ins, cmd.p1, cmd.p2, len(cmd.data)))
-        if not hmac.compare_digest(line_mac(key.value, chal, header + body), mac):
+        if not hmac.compare_digest(line_mac(key.value, chal, header + body, self.line_alg), mac):
             if key.base in COUNTER_TYPES:
                 df = owner if owner is not None else self.df
                 with self.nvm.transaction():

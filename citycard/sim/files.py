@@ -4,6 +4,7 @@ binary files and record files (SPEC.md §1.2, §1.3, §1.5, §1.6)."""
 from __future__ import annotations
 
 from ..apdu import CommandApdu
+from ..crypto.cipher import block_size
 from ..crypto.secure import encipher, line_mac
 from .core import CardCore, SwError, decipher_or_6a80, tl, u
 from .fs import (DF, EF, FT_BINARY, FT_CYCLIC, FT_DF, FT_FIXED, FT_KEY, FT_PURSE, FT_VARIABLE, BinaryEF, KeyFile,
@@ -232,7 +233,7 @@ class FileCommands(CardCore):
         if cmd.cla & 0x04:
             key = self._line_key(ef.read_key_id)
             body = self._mac_checked(cmd, chal, key)
-            if body and not (ef.write_enc and len(body) % 8 == 0):
+            if body and not (ef.write_enc and len(body) % block_size(self.line_alg) == 0):
                 raise SwError(0x6700)
             return key
         if ef.read_protected and not self.free:
@@ -247,7 +248,7 @@ class FileCommands(CardCore):
             key = self._line_key(ef.write_key_id)
             body = self._mac_checked(cmd, chal, key)
             if ef.write_enc:
-                return decipher_or_6a80(key.value, body)
+                return decipher_or_6a80(key.value, body, self.line_alg)
             return body
         if ef.ftype & 0xC0 and not self.free:
             raise SwError(0x6900)
@@ -260,8 +261,9 @@ class FileCommands(CardCore):
         the rest is a trailer after it (R14)."""
         if key is None or chal is None:
             return data
-        body = encipher(key.value, data) if ef.write_enc else data
-        out = body + line_mac(key.value, chal, body)
+        alg = self.line_alg           # SM4 on an fmcos-sm4 card (docs/sm4.md)
+        body = encipher(key.value, data, alg) if ef.write_enc else data
+        out = body + line_mac(key.value, chal, body, alg)
         self.trailer = len(out) - len(data)
         return out
 

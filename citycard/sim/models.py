@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..cos import FM1208_HISTORICAL, SIM_FMCOS_SM4_HISTORICAL
+from ..crypto.cipher import Alg
 from ..errors import InputError
 
 
@@ -30,9 +32,9 @@ def pcsc_contactless_atr(historical: bytes) -> bytes:
     return _with_tck(bytes((0x80 | len(historical), 0x80, 0x01)) + historical)
 
 
-# FM1208 ATS historical bytes: 20 90 00 00 00 00 00 ‖ UID (SPEC §6 R19; LAB: ATS
-# 10 78 80 90 02 20 90 00 00 00 00 00 66 79 9D 24; CAPT: ... 20 90 00 00 00 00 00 7A B4 AB DC).
-FM1208_HISTORICAL = bytes.fromhex("20900000000000")
+# FM1208 ATS historical bytes (FM1208_HISTORICAL, citycard.cos): 20 90 00 00 00 00 00 ‖ UID
+# (SPEC §6 R19; LAB: ATS 10 78 80 90 02 20 90 00 00 00 00 00 66 79 9D 24; CAPT: ... 20 90 00 00
+# 00 00 00 7A B4 AB DC).
 LAB_UID = bytes.fromhex("66799D24")
 
 
@@ -50,7 +52,10 @@ class CardModel:
     ciphertext as a plain record unless the type has both flags set, R4).  ``max_data``: the
     longest command data field (longer: ``6700``) and the most a READ BINARY with Le ``00``
     returns (UM 7.1 conventions: "Lc … 不可超过 239 字节", Le likewise; SPEC §6 R7), or None for
-    the short-APDU limits.  ``load_requires_pin``: INITIALIZE FOR LOAD answers ``6982`` until a
+    the short-APDU limits.  ``line_alg``: the cipher of the card's secure messaging, for the
+    whole card (docs/sm4.md "SM4 line protection"): ``des`` (DES/3DES by key length, FMCOS
+    UM §11) or ``sm4`` (every MAC'd or enciphered command, WRITE KEY ``84 D4`` and EXTERNAL
+    AUTHENTICATE with SM4; keys 36–39 are 16-byte SM4 keys).  ``load_requires_pin``: INITIALIZE FOR LOAD answers ``6982`` until a
     PIN was verified in the current DF, whatever the ACs (ROBUR's card insisted; DENG's card
     loaded without VERIFY: SPEC §6.6, kept configurable, off by default).
     ``add_replaces_existing``: a WRITE KEY add (P1 ``01``) of a type and id already in the KEY
@@ -79,6 +84,7 @@ class CardModel:
     mf_erase_ac: int = 0xF1
     mf_sfi_byte: int = 0x01
     keyfile_space: int = 0x0100
+    line_alg: Alg = "des"
     # the command set: "fmcos" (the card) or "psam" (citycard.sim.psam: docs/psam.md)
     kind: str = "fmcos"
 
@@ -87,6 +93,8 @@ class CardModel:
             raise InputError(f"card model {self.name}: transport key must be 8 or 16 bytes")
         if not 1 <= self.transport_tries <= 15:
             raise InputError(f"card model {self.name}: transport tries must be 1..15")
+        if self.line_alg == "sm4" and len(self.transport_key) != 16:
+            raise InputError(f"card model {self.name}: an SM4 card's transport key is 16 bytes")
         if not 0 <= self.max_balance <= 0xFFFFFFFF:
             raise InputError(f"card model {self.name}: max_balance must fit 4 bytes")
 
@@ -115,6 +123,18 @@ FM1208_16FF = CardModel(
     add_replaces_existing=False,
 )
 
+FMCOS_SM4 = CardModel(
+    name="fmcos-sm4",
+    description="an FMCOS card whose COS does its line protection with SM4 (docs/sm4.md: no source "
+                "shows one; the construction is TY's SM4 secure messaging, PSAM-SM4 §4.1): keys 36-39 "
+                "SM4, every 84/04 command MAC'd (and enciphered) with SM4, WRITE KEY 84 D4 in TY's SM4 "
+                "form, EXTERNAL AUTHENTICATE with 16 bytes; factory transport key 00 = 16xFF SM4; "
+                "otherwise fm1208; the simulator's own ATR (citycard.cos tells it from an FM1208's)",
+    transport_key=b"\xFF" * 16,
+    atr=atr_from_historical(SIM_FMCOS_SM4_HISTORICAL),
+    line_alg="sm4",
+)
+
 PSAM = CardModel(
     name="psam",
     description="PSAM (terminal secure module) on the FM1208 core: the factory MF of fm1208 with the "
@@ -123,7 +143,7 @@ PSAM = CardModel(
     kind="psam",
 )
 
-MODELS: dict[str, CardModel] = {m.name: m for m in (FM1208, FM1208_16FF, PSAM)}
+MODELS: dict[str, CardModel] = {m.name: m for m in (FM1208, FM1208_16FF, FMCOS_SM4, PSAM)}
 DEFAULT_MODEL = FM1208.name
 # The model old images (without a "model" key) were made with; ``SimCard()`` builds
 # DEFAULT_MODEL when no model is given.

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ..apdu import CommandApdu
 from ..crypto import pboc
-from ..crypto.cipher import Alg, cbc_mac_last, ecb_decrypt, ecb_encrypt
+from ..crypto.cipher import Alg, block_size, cbc_mac_last, ecb_decrypt, ecb_encrypt
 from ..crypto.mac import pad
 from ..keytypes import is_psam_usage as is_psam_key
 from .card import CARD_CLASSES, SimCard
@@ -68,10 +68,11 @@ def diversified(master: bytes, factors: bytes, alg: Alg = "des") -> bytes:
     return pboc.diversify(master, top_first, n, alg)
 
 
-def pad_last(data: bytes) -> bytes:
+def pad_last(data: bytes, block: int = 8) -> bytes:
     """Decision 1 (docs/psam.md, PSAM-SM4.md §2.1 inferred): an incomplete last block is
-    padded with ``80 00..``; an aligned one gets nothing (MZT/KSD/SUM pre-pad, CSA does not)."""
-    return pad(data, 2) if len(data) % 8 else data
+    padded with ``80 00..``; an aligned one gets nothing (MZT/KSD/SUM pre-pad, CSA does not).
+    ``block`` 16 for an SM4 key (docs/sm4.md)."""
+    return pad(data, 2, block) if len(data) % block else data
 
 
 @dataclass(slots=True)
@@ -90,6 +91,7 @@ class SamTempKey:
     usage: int
     key: bytes
     chain: bytes | None = None
+    alg: Alg = "des"
 
 
 class PsamCommands(CardCore):
@@ -227,16 +229,21 @@ class PsamCommands(CardCore):
         key = self._psam_key(lambda k: k.ktype == cmd.p1 and k.kid == cmd.p2, 0x6A88)
         if key.ktype >> 5 != len(d) // 8:
             raise SwError(0x6700)
-        if key.ktype & 0x1F not in MAC_TYPES | ENCRYPT_TYPES or key_alg(key) != "des":
-            raise SwError(0x6985)   # Decision: CIPHER DATA is 3DES (the cards' line protection: docs/sm4.md)
-        self.sam_temp = SamTempKey(key.ktype & 0x1F, diversified(key.value, d))
+        if key.ktype & 0x1F not in MAC_TYPES | ENCRYPT_TYPES:
+            raise SwError(0x6985)
+        # an SM4 key (algorithm byte 04) serves the cards whose line protection is SM4: SM4
+        # diversification, then SM4 CIPHER DATA (docs/sm4.md "SM4 line protection")
+        alg = key_alg(key)
+        self.sam_temp = SamTempKey(key.ktype & 0x1F, diversified(key.value, d, alg), alg=alg)
         return b""
 
     def _cipher_data(self, cmd: CommandApdu, chal, sess) -> bytes:
         """CIPHER DATA ``80 FA P1 00`` (KSY): P1 00/02 encrypt (last / more), 05 MAC of one
         part, 07/03/01 first/next/last part of a MAC chain; a chain's first part starts with
         the 8-byte IV.  MAC: ISO 9797-1 alg. 3 for a 16-byte key (alg. 1 for 8), 4 bytes, as
-        the card's line MAC (CSB vector); encryption: (3)DES-ECB.  Padding: :func:`pad_last`."""
+        the card's line MAC (CSB vector); encryption: (3)DES-ECB.  Padding: :func:`pad_last`.
+        An SM4 temporary key (docs/sm4.md): 16-byte blocks, a 16-byte IV (the card's challenge
+        ‖ zeros, as the card's SM4 line MAC), SM4-CBC-MAC left 4 bytes, SM4-ECB."""
         if cmd.p2:
             raise SwError(0x6A86)
         mode, d, temp = cmd.p1, bytes(cmd.data), self.sam_temp
@@ -245,22 +252,27 @@ class PsamCommands(CardCore):
         if temp is None:
             raise SwError(0x6985)
         final = mode in (_ENC_LAST, _MAC_LAST, _MAC_ONLY)
-        if not d or (not final and len(d) % 8):
+        bs = block_size(temp.alg)
+        if not d or (not final and len(d) % bs):
             raise SwError(0x6700)
         if mode in (_ENC_LAST, _ENC_MORE):
             if temp.usage not in ENCRYPT_TYPES:
                 raise SwError(0x6985)
-            return ecb_encrypt(temp.key, pad_last(d))
+            return ecb_encrypt(temp.key, pad_last(d, bs), temp.alg)
         if temp.usage not in MAC_TYPES:
             raise SwError(0x6985)
         if mode in (_MAC_ONLY, _MAC_FIRST):
-            if len(d) < 8 + (1 if final else 8):
+            if len(d) < bs + (1 if final else bs):
                 raise SwError(0x6700)
-            state, d = d[:8], d[8:]
+            state, d = d[:bs], d[bs:]
         elif temp.chain is None:
             raise SwError(0x6985)   # a next/last part without a first
         else:
             state = temp.chain
+        if temp.alg == "sm4":
+            state = cbc_mac_last(temp.key, pad_last(d, bs) if final else d, state, "sm4")
+            temp.chain = None if final else state
+            return state[:4] if final else b""
         left = temp.key[:8]
         state = cbc_mac_last(left, pad_last(d) if final else d, state)
         if not final:

@@ -7,12 +7,18 @@ import hmac
 
 from ..apdu import CommandApdu
 from ..crypto import cipher as _cipher
+from ..crypto.cipher import Alg, block_size
 from ..crypto.mac import mac_alg1, mac_alg3
-from ..crypto.secure import decipher
+from ..crypto.secure import auth_cryptogram, decipher, pin_reload_mac
 from ..errors import InputError
 from .core import CardCore, SwError, decipher_or_6a80
 from .fs import (COUNTER_TYPES, KT_DES_DEC, KT_DES_ENC, KT_DES_MAC, KT_EXT_AUTH, KT_LINE, KT_PIN,
                  KT_PIN_RELOAD, KT_PIN_UNBLOCK, VALID_KEY_TYPES, KeyRecord)
+
+
+#: the keys whose cipher is the card's line protection (docs/sm4.md "SM4 line protection"):
+#: on an SM4 card they are 16-byte SM4 keys
+LINE_CIPHER_TYPES = frozenset({KT_EXT_AUTH, KT_LINE, KT_PIN_UNBLOCK, KT_PIN_RELOAD})
 
 
 class SecurityCommands(CardCore):
@@ -42,7 +48,7 @@ class SecurityCommands(CardCore):
             master = self._master_key()
             body = self._mac_checked(cmd, chal, master)
             must_decipher = existing is not None and existing.ktype & 0x40
-            record = self._maybe_decipher(master.value, body, bool(must_decipher))
+            record = self._maybe_decipher(master.value, body, bool(must_decipher), self.line_alg)
             if (existing is None and record is not body and record[:1]
                     and record[0] & 0xC0 != 0xC0 and not self.model.enciphered_add_any_type):
                 # R4 (UM 7.12): new keys only in plaintext or plaintext+MAC; an enciphered add is
@@ -65,6 +71,8 @@ class SecurityCommands(CardCore):
                 raise SwError(0x6700)
         elif len(value) not in (8, 16):
             raise SwError(0x6700)
+        elif self.line_alg == "sm4" and base in LINE_CIPHER_TYPES and len(value) != 16:
+            raise SwError(0x6700)   # an SM4 card's master, line-protection and PIN keys are SM4 keys
         if existing is None:  # add
             if not (self.free or self._ac(kf.add_ac)):
                 raise SwError(0x6982)
@@ -91,13 +99,14 @@ class SecurityCommands(CardCore):
         return b""
 
     @staticmethod
-    def _maybe_decipher(key: bytes, body: bytes, required: bool) -> bytes:
+    def _maybe_decipher(key: bytes, body: bytes, required: bool, alg: Alg = "des") -> bytes:
         """Decision (SPEC §1.4): under ``84 D4`` the record is taken as enciphered when the key
         being updated demands it, or when it deciphers to a well-formed ``LD ‖ record ‖ 80..``;
-        a plain record (5 + 8/16 bytes, or a PIN) otherwise."""
-        if len(body) % 8 == 0 and body:
+        a plain record (5 + 8/16 bytes, or a PIN) otherwise.  On an SM4 card the ciphertext is
+        SM4-ECB (TY's ``84 D4 .. 24`` ‖ 32 bytes ‖ MAC: PSAM-SM4 §4.1; docs/sm4.md)."""
+        if len(body) % block_size(alg) == 0 and body:
             try:
-                return decipher(key, body)
+                return decipher(key, body, alg)
             except InputError:
                 if required:
                     raise SwError(0x6A80) from None
@@ -115,9 +124,12 @@ class SecurityCommands(CardCore):
         return self.challenge
 
     def _external_auth(self, cmd: CommandApdu, chal, sess) -> bytes:
+        """``00 82 00 kid 08 E_K(challenge ‖ 00..)`` (SPEC §1.5); on an SM4 card ``10`` and the
+        16-byte SM4 cryptogram (docs/sm4.md).  The length is checked before the key: a
+        cryptogram of the other cipher answers 6700 and spends no try."""
         if cmd.p1:
             raise SwError(0x6A86)
-        if len(cmd.data) != 8:
+        if len(cmd.data) != block_size(self.line_alg):
             raise SwError(0x6700)
         key = self._key(KT_EXT_AUTH, cmd.p2)
         if key.locked:
@@ -126,7 +138,7 @@ class SecurityCommands(CardCore):
             raise SwError(0x6982)
         if chal is None:
             raise SwError(0x6984)
-        expected = _cipher.ecb_encrypt(key.value, chal + bytes(8 - len(chal)))
+        expected = auth_cryptogram(key.value, chal, self.line_alg)
         if not hmac.compare_digest(expected, cmd.data):
             # R12 (UM 7.10): the failure that uses the last try answers 63C0; only the next 6983
             raise SwError(0x63C0 | self._count_failure(key))
@@ -179,7 +191,7 @@ class SecurityCommands(CardCore):
         if cmd.cla & 0x04:
             lk = self._first_key(KT_LINE)
             body = self._mac_checked(cmd, chal, lk)
-            given = decipher_or_6a80(lk.value, body) if body else b""
+            given = decipher_or_6a80(lk.value, body, self.line_alg) if body else b""
         if not 1 <= len(given) <= 8:
             raise SwError(0x6700)
         key = self._pin(cmd.p2)
@@ -208,7 +220,8 @@ class SecurityCommands(CardCore):
         return b""
 
     def _pin_reload(self, cmd: CommandApdu, chal, sess) -> bytes:
-        """RELOAD PIN ``80 5E 00 kid new ‖ MAC`` under the 38 key, L ⊕ R (D2; UM 8.5)."""
+        """RELOAD PIN ``80 5E 00 kid new ‖ MAC`` under the 38 key, L ⊕ R (D2; UM 8.5); on an SM4
+        card the whole SM4 key (docs/sm4.md)."""
         self._check_app()
         if not 6 <= len(cmd.data) <= 12:
             raise SwError(0x6700)
@@ -216,8 +229,7 @@ class SecurityCommands(CardCore):
         rk = self._first_key(KT_PIN_RELOAD)
         if rk.locked:
             raise SwError(0x6983)
-        k = rk.value if len(rk.value) == 8 else _cipher.xor(rk.value[:8], rk.value[8:])
-        if not hmac.compare_digest(mac_alg1(k, new)[:4], mac):
+        if not hmac.compare_digest(pin_reload_mac(rk.value, new, self.line_alg), mac):
             self._count_failure(rk)
             raise SwError(0x9302)
         self._verified = rk
@@ -238,7 +250,7 @@ class SecurityCommands(CardCore):
         self._check_app()
         uk = self._first_key(KT_PIN_UNBLOCK)
         body = self._mac_checked(cmd, chal, uk, bad_mac=0x6988)
-        new = decipher_or_6a80(uk.value, body)
+        new = decipher_or_6a80(uk.value, body, self.line_alg)
         if not 2 <= len(new) <= 8:
             raise SwError(0x6A80)
         self._store_pin(self._key(KT_PIN, 0x00), new)

@@ -7,6 +7,10 @@ APPLICATION BLOCK.
    level, the compiled MZT helper's P1 for every flow; decision 5d of docs/psam.md);
 3. PSAM: CIPHER DATA ``80 FA 05 00 10`` R ‖ 00000000 ‖ ``841E00000480 0000`` → MAC;
 4. card: ``84 1E 00 P2 04`` MAC (P2 ``00`` temporary, ``01`` permanent).
+
+A card whose line protection is SM4 (the profile's ``[card] line_protection = "sm4"``,
+docs/sm4.md): the PSAM's SM4 maintenance master, index ``41`` (algorithm byte 04), and the
+CIPHER DATA input with a 16-byte IV and 16-byte padding; the PSAM answers the SM4 MAC.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from .txlog import TxRecord
 
 MAINTENANCE_USAGE = 0x25     # maintenance, one level (MZT)
 MAINTENANCE_INDEX = 0x01
+#: the index of the SM4 maintenance master (decision, docs/sm4.md: TY numbers its SM4 keys 41,
+#: PSAM-SM4 §4.1; profiles/psam-sm4.toml)
+SM4_MAINTENANCE_INDEX = 0x41
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,19 +51,27 @@ class BlockResult:
 
 def block_application(card: CardSession, psam_session: CardSession, spec: CardSpec, app: str | None = None, *,
                       permanent: bool = False, usage: int = MAINTENANCE_USAGE,
-                      index: int = MAINTENANCE_INDEX) -> BlockResult:
-    """Block the card's purse application with a MAC the PSAM computes (no key here)."""
+                      index: int | None = None) -> BlockResult:
+    """Block the card's purse application with a MAC the PSAM computes (no key here).
+    ``index``: the PSAM's maintenance master, by default :data:`MAINTENANCE_INDEX` (3DES line
+    protection) or :data:`SM4_MAINTENANCE_INDEX` (SM4, docs/sm4.md)."""
+    from ..cos import check_line_protection
+
+    alg = spec.line_alg
+    if index is None:
+        index = SM4_MAINTENANCE_INDEX if alg == "sm4" else MAINTENANCE_INDEX
     sam = Psam(psam_session)
     info = sam.open()
     term = PurseTerminal(card, spec, None, app)  # type: ignore[arg-type]   # selection and serial only
     term.identify()               # a card of the profile before any MAC'd command (issue 17 item 1)
     serial = term.select()
+    check_line_protection(card.atr, alg)     # no MAC of the other cipher reaches the card's DAMK
     challenge = card.get_challenge(4)
     r = psam_session.send(psam.init_for_descrypt(usage, index, [walk.diversification_factor(serial)]))
     if r.sw != 0x9000:
         raise PsamRefused(r.sw, "PSAM INIT FOR DESCRYPT")
     block = fmcos.app_block(permanent)
-    r = psam_session.send(psam.cipher_data(psam.CipherMode.MAC_ONLY, psam.line_mac_input(block, challenge)))
+    r = psam_session.send(psam.cipher_data(psam.CipherMode.MAC_ONLY, psam.line_mac_input(block, challenge, alg)))
     if r.sw != 0x9000 or len(r.data) != 4:
         raise PsamRefused(r.sw, "PSAM CIPHER DATA")
     r = card.send(psam.with_line_mac(block, r.data))

@@ -14,7 +14,8 @@ from __future__ import annotations
 from ..apdu import CommandApdu
 from ..commands import fmcos, iso, walk
 from ..commands.fmcos import KeyType
-from ..crypto import mac_alg1, tac_key
+from ..cos import check_line_protection
+from ..crypto import mac_alg1, pin_reload_mac, tac_key
 from ..errors import CardError, CitycardError
 from ..keys import KeySource
 from ..keys.handles import Key
@@ -85,7 +86,10 @@ class CardServices:
         serial = self._serial.get(df.name)
         if serial is None:
             serial = self._serial[df.name] = read_serial(self.session, self.spec, df)
-        value = self.keys.derive(k.master[0], k.master[1], walk.diversification_factor(serial))
+        factor = walk.diversification_factor(serial)
+        if k.alg == "sm4":   # a key of a card whose line protection is SM4 (docs/sm4.md)
+            return self.keys.derive(k.master[0], k.master[1], factor, alg="sm4")
+        value = self.keys.derive(k.master[0], k.master[1], factor)
         return value[:8] if k.length == 8 else value
 
     @staticmethod
@@ -96,7 +100,7 @@ class CardServices:
         return k.kid
 
     def _send(self, cmd: CommandApdu, what: str, *, key: Key | None = None, encrypt: bool = False) -> None:
-        protect = LineProtection(key, encrypt=encrypt) if key is not None else None
+        protect = LineProtection(key, encrypt=encrypt, alg=self.spec.line_alg) if key is not None else None
         r = self.session.send(cmd, protect=protect)
         if r.sw != 0x9000:
             raise ServiceRefused(r.sw, what)
@@ -113,13 +117,18 @@ class CardServices:
         self._send(fmcos.change_pin(self._pin_key(df), pin_to_bytes(old), pin_to_bytes(new)), "CHANGE PIN")
 
     def reload_pin(self, df: DFSpec, new: str) -> None:
-        """D2: new PIN ‖ MAC over it with the reload key's left ⊕ right half, IV 0."""
+        """D2: new PIN ‖ MAC over it with the reload key's left ⊕ right half, IV 0 (on a card whose
+        line protection is SM4: the whole SM4 key, docs/sm4.md)."""
         self._identify(df)
         key = self._key(df, KeyType.PIN_RELOAD)   # may read the serial elsewhere: before entering df
         self._enter(df)
-        k8 = tac_key(key)               # left ⊕ right (a key handle folds it in its source)
         pin = pin_to_bytes(new)
-        self._send(fmcos.reload_pin(self._pin_key(df), pin, mac_alg1(k8, pin)[:4]), "RELOAD PIN")
+        check_line_protection(self.session.atr, self.spec.line_alg)   # no MAC of the wrong cipher (docs/sm4.md)
+        if self.spec.line_alg == "sm4":
+            mac = pin_reload_mac(key, pin, "sm4")   # type: ignore[arg-type]   # SM4 keys are bytes
+        else:
+            mac = mac_alg1(tac_key(key), pin)[:4]   # left ⊕ right (a key handle folds it in its source)
+        self._send(fmcos.reload_pin(self._pin_key(df), pin, mac), "RELOAD PIN")
 
     def unblock_pin(self, df: DFSpec, pin: str) -> None:
         """D2: ``84 24 00 <pin id>`` with E(LD‖PIN‖pad) ‖ MAC under the unblock key."""

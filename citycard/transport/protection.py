@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..apdu import CommandApdu, ResponseApdu
 from ..commands import iso
@@ -31,7 +31,8 @@ if TYPE_CHECKING:   # the crypto is imported when a command is protected (CLI st
 @dataclass(frozen=True, slots=True)
 class LineProtection:
     """How to protect one command: the key (bytes or a key handle; never shown), whether the
-    data is enciphered as well as MAC'd, and the cipher (``des``: DES/3DES by key length)."""
+    data is enciphered as well as MAC'd, and the cipher (``des``: DES/3DES by key length;
+    ``sm4`` on a card whose COS does SM4 line protection, docs/sm4.md)."""
 
     key: Key = field(repr=False)
     encrypt: bool = False
@@ -40,11 +41,22 @@ class LineProtection:
 
 
 class LineProtector:
-    """The top layer of a session: protected commands get their challenge and MAC here."""
+    """The top layer of a session: protected commands get their challenge and MAC here.
+    ``atr`` gives the card's ATR, by which a card of the other line-protection cipher is
+    refused before its challenge is asked for (:mod:`citycard.cos`)."""
+
+    def __init__(self, atr: Callable[[], bytes] | None = None) -> None:
+        self._atr = atr
 
     def process(self, cmd: CommandApdu, send: Send, protection: LineProtection | None = None) -> ResponseApdu:
         if protection is None:
             return send(cmd)
+        from ..cos import check_line_protection
+
+        # a card whose ATR shows the other cipher: refused before the challenge, so no MAC of
+        # the wrong cipher spends a try of the card's key (docs/sm4.md)
+        if self._atr is not None:
+            check_line_protection(self._atr(), protection.alg)
         challenge = send(iso.get_challenge(protection.challenge_length))
         if challenge.sw != 0x9000:
             raise CardError(challenge.sw, "GET CHALLENGE")

@@ -26,7 +26,7 @@ class CardSession:
     def __init__(self, transport: Transport, processors: Iterable[Processor] | None = None) -> None:
         self.transport = transport
         self.processors = list(processors) if processors is not None else [T0Fetch()]
-        self._protector = LineProtector()
+        self._protector = LineProtector(lambda: getattr(self.transport, "atr", b""))
         self._send = self._build()
 
     def _build(self) -> Send:
