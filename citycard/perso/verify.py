@@ -25,6 +25,8 @@ from ..commands.fmcos import KeyType
 from ..commands.iso import AuthMode
 from ..commands.purse import PurseKind
 from ..crypto import ecb_decrypt, ecb_encrypt, mac_alg1, mac_alg3, pboc
+from ..errors import CitycardError
+from ..keys.handles import Key
 from ..keytypes import is_psam_usage
 from ..spec import CardSpec, DFSpec, FileSpec
 from ..tlv import try_parse
@@ -106,7 +108,9 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
         if f.read_protect:
             _add(checks, f"{n}: {f.name} is read-protected (content not read back)", True)
         elif f.kind == "binary":
-            _verify_binary(session, plan, df, f, checks)
+            proof = _read_proof(f, line_keys, line_checked)
+            if _verify_binary(session, plan, df, f, checks, proof):
+                line_checked.add(f.write_key)
         else:
             _verify_records(session, plan, df, f, checks)
         if f.write_protect != "plain" and f.kind == "binary" and not f.read_protect:
@@ -115,6 +119,8 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
             r = session.send(cmd)
             _add(checks, f"{n}: {f.name} refuses a plain write", r.sw == 0x6900, f"SW {r.sw:04X}")
             key = line_keys.get(f.write_key)
+            # the key proof by writing the same data back: only where no protected read proved
+            # it (a file whose read key is another key than its write key)
             if key is not None and f.write_key not in line_checked:
                 r = session.send(cmd, protect=LineProtection(key, encrypt=f.write_protect == "cipher"))
                 ok = _add(checks, f"{n}: line-protection key {f.write_key:02X} writes {f.name}", r.sw == 0x9000,
@@ -133,18 +139,98 @@ def _fid_of_sfi(df: DFSpec, sfi: int) -> int:
     return -1
 
 
-def _verify_binary(session: CardSession, plan: Plan, df: DFSpec, f: FileSpec, checks: list[Check]) -> None:
+def _read_proof(f: FileSpec, line_keys: dict[int, Key], line_checked: set[int]) -> LineProtection | None:
+    """The line protection under which to read ``f`` as the proof of its write key, or None.
+
+    A protected READ BINARY (``04 B0 .. 04 MAC Le``) answers data ‖ MAC under the file's
+    *read* line-protection key (SPEC §6 R14; UM §11, 7.5; the simulator's ``files.py``
+    ``_read_guard``), so it proves the write key only where the two are the same key; an
+    enciphered file answers E(LD ‖ data ‖ pad) ‖ MAC (R14).  Once per key and DF: a key
+    already proven is not proven again."""
+    if f.kind != "binary" or f.write_protect == "plain" or f.read_protect or f.read_key != f.write_key:
+        return None
+    key = line_keys.get(f.write_key)
+    if key is None or f.write_key in line_checked:
+        return None
+    return LineProtection(key, encrypt=f.write_protect == "cipher")
+
+
+#: the longest protected read: its answer (ciphertext of LD ‖ data ‖ pad, and the MAC) stays
+#: within the 239 bytes of an FM1208 data field (SPEC §6 R7)
+_PROTECTED_READ_MAX = 0xE0
+
+
+def _verify_binary(session: CardSession, plan: Plan, df: DFSpec, f: FileSpec, checks: list[Check],
+                   proof: LineProtection | None = None) -> bool:
+    """Content and size of a binary file; with ``proof``, the first chunk is read under line
+    protection and its answer's MAC checked (the proof of the file's line-protection key).
+    Returns whether that key was proven."""
     n = df.name
     expected = plan.contents.get((n, f.fid), bytes(f.size))
-    read = walk.read_file(session, f)
+    proven = False
+    if proof is None:
+        read = walk.read_file(session, f)
+    else:
+        read, proven = _protected_read(session, df, f, proof, checks)
+        if read is None:
+            return False
     if not read.ok:
         _add(checks, f"{n}: {f.name} reads back", False, f"SW {read.sw:04X} at offset {read.offset}")
-        return
+        return proven
     got = read.data
     _add(checks, f"{n}: {f.name} reads back what was written", got == expected,
          "" if got == expected else f"differs at byte {_first_diff(got, expected)}")
     r = session.send(iso.read_binary(f.size, 1))
     _add(checks, f"{n}: {f.name} is {f.size} bytes", r.sw == 0x6B00, f"read at {f.size}: SW {r.sw:04X}")
+    return proven
+
+
+def _protected_read(session: CardSession, df: DFSpec, f: FileSpec, proof: LineProtection,
+                    checks: list[Check]) -> tuple[walk.BinaryRead | None, bool]:
+    """READ BINARY of ``f``'s first chunk under line protection (SPEC §6 R14): the card answers
+    data ‖ MAC (enciphered files: E(LD ‖ data ‖ pad) ‖ MAC) under the read key with the
+    challenge as IV; the MAC is checked here.  The rest of a long file is read plainly.
+    (the read, or None when the key was refused; whether the key was proven)."""
+    n, kid = df.name, f"{f.write_key:02X}"
+    first = min(f.size, _PROTECTED_READ_MAX)
+    r = session.send(iso.read_binary(0, first, sfi=f.sfi), protect=proof)
+    if r.sw in (0x9302, 0x6988):         # a wrong line-protection key: its counter ran down once
+        _add(checks, f"{n}: line-protection key {kid} reads {f.name} under MAC", False, f"SW {r.sw:04X}")
+        raise _KeyRefused
+    if r.sw != 0x9000:
+        return walk.BinaryRead(b"", r.sw, 0), False
+    body, mac = r.data[:-4], r.data[-4:]
+    from ..crypto.secure import decipher, line_mac
+
+    challenge = session.line_challenge or b""
+    mac_ok = len(r.data) >= 4 and line_mac(proof.key, challenge, body, proof.alg) == mac
+    _add(checks, f"{n}: line-protection key {kid} MACs the read of {f.name}", mac_ok,
+         "" if mac_ok else "the answer's MAC differs")
+    data = body
+    if proof.encrypt and mac_ok:
+        try:
+            data = decipher(proof.key, body, proof.alg)
+        except CitycardError as exc:
+            _add(checks, f"{n}: {f.name} deciphers under line-protection key {kid}", False, str(exc))
+            return None, False
+    if len(data) < first:
+        return walk.BinaryRead(data, 0x9000, len(data)), mac_ok
+    rest = _read_from(session, first, f.size)
+    return walk.BinaryRead(data + rest.data, rest.sw, rest.offset), mac_ok
+
+
+def _read_from(session: CardSession, offset: int, size: int) -> walk.BinaryRead:
+    """The current EF from ``offset`` to ``size`` by plain READ BINARY (chunks of 256)."""
+    out = b""
+    while offset + len(out) < size:
+        off = offset + len(out)
+        r = session.send(iso.read_binary(off, min(size - off, walk.MAX_NE)))
+        if r.sw != 0x9000:
+            return walk.BinaryRead(out, r.sw, off)
+        if not r.data:
+            break
+        out += r.data
+    return walk.BinaryRead(out, 0x9000, offset + len(out))
 
 
 def _first_diff(a: bytes, b: bytes) -> int:

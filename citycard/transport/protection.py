@@ -40,7 +40,11 @@ class LineProtection:
 
 
 class LineProtector:
-    """The top layer of a session: protected commands get their challenge and MAC here."""
+    """The top layer of a session: protected commands get their challenge and MAC here.
+    ``challenge``: the challenge of the last protected command (a protected read's answer is
+    MAC'd with it, SPEC §6 R14: the caller checks that MAC)."""
+
+    challenge: bytes | None = None
 
     def process(self, cmd: CommandApdu, send: Send, protection: LineProtection | None = None) -> ResponseApdu:
         if protection is None:
@@ -48,6 +52,7 @@ class LineProtector:
         challenge = send(iso.get_challenge(protection.challenge_length))
         if challenge.sw != 0x9000:
             raise CardError(challenge.sw, "GET CHALLENGE")
+        self.challenge = challenge.data
         from ..crypto.secure import protect
 
         return send(protect(cmd, protection.key, challenge.data, encrypt=protection.encrypt,

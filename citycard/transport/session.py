@@ -65,6 +65,12 @@ class CardSession:
         return self.send(iso.get_challenge(length), expect=0x9000, what="GET CHALLENGE").data
 
     @property
+    def line_challenge(self) -> bytes | None:
+        """The challenge of the last command sent under line protection (the MAC of a
+        protected read's answer is computed with it: SPEC §6 R14)."""
+        return self._protector.challenge
+
+    @property
     def atr(self) -> bytes:
         return self.transport.atr
 

@@ -1,0 +1,177 @@
+"""Less card time per card (issue 19 item 5) without weakening verification: what the
+verifier and the runner send instead, and that every proof is still there.
+
+The MACs are pinned by an independent computation written here (DES on ``cryptography``,
+ISO 9797-1 padding 2, CBC from IV = challenge ‖ 00000000, retail MAC for a 16-byte key:
+SPEC §1.6, D6), not by citycard's crypto.  SPEC §6 R14 gives the form of a protected read
+(``04 B0 .. 04 MAC Le``, data ‖ MAC) but no bytes of one.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+from citycard.keys import KeyRing
+from citycard.keys.demo import DemoKeyFile
+from citycard.perso.context import CardData
+from citycard.perso.data import read_csv
+from citycard.perso.plan import Planner
+from citycard.perso.run import personalize
+from citycard.perso.verify import verify_card
+from citycard.profile import load_profile, parse_profile
+from citycard.sim import SimCard
+from citycard.sim.transport import SimTransport
+from citycard.transport import CardSession
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = ROOT / "profiles/citycard.toml"
+KEYS = ROOT / "profiles/demo-keys.toml"
+DATA = ROOT / "profiles/citycard-sample.csv"
+DAY = datetime.date(2026, 11, 24)
+H = bytes.fromhex
+
+
+def ref_des(key8: bytes, block: bytes, decrypt: bool = False) -> bytes:
+    c = Cipher(TripleDES(key8 * 3), modes.ECB())
+    op = c.decryptor() if decrypt else c.encryptor()
+    return op.update(block) + op.finalize()
+
+
+def ref_line_mac(key: bytes, data: bytes, challenge: bytes) -> bytes:
+    data = data + b"\x80" + bytes(-(len(data) + 1) % 8)
+    h = challenge + bytes(8 - len(challenge))
+    for i in range(0, len(data), 8):
+        h = ref_des(key[:8], bytes(a ^ b for a, b in zip(h, data[i:i + 8])))
+    if len(key) == 16:
+        h = ref_des(key[:8], ref_des(key[8:], h, decrypt=True))
+    return h[:4]
+
+
+class Recording(SimTransport):
+    """The simulated card in process; every exchange kept as (command, answer) bytes."""
+
+    def __init__(self, card: SimCard) -> None:
+        super().__init__(card)
+        self.log: list[tuple[bytes, bytes]] = []
+
+    def transmit(self, apdu: bytes) -> bytes:
+        rsp = super().transmit(apdu)
+        self.log.append((apdu, rsp))
+        return rsp
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_profile(PROFILE), KeyRing([DemoKeyFile(KEYS)]), read_csv(DATA)
+
+
+def _plan(spec, keys, data, row=1):
+    return Planner(spec, keys).plan(CardData(data.row(row), row, DAY, data.where(row)))
+
+
+def _personalized(spec, plan):
+    card = SimCard()
+    t = Recording(card)
+    t.connect()
+    session = CardSession(t)
+    personalize(session, spec, plan, verify=False)
+    t.log.clear()
+    return card, t, session
+
+
+def _mac_files(spec):
+    return [(df, f) for df in spec.dfs() for f in df.files
+            if f.kind == "binary" and f.write_protect != "plain" and not f.read_protect]
+
+
+def test_protected_read_proves_the_line_protection_key_and_writes_nothing(demo):
+    """Each MAC-protected binary file of the demo profile is read once under line protection
+    (``04 B0 SFI 00 04 MAC Le``, SPEC §6 R14): the command's MAC and the answer's MAC are the
+    ones computed here with the DF's line-protection key and the GET CHALLENGE just before;
+    the data is the planned content.  The plain write is still refused (6900); nothing is
+    written during verification (no write-back)."""
+    spec, keys, data = demo
+    plan = _plan(spec, keys, data)
+    card, t, session = _personalized(spec, plan)
+    generation = card.generation
+    checks = verify_card(session, spec, plan)
+    assert checks and all(ok for _l, ok, _d in checks)
+    assert card.generation == generation                     # no EEPROM write while verifying
+    assert not [c for c, _r in t.log if c[0] == 0x04 and c[1] == 0xD6]      # no protected write-back
+    files = _mac_files(spec)
+    assert len(files) == 3
+    reads = [(i, c, r) for i, (c, r) in enumerate(t.log) if c[:2] == H("04B0")]
+    assert len(reads) == len(files)
+    for (df, f), (i, cmd, rsp) in zip(files, reads):
+        key = plan.keys[f"{df.name}/damk"]
+        chal_cmd, chal_rsp = t.log[i - 1]
+        assert chal_cmd == H("0084000004") and chal_rsp[-2:] == H("9000")
+        challenge = chal_rsp[:-2]
+        # the command: 04 B0 (80 | SFI) 00, Lc 04, MAC over CLA INS P1 P2 Lc, Le = the file's size
+        assert cmd[:5] == bytes((0x04, 0xB0, 0x80 | f.sfi, 0x00, 0x04)) and cmd[-1] == f.size
+        assert cmd[5:9] == ref_line_mac(key, cmd[:5], challenge)
+        # the answer: data ‖ MAC(data) under the same key and challenge, 9000
+        assert rsp[-2:] == H("9000")
+        body, mac = rsp[:-6], rsp[-6:-2]
+        assert body == plan.contents[(df.name, f.fid)]
+        assert mac == ref_line_mac(key, body, challenge)
+        # and the protection proof stays: a plain UPDATE BINARY of the file answers 6900
+        plain = [r for c, r in t.log if c[:4] == bytes((0x00, 0xD6, 0x80 | f.sfi, 0x00))
+                 and t.log.index((c, r)) > i]
+        assert plain and plain[0] == H("6900")
+    labels = [label for label, _ok, _d in checks]
+    for df, f in files:
+        assert f"{df.name}: line-protection key 00 MACs the read of {f.name}" in labels
+        assert f"{df.name}: {f.name} refuses a plain write" in labels
+
+
+class MacFlipped(Recording):
+    """A card whose protected reads answer a wrong MAC (the last MAC byte flipped)."""
+
+    def transmit(self, apdu: bytes) -> bytes:
+        rsp = super().transmit(apdu)
+        if apdu[:2] == H("04B0") and rsp[-2:] == H("9000"):
+            rsp = rsp[:-3] + bytes((rsp[-3] ^ 1,)) + rsp[-2:]
+        return rsp
+
+
+def test_a_wrong_mac_in_the_protected_read_fails_verification(demo):
+    spec, keys, data = demo
+    plan = _plan(spec, keys, data, 2)
+    card = SimCard()
+    t = MacFlipped(card)
+    t.connect()
+    session = CardSession(t)
+    personalize(session, spec, plan, verify=False)
+    checks = verify_card(session, spec, plan, raise_on_failure=False)
+    failed = [(label, detail) for label, ok, detail in checks if not ok]
+    assert failed and all("MACs the read" in label and "MAC differs" in detail for label, detail in failed)
+    assert len(failed) == len(_mac_files(spec))
+
+
+def test_a_file_read_under_another_key_keeps_the_write_back(demo):
+    """Where the file's read line-protection key is not its write key, a protected read would
+    prove the read key only: the write key is still proven by the MAC'd write of the same data."""
+    _spec, keys, data = demo
+    text = PROFILE.read_text().replace('write_key = 0\nlayout = "mohurd_ef0015"',
+                                       'write_key = 0\nread_key = 1\nlayout = "mohurd_ef0015"')
+    assert "read_key = 1" in text
+    spec = parse_profile(text, PROFILE)
+    plan = _plan(spec, keys, data, 3)
+    card, t, session = _personalized(spec, plan)
+    generation = card.generation
+    checks = verify_card(session, spec, plan)
+    assert all(ok for _l, ok, _d in checks)
+    transit = next(df for df in spec.dfs() if df.name == "transit")
+    sfi = next(f.sfi for f in transit.files if f.fid == 0x15)
+    written = [c for c, r in t.log if c[:4] == bytes((0x04, 0xD6, 0x80 | sfi, 0x00)) and r == H("9000")]
+    assert len(written) == 1                                   # the transit EF0015: written back
+    assert card.generation == generation + 1
+    name = next(f.name for f in transit.files if f.fid == 0x15)
+    assert f"transit: line-protection key 00 writes {name}" in [label for label, _ok, _d in checks]
+    assert len([c for c, _r in t.log if c[:2] == H("04B0")]) == len(_mac_files(spec)) - 1
