@@ -175,3 +175,31 @@ def test_a_file_read_under_another_key_keeps_the_write_back(demo):
     name = next(f.name for f in transit.files if f.fid == 0x15)
     assert f"transit: line-protection key 00 writes {name}" in [label for label, _ok, _d in checks]
     assert len([c for c, _r in t.log if c[:2] == H("04B0")]) == len(_mac_files(spec)) - 1
+
+
+def _serial_reads(spec, log):
+    from citycard.commands import walk
+
+    f, _name = walk.serial_field(spec.mf, "@card_serial")
+    return [c for c, _r in log if c[1] == 0xB0 and c[2] == 0x80 | f.sfi]
+
+
+def test_identification_reads_the_serial_file_once(demo):
+    """issue 17's identification, blank and issued card: the card serial file is read once
+    (the MF's probe takes that read's result); the state found is unchanged."""
+    from citycard.perso.run import CardState, identify_card
+
+    spec, keys, data = demo
+    plan = _plan(spec, keys, data, 4)
+    card = SimCard()
+    t = Recording(card)
+    t.connect()
+    session = CardSession(t)
+    assert identify_card(session, spec, plan).state is CardState.FACTORY
+    assert len(_serial_reads(spec, t.log)) == 1
+    t.log.clear()
+    personalize(session, spec, plan, verify=False)
+    t.log.clear()
+    ident = identify_card(session, spec, plan)
+    assert ident.state is CardState.ISSUED and ident.serial == plan.card_serial
+    assert len(_serial_reads(spec, t.log)) == 1

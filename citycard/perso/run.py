@@ -148,8 +148,11 @@ def identify_card(session: CardSession, spec: CardSpec, plan: Plan) -> CardIdent
     if session.send(iso.select_mf()).sw != 0x9000:
         raise PersoError("SELECT MF refused: not an FMCOS card of this profile (nothing was tried)")
     serial, serial_file, readable = _read_card_serial(session, spec)
+    # the serial file was just read: the MF's probe takes what that read found (not read twice)
+    found_serial = walk.serial_field(spec.mf, "@card_serial")
+    known = {found_serial[0].fid: (serial_file, serial is not None)} if found_serial is not None else {}
     missing: list[str] = []
-    mf_present = serial_file or _probe_df(session, spec.mf, plan, missing, select=False)
+    mf_present = serial_file or _probe_df(session, spec.mf, plan, missing, select=False, known=known)
     if serial_file and not serial:
         missing.insert(0, "mf: the card serial is not written yet")
     apps_found: list[str] = []
@@ -172,7 +175,7 @@ def identify_card(session: CardSession, spec: CardSpec, plan: Plan) -> CardIdent
             _probe_df(session, app, plan, missing, select=True)
     if serial_file:
         session.send(iso.select_mf())
-        _probe_df(session, spec.mf, plan, missing, select=False)
+        _probe_df(session, spec.mf, plan, missing, select=False, known=known)
     if missing:
         return CardIdentity(atr, CardState.PARTIAL, serial, found, missing[0])
     return CardIdentity(atr, CardState.ISSUED, serial, found)
@@ -217,13 +220,24 @@ def _other_application(session: CardSession, spec: CardSpec) -> str:
     return ""
 
 
-def _probe_df(session: CardSession, df: DFSpec, plan: Plan, missing: list[str], *, select: bool) -> bool:
-    """Whether any file of ``df`` exists; the files missing or not yet written go to ``missing``."""
+def _probe_df(session: CardSession, df: DFSpec, plan: Plan, missing: list[str], *, select: bool,
+              known: dict[int, tuple[bool, bool]] | None = None) -> bool:
+    """Whether any file of ``df`` exists; the files missing or not yet written go to ``missing``.
+    ``known``: FID → (exists, written) of files already read (not read again)."""
     if select and session.send(walk.select_df_command(df)).sw != 0x9000:
         return True          # a blocked application (6A81, 9303) of an issued card: there, files unseen
     any_found = False
     for f in df.files:
         if f.kind in ("ed", "ep") or f.sfi is None:
+            continue
+        if known and f.fid in known:
+            exists, written = known[f.fid]
+            if not exists:
+                missing.append(f"{df.name}: file {f.name} not created")
+                continue
+            any_found = True
+            if not written:
+                missing.append(f"{df.name}: file {f.name} not written")
             continue
         content = plan.contents.get((df.name, f.fid))
         if f.kind == "binary":
