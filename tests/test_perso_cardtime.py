@@ -203,3 +203,73 @@ def test_identification_reads_the_serial_file_once(demo):
     ident = identify_card(session, spec, plan)
     assert ident.state is CardState.ISSUED and ident.serial == plan.card_serial
     assert len(_serial_reads(spec, t.log)) == 1
+
+
+# ------------------------------------------------------------------ T=0 answers the host does not use
+ETU_115200 = 31 / 3_571_200          # ISO 7816-3: F = 372, D = 12 at 3.5712 MHz
+PROC = 0.001                         # the presets' processing time per command (docs/sim.md)
+
+
+def test_t0_card_answers_61xx_and_the_host_fetches_only_what_it_uses():
+    """``t0_get_response="host"``: a case-3 SELECT answered with an FCI shows ``61 17`` on the
+    wire (T=0, ISO/IEC 7816-3 clause 12.2; codetd_fmsh_erase.trace: an FMCOS contact card
+    answers SELECT ``610F``); the FCI comes only with a GET RESPONSE, charged as its own
+    exchange (header → ACK ‖ data ‖ SW) without card processing.  Counts written here:
+    SELECT MF = header 5 → ACK 1 → data 2 → SW 2, four changes of direction of 4 etu."""
+    from citycard.sim.timing import TimedCard
+
+    card = TimedCard(SimCard(), "contact-115200", t0_get_response="host")
+    card.power_on()
+    t0 = card.clock.seconds
+    assert card.process(H("00A40000023F00")) == H("6117")
+    select_s = ((5 + 2 + 1 + 2) * 12 + 4 * 4) * ETU_115200 + PROC
+    assert card.clock.seconds - t0 == pytest.approx(select_s)
+    fci = card.process(H("00C0000017"))
+    assert fci[-2:] == H("9000") and len(fci) == 0x17 + 2 and fci[0] == 0x6F
+    get_response_s = ((5 + 1 + 0x17 + 2) * 12 + 2 * 4) * ETU_115200
+    assert card.clock.seconds - t0 == pytest.approx(select_s + get_response_s)
+    assert card.clock.families["GET RESPONSE"].processing_s == 0
+    # the same SELECT when the reader fetches (the default): FCI ‖ 9000, both exchanges charged
+    reader = TimedCard(SimCard(), "contact-115200")
+    reader.power_on()
+    r0 = reader.clock.seconds
+    assert reader.process(H("00A40000023F00")) == fci
+    assert reader.clock.seconds - r0 == pytest.approx(select_s + get_response_s)
+    # an answer not fetched is dropped by the next command, which the card then executes
+    assert card.process(H("00A40000023F00")) == H("6117")
+    t1 = card.clock.seconds
+    chal = card.process(H("0084000004"))
+    assert len(chal) == 6 and chal[-2:] == H("9000")
+    assert card.clock.seconds - t1 == pytest.approx(((5 + 1 + 4 + 2) * 12 + 2 * 4) * ETU_115200 + PROC)
+    assert card.process(H("00C0000017")) == H("6985")      # nothing held: the card's own answer
+    # contactless: no T=0, the answer carries the FCI whatever the option
+    cl = TimedCard(SimCard(), "contactless-106", t0_get_response="host")
+    cl.power_on()
+    assert cl.process(H("00A40000023F00")) == fci
+
+
+def test_perso_fetches_no_fci_it_does_not_use_and_verification_fetches_every_fci_it_checks(demo):
+    """On a T=0 card whose 61xx reaches the host: the plan's SELECTs and the identification's
+    go without GET RESPONSE (their FCI is not used), every SELECT of the verification fetches
+    its FCI (it is checked), and the card is personalized and verified."""
+    from citycard.sim.timing import TimedCard
+
+    spec, keys, data = demo
+    plan = _plan(spec, keys, data, 5)
+    card = TimedCard(SimCard(), "contact-115200", t0_get_response="host")
+    t = Recording(card)          # a SimTransport: process() of whatever card it is given
+    t.connect()
+    session = CardSession(t)
+    personalize(session, spec, plan, verify=False)
+    selects = [i for i, (c, _r) in enumerate(t.log) if c[1] == 0xA4]
+    assert selects and all(t.log[i][1][0] == 0x61 or t.log[i][1][-2:] != H("9000") for i in selects)
+    assert not [c for c, _r in t.log if c[1] == 0xC0]              # no GET RESPONSE at all
+    t.log.clear()
+    checks = verify_card(session, spec, plan)
+    assert all(ok for _l, ok, _d in checks)
+    selects = [i for i, (c, _r) in enumerate(t.log) if c[1] == 0xA4]
+    assert len(selects) == len(list(spec.dfs()))
+    for i in selects:
+        assert t.log[i][1][0] == 0x61 and t.log[i + 1][0][:4] == H("00C00000")
+        assert t.log[i + 1][1][0] == 0x6F and t.log[i + 1][1][-2:] == H("9000")     # the FCI
+    assert [label for label, _ok, _d in checks if "FCI names" in label]

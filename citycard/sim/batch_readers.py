@@ -48,7 +48,8 @@ class SimSource:
     def next_card(self, stop: threading.Event) -> CardSession | None:
         card: object = new_card(self.model)
         if self.timing is not None:
-            card = TimedCard(card, self.timing, sleep=self.sleep, scale=self.scale, max_lag=self.max_lag)
+            card = TimedCard(card, self.timing, sleep=self.sleep, scale=self.scale, max_lag=self.max_lag,
+                             t0_get_response="host")     # the host's T0Fetch sends GET RESPONSE
         transport = SimTransport(card, name=self.name)  # type: ignore[arg-type]
         transport.connect()
         return CardSession(transport)
