@@ -121,9 +121,10 @@ def test_protected_read_proves_the_line_protection_key_and_writes_nothing(demo):
         assert body == plan.contents[(df.name, f.fid)]
         assert mac == ref_line_mac(key, body, challenge)
         # and the protection proof stays: a plain UPDATE BINARY of the file answers 6900
-        plain = [r for c, r in t.log if c[:4] == bytes((0x00, 0xD6, 0x80 | f.sfi, 0x00))
-                 and t.log.index((c, r)) > i]
-        assert plain and plain[0] == H("6900")
+        plain = [(c, r) for c, r in t.log[i:] if c[:4] == bytes((0x00, 0xD6, 0x80 | f.sfi, 0x00))]
+        assert plain and plain[0][1] == H("6900")
+        # one byte, the file's first (already there): the refusal does not depend on the length
+        assert plain[0][0][4:] == bytes((1, body[0]))
     labels = [label for label, _ok, _d in checks]
     for df, f in files:
         assert f"{df.name}: line-protection key 00 MACs the read of {f.name}" in labels
@@ -273,3 +274,22 @@ def test_perso_fetches_no_fci_it_does_not_use_and_verification_fetches_every_fci
         assert t.log[i][1][0] == 0x61 and t.log[i + 1][0][:4] == H("00C00000")
         assert t.log[i + 1][1][0] == 0x6F and t.log[i + 1][1][-2:] == H("9000")     # the FCI
     assert [label for label, _ok, _d in checks if "FCI names" in label]
+
+
+def test_purse_balance_is_proven_by_the_initialize_for_load_answer(demo):
+    """The purse whose load key is proven by INITIALIZE FOR LOAD gets its balance check from
+    that answer's first field (under MAC1, SPEC §2.1/§2.2) instead of a GET BALANCE; a card
+    with money on it fails the check."""
+    from citycard.terminal.purse import PurseTerminal
+
+    spec, keys, data = demo
+    plan = _plan(spec, keys, data, 6)
+    card, t, session = _personalized(spec, plan)
+    checks = verify_card(session, spec, plan)
+    assert ("transit: EP balance is zero", True, "00000000 (INITIALIZE FOR LOAD)") in checks
+    assert not [c for c, _r in t.log if c[:2] == H("805C")]              # no GET BALANCE
+    PurseTerminal(session, spec, keys).load(500)
+    checks = verify_card(session, spec, plan, raise_on_failure=False)
+    failed = [(label, detail) for label, ok, detail in checks if not ok]
+    # (the load also left its record in EF0018: that check fails too)
+    assert ("transit: EP balance is zero", "000001F4 (INITIALIZE FOR LOAD)") in failed

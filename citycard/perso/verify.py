@@ -99,11 +99,11 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
             raise _KeyRefused
     line_keys = {k.kid: plan.keys[f"{n}/{k.name}"] for k in df.keys if k.ktype == KeyType.LINE_PROTECTION}
     line_checked: set[int] = set()
+    load_purse = _load_purse(plan, df)
     for f in df.files:
         if f.kind in ("ed", "ep"):
-            r = session.send(purse.get_balance(PurseKind.ED if f.kind == "ed" else PurseKind.EP))
-            _add(checks, f"{n}: {f.kind.upper()} balance is zero", r.sw == 0x9000 and r.data == bytes(4),
-                 f"{r.data.hex().upper()} SW {r.sw:04X}")
+            if f is not load_purse:      # else its balance comes with INITIALIZE FOR LOAD (_verify_keys)
+                _check_balance(session, n, f, checks)
             continue
         if f.read_protect:
             _add(checks, f"{n}: {f.name} is read-protected (content not read back)", True)
@@ -116,7 +116,10 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
         if f.write_protect != "plain" and f.kind == "binary" and not f.read_protect:
             content = plan.contents.get((n, f.fid), bytes(f.size))[:min(f.size, 0xF0)]
             cmd = iso.update_binary(content, 0, sfi=f.sfi)
-            r = session.send(cmd)
+            # the protection proof: a plain write of the file's first byte (the byte already there)
+            # answers 6900, "CLA does not match the file's line protection" (SPEC §1.5), whatever
+            # its length
+            r = session.send(iso.update_binary(content[:1], 0, sfi=f.sfi))
             _add(checks, f"{n}: {f.name} refuses a plain write", r.sw == 0x6900, f"SW {r.sw:04X}")
             key = line_keys.get(f.write_key)
             # the key proof by writing the same data back: only where no protected read proved
@@ -130,6 +133,21 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
                 elif r.sw in (0x9302, 0x6988):      # a wrong line-protection key: its counter ran down once
                     raise _KeyRefused
     _verify_keys(session, plan, df, checks)
+
+
+def _load_purse(plan: Plan, df: DFSpec) -> FileSpec | None:
+    """The purse whose load key :func:`_verify_keys` proves (INITIALIZE FOR LOAD, which also
+    answers its balance), or None."""
+    purses = [f for f in df.files if f.kind in ("ed", "ep")]
+    if purses and any(k.ktype == KeyType.LOAD and f"{df.name}/{k.name}" in plan.keys for k in df.keys):
+        return purses[0]
+    return None
+
+
+def _check_balance(session: CardSession, n: str, f: FileSpec, checks: list[Check]) -> None:
+    r = session.send(purse.get_balance(PurseKind.ED if f.kind == "ed" else PurseKind.EP))
+    _add(checks, f"{n}: {f.kind.upper()} balance is zero", r.sw == 0x9000 and r.data == bytes(4),
+         f"{r.data.hex().upper()} SW {r.sw:04X}")
 
 
 def _fid_of_sfi(df: DFSpec, sfi: int) -> int:
@@ -273,6 +291,13 @@ def _verify_keys(session: CardSession, plan: Plan, df: DFSpec, checks: list[Chec
                 ok = pboc.load_mac1(ses, init.balance, 1, 0x01 if p2 == PurseKind.ED else 0x02, terminal,
                                     alg=k.alg) == init.mac1
             _add(checks, f"{n}: load key {k.name} gives the expected MAC1", ok, f"SW {r.sw:04X}")
+            # the purse's balance: the first field of the answer, under MAC1 (SPEC §2.1, §2.2),
+            # instead of a GET BALANCE; without a good answer, GET BALANCE
+            if ok:
+                _add(checks, f"{n}: {purses[0].kind.upper()} balance is zero", init.balance == 0,
+                     f"{r.data[:4].hex().upper()} (INITIALIZE FOR LOAD)")
+            else:
+                _check_balance(session, n, purses[0], checks)
         elif k.ktype in (KeyType.DES_ENCRYPT, KeyType.DES_DECRYPT, KeyType.DES_MAC):
             data = bytes(range(1, 9))
             mode = AuthMode(k.ktype - KeyType.DES_ENCRYPT)
