@@ -3,11 +3,14 @@
 Per DF: SELECT and the FCI; every external-auth key and PIN authenticates; every EF
 reads back what the plan wrote (zeros where it wrote nothing), its size is exact (a
 read at the end answers 6B00) and its record count too (one more answers 6A83); a
-write-protected file refuses a plain write (6900) and takes a MAC'd one (proving the
-line-protection key); the load key answers INITIALIZE FOR LOAD with a MAC1 the host
-checks; DES keys answer INTERNAL AUTHENTICATE.  Purchase, unload and TAC keys cannot
-be checked without a transaction and are left out (said in the report).
-Every check is non-destructive: writes put back the bytes already there.
+write-protected file refuses a plain write (6900), and its line-protection key is proven by a
+protected READ BINARY whose answer's MAC the host checks (SPEC §6 R14), or, where the file's
+read key is another key, by a MAC'd write of the same data; the load key answers INITIALIZE
+FOR LOAD with a MAC1 the host checks (and the purse's balance); DES keys answer INTERNAL
+AUTHENTICATE.  Purchase, unload and TAC keys cannot be checked without a transaction and are
+left out (said in the report).
+Every check is non-destructive: writes put back the bytes already there.  The SELECTs whose
+FCI is checked fetch it (T=0 GET RESPONSE); the others do not (docs/sim.md, "Card time model").
 
 What this proves and what it cannot (docs/profile.md, "What verification proves"): every
 file, record layout, size, access condition and key (by its use) of the profile is there and
