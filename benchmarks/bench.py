@@ -225,7 +225,8 @@ def bench_pcsc(count: int) -> dict[str, float]:
 def apdus_lower_bound(spec) -> int:
     """One command per file, key and record created, binary data in maximal writes, plus the
     selects and authentications the access conditions force (and a GET CHALLENGE for each
-    command the profile puts under line protection)."""
+    command the profile puts under line protection).  Commands the host sends: a T=0 GET
+    RESPONSE is not counted (personalization sends none: its SELECTs do not fetch their FCI)."""
     from citycard.perso.plan import MAX_DATA
 
     n = 1 + 2 + 1        # SELECT MF, GET CHALLENGE + EXTERNAL AUTHENTICATE (transport key), ERASE DF (SPEC §6 R2)
@@ -678,7 +679,8 @@ def bench_pg_claim(rows: int, claims: int = 200) -> dict[str, float]:
 
 GOALS = {"perso_verify_ms": ("<=", 50), "host_cpu_ms_per_card": ("<=", 5), "apdus_vs_lower_bound": ("<=", 1.05),
          "pcsc_sim_vs_floor": ("<=", 1.5), "stack_overhead_vs_pyscard": ("<=", 1.10),
-         "cli_startup_ratio": ("<=", 2.5)}
+         "cli_startup_ratio": ("<=", 2.5),
+         "modelled_card_s_115200": ("<=", 0.673)}     # issue 19: 0.85 x the 0.792 s it started from
 
 
 def print_card_time(families: dict[str, object]) -> None:
