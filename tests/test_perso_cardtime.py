@@ -293,3 +293,37 @@ def test_purse_balance_is_proven_by_the_initialize_for_load_answer(demo):
     failed = [(label, detail) for label, ok, detail in checks if not ok]
     # (the load also left its record in EF0018: that check fails too)
     assert ("transit: EP balance is zero", "000001F4 (INITIALIZE FOR LOAD)") in failed
+
+
+def ref_ecb_decrypt(key: bytes, data: bytes) -> bytes:
+    k = key * 3 if len(key) == 8 else key + key[:8]
+    d = Cipher(TripleDES(k), modes.ECB()).decryptor()
+    return d.update(data) + d.finalize()
+
+
+def test_an_enciphered_file_is_read_back_enciphered_under_its_key(demo):
+    """A binary file written enciphered + MAC'd: the protected read answers
+    E(LD ‖ data ‖ 80 00..) ‖ MAC (SPEC §6 R14); the verifier deciphers and compares it, and the
+    MAC is over the ciphertext (checked here with the test's own 3DES)."""
+    _spec, keys, data = demo
+    text = PROFILE.read_text().replace('write_protect = "mac"       # with the DAMK',
+                                       'write_protect = "cipher"    # with the DAMK', 1)
+    assert 'write_protect = "cipher"    # with the DAMK' in text
+    spec = parse_profile(text, PROFILE)
+    plan = _plan(spec, keys, data, 7)
+    card, t, session = _personalized(spec, plan)
+    checks = verify_card(session, spec, plan)
+    assert all(ok for _l, ok, _d in checks)
+    key = plan.keys["transit/damk"]
+    reads = [(i, c, r) for i, (c, r) in enumerate(t.log) if c[:3] == H("04B095")]
+    i, cmd, rsp = reads[0]                                    # the transit's EF0015 comes first
+    challenge = t.log[i - 1][1][:-2]
+    body, mac = rsp[:-6], rsp[-6:-2]
+    assert len(body) % 8 == 0 and mac == ref_line_mac(key, body, challenge)
+    plain = ref_ecb_decrypt(key, body)
+    content = plan.contents[("transit", 0x15)]
+    assert plain[0] == len(content) and plain[1:1 + len(content)] == content
+    assert plain[1 + len(content)] == 0x80 and not any(plain[2 + len(content):])
+    transit = next(df for df in spec.dfs() if df.name == "transit")
+    name = next(f.name for f in transit.files if f.fid == 0x15)
+    assert (f"transit: {name} reads back what was written", True, "") in checks
