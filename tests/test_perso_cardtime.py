@@ -327,3 +327,21 @@ def test_an_enciphered_file_is_read_back_enciphered_under_its_key(demo):
     transit = next(df for df in spec.dfs() if df.name == "transit")
     name = next(f.name for f in transit.files if f.fid == 0x15)
     assert (f"transit: {name} reads back what was written", True, "") in checks
+
+
+def test_a_long_file_is_read_under_mac_then_plainly_from_where_the_protected_read_stopped(demo):
+    """A 300-byte MAC-protected file: the protected read takes the first 224 bytes (its answer,
+    with the MAC, within an FM1208's 239-byte data field: SPEC §6 R7), the rest is read plainly
+    from offset 224; content and size proven as before."""
+    _spec, keys, data = demo
+    text = PROFILE.read_text().replace('kind = "binary"\nsize = 32\n', 'kind = "binary"\nsize = 300\n', 1)
+    assert "size = 300" in text
+    spec = parse_profile(text, PROFILE)
+    plan = _plan(spec, keys, data, 8)
+    card, t, session = _personalized(spec, plan)
+    checks = verify_card(session, spec, plan)
+    assert all(ok for _l, ok, _d in checks)
+    i = next(i for i, (c, _r) in enumerate(t.log) if c[:2] == H("04B0") and c[-1] == 0xE0)
+    assert len(t.log[i][1]) == 224 + 4 + 2
+    assert t.log[i + 1] == (H("00B000E04C"), plan.contents[("library", 0x15)][224:] + H("9000"))
+    assert t.log[i + 2] == (H("00B0012C01"), H("6B00"))
