@@ -225,7 +225,8 @@ def bench_pcsc(count: int) -> dict[str, float]:
 def apdus_lower_bound(spec) -> int:
     """One command per file, key and record created, binary data in maximal writes, plus the
     selects and authentications the access conditions force (and a GET CHALLENGE for each
-    command the profile puts under line protection)."""
+    command the profile puts under line protection).  Commands the host sends: a T=0 GET
+    RESPONSE is not counted (personalization sends none: its SELECTs do not fetch their FCI)."""
     from citycard.perso.plan import MAX_DATA
 
     n = 1 + 2 + 1        # SELECT MF, GET CHALLENGE + EXTERNAL AUTHENTICATE (transport key), ERASE DF (SPEC §6 R2)
@@ -458,7 +459,9 @@ def bench_card_time(cards: int) -> tuple[dict[str, float], dict[str, object]]:
         per_family = ModelledClock()
         for i in range(cards):
             row = 1 + i % len(data.rows)
-            card = TimedCard(SimCard(), preset)      # accounts the modelled time, sleeps nothing
+            # accounts the modelled time, sleeps nothing; under T=0 the card's 61xx reaches the
+            # host, which fetches only the answers it uses (GET RESPONSE charged when sent)
+            card = TimedCard(SimCard(), preset, t0_get_response="host")
             t = SimTransport(card)
             t.connect()
             session = CardSession(t)
@@ -480,7 +483,11 @@ def bench_card_time(cards: int) -> tuple[dict[str, float], dict[str, object]]:
                                "total_s": f.total_s / cards}
                         for name, f in sorted(per_family.families.items(), key=lambda kv: -kv[1].total_s)}
             families["(power-on)"] = {"total_s": per_family.activation_s / cards}
-            out["modelled_apdus_per_card"] = per_family.apdus / cards
+            # commands sent by the host; the T=0 GET RESPONSEs (fetching an answer it uses) apart
+            fetches = per_family.families.get("GET RESPONSE")
+            gets = fetches.count if fetches is not None else 0
+            out["modelled_apdus_per_card"] = (per_family.apdus - gets) / cards
+            out["modelled_get_responses_per_card"] = gets / cards
     return out, families
 
 
@@ -672,7 +679,8 @@ def bench_pg_claim(rows: int, claims: int = 200) -> dict[str, float]:
 
 GOALS = {"perso_verify_ms": ("<=", 50), "host_cpu_ms_per_card": ("<=", 5), "apdus_vs_lower_bound": ("<=", 1.05),
          "pcsc_sim_vs_floor": ("<=", 1.5), "stack_overhead_vs_pyscard": ("<=", 1.10),
-         "cli_startup_ratio": ("<=", 2.5)}
+         "cli_startup_ratio": ("<=", 2.5),
+         "modelled_card_s_115200": ("<=", 0.673)}     # issue 19: 0.85 x the 0.792 s it started from
 
 
 def print_card_time(families: dict[str, object]) -> None:

@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..apdu import ResponseApdu, describe_sw
+from ..apdu import CommandApdu, ResponseApdu, describe_sw
 from ..commands import fmcos, iso, walk
-from ..errors import CitycardError, TransportError
+from ..errors import CardError, CitycardError, TransportError
 from ..keys.handles import Key
 from ..spec import CardSpec, DFSpec
 from ..transport import CardSession
@@ -64,7 +64,7 @@ def run_plan(session: CardSession, plan: Plan, *, start: int = 0,
         if on_step is not None:
             on_step(i + 1, step)
         try:
-            resp = execute(session, step)
+            resp = _play(session, step)
         except TransportError as exc:
             raise PersoError(f"step {i + 1}/{total} ({step.label}): {exc}", step=i + 1, label=step.label) from None
         except CitycardError as exc:  # e.g. GET CHALLENGE refused
@@ -74,6 +74,24 @@ def run_plan(session: CardSession, plan: Plan, *, start: int = 0,
                              f"({describe_sw(resp.sw)}), expected {step.expect:04X}",
                              step=i + 1, label=step.label, sw=resp.sw)
     return total - start
+
+
+def _play(session: CardSession, step: Step) -> ResponseApdu:
+    """Send one step of the plan.  A SELECT without Le goes without GET RESPONSE: the plan does
+    not use the FCI, and under T=0 the card's ``61xx`` (done, FCI available: ISO/IEC 7816-4
+    5.1.3; an FMCOS contact card answers SELECT so, tests/data/traces/codetd_fmsh_erase.trace)
+    is its success; a reader that fetches by itself gives FCI ‖ ``9000``, also success."""
+    if step.kind == "apdu" and step.cmd.ins == 0xA4 and step.cmd.ne is None:
+        resp = session.send(step.cmd, fetch=False)
+        return ResponseApdu(b"", 0x9000) if resp.sw >> 8 == 0x61 else resp
+    return execute(session, step)
+
+
+def select_sw(session: CardSession, cmd: CommandApdu) -> int:
+    """The status of a SELECT whose FCI the caller does not use, sent without GET RESPONSE
+    (``61xx``, done with an FCI waiting, reads as ``9000``: see :func:`_play`)."""
+    sw = session.send(cmd, fetch=False).sw
+    return 0x9000 if sw >> 8 == 0x61 else sw
 
 
 def _mf_master(spec: CardSpec, plan: Plan) -> Key | None:
@@ -117,7 +135,6 @@ def read_uid(session: CardSession) -> bytes | None:
     atr = session.atr
     if len(atr) < 4 or atr[0] != 0x3B or atr[1] & 0xF0 != 0x80 or atr[2:4] != b"\x80\x01":
         return None
-    from ..apdu import CommandApdu
 
     try:
         resp = session.send(CommandApdu(0xFF, 0xCA, 0x00, 0x00, ne=256))
@@ -145,16 +162,19 @@ def identify_card(session: CardSession, spec: CardSpec, plan: Plan) -> CardIdent
     anything but 6A82) and, where the profile lets it be read freely and the plan writes
     content, holds data (not all zero / no record)."""
     atr = session.atr
-    if session.send(iso.select_mf()).sw != 0x9000:
+    if select_sw(session, iso.select_mf()) != 0x9000:
         raise PersoError("SELECT MF refused: not an FMCOS card of this profile (nothing was tried)")
     serial, serial_file, readable = _read_card_serial(session, spec)
+    # the serial file was just read: the MF's probe takes what that read found (not read twice)
+    found_serial = walk.serial_field(spec.mf, "@card_serial")
+    known = {found_serial[0].fid: (serial_file, serial is not None)} if found_serial is not None else {}
     missing: list[str] = []
-    mf_present = serial_file or _probe_df(session, spec.mf, plan, missing, select=False)
+    mf_present = serial_file or _probe_df(session, spec.mf, plan, missing, select=False, known=known)
     if serial_file and not serial:
         missing.insert(0, "mf: the card serial is not written yet")
     apps_found: list[str] = []
     for app in spec.apps:
-        if session.send(iso.select_name(app.aid)).sw in _PRESENT:
+        if select_sw(session, iso.select_name(app.aid)) in _PRESENT:
             apps_found.append(app.name)
         else:
             missing.append(f"{app.name}: application {app.aid.hex().upper()} not created")
@@ -171,8 +191,8 @@ def identify_card(session: CardSession, spec: CardSpec, plan: Plan) -> CardIdent
         if app.name in apps_found:
             _probe_df(session, app, plan, missing, select=True)
     if serial_file:
-        session.send(iso.select_mf())
-        _probe_df(session, spec.mf, plan, missing, select=False)
+        select_sw(session, iso.select_mf())
+        _probe_df(session, spec.mf, plan, missing, select=False, known=known)
     if missing:
         return CardIdentity(atr, CardState.PARTIAL, serial, found, missing[0])
     return CardIdentity(atr, CardState.ISSUED, serial, found)
@@ -204,7 +224,7 @@ def _other_application(session: CardSession, spec: CardSpec) -> str:
     of them (SELECT by FID from the MF) is another profile's application; said with its AID."""
     from ..tlv import try_parse
 
-    session.send(iso.select_mf())
+    select_sw(session, iso.select_mf())
     for app in spec.apps:
         r = session.send(iso.select_fid(app.fid))
         if r.sw != 0x9000:
@@ -217,13 +237,24 @@ def _other_application(session: CardSession, spec: CardSpec) -> str:
     return ""
 
 
-def _probe_df(session: CardSession, df: DFSpec, plan: Plan, missing: list[str], *, select: bool) -> bool:
-    """Whether any file of ``df`` exists; the files missing or not yet written go to ``missing``."""
-    if select and session.send(walk.select_df_command(df)).sw != 0x9000:
+def _probe_df(session: CardSession, df: DFSpec, plan: Plan, missing: list[str], *, select: bool,
+              known: dict[int, tuple[bool, bool]] | None = None) -> bool:
+    """Whether any file of ``df`` exists; the files missing or not yet written go to ``missing``.
+    ``known``: FID → (exists, written) of files already read (not read again)."""
+    if select and select_sw(session, walk.select_df_command(df)) != 0x9000:
         return True          # a blocked application (6A81, 9303) of an issued card: there, files unseen
     any_found = False
     for f in df.files:
         if f.kind in ("ed", "ep") or f.sfi is None:
+            continue
+        if known and f.fid in known:
+            exists, written = known[f.fid]
+            if not exists:
+                missing.append(f"{df.name}: file {f.name} not created")
+                continue
+            any_found = True
+            if not written:
+                missing.append(f"{df.name}: file {f.name} not written")
             continue
         content = plan.contents.get((df.name, f.fid))
         if f.kind == "binary":
@@ -411,7 +442,9 @@ def _authenticate_master(session: CardSession, spec: CardSpec, plan: Plan) -> Re
     if master is None or m is None:
         raise PersoError("the card is personalized but the profile's MF has no master key to erase it")
     log.info("taking the card over with its MF master key to erase it")
-    session.send(iso.select_mf(), expect=0x9000, what="SELECT MF")
+    sw = select_sw(session, iso.select_mf())
+    if sw != 0x9000:
+        raise CardError(sw, "SELECT MF", expected=0x9000)
     return walk.external_authenticate(session, m.kid, master, spec.line_alg)
 
 

@@ -3,11 +3,14 @@
 Per DF: SELECT and the FCI; every external-auth key and PIN authenticates; every EF
 reads back what the plan wrote (zeros where it wrote nothing), its size is exact (a
 read at the end answers 6B00) and its record count too (one more answers 6A83); a
-write-protected file refuses a plain write (6900) and takes a MAC'd one (proving the
-line-protection key); the load key answers INITIALIZE FOR LOAD with a MAC1 the host
-checks; DES keys answer INTERNAL AUTHENTICATE.  Purchase, unload and TAC keys cannot
-be checked without a transaction and are left out (said in the report).
-Every check is non-destructive: writes put back the bytes already there.
+write-protected file refuses a plain write (6900), and its line-protection key is proven by a
+protected READ BINARY whose answer's MAC the host checks (SPEC §6 R14), or, where the file's
+read key is another key, by a MAC'd write of the same data; the load key answers INITIALIZE
+FOR LOAD with a MAC1 the host checks (and the purse's balance); DES keys answer INTERNAL
+AUTHENTICATE.  Purchase, unload and TAC keys cannot be checked without a transaction and are
+left out (said in the report).
+Every check is non-destructive: writes put back the bytes already there.  The SELECTs whose
+FCI is checked fetch it (T=0 GET RESPONSE); the others do not (docs/sim.md, "Card time model").
 
 What this proves and what it cannot (docs/profile.md, "What verification proves"): every
 file, record layout, size, access condition and key (by its use) of the profile is there and
@@ -25,6 +28,9 @@ from ..commands.fmcos import KeyType
 from ..commands.iso import AuthMode
 from ..commands.purse import PurseKind
 from ..crypto import ecb_decrypt, ecb_encrypt, mac_alg1, mac_alg3, pboc
+from ..crypto.cipher import Alg
+from ..errors import CitycardError
+from ..keys.handles import Key
 from ..keytypes import is_psam_usage
 from ..spec import CardSpec, DFSpec, FileSpec
 from ..tlv import try_parse
@@ -97,24 +103,31 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
             raise _KeyRefused
     line_keys = {k.kid: plan.keys[f"{n}/{k.name}"] for k in df.keys if k.ktype == KeyType.LINE_PROTECTION}
     line_checked: set[int] = set()
+    load_purse = _load_purse(plan, df)
     for f in df.files:
         if f.kind in ("ed", "ep"):
-            r = session.send(purse.get_balance(PurseKind.ED if f.kind == "ed" else PurseKind.EP))
-            _add(checks, f"{n}: {f.kind.upper()} balance is zero", r.sw == 0x9000 and r.data == bytes(4),
-                 f"{r.data.hex().upper()} SW {r.sw:04X}")
+            if f is not load_purse:      # else its balance comes with INITIALIZE FOR LOAD (_verify_keys)
+                _check_balance(session, n, f, checks)
             continue
         if f.read_protect:
             _add(checks, f"{n}: {f.name} is read-protected (content not read back)", True)
         elif f.kind == "binary":
-            _verify_binary(session, plan, df, f, checks)
+            proof = _read_proof(f, line_keys, line_checked, spec.line_alg)
+            if _verify_binary(session, plan, df, f, checks, proof):
+                line_checked.add(f.write_key)
         else:
             _verify_records(session, plan, df, f, checks)
         if f.write_protect != "plain" and f.kind == "binary" and not f.read_protect:
             content = plan.contents.get((n, f.fid), bytes(f.size))[:min(f.size, 0xF0)]
             cmd = iso.update_binary(content, 0, sfi=f.sfi)
-            r = session.send(cmd)
+            # the protection proof: a plain write of the file's first byte (the byte already there)
+            # answers 6900, "CLA does not match the file's line protection" (SPEC §1.5), whatever
+            # its length
+            r = session.send(iso.update_binary(content[:1], 0, sfi=f.sfi))
             _add(checks, f"{n}: {f.name} refuses a plain write", r.sw == 0x6900, f"SW {r.sw:04X}")
             key = line_keys.get(f.write_key)
+            # the key proof by writing the same data back: only where no protected read proved
+            # it (a file whose read key is another key than its write key)
             if key is not None and f.write_key not in line_checked:
                 r = session.send(cmd, protect=LineProtection(key, encrypt=f.write_protect == "cipher",
                                                              alg=spec.line_alg))
@@ -127,6 +140,21 @@ def _verify_df(session: CardSession, spec: CardSpec, plan: Plan, df: DFSpec, che
     _verify_keys(session, plan, df, checks)
 
 
+def _load_purse(plan: Plan, df: DFSpec) -> FileSpec | None:
+    """The purse whose load key :func:`_verify_keys` proves (INITIALIZE FOR LOAD, which also
+    answers its balance), or None."""
+    purses = [f for f in df.files if f.kind in ("ed", "ep")]
+    if purses and any(k.ktype == KeyType.LOAD and f"{df.name}/{k.name}" in plan.keys for k in df.keys):
+        return purses[0]
+    return None
+
+
+def _check_balance(session: CardSession, n: str, f: FileSpec, checks: list[Check]) -> None:
+    r = session.send(purse.get_balance(PurseKind.ED if f.kind == "ed" else PurseKind.EP))
+    _add(checks, f"{n}: {f.kind.upper()} balance is zero", r.sw == 0x9000 and r.data == bytes(4),
+         f"{r.data.hex().upper()} SW {r.sw:04X}")
+
+
 def _fid_of_sfi(df: DFSpec, sfi: int) -> int:
     for f in df.files:
         if f.sfi == sfi and f.kind not in ("ed", "ep"):
@@ -134,18 +162,99 @@ def _fid_of_sfi(df: DFSpec, sfi: int) -> int:
     return -1
 
 
-def _verify_binary(session: CardSession, plan: Plan, df: DFSpec, f: FileSpec, checks: list[Check]) -> None:
+def _read_proof(f: FileSpec, line_keys: dict[int, Key], line_checked: set[int],
+                alg: Alg = "des") -> LineProtection | None:
+    """The line protection under which to read ``f`` as the proof of its write key, or None.
+
+    A protected READ BINARY (``04 B0 .. 04 MAC Le``) answers data ‖ MAC under the file's
+    *read* line-protection key (SPEC §6 R14; UM §11, 7.5; the simulator's ``files.py``
+    ``_read_guard``), so it proves the write key only where the two are the same key; an
+    enciphered file answers E(LD ‖ data ‖ pad) ‖ MAC (R14).  Once per key and DF: a key
+    already proven is not proven again."""
+    if f.kind != "binary" or f.write_protect == "plain" or f.read_protect or f.read_key != f.write_key:
+        return None
+    key = line_keys.get(f.write_key)
+    if key is None or f.write_key in line_checked:
+        return None
+    return LineProtection(key, encrypt=f.write_protect == "cipher", alg=alg)
+
+
+#: the longest protected read: its answer (ciphertext of LD ‖ data ‖ pad, and the MAC) stays
+#: within the 239 bytes of an FM1208 data field (SPEC §6 R7)
+_PROTECTED_READ_MAX = 0xE0
+
+
+def _verify_binary(session: CardSession, plan: Plan, df: DFSpec, f: FileSpec, checks: list[Check],
+                   proof: LineProtection | None = None) -> bool:
+    """Content and size of a binary file; with ``proof``, the first chunk is read under line
+    protection and its answer's MAC checked (the proof of the file's line-protection key).
+    Returns whether that key was proven."""
     n = df.name
     expected = plan.contents.get((n, f.fid), bytes(f.size))
-    read = walk.read_file(session, f)
+    proven = False
+    if proof is None:
+        read = walk.read_file(session, f)
+    else:
+        read, proven = _protected_read(session, df, f, proof, checks)
+        if read is None:
+            return False
     if not read.ok:
         _add(checks, f"{n}: {f.name} reads back", False, f"SW {read.sw:04X} at offset {read.offset}")
-        return
+        return proven
     got = read.data
     _add(checks, f"{n}: {f.name} reads back what was written", got == expected,
          "" if got == expected else f"differs at byte {_first_diff(got, expected)}")
     r = session.send(iso.read_binary(f.size, 1))
     _add(checks, f"{n}: {f.name} is {f.size} bytes", r.sw == 0x6B00, f"read at {f.size}: SW {r.sw:04X}")
+    return proven
+
+
+def _protected_read(session: CardSession, df: DFSpec, f: FileSpec, proof: LineProtection,
+                    checks: list[Check]) -> tuple[walk.BinaryRead | None, bool]:
+    """READ BINARY of ``f``'s first chunk under line protection (SPEC §6 R14): the card answers
+    data ‖ MAC (enciphered files: E(LD ‖ data ‖ pad) ‖ MAC) under the read key with the
+    challenge as IV; the MAC is checked here.  The rest of a long file is read plainly.
+    (the read, or None when the key was refused; whether the key was proven)."""
+    n, kid = df.name, f"{f.write_key:02X}"
+    first = min(f.size, _PROTECTED_READ_MAX)
+    r = session.send(iso.read_binary(0, first, sfi=f.sfi), protect=proof)
+    if r.sw in (0x9302, 0x6988):         # a wrong line-protection key: its counter ran down once
+        _add(checks, f"{n}: line-protection key {kid} reads {f.name} under MAC", False, f"SW {r.sw:04X}")
+        raise _KeyRefused
+    if r.sw != 0x9000:
+        return walk.BinaryRead(b"", r.sw, 0), False
+    body, mac = r.data[:-4], r.data[-4:]
+    from ..crypto.secure import decipher, line_mac
+
+    challenge = session.line_challenge or b""
+    mac_ok = len(r.data) >= 4 and line_mac(proof.key, challenge, body, proof.alg) == mac
+    _add(checks, f"{n}: line-protection key {kid} MACs the read of {f.name}", mac_ok,
+         "" if mac_ok else "the answer's MAC differs")
+    data = body
+    if proof.encrypt and mac_ok:
+        try:
+            data = decipher(proof.key, body, proof.alg)
+        except CitycardError as exc:
+            _add(checks, f"{n}: {f.name} deciphers under line-protection key {kid}", False, str(exc))
+            return None, False
+    if len(data) < first:
+        return walk.BinaryRead(data, 0x9000, len(data)), mac_ok
+    rest = _read_from(session, first, f.size)
+    return walk.BinaryRead(data + rest.data, rest.sw, rest.offset), mac_ok
+
+
+def _read_from(session: CardSession, offset: int, size: int) -> walk.BinaryRead:
+    """The current EF from ``offset`` to ``size`` by plain READ BINARY (chunks of 256)."""
+    out = b""
+    while offset + len(out) < size:
+        off = offset + len(out)
+        r = session.send(iso.read_binary(off, min(size - off, walk.MAX_NE)))
+        if r.sw != 0x9000:
+            return walk.BinaryRead(out, r.sw, off)
+        if not r.data:
+            break
+        out += r.data
+    return walk.BinaryRead(out, 0x9000, offset + len(out))
 
 
 def _first_diff(a: bytes, b: bytes) -> int:
@@ -188,6 +297,13 @@ def _verify_keys(session: CardSession, plan: Plan, df: DFSpec, checks: list[Chec
                 ok = pboc.load_mac1(ses, init.balance, 1, 0x01 if p2 == PurseKind.ED else 0x02, terminal,
                                     alg=k.alg) == init.mac1
             _add(checks, f"{n}: load key {k.name} gives the expected MAC1", ok, f"SW {r.sw:04X}")
+            # the purse's balance: the first field of the answer, under MAC1 (SPEC §2.1, §2.2),
+            # instead of a GET BALANCE; without a good answer, GET BALANCE
+            if ok:
+                _add(checks, f"{n}: {purses[0].kind.upper()} balance is zero", init.balance == 0,
+                     f"{r.data[:4].hex().upper()} (INITIALIZE FOR LOAD)")
+            else:
+                _check_balance(session, n, purses[0], checks)
         elif k.ktype in (KeyType.DES_ENCRYPT, KeyType.DES_DECRYPT, KeyType.DES_MAC):
             data = bytes(range(1, 9))
             mode = AuthMode(k.ktype - KeyType.DES_ENCRYPT)
@@ -217,7 +333,8 @@ def probe_files(session: CardSession, spec: CardSpec) -> list[Check]:
     issuances rely on: EF0015 read as SFI 15, EF0006 as SFI 06, SPEC §2.5, §3); extra DFs and keys stay unseen (docs/profile.md, "What verification proves")."""
     checks: list[Check] = []
     for df in spec.dfs():
-        if walk.select_df(session, df).sw != 0x9000:
+        sw = session.send(walk.select_df_command(df), fetch=False).sw   # its FCI is not used
+        if sw != 0x9000 and sw >> 8 != 0x61:
             _add(checks, f"{df.name}: probe for unknown files", False, "SELECT refused")
             continue
         known = {f.fid & 0x1F for f in df.files} | {f.sfi for f in df.files if f.sfi is not None}

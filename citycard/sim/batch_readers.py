@@ -56,7 +56,8 @@ class SimSource:
     def _session(self, sleep: Callable[[float], None]) -> CardSession:
         card: object = new_card(self.model)
         if self.timing is not None:
-            card = TimedCard(card, self.timing, sleep=sleep, scale=self.scale, max_lag=self.max_lag)
+            card = TimedCard(card, self.timing, sleep=sleep, scale=self.scale, max_lag=self.max_lag,
+                             t0_get_response="host")     # the host's T0Fetch sends GET RESPONSE
         transport = SimTransport(card, name=self.name)  # type: ignore[arg-type]
         transport.connect()
         return CardSession(transport)

@@ -297,6 +297,11 @@ class ModelledClock:
                 mine.eeprom_s += f.eeprom_s
 
 
+def _is_get_response(apdu: bytes) -> bool:
+    """``00 C0 00 00 Le`` (ISO/IEC 7816-4 GET RESPONSE, basic channel or logical channels 1–3)."""
+    return len(apdu) == 5 and apdu[0] & 0xFC == 0 and apdu[1] == 0xC0 and apdu[2] == 0 and apdu[3] == 0
+
+
 def unwrap(card: object) -> object:
     """The simulated card under a :class:`TimedCard` (or the object itself)."""
     while isinstance(card, TimedCard):
@@ -321,6 +326,18 @@ class TimedCard:
     ``TimedCard(card, preset, sleep=time.sleep)`` behaves like a real card's speed: every
     APDU's answer is held back for its modelled time.
 
+    ``t0_get_response`` (T=0 presets): who fetches the answer of a command that carries data
+    (case 3 and 4) and is answered with data.  ``"reader"`` (default): the reader sends GET
+    RESPONSE itself and hands the host data ‖ ``9000``, as many PC/SC readers do; the card
+    answers so and the GET RESPONSE exchange is charged with the command.  ``"host"``: the
+    card's T=0 answer reaches the host as on the wire: ``61xx`` (ISO/IEC 7816-3:2006 clause
+    12.2: the TPDU of a case-3/4 command is answered with SW only; ISO/IEC 7816-4 5.1.3:
+    ``61xx`` = done, xx bytes available; a contact FMCOS card answers SELECT ``610F``:
+    tests/data/traces/codetd_fmsh_erase.trace), and the data only to a GET RESPONSE
+    (``00 C0 00 00 xx``) sent next, charged as its own exchange (wire time only: the card's
+    work was charged with the command).  A host that does not need the data sends no GET
+    RESPONSE and is charged nothing for it.
+
     ``max_lag`` (seconds, default 0: every APDU sleeps its own time before it answers) lets
     the card answer up to ``max_lag`` ahead of its modelled timeline and sleep the time owed
     in one piece once the debt reaches ``max_lag``, and at power-off or reset (the card is
@@ -336,11 +353,14 @@ class TimedCard:
     """
 
     def __init__(self, card: object, preset: str | TimingPreset, *,
-                 sleep: Callable[[float], None] | None = None, scale: float = 1.0, max_lag: float = 0.0) -> None:
+                 sleep: Callable[[float], None] | None = None, scale: float = 1.0, max_lag: float = 0.0,
+                 t0_get_response: str = "reader") -> None:
         if scale < 0:
             raise InputError(f"timing scale {scale} is negative")
         if max_lag < 0:
             raise InputError(f"timing lag {max_lag} is negative")
+        if t0_get_response not in ("reader", "host"):
+            raise InputError(f"t0_get_response {t0_get_response!r} is not 'reader' or 'host'")
         self.card = card
         self.preset = get_preset(preset)
         self.sleep = sleep
@@ -348,6 +368,8 @@ class TimedCard:
         self.max_lag = max_lag
         self.clock = ModelledClock()
         self.owed = 0.0         # (max_lag > 0) modelled seconds answered ahead and not slept yet
+        self.host_fetches = t0_get_response == "host" and self.preset.protocol == T0
+        self.held = b""         # (host_fetches) the answer's data ‖ SW waiting for GET RESPONSE
 
     @property
     def atr(self) -> bytes:
@@ -381,10 +403,12 @@ class TimedCard:
 
     def power_off(self) -> None:
         self.settle()
+        self.held = b""
         self.card.power_off()  # type: ignore[attr-defined]
 
     def reset(self) -> bytes | None:
         self.settle()
+        self.held = b""
         atr = self.card.reset()  # type: ignore[attr-defined]
         t = activation_time(self.preset, self.card.atr)  # type: ignore[attr-defined]
         self.clock.add_activation(t)
@@ -392,9 +416,34 @@ class TimedCard:
         return atr
 
     def process(self, apdu: bytes) -> bytes:
+        held, self.held = self.held, b""
+        if held and _is_get_response(apdu):
+            return self._get_response(apdu, held)
         before = _generation(self.card)
         response = self.card.process(apdu)  # type: ignore[attr-defined]
-        t = apdu_timing(self.preset, apdu, response, wrote=_generation(self.card) != before)
+        wrote = _generation(self.card) != before
+        if self.host_fetches and len(response) > 2 and response[-2:] == b"\x90\x00" and _lc(apdu):
+            # T=0 case 3/4 answered with data: the wire carries 61xx; the data waits for GET RESPONSE
+            self.held = response
+            response = bytes((0x61, (len(response) - 2) & 0xFF))
+        t = apdu_timing(self.preset, apdu, response, wrote=wrote)
+        self.clock.add(apdu, t)
+        self._spend(t.total_s)
+        return response
+
+    def _get_response(self, apdu: bytes, held: bytes) -> bytes:
+        """GET RESPONSE of the held answer (``host_fetches``): Le bytes of it (``00``: 256),
+        ``61xx`` while more is left; charged as a case-2 exchange on the wire."""
+        data, sw = held[:-2], held[-2:]
+        ne = apdu[4] or 256
+        if ne < len(data):
+            self.held = data[ne:] + sw
+            rest = len(data) - ne
+            response = data[:ne] + bytes((0x61, rest & 0xFF))
+        else:
+            response = data + sw
+        t = apdu_timing(self.preset, apdu, response, wrote=False)
+        t = ApduTiming(t.chars_to_card, t.chars_from_card, t.wire_s, 0.0, 0.0, t.exchanges)
         self.clock.add(apdu, t)
         self._spend(t.total_s)
         return response

@@ -43,7 +43,11 @@ class LineProtection:
 class LineProtector:
     """The top layer of a session: protected commands get their challenge and MAC here.
     ``atr`` gives the card's ATR, by which a card of the other line-protection cipher is
-    refused before its challenge is asked for (:mod:`citycard.cos`)."""
+    refused before its challenge is asked for (:mod:`citycard.cos`).  ``challenge``: the
+    challenge of the last protected command (a protected read's answer is MAC'd with it,
+    SPEC §6 R14: the caller checks that MAC)."""
+
+    challenge: bytes | None = None
 
     def __init__(self, atr: Callable[[], bytes] | None = None) -> None:
         self._atr = atr
@@ -60,6 +64,7 @@ class LineProtector:
         challenge = send(iso.get_challenge(protection.challenge_length))
         if challenge.sw != 0x9000:
             raise CardError(challenge.sw, "GET CHALLENGE")
+        self.challenge = challenge.data
         from ..crypto.secure import protect
 
         return send(protect(cmd, protection.key, challenge.data, encrypt=protection.encrypt,

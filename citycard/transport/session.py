@@ -28,8 +28,9 @@ class CardSession:
         self.processors = list(processors) if processors is not None else [T0Fetch()]
         self._protector = LineProtector(lambda: getattr(self.transport, "atr", b""))
         self._send = self._build()
+        self._send_unfetched = self._build(fetch=False)
 
-    def _build(self) -> Send:
+    def _build(self, fetch: bool = True) -> Send:
         transmit = self.transport.transmit
         from_bytes = ResponseApdu.from_bytes
 
@@ -38,6 +39,8 @@ class CardSession:
 
         send: Send = wire
         for proc in reversed(self.processors):
+            if not fetch and isinstance(proc, T0Fetch):
+                continue
             send = (lambda p, nxt: (lambda cmd: p.process(cmd, nxt)))(proc, send)
         return send
 
@@ -48,21 +51,34 @@ class CardSession:
         else:
             self.processors.append(proc)
         self._send = self._build()
+        self._send_unfetched = self._build(fetch=False)
 
     # ------------------------------------------------------------------ sending
     def send(self, cmd: CommandApdu | bytes, *, expect: int | None = None, what: str = "",
-             protect: LineProtection | None = None) -> ResponseApdu:
+             protect: LineProtection | None = None, fetch: bool = True) -> ResponseApdu:
         """Send a command; with ``protect`` under line protection (GET CHALLENGE, MAC, and
-        cipher when asked); with ``expect`` raise :class:`~citycard.errors.CardError` on another SW."""
+        cipher when asked); with ``expect`` raise :class:`~citycard.errors.CardError` on another SW.
+        ``fetch=False``: the caller does not use the answer's data: a T=0 ``61xx`` is returned
+        as it is, without GET RESPONSE (ISO/IEC 7816-4 5.1.3: ``61xx`` is normal processing;
+        a reader that fetches by itself still gives data ‖ ``9000``)."""
         if not isinstance(cmd, CommandApdu):
             cmd = CommandApdu.parse(cmd)
-        resp = self._send(cmd) if protect is None else self._protector.process(cmd, self._send, protect)
+        if protect is not None:
+            resp = self._protector.process(cmd, self._send, protect)
+        else:
+            resp = self._send(cmd) if fetch else self._send_unfetched(cmd)
         if expect is not None and resp.sw != expect:
             raise CardError(resp.sw, what or cmd.hex()[:8], expected=expect)
         return resp
 
     def get_challenge(self, length: int = 4) -> bytes:
         return self.send(iso.get_challenge(length), expect=0x9000, what="GET CHALLENGE").data
+
+    @property
+    def line_challenge(self) -> bytes | None:
+        """The challenge of the last command sent under line protection (the MAC of a
+        protected read's answer is computed with it: SPEC §6 R14)."""
+        return self._protector.challenge
 
     @property
     def atr(self) -> bytes:
