@@ -93,15 +93,18 @@ def parse_ac(text: Any) -> int:
 MAX_LC = 239     # longest command data field an FM1208 takes (SPEC §6 R7, UM 7)
 
 
-def data_room(protect: str) -> int:
+def data_room(protect: str, line_alg: str = "des") -> int:
     """The most plain data bytes one command can carry so that its Lc stays within
     :data:`MAX_LC` (SPEC §6 R7): plain 239; with a MAC 235 (4 bytes of MAC); enciphered
-    230 (``LD ‖ data ‖ 80 00..`` padded to 8 bytes inside 235, then the MAC; SPEC §1.6)."""
+    230 (``LD ‖ data ‖ 80 00..`` padded to 8 bytes inside 235, then the MAC; SPEC §1.6), or
+    222 on a card whose line protection is SM4 (``line_alg="sm4"``: padded to 16 bytes,
+    docs/sm4.md decision 13)."""
     if protect == "plain":
         return MAX_LC
     room = MAX_LC - 4
     if protect == "cipher":
-        room = (room // 8) * 8 - 2
+        block = 16 if line_alg == "sm4" else 8
+        room = (room // block) * block - 2
     return room
 
 

@@ -378,7 +378,7 @@ class Planner:
             content = _encode(lay, f.data, r, where, df)
             content = content.ljust(f.size, b"\x00")
             contents[(n, f.fid)] = content
-            room = data_room(protect)      # Lc ≤ 239 with the MAC or the cipher's overhead (R7)
+            room = data_room(protect, self.spec.line_alg)      # Lc ≤ 239 with the MAC or the cipher's overhead (R7)
             current = False
             for off, chunk in _chunks(content, room):
                 if not any(chunk):
@@ -397,7 +397,7 @@ class Planner:
             return
         recs = self._records(df, f, r)
         contents[(n, f.fid)] = recs
-        room = data_room(protect)
+        room = data_room(protect, self.spec.line_alg)
         for i, rec in enumerate(recs, 1):
             if len(rec) > room:
                 # strict host: one APPEND RECORD carries one record, it cannot be split (R7)

@@ -32,7 +32,7 @@ from ..crypto.cipher import Alg
 from ..errors import CitycardError
 from ..keys.handles import Key
 from ..keytypes import is_psam_usage
-from ..spec import CardSpec, DFSpec, FileSpec
+from ..spec import CardSpec, DFSpec, FileSpec, data_room
 from ..tlv import try_parse
 from ..transport import CardSession, LineProtection
 from .plan import Plan
@@ -184,6 +184,12 @@ def _read_proof(f: FileSpec, line_keys: dict[int, Key], line_checked: set[int],
 _PROTECTED_READ_MAX = 0xE0
 
 
+def _protected_read_max(proof: LineProtection) -> int:
+    """:data:`_PROTECTED_READ_MAX`, less for an enciphered file whose ciphertext with the MAC
+    would not fit (SM4 pads to 16 bytes: 222 bytes, docs/sm4.md decision 13)."""
+    return min(_PROTECTED_READ_MAX, data_room("cipher", proof.alg)) if proof.encrypt else _PROTECTED_READ_MAX
+
+
 def _verify_binary(session: CardSession, plan: Plan, df: DFSpec, f: FileSpec, checks: list[Check],
                    proof: LineProtection | None = None) -> bool:
     """Content and size of a binary file; with ``proof``, the first chunk is read under line
@@ -216,7 +222,7 @@ def _protected_read(session: CardSession, df: DFSpec, f: FileSpec, proof: LinePr
     challenge as IV; the MAC is checked here.  The rest of a long file is read plainly.
     (the read, or None when the key was refused; whether the key was proven)."""
     n, kid = df.name, f"{f.write_key:02X}"
-    first = min(f.size, _PROTECTED_READ_MAX)
+    first = min(f.size, _protected_read_max(proof))
     r = session.send(iso.read_binary(0, first, sfi=f.sfi), protect=proof)
     if r.sw in (0x9302, 0x6988):         # a wrong line-protection key: its counter ran down once
         _add(checks, f"{n}: line-protection key {kid} reads {f.name} under MAC", False, f"SW {r.sw:04X}")

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..spec import FACTORY_TRANSPORT_KEY, FACTORY_TRANSPORT_KEY_SM4, CardSpec, DFSpec, TransportKey
 from .bindings import binding_columns
-from .dfs import parse_df
+from .dfs import check_record_room, parse_df
 from .fields import Located, check_table, choice, hexbytes, integer, split_path, typed
 from .keys import LINE_CIPHER_TYPES, master_ref
 
@@ -59,9 +59,12 @@ def build_card(ctx: Located, data: dict[str, Any]) -> CardSpec:
 def _check_line_keys(ctx: Located, mf: DFSpec, apps: tuple[DFSpec, ...], line_alg: str) -> None:
     """The master, line-protection and PIN keys (39, 36, 37, 38) have the card's line-protection
     cipher (docs/sm4.md "SM4 line protection"): ``alg = "sm4"`` exactly under
-    ``[card] line_protection = "sm4"``."""
+    ``[card] line_protection = "sm4"``; under it, every enciphered record fits one command."""
     names = {0x36: "line-protection", 0x37: "PIN-unblock", 0x38: "PIN-reload", 0x39: "external-auth"}
     for df in (mf, *apps):
+        if line_alg == "sm4":       # the record room of an enciphered write: 16-byte SM4 padding
+            for f in df.files:
+                check_record_room(ctx, f, line_alg)
         for k in df.keys:
             if k.ktype not in LINE_CIPHER_TYPES or k.alg == line_alg:
                 continue

@@ -129,7 +129,7 @@ def check_df(ctx: Located, df: DFSpec, path: list[Any]) -> None:
         reachable.check(f.read_ac, [*where, "read"])
         reachable.check(f.write_ac, [*where, "write"])
         _check_line_protection(ctx, f, line_keys)
-        _check_record_room(ctx, f)
+        check_record_room(ctx, f)
 
 
 class _Reachable:
@@ -213,10 +213,11 @@ def _check_purse_links(ctx: Located, df: DFSpec, f: FileSpec, slots: dict[tuple[
                       f"SFI {f.detail_sfi:02X} must be a cyclic file of 23-byte records (SPEC §2.2)")
 
 
-def _check_record_room(ctx: Located, f: FileSpec) -> None:
+def check_record_room(ctx: Located, f: FileSpec, line_alg: str = "des") -> None:
     """A record is written by one APPEND RECORD, which cannot be split: it must fit Lc ≤ 239
-    with its line protection (strict host, SPEC §6 R7)."""
-    room = data_room(f.write_protect)
+    with its line protection (strict host, SPEC §6 R7; ``line_alg``: the card's cipher, an
+    SM4 ciphertext is padded to 16 bytes)."""
+    room = data_room(f.write_protect, line_alg)
     if f.kind in ("fixed", "cyclic") and f.reclen > room:
         raise ctx.err([*split_path(f.path), "length"], f"a record of {f.reclen} bytes cannot be written in one "
                       f"command: an FM1208 takes at most {room} data bytes"

@@ -1,0 +1,72 @@
+"""Edges of SM4 line protection found in review (docs/sm4.md "SM4 line protection"): the room
+of an enciphered write and of a protected read with SM4's 16-byte padding.
+
+Every ciphertext and MAC is recomputed with tests/sm4_gbt.py (SM4 from GB/T 32907, no code
+shared with citycard) from the TEST KEYS of profiles/demo-keys-sm4.toml.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from citycard.perso.run import personalize
+from citycard.profile import ProfileError, parse_profile
+from citycard.sim import new_card
+from tests import sm4_gbt as ref
+from tests.test_sm4_line_protection import H, LP_PROFILE, connect, line_mac, per_card, plan_for
+
+LIBRARY_DAMK = H("E11380F981E061DC0306A6F013E658F7")       # library/damk-sm4 (demo-keys-sm4.toml)
+MAX_LC = 239                                               # FM1208 (SPEC §6 R7)
+
+
+def _lp_text() -> str:
+    return LP_PROFILE.read_text(encoding="utf-8")
+
+
+def test_a_long_enciphered_file_is_written_within_lc_239_on_an_sm4_card():
+    """A 300-byte binary file written enciphered + MAC'd on an SM4-LP card: each UPDATE BINARY
+    carries at most 222 plain bytes (1 + 222 + 1 padded to 224, + MAC 4 = Lc 228; 230 bytes, the
+    3DES room, would give Lc 244 and the card answers 6700), and the protected read of the
+    verification asks for no more than its answer can carry within 239 bytes."""
+    text = _lp_text().replace('kind = "binary"\nsize = 32\nread = "free"\nwrite = "free"\nwrite_protect = "mac"',
+                              'kind = "binary"\nsize = 300\nread = "free"\nwrite = "free"\nwrite_protect = "cipher"', 1)
+    assert "size = 300" in text
+    spec = parse_profile(text, str(LP_PROFILE))
+    plan = plan_for(spec)
+    card = new_card("fmcos-sm4")
+    session, t = connect(card)
+    report = personalize(session, spec, plan)
+    assert report.verified
+    assert all(len(c) <= 5 + MAX_LC for c, _r in t.log)
+    assert all(len(r) <= MAX_LC + 2 for c, r in t.log if c[1] == 0xB0 and c[0] & 0x04)
+    damk = per_card(LIBRARY_DAMK)
+    content = plan.contents[("library", 0x15)]
+    first = next(i for i, (c, r) in enumerate(t.log) if c[:4] == H("04D69500") and r == H("9000")
+                 and len(c) == 5 + 224 + 4)
+    cmd, chal = t.log[first][0], t.log[first - 1][1][:-2]
+    assert cmd[4] == 228
+    plain = ref.ecb(damk, cmd[5:-4], decrypt=True)
+    assert plain == ref.pad80(b"\xDE" + content[:222])
+    assert cmd[-4:] == line_mac(damk, chal, cmd[:-4])
+
+
+def test_an_sm4_enciphered_record_longer_than_one_command_is_refused_by_the_profile():
+    """A fixed record of 226 bytes written enciphered: 3DES fits it in Lc 236, SM4 needs 244:
+    refused under line_protection = "sm4", one line naming the file; 222 bytes fit."""
+    extra = ('\n[apps.transit.files.big]\nfid = "0019"\nkind = "fixed"\ncount = 2\nlength = 226\n'
+             'write = "free"\nwrite_protect = "cipher"\nwrite_key = 0\n')
+    text = _lp_text().replace("space = 1024", "space = 1536", 1)      # transit: room for the file
+    with pytest.raises(ProfileError) as exc:
+        parse_profile(text + extra, "lp.toml")
+    msg = str(exc.value)
+    assert "\n" not in msg and "apps.transit.files.big.length" in msg and "222" in msg
+    assert parse_profile(text + extra.replace("length = 226", "length = 222"), "lp.toml")
+
+
+def test_data_room_of_an_sm4_ciphertext_matches_lc_239():
+    import math
+
+    from citycard.spec import data_room
+
+    assert data_room("cipher", "sm4") == max(n for n in range(300) if 16 * math.ceil((1 + n + 1) / 16) + 4 <= MAX_LC)
+    assert data_room("mac", "sm4") == data_room("mac") and data_room("plain", "sm4") == data_room("plain")
