@@ -70,3 +70,46 @@ def test_data_room_of_an_sm4_ciphertext_matches_lc_239():
 
     assert data_room("cipher", "sm4") == max(n for n in range(300) if 16 * math.ceil((1 + n + 1) / 16) + 4 <= MAX_LC)
     assert data_room("mac", "sm4") == data_room("mac") and data_room("plain", "sm4") == data_room("plain")
+
+
+def test_a_3des_profile_on_an_issued_sm4_card_is_refused_for_its_cipher_not_called_issued():
+    """The card of this cardholder issued with SM4 line protection, and perso with the 3DES
+    profile of the same layout: refused for the cipher at identification (one line), not
+    "already issued ... run perso again with --reissue-card" (which would then fail)."""
+    from citycard.cos import WrongLineProtection
+    from citycard.profile import load_profile
+    from tests.test_sm4_line_protection import ROOT, issued, keys
+
+    card = issued()
+    session, t = connect(card)
+    spec = load_profile(ROOT / "profiles/citycard.toml")
+    with pytest.raises(WrongLineProtection) as exc:
+        personalize(session, spec, plan_for(spec, keys()))
+    assert "\n" not in str(exc.value) and "line protection is 3DES" in str(exc.value)
+    assert not t.log                                                     # nothing sent at all
+
+
+def test_a_card_of_the_other_cipher_is_a_card_refusal_for_every_command(run_cli, tmp_path):
+    """The CLI's exit code for a card whose ATR shows the other line-protection cipher: 1 (the
+    card refused, as "not a card of profile"), the same for perso (of an issued SM4 card:
+    refused at identification), the card services and dump, one error line, no key in it."""
+    from tests.test_sm4_line_protection import DEMO_KEYS, DEMO_KEYS_SM4, ROOT, SAMPLE
+
+    import re
+
+    img = tmp_path / "sm4.json"
+    assert run_cli("sim", "new", "--model", "fmcos-sm4", str(img)).exit_code == 0
+    k = ["--keys", str(DEMO_KEYS), "--keys", str(DEMO_KEYS_SM4)]
+    r = run_cli("perso", "--profile", str(LP_PROFILE), *k, "--data", str(SAMPLE), "--row", "1", "--sim", str(img))
+    assert r.exit_code == 0, r.stderr
+    secrets = set(re.findall(r"[0-9A-F]{32}", (DEMO_KEYS.read_text() + DEMO_KEYS_SM4.read_text()).upper()))
+    assert len(secrets) > 20
+    p3 = ["--profile", str(ROOT / "profiles/citycard.toml")]
+    for args in (["perso", *p3, *k, "--data", str(SAMPLE), "--row", "1", "--sim", str(img)],
+                 ["app", "block", *p3, *k, "--app", "transit", "--sim", str(img)],
+                 ["dump", *p3, *k, "--sim", str(img)]):
+        r = run_cli(*args)
+        errors = [line for line in r.stderr.splitlines() if "error" in line]
+        assert r.exit_code == 1, (args[0], r.stderr)
+        assert len(errors) == 1 and "line protection is 3DES" in errors[0]
+        assert not [m for m in secrets if m in (r.stdout + r.stderr).upper()]    # no master in any output

@@ -175,7 +175,7 @@ def _is_card_failure(exc: BaseException) -> bool:
     # already imported (an error of a command that never loaded them is not of them)
     families = (("citycard.perso.steps", "PersoError"), ("citycard.terminal.purse", "PurseError"),
                 ("citycard.terminal.services", "ServiceError"), ("citycard.shell.script", "ScriptFailure"),
-                ("citycard.terminal.identify", "CardRefused"),
+                ("citycard.terminal.identify", "CardRefused"), ("citycard.cos", "WrongLineProtection"),
                 ("citycard.commands.walk", "SerialNotReadable"), ("citycard.audit.log", "AuditBroken"))
     for module, name in families:
         mod = sys.modules.get(module)

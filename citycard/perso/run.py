@@ -160,8 +160,13 @@ def identify_card(session: CardSession, spec: CardSpec, plan: Plan) -> CardIdent
     only (no key tried, no try spent): the MF's ``@card_serial`` field (walk.serial_field),
     SELECT by AID of every application, and whether each profile file exists (READ answers
     anything but 6A82) and, where the profile lets it be read freely and the plan writes
-    content, holds data (not all zero / no record)."""
+    content, holds data (not all zero / no record).  A card whose ATR shows the other
+    line-protection cipher is refused first (:mod:`citycard.cos`), before the identification
+    could call it this cardholder's card and ask for --reissue-card."""
+    from ..cos import check_line_protection
+
     atr = session.atr
+    check_line_protection(atr, spec.line_alg)
     if select_sw(session, iso.select_mf()) != 0x9000:
         raise PersoError("SELECT MF refused: not an FMCOS card of this profile (nothing was tried)")
     serial, serial_file, readable = _read_card_serial(session, spec)
