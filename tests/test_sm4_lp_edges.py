@@ -113,3 +113,13 @@ def test_a_card_of_the_other_cipher_is_a_card_refusal_for_every_command(run_cli,
         assert r.exit_code == 1, (args[0], r.stderr)
         assert len(errors) == 1 and "line protection is 3DES" in errors[0]
         assert not [m for m in secrets if m in (r.stdout + r.stderr).upper()]    # no master in any output
+
+
+def test_every_card_model_is_listed_by_the_cli_help(run_cli):
+    """`sim new --model` and `batch run --sim-model` name every model `MODELS` has, fmcos-sm4
+    included (docs/sm4.md's commands use both)."""
+    from citycard.sim.models import MODELS
+
+    sim_help = " ".join(run_cli("sim", "new", "--help").stdout.split())
+    assert [name for name in MODELS if name not in sim_help] == []
+    assert "fmcos-sm4" in " ".join(run_cli("batch", "run", "--help").stdout.split())

@@ -36,7 +36,8 @@ def batch() -> None:
 @click.option("--sims", type=click.IntRange(1, 64), default=None, help="Use N simulated readers in process.")
 @click.option("--keep-cards", default=None, metavar="DIR", help="With --sims: file each card's image here.")
 @click.option("--sim-model", default="fm1208", show_default=True, metavar="MODEL",
-              help="With --sims: the card model of the simulated cards (psam for a batch of PSAMs; docs/sim.md).")
+              help="With --sims: the card model of the simulated cards (fmcos-sm4 for a profile with SM4 line "
+                   "protection, psam for a batch of PSAMs; docs/sim.md).")
 @click.option("--timing", default=None, metavar="PRESET",
               help="With --sims: each card sleeps a real card's modelled time per APDU (e.g. contact-115200; docs/sim.md).")
 @click.option("--batch", "batch_id", default=None, help="Batch name (default: data file name and hash).")

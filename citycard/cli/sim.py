@@ -24,7 +24,8 @@ def sim() -> None:
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing image.")
 @click.option("--model", "model", default="fm1208", show_default=True, metavar="NAME",
-              help="Card model: fm1208 (transport key 00 = 8×FF, 3 tries), fm1208-16ff (legacy: 16×FF, 15 tries) "
+              help="Card model: fm1208 (transport key 00 = 8×FF, 3 tries), fm1208-16ff (legacy: 16×FF, 15 tries), "
+                   "fmcos-sm4 (SM4 line protection, transport key 00 = 16×FF SM4, 3 tries; docs/sm4.md) "
                    "or psam (a terminal's secure module, docs/psam.md).")
 def new(image: str, force: bool, model: str) -> None:
     """Make IMAGE a fresh card, as a factory FM1208 (MF, transport key 00 of the card model)."""
