@@ -123,3 +123,89 @@ def test_every_card_model_is_listed_by_the_cli_help(run_cli):
     sim_help = " ".join(run_cli("sim", "new", "--help").stdout.split())
     assert [name for name in MODELS if name not in sim_help] == []
     assert "fmcos-sm4" in " ".join(run_cli("batch", "run", "--help").stdout.split())
+
+
+# ------------------------------------------------------------------ every host path: the cipher, or one line
+def test_dump_authenticates_each_sm4_master_with_the_sm4_cryptogram():
+    """`citycard dump` with keys: each application's SM4 master authenticates (16-byte SM4
+    cryptogram of the per-card master, recomputed here); no try is spent."""
+    from citycard.perso.dump import dump_card
+    from citycard.profile import load_profile
+    from tests.test_sm4_line_protection import TRANSIT_AID, TRANSIT_MASTER, issued, keys, key_record, transit
+
+    card = issued()
+    session, t = connect(card)
+    out = dump_card(session, load_profile(LP_PROFILE), keys())
+    assert "keys_refused" not in out
+    assert [a["name"] for a in out["applications"] if a.get("authenticated")] == [
+        "social", "transit", "library", "bike", "health"]
+    start = next(i for i, (c, _r) in enumerate(t.log) if c.endswith(TRANSIT_AID))
+    i = next(i for i in range(start, len(t.log)) if t.log[i][0][:4] == H("00820000"))
+    chal = t.log[i - 1][1][:-2]
+    assert t.log[i] == (H("0082000010") + ref.encrypt_block(per_card(TRANSIT_MASTER), chal + bytes(12)), H("9000"))
+    assert key_record(card, transit(card), 0x39, 0).b4 == 0x55
+
+
+def _three_des_on_the_sm4_card():
+    from citycard.profile import load_profile
+    from tests.test_sm4_line_protection import ROOT, issued
+
+    card = issued()
+    session, t = connect(card)
+    return card, session, t, load_profile(ROOT / "profiles/citycard.toml")
+
+
+def _tries(card) -> dict:
+    """Every key record's byte 4 (the error counter of 36-39, 3A), by DF, type and id."""
+    nodes = [("mf", card.mf), *((f"{fid:04X}", n) for fid, n in card.mf.children.items())]
+    return {(df, kt, kid): rec.b4 for df, node in nodes if getattr(node, "keyfile", None) is not None
+            for (kt, kid), rec in node.keyfile.keys.items()}
+
+
+def test_pin_reload_of_the_other_cipher_sends_no_mac():
+    """RELOAD PIN is MAC'd under the reload key, which counts a failure (9302): the 3DES
+    profile on an SM4 card is refused before the command goes."""
+    from citycard.cos import WrongLineProtection
+    from citycard.terminal.services import CardServices
+    from tests.test_sm4_line_protection import keys
+
+    card, session, t, spec = _three_des_on_the_sm4_card()
+    before = _tries(card)
+    assert len(before) > 10
+    with pytest.raises(WrongLineProtection):
+        CardServices(session, spec, keys()).reload_pin(spec.app("social"), "135790")
+    assert not [c for c, _r in t.log if c[1] == 0x5E] and _tries(card) == before
+
+
+def test_psam_block_of_the_other_cipher_sends_no_mac():
+    """The hotlist terminal with the 3DES profile on an SM4 card: refused before GET CHALLENGE,
+    no APPLICATION BLOCK (whose wrong MAC would spend a DAMK try, 6988)."""
+    from citycard.cos import WrongLineProtection
+    from citycard.sim.transport import SimTransport
+    from citycard.terminal.psam_hotlist import block_application
+    from citycard.transport import CardSession
+    from tests.psamhost import sm4_psam_card
+    from tests.test_sm4_line_protection import transit
+
+    card, session, t, spec = _three_des_on_the_sm4_card()
+    before = _tries(card)
+    assert len(before) > 10
+    ps = SimTransport(sm4_psam_card())
+    ps.connect()
+    with pytest.raises(WrongLineProtection):
+        block_application(session, CardSession(ps), spec)
+    assert not [c for c, _r in t.log if c[1] in (0x84, 0x1E)]
+    assert _tries(card) == before and transit(card).block == 0
+
+
+def test_shell_auth_of_the_other_cipher_sends_no_cryptogram():
+    from citycard.cos import WrongLineProtection
+    from citycard.shell.card import CardContext
+    from tests.test_sm4_line_protection import keys
+
+    card, session, t, spec = _three_des_on_the_sm4_card()
+    before = _tries(card)
+    assert len(before) > 10
+    with pytest.raises(WrongLineProtection):
+        CardContext(session, spec, keys()).auth(spec.app("transit"))
+    assert not [c for c, _r in t.log if c[1] in (0x84, 0x82)] and _tries(card) == before
