@@ -209,3 +209,26 @@ def test_shell_auth_of_the_other_cipher_sends_no_cryptogram():
     with pytest.raises(WrongLineProtection):
         CardContext(session, spec, keys()).auth(spec.app("transit"))
     assert not [c for c, _r in t.log if c[1] in (0x84, 0x82)] and _tries(card) == before
+
+
+def test_a_psam_without_the_sm4_maintenance_master_is_named_and_the_card_untouched():
+    """The SM4-LP card with the 3DES PSAM of profiles/psam.toml (no key at index 41): the
+    PSAM refuses INIT FOR DESCRYPT, the error names the index and the cipher, one line; the
+    card gets no APPLICATION BLOCK."""
+    from citycard.profile import load_profile
+    from citycard.sim.transport import SimTransport
+    from citycard.terminal.psam_hotlist import block_application
+    from citycard.terminal.psam_purchase import PsamRefused
+    from citycard.transport import CardSession
+    from tests.psamhost import psam_card
+    from tests.test_sm4_line_protection import issued, transit
+
+    card = issued()
+    session, t = connect(card)
+    ps = SimTransport(psam_card())
+    ps.connect()
+    with pytest.raises(PsamRefused) as exc:
+        block_application(session, CardSession(ps), load_profile(LP_PROFILE))
+    msg = str(exc.value)
+    assert "\n" not in msg and "index 41 (SM4 line protection)" in msg and "6A88" in msg
+    assert not [c for c, _r in t.log if c[1] == 0x1E] and transit(card).block == 0

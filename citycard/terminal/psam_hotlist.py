@@ -30,6 +30,7 @@ MAINTENANCE_INDEX = 0x01
 #: the index of the SM4 maintenance master (decision, docs/sm4.md: TY numbers its SM4 keys 41,
 #: PSAM-SM4 §4.1; profiles/psam-sm4.toml)
 SM4_MAINTENANCE_INDEX = 0x41
+_DEFAULT_INDEX = {"des": MAINTENANCE_INDEX, "sm4": SM4_MAINTENANCE_INDEX}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ def block_application(card: CardSession, psam_session: CardSession, spec: CardSp
 
     alg = spec.line_alg
     if index is None:
-        index = SM4_MAINTENANCE_INDEX if alg == "sm4" else MAINTENANCE_INDEX
+        index = _DEFAULT_INDEX[alg]
     sam = Psam(psam_session)
     info = sam.open()
     term = PurseTerminal(card, spec, None, app)  # type: ignore[arg-type]   # selection and serial only
@@ -68,8 +69,9 @@ def block_application(card: CardSession, psam_session: CardSession, spec: CardSp
     check_line_protection(card.atr, alg)     # no MAC of the other cipher reaches the card's DAMK
     challenge = card.get_challenge(4)
     r = psam_session.send(psam.init_for_descrypt(usage, index, [walk.diversification_factor(serial)]))
-    if r.sw != 0x9000:
-        raise PsamRefused(r.sw, "PSAM INIT FOR DESCRYPT")
+    if r.sw != 0x9000:   # e.g. 6A88: this PSAM has no maintenance master at that index (no SM4 one at 41)
+        cipher = f" ({'SM4' if alg == 'sm4' else '3DES'} line protection)" if index == _DEFAULT_INDEX[alg] else ""
+        raise PsamRefused(r.sw, f"PSAM INIT FOR DESCRYPT with the maintenance master at index {index:02X}{cipher}")
     block = fmcos.app_block(permanent)
     r = psam_session.send(psam.cipher_data(psam.CipherMode.MAC_ONLY, psam.line_mac_input(block, challenge, alg)))
     if r.sw != 0x9000 or len(r.data) != 4:
