@@ -232,3 +232,40 @@ def test_a_psam_without_the_sm4_maintenance_master_is_named_and_the_card_untouch
     msg = str(exc.value)
     assert "\n" not in msg and "index 41 (SM4 line protection)" in msg and "6A88" in msg
     assert not [c for c, _r in t.log if c[1] == 0x1E] and transit(card).block == 0
+
+
+def test_unknown_atr_and_a_same_layout_profile_of_the_other_cipher_cost_one_try_and_no_retry():
+    """What docs/sm4.md decision 16 says of a card whose ATR names no known COS: identified by
+    its files only, an SM4-LP card under citycard-sm4.toml (3DES line protection, the same
+    layout) gets one 3DES MAC: 6988, one DAMK failure counted, nothing retried, not blocked."""
+    from citycard.profile import load_profile
+    from citycard.sim.models import atr_from_historical
+    from citycard.terminal.services import CardServices, ServiceRefused
+    from tests.test_sm4_line_protection import ROOT, issued, keys, transit
+
+    card = issued()
+    card.atr = atr_from_historical(b"SOME OTHER COS")
+    session, t = connect(card)
+    spec = load_profile(ROOT / "profiles/citycard-sm4.toml")
+    with pytest.raises(ServiceRefused) as exc:
+        CardServices(session, spec, keys()).block_app(spec.app("transit"))
+    assert exc.value.sw == 0x6988
+    assert len([c for c, _r in t.log if c[1] == 0x1E]) == 1
+    assert transit(card).keyfile.keys[(0x36, 0)].b4 == 0x32 and transit(card).block == 0
+
+
+def test_profile_show_does_not_give_line_keys_an_algorithm_byte(run_cli):
+    """`profile show` of the SM4-LP profile: the purse and TAC keys are "SM4 (algorithm 04)";
+    the master, DAMK and PIN keys are SM4 by the card's line protection, their byte 4 being the
+    error counter (docs/sm4.md items 6, 12), and the card line says the line protection."""
+    r = run_cli("profile", "show", str(LP_PROFILE))
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "line protection: SM4" in lines[1]
+    by_type = {}
+    for line in lines:
+        if line.strip().startswith("key ") and "SM4" in line:
+            by_type.setdefault(line.split("type ")[1][:2], set()).add(line.split(", SM4 ")[1])
+    assert by_type["39"] == by_type["F6"] == by_type["F7"] == by_type["F8"] == {"(the card's line protection)"}
+    purse = {t: v for t, v in by_type.items() if t not in ("39", "F6", "F7", "F8")}
+    assert {"FE", "F4", "3F"} <= set(purse) and all(v == {"(algorithm 04)"} for v in purse.values())

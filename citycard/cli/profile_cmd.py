@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..spec import ac_text
+from ..spec import KeySpec, ac_text
 from .keyopts import keys_option, open_keys
 
 
@@ -79,7 +79,8 @@ def show(path: str, as_json: bool) -> None:
         return
     click.echo(f"{spec.name}: {spec.title}")
     click.echo(f"  card serial: {spec.serial_prefix} + card number ({spec.serial_digits} digits); "
-               f"valid {spec.validity_years} years; rerun: {spec.rerun}")
+               f"valid {spec.validity_years} years; rerun: {spec.rerun}"
+               + ("; line protection: SM4 (docs/sm4.md)" if spec.line_alg == "sm4" else ""))
     for df in spec.dfs():
         is_mf = df.fid == 0x3F00
         owner = f", unit {df.unit}" if df.unit else ""
@@ -91,7 +92,7 @@ def show(path: str, as_json: bool) -> None:
             src = f"from {k.master[0]}/{k.master[1]}" if k.master else "PIN"
             click.echo(f"    key {k.name}: type {k.type_byte:02X} id {k.kid:02X}, usage {ac_text(k.usage_ac)}, "
                        f"change {ac_text(k.change_ac)}, {src}, written {k.write}"
-                       + (", SM4 (algorithm 04)" if k.alg == "sm4" else ""))     # docs/sm4.md
+                       + _alg_text(k))
         for f in df.files:
             if f.kind in ("ed", "ep"):
                 click.echo(f"  {f.kind.upper()} {f.fid:04X} {f.name}: usage {ac_text(f.usage_ac)}, "
@@ -118,3 +119,14 @@ def _tree(spec) -> dict:
                        "write_protect": f.write_protect, "layout": f.layout} for f in df.files],
         }
     return {"name": spec.name, "title": spec.title, "mf": df_dict(spec.mf), "apps": [df_dict(a) for a in spec.apps]}
+
+
+def _alg_text(k: KeySpec) -> str:
+    """An SM4 key's mark in ``profile show`` (docs/sm4.md): a purse or TAC key carries algorithm
+    byte 04; a master, DAMK or PIN key (39, 36, 37, 38) has its error counter in that byte and
+    is SM4 by the card's line protection (items 6, 12)."""
+    if k.alg != "sm4":
+        return ""
+    from ..profile.keys import LINE_CIPHER_TYPES
+
+    return ", SM4 (the card's line protection)" if k.ktype in LINE_CIPHER_TYPES else ", SM4 (algorithm 04)"
