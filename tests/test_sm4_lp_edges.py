@@ -269,3 +269,29 @@ def test_profile_show_does_not_give_line_keys_an_algorithm_byte(run_cli):
     assert by_type["39"] == by_type["F6"] == by_type["F7"] == by_type["F8"] == {"(the card's line protection)"}
     purse = {t: v for t, v in by_type.items() if t not in ("39", "F6", "F7", "F8")}
     assert {"FE", "F4", "3F"} <= set(purse) and all(v == {"(algorithm 04)"} for v in purse.values())
+
+
+def test_a_batch_reader_of_the_other_cipher_fails_its_rows_without_spoiling_them(tmp_path):
+    """Batch on readers (not --sims, whose model is checked up front) holding SM4 cards, with the
+    3DES profile: every row "failed" with the one-line cipher refusal, none "spoiled" (nothing
+    was written), and the cards keep their factory transport key's tries."""
+    import datetime
+
+    from citycard.perso.batch import Batch
+    from citycard.perso.job import prepare
+    from citycard.perso.journal import Journal
+    from citycard.sim.batch_readers import SimSource
+    from tests.test_pipeline import PROFILE, demo_ring, small_csv
+
+    job = prepare(PROFILE, small_csv(tmp_path, 2), demo_ring())
+    (tmp_path / "keep").mkdir()
+    b = Batch(job.spec, job.keys, job.data, str(tmp_path / "j.db"), issue_date=datetime.date(2026, 11, 24))
+    result = b.run([SimSource("sim-1", tmp_path / "keep", model="fmcos-sm4")])
+    assert result.counts["failed"] == 2 and result.counts["spoiled"] == 0
+    with Journal(str(tmp_path / "j.db")) as j:
+        rows = list(j.report(result.batch))
+    assert all("line protection is 3DES" in r["error"] and "\n" not in r["error"] for r in rows)
+    from citycard.sim import image
+
+    kept = [image.load(p) for p in (tmp_path / "keep").glob("*.json")]
+    assert kept and all(c.mf.keyfile.keys[(0x39, 0)].b4 == 0x33 for c in kept)     # 3 tries of 3 left
