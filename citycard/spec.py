@@ -284,7 +284,7 @@ class TransportKey:
     ``kid`` its key id (P2 of EXTERNAL AUTHENTICATE)."""
 
     source: tuple[str, str] | None = None
-    value: bytes | None = b"\xFF" * 8
+    value: bytes | None = field(default=b"\xFF" * 8, repr=False)     # a profile's literal key: never shown
     length: int = 8
     kid: int = 0x00
     path: str = "card.transport_key"

@@ -295,3 +295,16 @@ def test_a_batch_reader_of_the_other_cipher_fails_its_rows_without_spoiling_them
 
     kept = [image.load(p) for p in (tmp_path / "keep").glob("*.json")]
     assert kept and all(c.mf.keyfile.keys[(0x39, 0)].b4 == 0x33 for c in kept)     # 3 tries of 3 left
+
+
+def test_no_key_in_the_repr_of_the_transport_key_the_psam_temporary_key_or_a_profile():
+    from citycard.sim.psam import SamTempKey
+    from citycard.spec import TransportKey
+
+    secret = H("0123456789ABCDEFFEDCBA9876543210")
+    for obj in (TransportKey(value=secret, length=16), SamTempKey(0x05, secret, alg="sm4")):
+        assert repr(secret) not in repr(obj) and secret.hex() not in repr(obj).lower()
+    text = _lp_text().replace('transport_key = "factory/transport"',
+                              f'transport_key = {{ value = "{secret.hex()}" }}', 1)
+    assert secret.hex() in text
+    assert repr(secret) not in repr(parse_profile(text, "lp.toml"))

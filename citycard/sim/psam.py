@@ -23,7 +23,7 @@ even over power loss (docs/psam.md lists every decision).
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..apdu import CommandApdu
 from ..crypto import pboc
@@ -89,7 +89,7 @@ class SamTempKey:
     """The temporary key of INIT FOR DESCRYPT and the CBC state of an open MAC chain."""
 
     usage: int
-    key: bytes
+    key: bytes = field(repr=False)      # the diversified key: never shown
     chain: bytes | None = None
     alg: Alg = "des"
 
