@@ -308,3 +308,24 @@ def test_no_key_in_the_repr_of_the_transport_key_the_psam_temporary_key_or_a_pro
                               f'transport_key = {{ value = "{secret.hex()}" }}', 1)
     assert secret.hex() in text
     assert repr(secret) not in repr(parse_profile(text, "lp.toml"))
+
+
+def test_shell_mac_of_an_sm4_lp_card_is_the_sm4_line_mac():
+    """The shell's/script's `mac APP/KEY DATA iv=..` under the SM4-LP profile: the SM4 line MAC
+    (IV = challenge ‖ zeros to 16), recomputed here; the card takes it."""
+    from citycard.profile import load_profile
+    from citycard.shell.card import CardContext
+    from tests.test_sm4_line_protection import TRANSIT_DAMK, issued, keys, transit
+
+    card = issued()
+    session, _t = connect(card)
+    spec = load_profile(LP_PROFILE)
+    ctx = CardContext(session, spec, keys())
+    app = spec.app("transit")
+    # no challenge: IV zero (this also reads the serial the key is diversified with)
+    assert ctx.mac(app, "damk", H("841E000004")) == line_mac(per_card(TRANSIT_DAMK), bytes(4), H("841E000004"))
+    ctx.enter(app)
+    chal = session.get_challenge(4)
+    mac = ctx.mac(app, "damk", H("841E000004"), chal)
+    assert mac == line_mac(per_card(TRANSIT_DAMK), chal, H("841E000004"))
+    assert session.send(H("841E000004") + mac).sw == 0x9000 and transit(card).block == 1
