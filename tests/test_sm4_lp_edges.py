@@ -329,3 +329,50 @@ def test_shell_mac_of_an_sm4_lp_card_is_the_sm4_line_mac():
     mac = ctx.mac(app, "damk", H("841E000004"), chal)
     assert mac == line_mac(per_card(TRANSIT_DAMK), chal, H("841E000004"))
     assert session.send(H("841E000004") + mac).sw == 0x9000 and transit(card).block == 1
+
+
+# ------------------------------------------------------------------ a personalization cut, then redone
+def _identify_apdus(spec, plan) -> int:
+    from citycard.perso.run import identify_card
+    from tests.test_perso import Pulled
+
+    t = Pulled(new_card("fmcos-sm4"), 10 ** 6)
+    t.connect()
+    from citycard.transport import CardSession
+
+    identify_card(CardSession(t), spec, plan)
+    return t.count
+
+
+@pytest.mark.parametrize("limit", [4, 5, 7, 9, 20, 45, 70, 90])
+def test_an_sm4_lp_card_cut_half_way_is_redone_with_sm4_and_at_most_one_try(limit):
+    """The cut-and-redo of tests/test_perso.py on the SM4-LP card: each rerun takes the card over
+    with SM4 cryptograms; a card cut right after its MF master (the limits 7, 9 of a first run)
+    spends one try of that master on the transport key, and --reissue-card then redoes it."""
+    from citycard.errors import CitycardError
+    from citycard.perso.steps import AuthenticationRefused
+    from citycard.profile import load_profile
+    from citycard.transport import CardSession
+    from tests.test_perso import Pulled
+
+    spec = load_profile(LP_PROFILE)
+    plan = plan_for(spec)
+    card = new_card("fmcos-sm4")
+    t = Pulled(card, limit - 1 + _identify_apdus(spec, plan))
+    t.connect()
+    with pytest.raises(CitycardError):
+        personalize(CardSession(t), spec, plan)
+    session, _t = connect(card)
+    if limit in (7, 9):
+        mk = card.mf.keyfile.keys[(0x39, 0)]
+        tries = mk.tries_left
+        with pytest.raises(AuthenticationRefused, match="--reissue-card"):
+            personalize(session, spec, plan)
+        assert mk.tries_left == tries - 1
+        session, _t = connect(card)
+        report = personalize(session, spec, plan, reissue=True)
+    else:
+        report = personalize(session, spec, plan)
+    assert report.verified
+    assert card.mf.keyfile.keys[(0x39, 0)].value == per_card(H("0E389F3A5DC0E4EA119B38CD9FCE469D"))
+    assert card.mf.keyfile.keys[(0x39, 0)].tries_left == 15
