@@ -376,3 +376,76 @@ def test_an_sm4_lp_card_cut_half_way_is_redone_with_sm4_and_at_most_one_try(limi
     assert report.verified
     assert card.mf.keyfile.keys[(0x39, 0)].value == per_card(H("0E389F3A5DC0E4EA119B38CD9FCE469D"))
     assert card.mf.keyfile.keys[(0x39, 0)].tries_left == 15
+
+
+# ------------------------------------------------------------------ a key held in a token (HSM): DES/3DES only
+class _TokenKey:
+    """A key handle as a PKCS#11 token gives one (citycard.keys.handles): DES/3DES ECB inside,
+    by its length; the test's own 3DES (cryptography directly)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __len__(self) -> int:
+        return len(self._key)
+
+    def __getitem__(self, item: slice) -> "_TokenKey":
+        return _TokenKey(self._key[item])
+
+    def ecb_encrypt(self, data: bytes) -> bytes:
+        from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+        from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+        k = self._key + self._key[:8] if len(self._key) == 16 else self._key * 3
+        enc = Cipher(TripleDES(k), modes.ECB()).encryptor()
+        return enc.update(data) + enc.finalize()
+
+    def cbc_mac(self, data: bytes, iv: bytes | None = None) -> bytes:
+        h = iv or bytes(8)
+        for i in range(0, len(data), 8):
+            h = self.ecb_encrypt(bytes(a ^ b for a, b in zip(h, data[i:i + 8])))
+        return h
+
+
+def _token_ring():
+    """The demo keys, with the factory transport entry held in a token (as after `keys
+    hsm-import`) and the SM4 masters in a file."""
+    from citycard.keys import KeyRing
+    from citycard.keys.demo import DemoKeyFile
+    from tests.test_sm4_line_protection import DEMO_KEYS, DEMO_KEYS_SM4
+
+    class TokenForTransport(DemoKeyFile):
+        def derive(self, unit, role, factor, levels=1, *, version=None, alg="des", **kw):   # noqa: ANN001
+            value = super().derive(unit, role, factor, levels, version=version, alg=alg)
+            return _TokenKey(value) if (unit, role) == ("factory", "transport") else value
+
+    return KeyRing([TokenForTransport(DEMO_KEYS), DemoKeyFile(DEMO_KEYS_SM4)])
+
+
+def test_a_transport_key_held_in_a_token_is_refused_for_an_sm4_card_before_the_card():
+    """A token does 3DES only: its 16-byte 'SM4' cryptogram would be 3DES, and the card would
+    count one of its 3 transport-key tries (63C2).  The plan refuses it, naming
+    [card] transport_key; nothing goes to the card."""
+    from citycard.profile import load_profile
+
+    spec = load_profile(LP_PROFILE)
+    with pytest.raises(ProfileError) as exc:
+        plan_for(spec, _token_ring())
+    msg = str(exc.value)
+    assert "\n" not in msg and "card.transport_key" in msg and "factory/transport" in msg and "SM4" in msg
+
+
+def test_a_token_key_asked_for_sm4_is_refused_not_computed_as_3des():
+    """The crypto library's safety net: a handle's block operations are DES/3DES, so asking one
+    for SM4 (a cryptogram, a MAC, a deciphering) raises instead of computing 3DES."""
+    from citycard.crypto.cipher import cbc_mac_last, ecb_decrypt, ecb_encrypt
+    from citycard.crypto.secure import auth_cryptogram, line_mac
+    from citycard.errors import InputError
+
+    k = _TokenKey(b"\xFF" * 16)
+    assert ecb_encrypt(k, bytes(8)) == k.ecb_encrypt(bytes(8))        # DES/3DES: the token's
+    for call in (lambda: ecb_encrypt(k, bytes(16), "sm4"), lambda: ecb_decrypt(k, bytes(16), "sm4"),
+                 lambda: cbc_mac_last(k, bytes(16), None, "sm4"), lambda: auth_cryptogram(k, bytes(4), "sm4"),
+                 lambda: line_mac(k, bytes(4), H("841E000004"), "sm4")):
+        with pytest.raises(InputError, match="DES/3DES only"):
+            call()

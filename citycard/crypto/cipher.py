@@ -89,8 +89,17 @@ def _is_handle(key: object) -> bool:
     return not isinstance(key, (bytes, bytearray))
 
 
+def _handle_alg(alg: Alg) -> None:
+    """A key handle does DES/3DES only (citycard.keys.handles): asked for SM4 it would compute
+    3DES without a word, and the card would count a failed try (docs/sm4.md "Key sources")."""
+    if alg != "des":
+        raise InputError(f"a key held in a key source's token (HSM) does DES/3DES only, not {alg.upper()}: "
+                         "keep SM4 keys in a keystore (docs/sm4.md)")
+
+
 def ecb_encrypt(key: bytes, data: bytes, alg: Alg = "des") -> bytes:
     if _is_handle(key):
+        _handle_alg(alg)
         return key.ecb_encrypt(data)  # type: ignore[attr-defined]
     _check(key, data, alg)
     return _contexts(key, alg)[0].update(data)
@@ -98,6 +107,7 @@ def ecb_encrypt(key: bytes, data: bytes, alg: Alg = "des") -> bytes:
 
 def ecb_decrypt(key: bytes, data: bytes, alg: Alg = "des") -> bytes:
     if _is_handle(key):
+        _handle_alg(alg)
         return key.ecb_decrypt(data)  # type: ignore[attr-defined]
     _check(key, data, alg)
     return _contexts(key, alg)[1].update(data)
@@ -106,6 +116,7 @@ def ecb_decrypt(key: bytes, data: bytes, alg: Alg = "des") -> bytes:
 def cbc_mac_last(key: bytes, data: bytes, iv: bytes | None = None, alg: Alg = "des") -> bytes:
     """The last block of CBC encryption of ``data`` (already padded): the CBC-MAC."""
     if _is_handle(key):
+        _handle_alg(alg)
         return key.cbc_mac(data, iv)  # type: ignore[attr-defined]
     _check(key, data, alg)
     bs = block_size(alg)

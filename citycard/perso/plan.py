@@ -220,7 +220,16 @@ class Planner:
             return tk.value
         key = self.keys.derive(*tk.source, None)
         name = "/".join(tk.source)
-        if len(key) == tk.length or self.spec.line_alg == "sm4":   # SM4: 16 bytes (profile check)
+        if self.spec.line_alg == "sm4":
+            if not isinstance(key, (bytes, bytearray)):    # a token's handle: DES/3DES only
+                raise profile_error(self.spec, tk.path, f"key-source entry {name} is held in a token (HSM), which "
+                                    "does no SM4: the transport key of a card with SM4 line protection must come "
+                                    "from a keystore (docs/sm4.md)")
+            if len(key) != 16:
+                raise profile_error(self.spec, tk.path, f"an SM4 card's transport key is 16 bytes, key-source "
+                                    f"entry {name} {len(key)} (docs/sm4.md)")
+            return key
+        if len(key) == tk.length:
             return key
         if len(key) < tk.length:
             raise profile_error(self.spec, tk.path, f"the card's transport key is {tk.length} bytes, key-source "
