@@ -449,3 +449,15 @@ def test_a_token_key_asked_for_sm4_is_refused_not_computed_as_3des():
                  lambda: line_mac(k, bytes(4), H("841E000004"), "sm4")):
         with pytest.raises(InputError, match="DES/3DES only"):
             call()
+
+
+def test_an_sm4_pin_is_refused_naming_every_key_that_can_be_sm4():
+    """Under line_protection = "sm4" the refusal of an SM4 PIN names the keys that can be SM4,
+    the line keys included (the message named the purse keys only)."""
+    text = _lp_text().replace('pin = { type = "pin", id = 0, usage = "free", state = 1,',
+                              'pin = { type = "pin", id = 0, alg = "sm4", usage = "free", state = 1,', 1)
+    assert text != _lp_text()
+    with pytest.raises(ProfileError) as exc:
+        parse_profile(text, "lp.toml")
+    msg = str(exc.value)
+    assert "\n" not in msg and "apps.social.keys.pin.alg" in msg and "line_protection" in msg and "master" in msg

@@ -101,7 +101,8 @@ def _sm4_algorithm_byte(ctx: Located, t: dict[str, Any], path: list[Any], tname:
         why = ("its FMCOS record has an error counter in place of the algorithm byte" if kt in _COUNTER_TYPES
                else "citycard's SM4 covers the purse")
         raise ctx.err([*path, "alg"], f"a {tname} key cannot be SM4 here: {why} (docs/sm4.md); SM4 is for the "
-                      "load, purchase, unload, overdraw and TAC keys")
+                      "load, purchase, unload, overdraw and TAC keys, and on a card with [card] line_protection = "
+                      "\"sm4\" for its master, DAMK and PIN unblock/reload keys")
     given = t.get("algorithm")
     if given is not None and given != SM4_ALGORITHM_ID:
         raise ctx.err([*path, "algorithm"], f"an SM4 key has algorithm byte {SM4_ALGORITHM_ID:02X} (PSAM-SM4 §4.1), "
