@@ -109,6 +109,14 @@ class PsamTransaction:
                         self.algorithm, self.psam_serial, self.key_version)
 
 
+def wrong_length(command: str, who: str, data: bytes, size: int, layout: str = "") -> str:
+    """One line for an answer of the wrong length: the command, who answered, the expected
+    size and the first answer byte (1-based) at fault (README "Exit codes": a card failure)."""
+    n = len(data)
+    at = f"answer byte {n + 1} missing" if n < size else f"answer byte {size + 1} is extra"
+    return f"{command}: the {who} answered {n} bytes, expected {size}{f' ({layout})' if layout else ''}: {at}"
+
+
 def _init_refusal(sw: int, algorithm: int) -> str | None:
     """One line for the INIT SAM FOR PURCHASE refusals citycard's PSAM defines (docs/psam.md)."""
     if sw == 0x9403:
@@ -129,9 +137,10 @@ class Psam:
 
     def _read(self, cmd: CommandApdu, what: str, size: int) -> bytes:
         r = self.session.send(cmd)
-        if r.sw != 0x9000 or len(r.data) != size:
-            raise PsamRefused(r.sw, f"PSAM READ BINARY {what}") if r.sw != 0x9000 else \
-                PsamError(f"PSAM {what}: {len(r.data)} bytes, expected {size}")
+        if r.sw != 0x9000:
+            raise PsamRefused(r.sw, f"PSAM READ BINARY {what}")
+        if len(r.data) != size:
+            raise PsamError(wrong_length(f"PSAM READ BINARY {what}", "PSAM", r.data, size))
         return r.data
 
     def open(self) -> PsamInfo:
@@ -159,6 +168,8 @@ class Psam:
         r = self.session.send(psam.init_sam_for_purchase(**kw))
         if r.sw != 0x9000:
             raise PsamRefused(r.sw, "INIT SAM FOR PURCHASE", message=_init_refusal(r.sw, kw.get("algorithm", -1)))
+        if len(r.data) != 8:     # a card failure, not bad input (exit 1)
+            raise PsamError(wrong_length("INIT SAM FOR PURCHASE", "PSAM", r.data, 8, "TTSN 4, MAC1 4"))
         return psam.SamPurchaseInit.parse(r.data)
 
     def credit_for_purchase(self, mac2: bytes) -> None:
@@ -195,6 +206,8 @@ class PsamPurchaseTerminal:
         date, time = _now_bcd(when or _dt.datetime.now())
         if term.df.auth_code is not None:   # MOHURD (SPEC D7, MZT): the card's code to the PSAM
             code = session.send(purse.get_auth_code(), expect=0x9000, what="GET DATA").data
+            if len(code) != 9:   # SPEC D7: the 9-byte MOHURD code
+                raise PurseError(wrong_length("GET DATA (MOHURD code)", "card", code, 9))
             self.psam.authentication_message(code)
         if capp is not None and term.p2 != PurseKind.EP:
             raise PurseError("a CAPP purchase is made on an EP")
