@@ -7,9 +7,10 @@ only carries bytes between the two:
    (``1001``, MZT), read EF0017 (the card key index) and EF0019 (the next TTSN);
 2. card: identified as a card of the profile (reads only, as every writing command does),
    SELECT the purse application, read its serial (the diversification factor);
-3. MOHURD (the card profile's ``auth_code``): card ``80 CA`` → PSAM ``80 CA`` ‖ code (SPEC D7);
+3. MOHURD (the card profile's ``auth_code``): card ``80 CA`` → the code (SPEC D7);
 4. card INITIALIZE FOR (CAPP) PURCHASE with the key index and the PSAM's terminal number;
-5. PSAM INIT SAM FOR PURCHASE → TTSN ‖ MAC1; (CAPP: card UPDATE CAPP DATA CACHE);
+5. (MOHURD: PSAM ``80 CA`` ‖ code, right before:) PSAM INIT SAM FOR PURCHASE → TTSN ‖ MAC1;
+   (CAPP: card UPDATE CAPP DATA CACHE);
 6. card DEBIT FOR PURCHASE → TAC ‖ MAC2 (a lost answer: GET TRANSACTION PROVE, as the
    host-key terminal does); 7. PSAM CREDIT SAM FOR PURCHASE checks MAC2.
 
@@ -204,11 +205,11 @@ class PsamPurchaseTerminal:
             raise CardHotlisted(serial)
         session = term.session
         date, time = _now_bcd(when or _dt.datetime.now())
-        if term.df.auth_code is not None:   # MOHURD (SPEC D7, MZT): the card's code to the PSAM
+        code: bytes | None = None
+        if term.df.auth_code is not None:   # MOHURD (SPEC D7, MZT): the card's code, for the PSAM
             code = session.send(purse.get_auth_code(), expect=0x9000, what="GET DATA").data
             if len(code) != 9:   # SPEC D7: the 9-byte MOHURD code
                 raise PurseError(wrong_length("GET DATA (MOHURD code)", "card", code, 9))
-            self.psam.authentication_message(code)
         if capp is not None and term.p2 != PurseKind.EP:
             raise PurseError("a CAPP purchase is made on an EP")
         name = f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE"
@@ -222,6 +223,8 @@ class PsamPurchaseTerminal:
             raise PurseError(str(exc)) from None
         ttype = pboc.TT_CAPP_PURCHASE if capp is not None else (0x05 if term.p2 == PurseKind.ED else 0x06)
         factor = walk.diversification_factor(serial)
+        if code is not None:   # right before INIT SAM: the PSAM keeps a code for its next command only
+            self.psam.authentication_message(code)   # (docs/psam.md "MOHURD code")
         sam = self.psam.init_for_purchase(
             random=init.random, counter=init.offline_counter, amount=amount, transaction_type=ttype, date=date,
             time=time, key_version=init.key_version, algorithm=init.algorithm, factors=self.factors(factor))
