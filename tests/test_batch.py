@@ -97,6 +97,34 @@ def test_bad_rows_are_all_reported_and_nothing_is_journaled(run_cli, tmp_path):
             conn.execute("SELECT COUNT(*) FROM cards").fetchone()[0] == 0
 
 
+def test_release_validates_once_and_the_stations_start_without_reading_the_file(run_cli, tmp_path, monkeypatch):
+    """`batch release` (issue 19): the data file validated and its rows in the journal, no
+    card; `batch run` then starts at once (the file is not validated again); a bad file
+    releases nothing; a batch is released once."""
+    journal = tmp_path / "j.db"
+    bad = make_csv(tmp_path / "bad.csv", 5, lambda n, r: r.update(id_number="") if n == 4 else None)
+    release = ["batch", "release", "--profile", PROFILE, "--keys", KEYS, "--journal", str(journal)]
+    r = run_cli(*release, "--data", str(bad))
+    assert r.exit_code == 2 and "bad.csv row 4: column 'id_number' is empty" in r.stderr
+    assert not journal.exists() or run_cli("batch", "status", str(journal), "--json").json() == {}
+    data = make_csv(tmp_path / "d.csv", 6)
+    r = run_cli(*release, "--data", str(data), "--json")
+    assert r.exit_code == 0, r.stderr
+    out = r.json()
+    assert out["rows"] == 6 and out["status"]["pending"] == 6
+    again = run_cli(*release, "--data", str(data))
+    assert again.exit_code == 2 and "already in" in again.stderr
+
+    import citycard.perso.batch as batch_module
+
+    def no_second_validation(*a, **k):
+        raise AssertionError("the released file was validated again")
+    monkeypatch.setattr(batch_module, "validate", no_second_validation)
+    r = run_cli(*batch_args(data, journal, "--sims", "2", "--json"))
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["verified"] == 6 and r.json()["batch"] == out["batch"]
+
+
 def test_batch_report_and_status(run_cli, tmp_path):
     data = make_csv(tmp_path / "d.csv", 30)
     journal = tmp_path / "j.db"

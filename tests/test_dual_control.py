@@ -218,6 +218,28 @@ def test_batch_release_and_reissue_need_two_people(run_cli, people, tmp_path):
     assert r.exit_code == 2 and "needs two people" in r.stderr
 
 
+def test_batch_release_command_needs_two_people_and_the_run_is_then_a_resume(run_cli, people, tmp_path):
+    from tests.test_batch import KEYS, PROFILE, batch_args, make_csv
+
+    roster = _cli_roster(run_cli, people, tmp_path)
+    log = tmp_path / "audit.log"
+    data, journal = make_csv(tmp_path / "d.csv", 2), tmp_path / "j.db"
+    base = ["--roster", str(roster), "--audit-log", str(log), "--operator", "alice"]
+    release = ["batch", "release", "--profile", PROFILE, "--keys", KEYS, "--data", str(data), "--journal", str(journal)]
+    r = run_cli(*base, *release)
+    assert r.exit_code == 2 and "releasing a production batch needs two people" in r.stderr
+    assert not journal.exists()
+    r = run_cli(*base, *release, *_approvals(people, "alice", "bob"))
+    assert r.exit_code == 0, r.stderr
+    entries = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [e["action"] for e in entries] == ["batch.released"]
+    assert entries[0]["details"]["approved_by"] == ["alice", "bob"]
+    r = run_cli(*base, *batch_args(data, journal, "--sims", "1"))      # no approvals: released already
+    assert r.exit_code == 0, r.stderr
+    actions = [json.loads(x)["action"] for x in log.read_text().splitlines()]
+    assert actions == ["batch.released", "batch.resumed", "card.verified", "card.verified", "batch.finished"]
+
+
 def test_perso_reissue_needs_two_people(run_cli, people, tmp_path):
     root = Path(__file__).resolve().parents[1]
     img = tmp_path / "card.json"

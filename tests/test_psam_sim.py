@@ -101,8 +101,8 @@ def test_init_sam_refusals():
 def test_mohurd_code_joins_mac1():
     card = in_adf(psam_card())
     code = H("85" "0102030405060708")
-    assert send(card, psam.authentication_message(code).encode())[1] == 0x9000
     assert send(card, psam.authentication_message(H("84") + code[1:]).encode())[1] == 0x6300
+    assert send(card, psam.authentication_message(code).encode())[1] == 0x9000   # right before the INIT
     data, _ = init(card)
     ses = des3(div(DPK_MASTER, FACTOR), R + CTR.to_bytes(2, "big") + H("0001"))
     assert data[4:] == purse_mac(ses, AMOUNT.to_bytes(4, "big") + b"\x06" + PSAM_TERMINAL + DATE + TIME + code)

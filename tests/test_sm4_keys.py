@@ -58,12 +58,24 @@ def test_alg_field_gives_sm4_keys_with_algorithm_byte_04():
     ('dpk = { type = "purchase", id = 1, alg = "sm4", length = 8, master = "dpk" }', "dpk.length", "16 bytes"),
     ('lp = { type = "damk", id = 1, alg = "sm4", master = "damk" }', "lp.alg", "error counter"),
     ('enc = { type = "des-encrypt", id = 0, alg = "sm4", master = "damk" }', "enc.alg", "cannot be SM4"),
+    # a 3DES key's algorithm byte: 00 or 01 (SPEC §2.2); 04 is SM4's; 02/03 unknown ciphers (SPEC §6.6)
+    ('dpk = { type = "purchase", id = 1, algorithm = 4, master = "dpk" }', "dpk.algorithm", 'alg = "sm4"'),
+    ('dpk = { type = "purchase", id = 1, algorithm = 2, master = "dpk" }', "dpk.algorithm", "SPEC §6.6"),
+    ('dpk = { type = "purchase", id = 1, algorithm = 3, master = "dpk" }', "dpk.algorithm", "SPEC §6.6"),
+    ('enc = { type = "des-encrypt", id = 0, algorithm = 0x80, master = "damk" }', "enc.algorithm", "00 or 01"),
 ])
 def test_bad_alg_is_one_clear_line(line, where, what):
     with pytest.raises(ProfileError) as e:
         _profile(line + '\ndtk = { type = "tac", id = 1, master = "dtk" }')
     msg = str(e.value)
     assert "\n" not in msg and where in msg and what in msg
+
+
+def test_a_3des_key_takes_algorithm_byte_00_or_01():
+    for b in (0, 1):
+        spec = _profile(f'dpk = {{ type = "purchase", id = 1, algorithm = {b}, master = "dpk" }}\n'
+                        'dtk = { type = "tac", id = 1, master = "dtk" }')
+        assert {k.name: k.b4 for k in spec.apps[0].keys}["dpk"] == b
 
 
 def test_an_sm4_purse_key_needs_an_sm4_tac_key():

@@ -3,7 +3,7 @@ two people runs only with the approvals of two distinct operators of the roster,
 unlocking their own credential.
 
 Which actions (:data:`DUAL_CONTROL_ACTIONS`): importing a master (key ceremony, HSM import),
-deleting a key, releasing a production batch, re-issuing (erasing) an issued card, closing a card
+deleting a key, putting a retired key version back to active, releasing a production batch, re-issuing (erasing) an issued card, closing a card
 with a balance.  When dual control applies (:func:`required`): whenever a roster is configured,
 and always for production keys or profiles (which then refuse to run without a roster).
 
@@ -30,6 +30,7 @@ DUAL_CONTROL_ACTIONS = {
     "keys.import": "importing a master key",
     "keys.hsm-import": "importing master keys into an HSM",
     "keys.delete": "deleting a key",
+    "keys.reactivate": "putting a retired key version back to active",
     "batch.release": "releasing a production batch",
     "card.reissue": "re-issuing (erasing) an issued card",
     "card.close-with-balance": "closing a card that holds a balance",

@@ -1,7 +1,8 @@
 """Clearing (issue 22): verify terminal transactions with the issuer's keys, keep a ledger
 per card, settle per service unit.  docs/clearing.md."""
 
-from .ledger import MONEY, ImportSummary, Ledger, LedgerError
+from .ledger import LATE_KEYS, MONEY, ImportSummary, Ledger, LedgerError, Settlement
 from .verify import KeysUnavailable, TacVerifier
 
-__all__ = ["KeysUnavailable", "ImportSummary", "Ledger", "LedgerError", "MONEY", "TacVerifier"]
+__all__ = ["KeysUnavailable", "ImportSummary", "LATE_KEYS", "Ledger", "LedgerError", "MONEY", "Settlement",
+           "TacVerifier"]

@@ -24,6 +24,11 @@ Tables (SQLite by default, PostgreSQL shared by several clearing stations):
   only the card could compute; a suspicious one is counted and shown apart.
 
 - ``imports``: one row per imported log file (its SHA-256, name, time, counts).
+- ``settlements``: the closed periods (first and last transaction date, when it was closed, the
+  last import then); ``settled``: each record of a closed period as it stood when the period
+  was closed (its verdict then).  Periods never overlap: a record is settled once.  A report
+  counts a settled record with its verdict then, and a record dated inside a closed period but
+  filed after it was closed apart, as **late** (docs/clearing.md "Settlement periods").
 
 An import is one transaction: a file with a bad line changes nothing, and a crash leaves the
 ledger as it was.  Verdicts that depend on the order of a card's records (gaps, balance
@@ -61,7 +66,16 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS imports (
         id {serial} PRIMARY KEY, file_sha256 TEXT NOT NULL UNIQUE, name TEXT NOT NULL, at TEXT NOT NULL,
         records INTEGER NOT NULL, new INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS settlements (
+        id {serial} PRIMARY KEY, date_from TEXT NOT NULL, date_to TEXT NOT NULL, at TEXT NOT NULL,
+        last_import BIGINT NOT NULL, records BIGINT NOT NULL, UNIQUE (date_from, date_to))""",
+    """CREATE TABLE IF NOT EXISTS settled (
+        tx_id BIGINT PRIMARY KEY, settlement_id BIGINT NOT NULL, verdict TEXT NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS tx_date ON tx (tx_date)""",
 ]
+
+#: the extra keys of a report that touches a closed period (records filed after it was closed)
+LATE_KEYS = ("late_purchases", "late_purchase_fen", "late_load_fen")
 
 _TX_COLS = ("card, app, kind, online, counter, balance_before, amount, balance_after, ttype, terminal, ttsn, "
             "tx_date, tx_time, tac, status, source, verdict, reason")
@@ -87,6 +101,26 @@ class ImportSummary:
     def as_dict(self) -> dict[str, Any]:
         return {"files": self.files, "skipped_files": self.skipped_files, "records": self.records,
                 "new": self.new, "repeated": self.repeated, "verdicts": dict(self.verdicts)}
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A closed period of transaction dates (``YYYYMMDD``, both included)."""
+
+    date_from: str
+    date_to: str
+    at: str                     # when it was closed (UTC)
+    last_import: int            # the last import filed before it was closed
+    records: int                # the records it holds
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"from": _iso(self.date_from), "to": _iso(self.date_to), "closed_at": self.at,
+                "last_import": self.last_import, "records": self.records}
+
+
+def _iso(day: str) -> str:
+    """``YYYYMMDD`` as ``YYYY-MM-DD`` (messages)."""
+    return f"{day[:4]}-{day[4:6]}-{day[6:]}" if len(day) == 8 else day
 
 
 def record_hash(rec: TxRecord) -> str:
@@ -250,35 +284,90 @@ class Ledger:
                           (card, app, *MONEY))
         return int(row[0]) if row else None
 
+    # ------------------------------------------------------------------ settlement periods
+    def settle(self, date_from: str, date_to: str) -> "Settlement":
+        """Close the period of transaction dates ``date_from``..``date_to`` (``YYYYMMDD``, both
+        included): each record dated inside it keeps, for reports, the verdict it has now; a
+        record dated inside it that is filed later is late.  Taken under the import lock, so no
+        import is half seen; refused when it overlaps a closed period (nothing changed)."""
+        if date_from > date_to:
+            raise InputError(f"--from {_iso(date_from)} is after --to {_iso(date_to)}")
+        at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self.db.transaction() as cur:
+            if self.db.pg:
+                cur.execute("SELECT pg_advisory_xact_lock(736867)")     # the imports' lock: one chain view
+            clash = cur.execute("SELECT date_from, date_to FROM settlements WHERE date_from <= ? AND date_to >= ? "
+                                "ORDER BY date_from", (date_to, date_from)).fetchone()
+            if clash:
+                raise LedgerError(f"the period {_iso(date_from)}..{_iso(date_to)} overlaps the closed period "
+                                  f"{_iso(clash[0])}..{_iso(clash[1])}: a record is settled once (nothing changed)")
+            last_import = int(cur.execute("SELECT COALESCE(MAX(id), 0) FROM imports").fetchone()[0])
+            count = int(cur.execute("SELECT COUNT(*) FROM tx WHERE tx_date >= ? AND tx_date <= ?",
+                                    (date_from, date_to)).fetchone()[0])
+            cur.execute("INSERT INTO settlements (date_from, date_to, at, last_import, records) VALUES (?, ?, ?, ?, ?)",
+                        (date_from, date_to, at, last_import, count))
+            sid = int(cur.execute("SELECT id FROM settlements WHERE date_from = ? AND date_to = ?",
+                                  (date_from, date_to)).fetchone()[0])
+            cur.execute("INSERT INTO settled (tx_id, settlement_id, verdict) SELECT id, ?, verdict FROM tx "
+                        "WHERE tx_date >= ? AND tx_date <= ?", (sid, date_from, date_to))
+        return Settlement(date_from, date_to, at, last_import, count)
+
+    def settlements(self, date_from: str | None = None, date_to: str | None = None) -> list["Settlement"]:
+        """The closed periods that overlap ``date_from``..``date_to`` (all when not given)."""
+        rows = self.db.all("SELECT date_from, date_to, at, last_import, records FROM settlements "
+                           "WHERE date_to >= ? AND date_from <= ? ORDER BY date_from",
+                           (date_from or "00000000", date_to or "99999999"))
+        return [Settlement(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
     def report(self, *, by: str = "unit", date_from: str | None = None, date_to: str | None = None
                ) -> Iterator[dict[str, Any]]:
         """Settlement totals (streamed), grouped ``by`` unit, terminal or day: purchases owed
-        (count and fen, suspicious apart), loads, and counts of rejected, duplicate and grey records."""
+        (count and fen, suspicious apart), loads, and counts of rejected, duplicate and grey records.
+        A record of a closed period counts with its verdict when the period was closed; when the
+        range touches a closed period, the records filed after it was closed are totalled apart
+        (:data:`LATE_KEYS`), so the report of a closed period does not change."""
         group = {"unit": "app", "terminal": "terminal", "day": "tx_date"}.get(by)
         if group is None:
             raise InputError(f"--by {by}: unit, terminal or day")
         where, args = [], []
         if date_from:
-            where.append("tx_date >= ?")
+            where.append("tx.tx_date >= ?")
             args.append(date_from)
         if date_to:
-            where.append("tx_date <= ?")
+            where.append("tx.tx_date <= ?")
             args.append(date_to)
-        sql = (f"SELECT {group}, "
-               "SUM(CASE WHEN kind <> 'load' AND kind <> 'unload' AND verdict IN ('accepted', 'suspicious') THEN 1 ELSE 0 END), "
-               "SUM(CASE WHEN kind <> 'load' AND kind <> 'unload' AND verdict IN ('accepted', 'suspicious') THEN amount ELSE 0 END), "
-               "SUM(CASE WHEN kind <> 'load' AND kind <> 'unload' AND verdict = 'suspicious' THEN 1 ELSE 0 END), "
-               "SUM(CASE WHEN kind <> 'load' AND kind <> 'unload' AND verdict = 'suspicious' THEN amount ELSE 0 END), "
-               "SUM(CASE WHEN kind = 'load' AND verdict IN ('accepted', 'suspicious') THEN amount ELSE 0 END), "
-               "SUM(CASE WHEN verdict = 'rejected' THEN 1 ELSE 0 END), "
-               "SUM(CASE WHEN verdict = 'duplicate' THEN 1 ELSE 0 END), "
-               "SUM(CASE WHEN verdict = 'grey' THEN 1 ELSE 0 END) "
-               f"FROM tx {'WHERE ' + ' AND '.join(where) if where else ''} GROUP BY {group} ORDER BY {group}")
+        late_shown = bool(self.settlements(date_from, date_to))
+        verdict = "COALESCE(s.verdict, tx.verdict)"            # a settled record: its verdict then
+        on_time = "(s.tx_id IS NOT NULL OR p.id IS NULL)"      # not dated inside a period closed before it came
+        late = "(s.tx_id IS NULL AND p.id IS NOT NULL)"
+        buy = "tx.kind <> 'load' AND tx.kind <> 'unload'"
+
+        def total(cond: str, what: str = "1") -> str:
+            return f"SUM(CASE WHEN {cond} THEN {what} ELSE 0 END)"
+
+        cols = [total(f"{on_time} AND {buy} AND {verdict} IN ('accepted', 'suspicious')"),
+                total(f"{on_time} AND {buy} AND {verdict} IN ('accepted', 'suspicious')", "tx.amount"),
+                total(f"{on_time} AND {buy} AND {verdict} = 'suspicious'"),
+                total(f"{on_time} AND {buy} AND {verdict} = 'suspicious'", "tx.amount"),
+                total(f"{on_time} AND tx.kind = 'load' AND {verdict} IN ('accepted', 'suspicious')", "tx.amount"),
+                total(f"{on_time} AND {verdict} = 'rejected'"),
+                total(f"{on_time} AND {verdict} = 'duplicate'"),
+                total(f"{on_time} AND {verdict} = 'grey'"),
+                total(f"{late} AND {buy} AND tx.verdict IN ('accepted', 'suspicious')"),
+                total(f"{late} AND {buy} AND tx.verdict IN ('accepted', 'suspicious')", "tx.amount"),
+                total(f"{late} AND tx.kind = 'load' AND tx.verdict IN ('accepted', 'suspicious')", "tx.amount")]
+        sql = (f"SELECT tx.{group}, {', '.join(cols)} FROM tx LEFT JOIN settled s ON s.tx_id = tx.id "
+               "LEFT JOIN settlements p ON tx.tx_date >= p.date_from AND tx.tx_date <= p.date_to "
+               f"{'WHERE ' + ' AND '.join(where) if where else ''} GROUP BY tx.{group} ORDER BY tx.{group}")
         keys = (by, "purchases", "purchase_fen", "suspicious", "suspicious_fen", "load_fen", "rejected",
-                "duplicates", "grey")
+                "duplicates", "grey") + LATE_KEYS
         for row in self.db.stream(sql, args):
-            yield {k: (int(v) if isinstance(v, (int, float)) or (v is not None and k != by) else v)
+            out = {k: (int(v) if isinstance(v, (int, float)) or (v is not None and k != by) else v)
                    for k, v in zip(keys, row)}
+            if not late_shown:
+                for k in LATE_KEYS:
+                    del out[k]
+            yield out
 
     def grey(self, older_than: str | None = None) -> Iterator[dict[str, Any]]:
         """Grey records not yet settled (older than a date YYYYMMDD when given), streamed."""

@@ -89,24 +89,10 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
 
     sources += pcsc_readers(readers, on_prompt=lambda message: click.echo(f"citycard: {message}", err=True),
                             read_serial=lambda session: free_card_serial(session, job.spec))
-    production = job.spec.production or bool(job.keys.production_sources)
-    pinned = tuple(getattr(s, "roster", None) for s in job.keys.sources)
     b = Batch(job.spec, job.keys, job.data, journal_url, batch=batch_id, issue_date=issue_date,
               verify=not no_verify, limit=limit, station=station or default_station(), reissue=again,
               audit=click.get_current_context().find_root().obj.audit_log())
-    new_batch = _is_new_batch(journal_url, b.batch)
-    approvals: dict = {}
-    if new_batch:        # releasing a production batch: two people (issue 25 item 2)
-        a = dual_control("batch.release", b.batch, {"profile": job.spec.name, "data_sha256": b.sha},
-                         production=production, approve=approve, pfiles=approve_pfiles, pinned=pinned)
-        approvals.update(a.audit_details() if a else {})
-    if again:            # re-issuing cards already issued: two people
-        a = dual_control("card.reissue", b.batch, {"rows": reissue}, production=production, approve=approve,
-                         pfiles=approve_pfiles, pinned=pinned)
-        approvals.update(a.audit_details() if a else {})
-    def released() -> None:       # once the data file is validated: a refused file released nothing
-        audit("batch.released" if new_batch else "batch.resumed", b.batch, profile=job.spec.name, data_sha256=b.sha,
-              station=b.station, reissue=reissue, **approvals)
+    released = _release_controls(job, b, reissue, approve, approve_pfiles)
     if retry_failed:
         click.echo(f"{b.retry_failed()} failed row(s) back to pending", err=True)
     result = b.run(sources, on_progress=ProgressBar(sys.stderr), on_prepared=released)
@@ -123,6 +109,80 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
                    f"({result.cards_per_minute:,.0f}/min), {result.failed} failed; "
                    f"journal: {c['verified'] + c['personalized']} done, {c['failed']} failed, "
                    f"{c['pending'] + c['in_progress']} to do")
+
+
+def _release_controls(job, b, reissue: str | None, approve, approve_pfiles):
+    """Dual control of a batch's release (a batch new to the journal) and of re-issues (issue
+    25 item 2), asked before anything is read or written; returns the callback that enters
+    ``batch.released`` (or ``batch.resumed``) in the audit log once the data file is
+    validated (a refused file released nothing)."""
+    production = job.spec.production or bool(job.keys.production_sources)
+    pinned = tuple(getattr(s, "roster", None) for s in job.keys.sources)
+    new_batch = _is_new_batch(b.journal_url, b.batch)
+    approvals: dict = {}
+    if new_batch:        # releasing a production batch: two people
+        a = dual_control("batch.release", b.batch, {"profile": job.spec.name, "data_sha256": b.sha},
+                         production=production, approve=approve, pfiles=approve_pfiles, pinned=pinned)
+        approvals.update(a.audit_details() if a else {})
+    if b.reissue:        # re-issuing cards already issued: two people
+        a = dual_control("card.reissue", b.batch, {"rows": reissue}, production=production, approve=approve,
+                         pfiles=approve_pfiles, pinned=pinned)
+        approvals.update(a.audit_details() if a else {})
+
+    def released() -> None:
+        audit("batch.released" if new_batch else "batch.resumed", b.batch, profile=job.spec.name,
+              data_sha256=b.sha, station=b.station, reissue=reissue, **approvals)
+    return released
+
+
+@batch.command()
+@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
+              help="Card profile (TOML): the card's files, keys and data bindings.")
+@keys_option()
+@click.option("-d", "--data", "data_path", required=True, metavar="CSV", help="Cardholder data file (CSV).")
+@click.option("--encoding", default="utf-8", show_default=True, help="utf-8, gb18030 or gbk.")
+@click.option("-j", "--journal", "journal_url", required=True, metavar="FILE|postgresql://...",
+              help="SQLite file, or a PostgreSQL URL shared by several stations.")
+@click.option("--batch", "batch_id", default=None, help="Batch name (default: data file name and hash).")
+@click.option("--reissue", default=None, metavar="ROWS|all",
+              help="Rows (e.g. 3,7,10-12) or all whose cardholders were issued in an earlier batch of the "
+                   "journal and get a new card (otherwise refused).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@approval_options
+def release(profile_path, keys, data_path, encoding, journal_url, batch_id, reissue, as_json, approve,
+            approve_pfiles):
+    """Validate the data file and release the batch in the journal, without a card.
+
+    Every row is checked in one streamed pass and goes into the journal (nothing if one row
+    is bad); a production batch needs two people.  The stations' `batch run` with the same
+    profile, data file and journal then starts its first card at once, without reading the
+    file again, whatever its size."""
+    from ..perso.batch import Batch, default_station
+    from ..perso.job import prepare
+    from ..perso.validate import parse_rows
+
+    again = parse_rows(reissue) if reissue else None
+    job = prepare(profile_path, data_path, lambda: open_keys(keys), encoding=encoding)
+    warn_test_keys(job.keys, job.spec)
+    b = Batch(job.spec, job.keys, job.data, journal_url, batch=batch_id, station=default_station(), reissue=again,
+              audit=click.get_current_context().find_root().obj.audit_log())
+    if not _is_new_batch(journal_url, b.batch):
+        raise InputError(f"batch {b.batch} is already in {journal_url}: nothing to release "
+                         "(`citycard batch status` shows it; `batch run` continues it)")
+    released = _release_controls(job, b, reissue, approve, approve_pfiles)
+    journal = b.prepare()
+    try:
+        counts = journal.counts(b.batch)
+    finally:
+        journal.close()
+    released()
+    rows = sum(counts.values())
+    if as_json:
+        click.echo(json.dumps({"batch": b.batch, "rows": rows, "data_sha256": b.sha, "status": counts}))
+    else:
+        named = f" and --batch {b.batch}" if batch_id else ""
+        click.echo(f"batch {b.batch}: {rows} row(s) validated and released in {journal_url}; "
+                   f"run it with `citycard batch run` (same profile, data file and journal{named})")
 
 
 def _is_new_batch(journal_url: str, batch: str) -> bool:

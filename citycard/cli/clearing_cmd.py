@@ -1,4 +1,4 @@
-"""`citycard clearing import|card|report|grey`: verify terminal transactions and settle per
+"""`citycard clearing import|card|report|settle|grey`: verify terminal transactions and settle per
 service unit (docs/clearing.md)."""
 
 from __future__ import annotations
@@ -108,8 +108,13 @@ def report(ledger: str, date_from: str | None, date_to: str | None, by: str, as_
 
     if as_csv and as_json:
         raise InputError("--csv and --json: one of them")
+    first, last = _date(date_from, "--from"), _date(date_to, "--to")
     with Ledger(ledger, create=False) as book:
-        rows = book.report(by=by, date_from=_date(date_from, "--from"), date_to=_date(date_to, "--to"))
+        closed = book.settlements(first, last)
+        rows = book.report(by=by, date_from=first, date_to=last)
+        for period in closed:   # which figures are frozen (stderr: the CSV/JSON on stdout stay data)
+            click.echo(f"closed period {period.as_dict()['from']}..{period.as_dict()['to']} (at {period.at}): "
+                       "its records as they stood then; records filed after it, apart as late", err=True)
         if as_csv:
             w = None
             for r in rows:
@@ -122,12 +127,36 @@ def report(ledger: str, date_from: str | None, date_to: str | None, by: str, as_
             for r in rows:
                 click.echo(json.dumps(r))
             return
+        late = bool(closed)
         click.echo(f"{by.upper():<14} {'PURCHASES':>9} {'OWED (yuan)':>12} {'SUSPICIOUS':>10} {'LOADED':>10} "
-                   f"{'REJECTED':>8} {'DUPL.':>5} {'GREY':>4}")
+                   f"{'REJECTED':>8} {'DUPL.':>5} {'GREY':>4}" + (f" {'LATE':>4} {'LATE OWED':>10}" if late else ""))
         for r in rows:
             click.echo(f"{str(r[by]):<14} {r['purchases']:>9} {_yuan(r['purchase_fen']):>12} "
                        f"{_yuan(r['suspicious_fen']):>10} {_yuan(r['load_fen']):>10} {r['rejected']:>8} "
-                       f"{r['duplicates']:>5} {r['grey']:>4}")
+                       f"{r['duplicates']:>5} {r['grey']:>4}"
+                       + (f" {r['late_purchases']:>4} {_yuan(r['late_purchase_fen']):>10}" if late else ""))
+
+
+@clearing.command()
+@_LEDGER
+@click.option("--from", "date_from", required=True, metavar="DATE", help="First day of the period (YYYY-MM-DD).")
+@click.option("--to", "date_to", required=True, metavar="DATE", help="Last day of the period (YYYY-MM-DD).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def settle(ledger: str, date_from: str, date_to: str, as_json: bool) -> None:
+    """Close a settlement period (transaction dates, both days included): its report keeps the
+    figures of now; records dated inside it that arrive later are shown apart as late."""
+    from ..clearing import Ledger
+
+    first, last = _date(date_from, "--from"), _date(date_to, "--to")
+    assert first is not None and last is not None
+    with Ledger(ledger, create=False) as book:
+        done = book.settle(first, last)
+    audit("clearing.settled", ledger, **done.as_dict())
+    if as_json:
+        click.echo(json.dumps({"ok": True, **done.as_dict()}))
+        return
+    click.echo(f"closed the period {date_from}..{date_to}: {done.records} records as they stand now "
+               f"(at {done.at}); records dated inside it filed from now on are reported as late")
 
 
 @clearing.command()

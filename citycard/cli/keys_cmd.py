@@ -254,11 +254,14 @@ def _state(life) -> str:
 @click.option("--name", required=True, help="Key name (role), e.g. dlk.")
 @click.option("--version", "key_version", type=click.IntRange(1, 255), required=True, help="The key version.")
 @click.option("--state", type=click.Choice(["active", "retired", "compromised"]), default=None,
-              help="retired: no new cards (issued ones until its end date); compromised: never used again.")
+              help="retired: no new cards (issued ones until its end date); compromised: never used again. "
+                   "A retired version put back to active needs dual control (two --approve) under a roster.")
 @_life_options
 @_pfile_option
+@approval_options
 def set_(keystore: str, unit: str, name: str, key_version: int, state: str | None, activation: str | None,
-         expiry: str | None, passphrase_file: str | None) -> None:
+         expiry: str | None, passphrase_file: str | None, approve: tuple[str, ...],
+         approve_pfiles: tuple[str, ...]) -> None:
     """Key inventory: change a key version's state or dates (KEYSTORE: a keystore or an HSM
     token as a pkcs11: URI)."""
     from ..keys.inventory import check_date
@@ -266,25 +269,56 @@ def set_(keystore: str, unit: str, name: str, key_version: int, state: str | Non
     if state is None and activation is None and expiry is None:
         raise InputError("keys set: give --state, --activation or --expiry")
     activation, expiry = check_date(activation, "--activation"), check_date(expiry, "--expiry")
+    label = f"{unit}/{name} version {key_version}"
     if keystore.startswith("pkcs11:"):       # a token's masters: its inventory object (docs/keys.md)
         src = _open_hsm(keystore)
         try:
+            if key_version not in src.versions(unit, name):
+                from ..keys import KeyError_
+                raise KeyError_(f"{src.name} holds no key {label}")
+            approval = _reactivation(src.life(unit, name, key_version), state, activation, expiry, label,
+                                     {"token": keystore.split("?")[0]}, production=src.production, pinned=(),
+                                     approve=approve, pfiles=approve_pfiles)
             info = src.set_lifecycle(unit, name, key_version, state=state, activation=activation, expiry=expiry)
-            audit(f"keys.{'state-changed' if state else 'dates-changed'}", f"{unit}/{name} version {key_version}",
-                  token=src.name, kcv=_kcv(info.kcv), **info.life.as_dict())
-            click.echo(f"{unit}/{name} version {key_version} in {src.name} (KCV {_kcv(info.kcv)}): {info.life.text()}")
+            audit(f"keys.{'state-changed' if state else 'dates-changed'}", label,
+                  token=src.name, kcv=_kcv(info.kcv), **info.life.as_dict(),
+                  **(approval.audit_details() if approval else {}))
+            click.echo(f"{label} in {src.name} (KCV {_kcv(info.kcv)}): {info.life.text()}")
         finally:
             src.close()
         return
     store = _open(keystore, passphrase_file)
     try:
+        before = store.info(unit, name, key_version)
+        approval = _reactivation(before.life, state, activation, expiry, before.label,
+                                 {"keystore": keystore, "kcv": _kcv(before.kcv)}, production=store.production,
+                                 pinned=(store.roster,), approve=approve, pfiles=approve_pfiles)
         info = store.set_lifecycle(unit, name, key_version, state=state, activation=activation, expiry=expiry)
         store.save()
         audit(f"keys.{'state-changed' if state else 'dates-changed'}", info.label, keystore=keystore,
-              kcv=_kcv(info.kcv), **info.life.as_dict())
+              kcv=_kcv(info.kcv), **info.life.as_dict(), **(approval.audit_details() if approval else {}))
         click.echo(f"{info.label} (KCV {_kcv(info.kcv)}): {info.life.text()}")
     finally:
         store.close()
+
+
+def _reactivation(life, state: str | None, activation: str | None, expiry: str | None, subject: str,
+                  details: dict, *, production: bool, pinned: tuple, approve: tuple[str, ...],
+                  pfiles: tuple[str, ...]):
+    """Dual control of ``keys set``: putting a retired version back to active is reserved to two
+    people under a roster (as importing or deleting a key); retiring or marking compromised is
+    a protective step anyone takes alone (audited).  A compromised version stays compromised
+    (the inventory refuses any other state).  Approvals given for a single-person change are
+    refused, so nobody believes they were needed or recorded.  The change is checked first (a
+    compromised version, dates out of order), before anyone is asked to approve it."""
+    life.change(state=state, activation=activation, expiry=expiry)
+    if life.state == "retired" and state == "active":
+        return dual_control("keys.reactivate", subject, {**details, "from": "retired", "to": "active"},
+                            production=production, approve=approve, pfiles=pfiles, pinned=pinned)
+    if approve or pfiles:
+        raise InputError("--approve: only putting a retired version back to active needs approvals "
+                         "(retiring, marking compromised and dates are single-person)")
+    return None
 
 
 @keys.command()

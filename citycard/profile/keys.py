@@ -76,6 +76,8 @@ def parse_key(ctx: Located, t: Any, path: list[Any], name: str, unit: str | None
     b3, b4 = _bytes_3_4(ctx, t, path, tname, kt)
     if alg == "sm4" and kt not in LINE_CIPHER_TYPES:   # those: by [card] line_protection (card.py)
         b4 = _sm4_algorithm_byte(ctx, t, path, tname, kt)
+    elif kt not in _COUNTER_TYPES:
+        _check_des_algorithm_byte(ctx, path, b4)
     usage = access(ctx, t, "usage", path, "free")
     change = access(ctx, t, "change", path, "never" if kt == PIN_TYPE else "free")
     write = choice(ctx, t, "write", path, "plain", ("plain", "mac", "cipher"), "plain, mac or cipher")
@@ -108,6 +110,22 @@ def _sm4_algorithm_byte(ctx: Located, t: dict[str, Any], path: list[Any], tname:
         raise ctx.err([*path, "algorithm"], f"an SM4 key has algorithm byte {SM4_ALGORITHM_ID:02X} (PSAM-SM4 §4.1), "
                       f"not {given!r}: leave 'algorithm' out")
     return SM4_ALGORITHM_ID
+
+
+def _check_des_algorithm_byte(ctx: Located, path: list[Any], b4: int) -> None:
+    """A 3DES/DES key's algorithm byte: ``00`` or ``01`` (on real FM1208 cards both give
+    DES/3DES session keys by key length, SPEC §2.2, D8).  ``04`` is an SM4 key's byte
+    (docs/sm4.md item 5); ``02``/``03`` gave non-DES MAC1s on a real FM1208 and no source says
+    which cipher they select (SPEC §6.6: refuse, do not invent a cipher); other values are
+    not known to any source."""
+    if b4 in (0, 1):
+        return
+    if b4 == SM4_ALGORITHM_ID:
+        raise ctx.err([*path, "algorithm"], f"algorithm byte {b4:02X} marks an SM4 key: write alg = \"sm4\" "
+                      "and leave 'algorithm' out (docs/sm4.md)")
+    raise ctx.err([*path, "algorithm"], f"algorithm byte {b4:02X}: a 3DES/DES key has 00 or 01 (SPEC §2.2; "
+                  "02/03 gave non-DES MACs on a real FM1208 and no source says which cipher they select: "
+                  "SPEC §6.6)")
 
 
 def _bytes_3_4(ctx: Located, t: dict[str, Any], path: list[Any], tname: str, kt: int) -> tuple[int, int]:

@@ -100,12 +100,25 @@ class PsamCommands(CardCore):
     sam_purchase: SamPurchase | None
     sam_temp: SamTempKey | None
     sam_code: bytes | None
+    sam_code_in_hand: bytes | None
 
     def _reset_state(self) -> None:
         super()._reset_state()
         self.sam_purchase = None
         self.sam_temp = None
-        self.sam_code = None      # MOHURD code for the next MAC1
+        self.sam_code = None      # MOHURD code the last command gave, for the next MAC1
+        self.sam_code_in_hand = None
+
+    def _dispatch(self, cmd: CommandApdu, chal, sess) -> bytes:
+        """Decision (docs/psam.md "MOHURD code"): the code of AUTHENTICATION MESSAGE lives for
+        the next command only (as the card's challenge and purse session, GET RESPONSE aside):
+        INIT SAM FOR PURCHASE takes it whatever its outcome; any other command, a reset or a
+        power-off discards it, so an abandoned purchase's code never joins a later MAC1."""
+        self.sam_code_in_hand, self.sam_code = self.sam_code, None
+        try:
+            return super()._dispatch(cmd, chal, sess)  # type: ignore[misc,no-any-return]
+        finally:
+            self.sam_code_in_hand = None
 
     # ------------------------------------------------------------------ keys
     def _write_key(self, cmd: CommandApdu, chal, sess) -> bytes:
@@ -155,7 +168,7 @@ class PsamCommands(CardCore):
     def _sam_auth_message(self, cmd: CommandApdu, chal, sess) -> bytes:
         """MOHURD ``80 CA 00 00 09`` ‖ the card's code (JSB).  Decision: any ``85 ...`` code is
         taken (no source says what the PSAM checks; ``6300`` for anything else) and joins the
-        next MAC1 only."""
+        MAC1 of the next command if that is INIT SAM FOR PURCHASE (:meth:`_dispatch`)."""
         if cmd.p1 or cmd.p2:
             raise SwError(0x6A86)
         if len(cmd.data) != 9:
@@ -194,7 +207,7 @@ class PsamCommands(CardCore):
         if algorithm == 0x01:
             dpk = dpk[:8]            # Decision: a DES card key is the left half (as the planner writes it)
         ses = pboc.purchase_session_key(dpk, random, counter, ttsn, alg)
-        code, self.sam_code = self.sam_code, None
+        code = self.sam_code_in_hand   # the previous command's, if it was AUTHENTICATION MESSAGE
         mac1 = pboc.purchase_mac1(ses, amount, ttype, terminal, date, time, code, alg=alg)
         with self.nvm.transaction():   # the TTSN is spent before MAC1 leaves the PSAM
             self.nvm.set(ttsn_ef, "data", (number + 1).to_bytes(4, "big") + ttsn_ef.data[4:])

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from ..commands import fmcos, psam, walk
 from ..spec import CardSpec
 from ..transport import CardSession
-from .psam_purchase import Psam, PsamRefused
-from .purse import PurseRefused, PurseTerminal
+from .psam_purchase import Psam, PsamError, PsamRefused, wrong_length
+from .purse import PurseError, PurseRefused, PurseTerminal
 from .txlog import TxRecord
 
 MAINTENANCE_USAGE = 0x25     # maintenance, one level (MZT)
@@ -68,14 +68,18 @@ def block_application(card: CardSession, psam_session: CardSession, spec: CardSp
     serial = term.select()
     check_line_protection(card.atr, alg)     # no MAC of the other cipher reaches the card's DAMK
     challenge = card.get_challenge(4)
+    if len(challenge) != 4:
+        raise PurseError(wrong_length("GET CHALLENGE", "card", challenge, 4))
     r = psam_session.send(psam.init_for_descrypt(usage, index, [walk.diversification_factor(serial)]))
     if r.sw != 0x9000:   # e.g. 6A88: this PSAM has no maintenance master at that index (no SM4 one at 41)
         cipher = f" ({'SM4' if alg == 'sm4' else '3DES'} line protection)" if index == _DEFAULT_INDEX[alg] else ""
         raise PsamRefused(r.sw, f"PSAM INIT FOR DESCRYPT with the maintenance master at index {index:02X}{cipher}")
     block = fmcos.app_block(permanent)
     r = psam_session.send(psam.cipher_data(psam.CipherMode.MAC_ONLY, psam.line_mac_input(block, challenge, alg)))
-    if r.sw != 0x9000 or len(r.data) != 4:
+    if r.sw != 0x9000:
         raise PsamRefused(r.sw, "PSAM CIPHER DATA")
+    if len(r.data) != 4:
+        raise PsamError(wrong_length("PSAM CIPHER DATA", "PSAM", r.data, 4, "the MAC"))
     r = card.send(psam.with_line_mac(block, r.data))
     if r.sw != 0x9000:
         raise PurseRefused(r.sw, "APPLICATION BLOCK")

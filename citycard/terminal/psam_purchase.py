@@ -7,9 +7,10 @@ only carries bytes between the two:
    (``1001``, MZT), read EF0017 (the card key index) and EF0019 (the next TTSN);
 2. card: identified as a card of the profile (reads only, as every writing command does),
    SELECT the purse application, read its serial (the diversification factor);
-3. MOHURD (the card profile's ``auth_code``): card ``80 CA`` → PSAM ``80 CA`` ‖ code (SPEC D7);
+3. MOHURD (the card profile's ``auth_code``): card ``80 CA`` → the code (SPEC D7);
 4. card INITIALIZE FOR (CAPP) PURCHASE with the key index and the PSAM's terminal number;
-5. PSAM INIT SAM FOR PURCHASE → TTSN ‖ MAC1; (CAPP: card UPDATE CAPP DATA CACHE);
+5. (MOHURD: PSAM ``80 CA`` ‖ code, right before:) PSAM INIT SAM FOR PURCHASE → TTSN ‖ MAC1;
+   (CAPP: card UPDATE CAPP DATA CACHE);
 6. card DEBIT FOR PURCHASE → TAC ‖ MAC2 (a lost answer: GET TRANSACTION PROVE, as the
    host-key terminal does); 7. PSAM CREDIT SAM FOR PURCHASE checks MAC2.
 
@@ -109,6 +110,14 @@ class PsamTransaction:
                         self.algorithm, self.psam_serial, self.key_version)
 
 
+def wrong_length(command: str, who: str, data: bytes, size: int, layout: str = "") -> str:
+    """One line for an answer of the wrong length: the command, who answered, the expected
+    size and the first answer byte (1-based) at fault (README "Exit codes": a card failure)."""
+    n = len(data)
+    at = f"answer byte {n + 1} missing" if n < size else f"answer byte {size + 1} is extra"
+    return f"{command}: the {who} answered {n} bytes, expected {size}{f' ({layout})' if layout else ''}: {at}"
+
+
 def _init_refusal(sw: int, algorithm: int) -> str | None:
     """One line for the INIT SAM FOR PURCHASE refusals citycard's PSAM defines (docs/psam.md)."""
     if sw == 0x9403:
@@ -129,9 +138,10 @@ class Psam:
 
     def _read(self, cmd: CommandApdu, what: str, size: int) -> bytes:
         r = self.session.send(cmd)
-        if r.sw != 0x9000 or len(r.data) != size:
-            raise PsamRefused(r.sw, f"PSAM READ BINARY {what}") if r.sw != 0x9000 else \
-                PsamError(f"PSAM {what}: {len(r.data)} bytes, expected {size}")
+        if r.sw != 0x9000:
+            raise PsamRefused(r.sw, f"PSAM READ BINARY {what}")
+        if len(r.data) != size:
+            raise PsamError(wrong_length(f"PSAM READ BINARY {what}", "PSAM", r.data, size))
         return r.data
 
     def open(self) -> PsamInfo:
@@ -159,6 +169,8 @@ class Psam:
         r = self.session.send(psam.init_sam_for_purchase(**kw))
         if r.sw != 0x9000:
             raise PsamRefused(r.sw, "INIT SAM FOR PURCHASE", message=_init_refusal(r.sw, kw.get("algorithm", -1)))
+        if len(r.data) != 8:     # a card failure, not bad input (exit 1)
+            raise PsamError(wrong_length("INIT SAM FOR PURCHASE", "PSAM", r.data, 8, "TTSN 4, MAC1 4"))
         return psam.SamPurchaseInit.parse(r.data)
 
     def credit_for_purchase(self, mac2: bytes) -> None:
@@ -193,9 +205,11 @@ class PsamPurchaseTerminal:
             raise CardHotlisted(serial)
         session = term.session
         date, time = _now_bcd(when or _dt.datetime.now())
-        if term.df.auth_code is not None:   # MOHURD (SPEC D7, MZT): the card's code to the PSAM
+        code: bytes | None = None
+        if term.df.auth_code is not None:   # MOHURD (SPEC D7, MZT): the card's code, for the PSAM
             code = session.send(purse.get_auth_code(), expect=0x9000, what="GET DATA").data
-            self.psam.authentication_message(code)
+            if len(code) != 9:   # SPEC D7: the 9-byte MOHURD code
+                raise PurseError(wrong_length("GET DATA (MOHURD code)", "card", code, 9))
         if capp is not None and term.p2 != PurseKind.EP:
             raise PurseError("a CAPP purchase is made on an EP")
         name = f"INITIALIZE FOR {'CAPP ' if capp else ''}PURCHASE"
@@ -209,6 +223,8 @@ class PsamPurchaseTerminal:
             raise PurseError(str(exc)) from None
         ttype = pboc.TT_CAPP_PURCHASE if capp is not None else (0x05 if term.p2 == PurseKind.ED else 0x06)
         factor = walk.diversification_factor(serial)
+        if code is not None:   # right before INIT SAM: the PSAM keeps a code for its next command only
+            self.psam.authentication_message(code)   # (docs/psam.md "MOHURD code")
         sam = self.psam.init_for_purchase(
             random=init.random, counter=init.offline_counter, amount=amount, transaction_type=ttype, date=date,
             time=time, key_version=init.key_version, algorithm=init.algorithm, factors=self.factors(factor))

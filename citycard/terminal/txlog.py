@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
@@ -158,16 +159,87 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, TxRecord]]
             yield n, parse_record(line, f"{path}:{n}")
 
 
+_BLOCK = 64 * 1024           # bytes read at a time from the end of a log
+MAX_RECORD = 64 * 1024       # a record line is a few hundred bytes; a longer line is not one
+
+
+def _line_number(path: str | os.PathLike[str], offset: int) -> int:
+    """The 1-based line number of the line starting at byte ``offset`` (error messages only:
+    this one reads the log up to ``offset``)."""
+    count = 1
+    with open(path, "rb") as f:
+        while offset > 0:
+            chunk = f.read(min(_BLOCK, offset))
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            offset -= len(chunk)
+    return count
+
+
+def _segments_backwards(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    """``(offset, bytes)`` of the pieces of a log between newlines, last first, read from the
+    end in blocks of ``_BLOCK`` bytes (memory: one block plus one line).  The first piece is
+    what follows the last newline: empty unless the last line is torn."""
+    with open(path, "rb") as f:
+        pos = f.seek(0, os.SEEK_END)
+        carry = b""            # the start of a line that began in an earlier block
+        while pos > 0:
+            step = min(_BLOCK, pos)
+            pos -= step
+            f.seek(pos)
+            block = f.read(step) + carry
+            pieces = block.split(b"\n")
+            carry = pieces[0]
+            end = pos + len(block)
+            for piece in reversed(pieces[1:]):
+                start = end - len(piece)
+                yield start, piece
+                end = start - 1
+            if len(carry) > MAX_RECORD:
+                raise InputError(f"{path}:{_line_number(path, pos)}: not a citycard transaction record "
+                                 f"(a line of over {MAX_RECORD} bytes)")
+        yield 0, carry
+
+
+def last_ttsn(path: str | os.PathLike[str], terminal: str) -> int:
+    """The serial of ``terminal``'s last record that has one (0 if none), read from the end of
+    the log: a terminal's TTSN only grows, so its last record holds its highest serial, and
+    the cost is that of the records after it (other terminals' records may be interleaved),
+    not of the whole log.  Only the lines read are checked (``citycard clearing import``
+    checks the whole log)."""
+    wanted = terminal.upper()
+    with closing(_segments_backwards(path)) as pieces:
+        for offset, torn in pieces:          # the first piece: what follows the last newline
+            if torn.strip():
+                raise InputError(f"{path}:{_line_number(path, offset)}: incomplete last line "
+                                 f"(the terminal was cut while writing?)")
+            break
+        for offset, raw in pieces:
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"{path}:{_line_number(path, offset)}: not a JSON record (not UTF-8)") from None
+            try:
+                rec = parse_record(line, f"{path}:?")
+            except InputError:     # name the line: counting lines reads the log up to it (errors only)
+                parse_record(line, f"{path}:{_line_number(path, offset)}")
+                raise
+            if rec.terminal == wanted and rec.ttsn is not None:
+                return int(rec.ttsn, 16)
+    return 0
+
+
 def next_ttsn(path: str | os.PathLike[str], terminal: str) -> int:
     """The next terminal transaction serial of ``terminal`` (12 hex digits) after those in the
     log at ``path`` (1 for a new log): a host terminal's log is its TTSN memory, so a serial is
-    never used twice by one terminal (clearing files a repeated one as a duplicate)."""
+    never used twice by one terminal (clearing files a repeated one as a duplicate).  The log
+    is read from its end (:func:`last_ttsn`): a city's log holds millions of lines."""
     if not os.path.exists(path):
         return 1
-    last = 0
-    for _n, rec in read_records(path):
-        if rec.terminal == terminal.upper() and rec.ttsn is not None:
-            last = max(last, int(rec.ttsn, 16))
+    last = last_ttsn(path, terminal)
     if last >= 0xFFFFFFFF:
         raise InputError(f"{path}: terminal {terminal} has used every transaction serial")
     return last + 1

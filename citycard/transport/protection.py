@@ -51,6 +51,7 @@ class LineProtector:
 
     def __init__(self, atr: Callable[[], bytes] | None = None) -> None:
         self._atr = atr
+        self._checked: tuple[bytes, str] | None = None   # the (ATR, cipher) last found to agree
 
     def process(self, cmd: CommandApdu, send: Send, protection: LineProtection | None = None) -> ResponseApdu:
         if protection is None:
@@ -60,7 +61,10 @@ class LineProtector:
         # a card whose ATR shows the other cipher: refused before the challenge, so no MAC of
         # the wrong cipher spends a try of the card's key (docs/sm4.md)
         if self._atr is not None:
-            check_line_protection(self._atr(), protection.alg)
+            atr = self._atr()
+            if self._checked != (atr, protection.alg):      # once per card, not per command
+                check_line_protection(atr, protection.alg)
+                self._checked = (atr, protection.alg)
         challenge = send(iso.get_challenge(protection.challenge_length))
         if challenge.sw != 0x9000:
             raise CardError(challenge.sw, "GET CHALLENGE")
