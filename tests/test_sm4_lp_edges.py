@@ -461,3 +461,51 @@ def test_an_sm4_pin_is_refused_naming_every_key_that_can_be_sm4():
         parse_profile(text, "lp.toml")
     msg = str(exc.value)
     assert "\n" not in msg and "apps.social.keys.pin.alg" in msg and "line_protection" in msg and "master" in msg
+
+
+# ------------------------------------------------------------------ no SM4 key in any output
+def test_no_sm4_master_or_per_card_key_escapes_the_cli(run_cli, capture, tmp_path):
+    """Issue, re-issue, transact, service, dump and fail on an SM4-LP card at DEBUG logging
+    with a transcript: no SM4 master, no per-card SM4 key (recomputed with tests/sm4_gbt.py),
+    nor any 8-byte half of one, and no PIN appear in stdout, stderr, the log or the transcript."""
+    import tomllib
+
+    from tests.test_sm4_line_protection import DEMO_KEYS, DEMO_KEYS_SM4, SAMPLE, SERIAL
+
+    masters = [bytes.fromhex(v) for roles in tomllib.loads(DEMO_KEYS_SM4.read_text()).values() for v in roles.values()]
+    secrets = {m.hex().upper() for m in masters} | {per_card(m, SERIAL).hex().upper() for m in masters}
+    secrets |= {s[i:i + 16] for s in list(secrets) for i in (0, 16)}
+    pins = {"135790", "112233", "246801"}
+    transcript = tmp_path / "t.txt"
+    img = tmp_path / "lp.json"
+    k = ["--keys", str(DEMO_KEYS), "--keys", str(DEMO_KEYS_SM4)]
+    prof = ["--profile", str(LP_PROFILE)]
+    texts: list[str] = []
+
+    def cli(*args: str, expect: int = 0, stdin: str | None = None) -> None:
+        r = run_cli("-l", "DEBUG", "--transcript", str(transcript), *args, input=stdin)
+        assert r.exit_code == expect, (args, r.stderr)
+        texts.append(r.stdout + r.stderr)
+
+    cli("sim", "new", "--model", "fmcos-sm4", str(img))
+    perso = ["perso", *prof, *k, "--data", str(SAMPLE), "--row", "1", "--sim", str(img)]
+    cli(*perso)
+    cli(*perso, "--reissue-card", "--json")
+    sim = [*prof, *k, "--sim", str(img)]
+    cli("purse", "load", *sim, "--amount", "5.00")
+    cli("purse", "purchase", *sim, "--amount", "1.00")
+    cli("pin", "reload", *sim, "--app", "social", "--pin-stdin", stdin="135790\n")
+    cli("pin", "change", *sim, "--app", "social", "--pin-stdin", stdin="135790\n246801\n")
+    cli("pin", "unblock", *sim, "--app", "social", "--pin-stdin", stdin="112233\n")
+    cli("app", "block", *sim, "--app", "library")
+    cli("app", "unblock", *sim, "--app", "library")
+    cli("dump", *sim, "--json")
+    wrong = tmp_path / "wrong-sm4.toml"                  # a wrong DAMK master: refused once, one line
+    wrong.write_text(DEMO_KEYS_SM4.read_text().replace("E11380F981E061DC0306A6F013E658F7", "33" * 16))
+    cli("app", "block", *prof, "--keys", str(DEMO_KEYS), "--keys", str(wrong), "--sim", str(img),
+        "--app", "library", expect=1)
+    cli("card", "block", *sim, "--yes")
+    text = "\n".join(texts) + transcript.read_text() + capture.text
+    upper = text.upper()
+    assert len(secrets) > 40 and transcript.stat().st_size > 1000
+    assert [s for s in secrets if s in upper] == [] and [p for p in pins if p in text] == []
