@@ -61,6 +61,9 @@ def test_an_sm4_enciphered_record_longer_than_one_command_is_refused_by_the_prof
     msg = str(exc.value)
     assert "\n" not in msg and "apps.transit.files.big.length" in msg and "222" in msg
     assert parse_profile(text + extra.replace("length = 226", "length = 222"), "lp.toml")
+    # a record too long for 3DES already: the SM4 limit is named, not the 3DES one (230)
+    with pytest.raises(ProfileError, match="at most 222 data bytes with cipher"):
+        parse_profile(text + extra.replace("length = 226", "length = 234"), "lp.toml")
 
 
 def test_data_room_of_an_sm4_ciphertext_matches_lc_239():

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..spec import FACTORY_TRANSPORT_KEY, FACTORY_TRANSPORT_KEY_SM4, CardSpec, DFSpec, TransportKey
 from .bindings import binding_columns
-from .dfs import check_record_room, parse_df
+from .dfs import parse_df
 from .fields import Located, check_table, choice, hexbytes, integer, split_path, typed
 from .keys import LINE_CIPHER_TYPES, master_ref
 
@@ -43,7 +43,7 @@ def build_card(ctx: Located, data: dict[str, Any]) -> CardSpec:
     rerun = card.get("rerun", "erase")
     if rerun not in ("erase", "refuse"):
         raise ctx.err(["card", "rerun"], f"{rerun!r}: expected \"erase\" or \"refuse\"")
-    mf, apps = _dfs(ctx, data, templates, units)
+    mf, apps = _dfs(ctx, data, templates, units, line_alg)
     _check_apps(ctx, mf, apps, units)
     _check_line_keys(ctx, mf, apps, line_alg)
     return CardSpec(
@@ -59,12 +59,9 @@ def build_card(ctx: Located, data: dict[str, Any]) -> CardSpec:
 def _check_line_keys(ctx: Located, mf: DFSpec, apps: tuple[DFSpec, ...], line_alg: str) -> None:
     """The master, line-protection and PIN keys (39, 36, 37, 38) have the card's line-protection
     cipher (docs/sm4.md "SM4 line protection"): ``alg = "sm4"`` exactly under
-    ``[card] line_protection = "sm4"``; under it, every enciphered record fits one command."""
+    ``[card] line_protection = "sm4"``."""
     names = {0x36: "line-protection", 0x37: "PIN-unblock", 0x38: "PIN-reload", 0x39: "external-auth"}
     for df in (mf, *apps):
-        if line_alg == "sm4":       # the record room of an enciphered write: 16-byte SM4 padding
-            for f in df.files:
-                check_record_room(ctx, f, line_alg)
         for k in df.keys:
             if k.ktype not in LINE_CIPHER_TYPES or k.alg == line_alg:
                 continue
@@ -135,15 +132,16 @@ def _serials(ctx: Located, card: dict[str, Any]) -> _Serials:
 
 
 def _dfs(ctx: Located, data: dict[str, Any], templates: dict[str, Any],
-         units: dict[str, str]) -> tuple[DFSpec, tuple[DFSpec, ...]]:
+         units: dict[str, str], line_alg: str = "des") -> tuple[DFSpec, tuple[DFSpec, ...]]:
     """The MF and the applications, in profile order."""
     mf_t = data.get("mf")
     if mf_t is None:
         raise ctx.err([], "missing [mf]")
-    mf = parse_df(ctx, mf_t, ["mf"], "mf", templates, units, is_mf=True)
+    mf = parse_df(ctx, mf_t, ["mf"], "mf", templates, units, is_mf=True, line_alg=line_alg)
     apps_t = data.get("apps", {})
     typed(ctx, apps_t, ["apps"], dict)
-    apps = tuple(parse_df(ctx, t, ["apps", name], name, templates, units, is_mf=False) for name, t in apps_t.items())
+    apps = tuple(parse_df(ctx, t, ["apps", name], name, templates, units, is_mf=False, line_alg=line_alg)
+                 for name, t in apps_t.items())
     return mf, apps
 
 

@@ -23,8 +23,9 @@ _LINE_PROTECTION_TYPE = 0x36
 
 
 def parse_df(ctx: Located, t: Any, path: list[Any], name: str, templates: dict[str, Any], units: dict[str, str],
-             *, is_mf: bool) -> DFSpec:
-    """``[mf]`` or one ``[apps.NAME]`` (after applying its template), checked inside itself."""
+             *, is_mf: bool, line_alg: str = "des") -> DFSpec:
+    """``[mf]`` or one ``[apps.NAME]`` (after applying its template), checked inside itself
+    (``line_alg``: the card's line-protection cipher, ``[card] line_protection``)."""
     typed(ctx, t, path, dict)
     t = _apply_template(ctx, t, path, templates)
     check_table(ctx, t, DF_FIELDS, path, "an application (DF)" if not is_mf else "[mf]")
@@ -53,7 +54,7 @@ def parse_df(ctx: Located, t: Any, path: list[Any], name: str, templates: dict[s
                 fci_sfi=fci_sfi, dir_sfi=dir_sfi, keyfile_fid=kf_fid, keyfile_space=kf_space,
                 keyfile_add_ac=access(ctx, kf, "add", [*path, "keyfile"], "never"), keys=keys, files=files,
                 label=str(t.get("label", name)), auth_code=auth_code, path=dotted(path))
-    check_df(ctx, df, path)
+    check_df(ctx, df, path, line_alg)
     return df
 
 
@@ -105,7 +106,7 @@ def _keyfile_space(ctx: Located, kf: dict[str, Any], path: list[Any], keys: tupl
 
 
 # --------------------------------------------------------------------------- checks inside one DF
-def check_df(ctx: Located, df: DFSpec, path: list[Any]) -> None:
+def check_df(ctx: Located, df: DFSpec, path: list[Any], line_alg: str = "des") -> None:
     """Cross-checks inside one DF."""
     slots = _check_key_slots(ctx, df)
     _check_file_ids(ctx, df)
@@ -129,7 +130,7 @@ def check_df(ctx: Located, df: DFSpec, path: list[Any]) -> None:
         reachable.check(f.read_ac, [*where, "read"])
         reachable.check(f.write_ac, [*where, "write"])
         _check_line_protection(ctx, f, line_keys)
-        check_record_room(ctx, f)
+        check_record_room(ctx, f, line_alg)
 
 
 class _Reachable:
