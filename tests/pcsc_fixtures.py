@@ -117,14 +117,20 @@ class ServedSim:
 @pytest.fixture
 def served_sim(pcscd: PrivatePcscd, tmp_path) -> Iterator[ServedSim]:
     """A fresh simulated card, served by the real `citycard sim serve` command."""
-    import subprocess
-    import sys
-
     from citycard.sim import SimCard
     from citycard.sim.image import save
 
     image = tmp_path / "card.json"
     save(SimCard(), image)
+    yield from serve_image(pcscd, image, tmp_path)
+
+
+def serve_image(pcscd: PrivatePcscd, image, tmp_path) -> Iterator[ServedSim]:
+    """Serve the card image ``image`` with `citycard sim serve` in pcscd's second slot for as
+    long as the generator is not closed (the body of a fixture: ``yield from``)."""
+    import subprocess
+    import sys
+
     env = dict(os.environ, **pcscd.env)
     log = open(tmp_path / "serve.log", "w")     # a file, never an undrained pipe
     proc = subprocess.Popen([sys.executable, "-m", "citycard", "sim", "serve", str(image), "--vpcd",

@@ -6,9 +6,6 @@ independent SM4 of tests/sm4_gbt.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +14,9 @@ import pytest
 from citycard.commands import walk
 from citycard.sim import image as sim_image
 from citycard.sim import new_card
-from citycard.testing.pcscd import PrivatePcscd, wait_for_card
+from citycard.testing.pcscd import PrivatePcscd
 from tests import sm4_gbt as ref
-from tests.pcsc_fixtures import ServedSim
+from tests.pcsc_fixtures import ServedSim, serve_image
 
 pytestmark = pytest.mark.pcsc
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,20 +41,7 @@ def served_sm4_sim(pcscd: PrivatePcscd, tmp_path) -> Iterator[ServedSim]:
     serves an FM1208)."""
     image = tmp_path / "card.json"
     sim_image.save(new_card("fmcos-sm4"), image)
-    env = dict(os.environ, **pcscd.env)
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "citycard", "sim", "serve", str(image), "--vpcd",
-                             f"127.0.0.1:{pcscd.port + 1}"], env=env, stdout=log, stderr=log, text=True)
-    served = ServedSim(pcscd.reader_names[1], image, proc, pcscd, tmp_path / "serve.log")
-    try:
-        wait_for_card(served.reader, present=True, timeout=10)
-        yield served
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
-        wait_for_card(served.reader, present=False, timeout=10)
+    yield from serve_image(pcscd, image, tmp_path)
 
 
 def test_sm4_lp_card_issued_verified_loaded_and_spent_through_pcscd(served_sm4_sim, run_cli):

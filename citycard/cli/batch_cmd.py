@@ -18,19 +18,33 @@ from .perso_cmd import _date
 ProgressBar = ProgressDrawer
 
 
+def _batch_inputs(f):
+    """The options that name a batch's inputs: profile, keys, data file and journal."""
+    for option in reversed((
+            click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
+                         help="Card profile (TOML): the card's files, keys and data bindings."),
+            keys_option(),
+            click.option("-d", "--data", "data_path", required=True, metavar="CSV", help="Cardholder data file (CSV)."),
+            click.option("--encoding", default="utf-8", show_default=True, help="utf-8, gb18030 or gbk."),
+            click.option("-j", "--journal", "journal_url", required=True, metavar="FILE|postgresql://...",
+                         help="SQLite file, or a PostgreSQL URL shared by several stations."))):
+        f = option(f)
+    return f
+
+
+_reissue_option = click.option(
+    "--reissue", default=None, metavar="ROWS|all",
+    help="Rows (e.g. 3,7,10-12) or all whose cardholders were issued in an earlier batch of the journal and get a "
+         "new card (otherwise refused).")
+
+
 @click.group()
 def batch() -> None:
     """Personalize a batch of cards from a data file, with a journal; report on it."""
 
 
 @batch.command()
-@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
-              help="Card profile (TOML): the card's files, keys and data bindings.")
-@keys_option()
-@click.option("-d", "--data", "data_path", required=True, metavar="CSV", help="Cardholder data file (CSV).")
-@click.option("--encoding", default="utf-8", show_default=True, help="utf-8, gb18030 or gbk.")
-@click.option("-j", "--journal", "journal_url", required=True, metavar="FILE|postgresql://...",
-              help="SQLite file, or a PostgreSQL URL shared by several stations.")
+@_batch_inputs
 @click.option("-r", "--reader", "readers", multiple=True, metavar="NAME",
               help="PC/SC reader (name, fragment or index); repeat for several readers.")
 @click.option("--sims", type=click.IntRange(1, 64), default=None, help="Use N simulated readers in process.")
@@ -48,9 +62,7 @@ def batch() -> None:
 @click.option("--retry-failed", is_flag=True, help="Put failed rows back (new serials) before running.")
 @click.option("--no-verify", is_flag=True,
               help="Skip the verification of each card after personalization (not recommended).")
-@click.option("--reissue", default=None, metavar="ROWS|all",
-              help="Rows (e.g. 3,7,10-12) or all whose cardholders were issued in an earlier batch of the "
-                   "journal and get a new card (otherwise refused).")
+@_reissue_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @approval_options
 def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, keep_cards, sim_model, timing, batch_id,
@@ -136,17 +148,9 @@ def _release_controls(job, b, reissue: str | None, approve, approve_pfiles):
 
 
 @batch.command()
-@click.option("-p", "--profile", "profile_path", required=True, metavar="PROFILE",
-              help="Card profile (TOML): the card's files, keys and data bindings.")
-@keys_option()
-@click.option("-d", "--data", "data_path", required=True, metavar="CSV", help="Cardholder data file (CSV).")
-@click.option("--encoding", default="utf-8", show_default=True, help="utf-8, gb18030 or gbk.")
-@click.option("-j", "--journal", "journal_url", required=True, metavar="FILE|postgresql://...",
-              help="SQLite file, or a PostgreSQL URL shared by several stations.")
+@_batch_inputs
 @click.option("--batch", "batch_id", default=None, help="Batch name (default: data file name and hash).")
-@click.option("--reissue", default=None, metavar="ROWS|all",
-              help="Rows (e.g. 3,7,10-12) or all whose cardholders were issued in an earlier batch of the "
-                   "journal and get a new card (otherwise refused).")
+@_reissue_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @approval_options
 def release(profile_path, keys, data_path, encoding, journal_url, batch_id, reissue, as_json, approve,
