@@ -72,10 +72,14 @@ def test_bad_alg_is_one_clear_line(line, where, what):
 
 
 def test_a_3des_key_takes_algorithm_byte_00_or_01():
-    for b in (0, 1):
-        spec = _profile(f'dpk = {{ type = "purchase", id = 1, algorithm = {b}, master = "dpk" }}\n'
+    for b, length in ((0, 16), (0, 8), (1, 8)):
+        spec = _profile(f'dpk = {{ type = "purchase", id = 1, algorithm = {b}, length = {length}, master = "dpk" }}\n'
                         'dtk = { type = "tac", id = 1, master = "dtk" }')
         assert {k.name: k.b4 for k in spec.apps[0].keys}["dpk"] == b
+    # 01 with a 16-byte purchase key: 3DES on the card (SPEC §2.2), single DES at a PSAM (PSAMB)
+    with pytest.raises(ProfileError, match=r"dpk\.algorithm.*16-byte purchase key with algorithm byte 01"):
+        _profile('dpk = { type = "purchase", id = 1, algorithm = 1, master = "dpk" }\n'
+                 'dtk = { type = "tac", id = 1, master = "dtk" }')
 
 
 def test_an_sm4_purse_key_needs_an_sm4_tac_key():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..keytypes import PSAM_KEY_NAMES
+from ..keytypes import PSAM_KEY_NAMES, KeyType
 from ..spec import KEY_TYPES, KeySpec
 from .bindings import check_binding
 from .fields import Located, access, check_table, choice, dotted, integer, required, typed
@@ -89,6 +89,12 @@ def parse_key(ctx: Located, t: Any, path: list[Any], name: str, unit: str | None
     master, factor, length, export = _derivation(ctx, t, path, unit, units)
     if alg == "sm4" and length != 16:
         raise ctx.err([*path, "length"], "an SM4 key is 16 bytes")
+    if kt == KeyType.PURCHASE and b4 == 0x01 and length == 16:
+        # a real FM1208 computes 3DES with a 16-byte key whatever the byte (SPEC §2.2), but a
+        # PSAM reads 01 as single DES (PSAMB, SS; docs/psam.md): its MAC1 would never match
+        raise ctx.err([*path, "algorithm"], "a 16-byte purchase key with algorithm byte 01: the card would compute "
+                      "3DES (SPEC §2.2) and a PSAM single DES (01 = DES: PSAMB); use algorithm 0 for 3DES, or "
+                      "length = 8 for DES")
     return KeySpec(name=name, ktype=kt, kid=kid, usage_ac=usage, change_ac=change, b3=b3, b4=b4, length=length,
                    master=master, factor=factor, write=write, change_flag=flag, path=dotted(path), export=export,
                    alg=alg, master_version=t.get("version") == "master")  # type: ignore[arg-type]
