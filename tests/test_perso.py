@@ -354,3 +354,20 @@ def test_dump_with_wrong_keys_tries_one_key_and_stops(demo):
     assert sum(1 for a in out["applications"] if "authenticated" in a) == 1
     after = counters()
     assert sum(1 for fid in before if before[fid] != after[fid]) == 1
+
+
+def test_dump_cli_says_when_the_card_refused_the_keys(run_cli, tmp_path):
+    """`citycard dump --keys` with another set of masters: the text output says that the card
+    refused a key and that no further key was tried (it used to list the files behind an
+    access condition as 6982 with no word about the keys)."""
+    img = tmp_path / "card.json"
+    assert run_cli("sim", "new", str(img)).exit_code == 0
+    assert run_cli("perso", "--profile", str(PROFILE), "--keys", str(KEYS), "--data", str(DATA), "--row", "6",
+                   "--sim", str(img)).exit_code == 0
+    common = ("dump", "--sim", str(img), "--profile", str(PROFILE))
+    right = run_cli(*common, "--keys", str(KEYS))
+    assert right.exit_code == 0 and "refused" not in right.stderr
+    wrong = run_cli(*common, "--keys", str(ROOT / "tests/data/other-keys.toml"))
+    assert "6982" in wrong.stdout                    # what the keys would have opened is not read
+    refusals = [line for line in wrong.stderr.splitlines() if "refused" in line]
+    assert len(refusals) == 1 and "social: SW 63C4" in refusals[0] and "no further key was tried" in refusals[0]

@@ -195,6 +195,19 @@ def test_sw_mismatch_stops_at_its_line(card, tmp_path, run_cli):
     assert "never" not in r.stdout
 
 
+def test_auth_on_a_blocked_card_names_the_cards_answer(card, tmp_path, run_cli):
+    """`auth` reads the card's serial first; on a blocked card (CARD BLOCK: every command
+    answers 6A81) the one error line says what the card answered, not only that no readable
+    file carries the serial."""
+    assert run_cli("card", "block", *PK, "--sim", str(card), "--yes").exit_code == 0
+    f = write(tmp_path, "auth transit\n")
+    r = run_cli("script", "run", f, "--sim", str(card), *PK)
+    assert r.exit_code != 0
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith(f"citycard: error: {f}:1: cannot read the serial of transit")
+    assert "6A81" in line
+
+
 def test_pattern_mismatch(card, tmp_path, run_cli):
     f = write(tmp_path, "select A00000000386980701\n00B0950004 -> 3301 3302 9000\n")
     r = run_cli("script", "run", f, "--sim", str(card))

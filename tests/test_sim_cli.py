@@ -64,3 +64,14 @@ def _dfs(df):
     for c in df.children.values():
         if hasattr(c, "children"):
             yield from _dfs(c)
+
+
+def test_new_help_names_every_card_model(run_cli):
+    """`sim new --help` lists every model `--model` accepts (the README's `--model fmcos-sm4` too)."""
+    from citycard.sim import MODELS
+
+    r = run_cli("sim", "new", "--help")
+    assert r.exit_code == 0
+    flat = "".join(r.stdout.split())           # help lines wrap anywhere, even at a hyphen
+    missing = [name for name in sorted(MODELS) if name not in flat]
+    assert not missing, f"sim new --help does not name {missing}"

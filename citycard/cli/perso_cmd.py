@@ -120,6 +120,9 @@ def dump(app, reader, sim, profile_path, keys, as_json) -> None:
     # with keys, dump authenticates (a try counter may move): a card named, as for writing (issue 17 item 2)
     with app.open_session(reader, sim=sim, writes=ring is not None) as session:
         out = dump_card(session, spec, ring)
+    if out.get("keys_refused") and not as_json:
+        click.echo(f"citycard: warning: the card refused a key ({out['keys_refused']}): the files behind its "
+                   "access conditions are not read (check --keys and --profile)", err=True)
     if as_json:
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return

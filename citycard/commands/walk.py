@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..apdu import CommandApdu, ResponseApdu
+from ..apdu import CommandApdu, ResponseApdu, describe_sw
 from ..crypto import ecb_encrypt
 from ..errors import CitycardError
 from ..keys.handles import Key
@@ -141,19 +141,24 @@ def read_serial(session: CardSession, spec: CardSpec, df: DFSpec) -> str:
     ``df``, else ``@card_serial`` in the MF (readable even when ``df`` is blocked)."""
     from .. import records
 
+    refused = ""          # the card's last refusal, for the message (a blocked card answers 6A81)
     for where, binding in ((df, "@app_serial"), (spec.mf, "@card_serial"), (df, "@card_serial")):
         found = serial_field(where, binding)
         if found is None:
             continue
         f, name = found
-        if select_df(session, where).sw != 0x9000:
+        selected = select_df(session, where)
+        if selected.sw != 0x9000:
+            refused = f"SELECT {where.name}: {selected.sw:04X} ({describe_sw(selected.sw)})"
             continue
         lay = records.get(f.layout or "")
         r = session.send(iso.read_binary(0, lay.size, sfi=f.sfi))
         if r.sw != 0x9000:
+            refused = f"READ BINARY {where.name}/{f.name}: {r.sw:04X} ({describe_sw(r.sw)})"
             continue
         return str(lay.decode(r.data)[name])
-    raise SerialNotReadable(f"cannot read the serial of {df.name} (no readable file carries it)")
+    why = f"the card answered {refused}" if refused else "no readable file carries it"
+    raise SerialNotReadable(f"cannot read the serial of {df.name} ({why})")
 
 
 # ---------------------------------------------------------------------- authentication
