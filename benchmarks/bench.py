@@ -733,7 +733,7 @@ def main() -> int:
     # city scale (issue 19)
     figures.update(bench_city_scale([10_000, 100_000] + ([1_000_000] if args.big else [])))
     figures.update(bench_pg_claim(1_000_000 if args.big else 100_000))
-    print(f"{'figure':<32} {'value':>14}  goal")
+    print(f"{'figure':<40} {'value':>14}  goal")
     for k, v in figures.items():
         goal = GOALS.get(k)
         mark = ""
@@ -741,7 +741,7 @@ def main() -> int:
             op, lim = goal
             met = v <= lim if op == "<=" else v >= lim
             mark = f"{op} {lim}  {'ok' if met else 'MISSED'}"
-        print(f"{k:<32} {v:>14,.2f}  {mark}")
+        print(f"{k:<40} {v:>14,.2f}  {mark}")
     print_card_time(families)
     if args.json:
         meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
