@@ -232,6 +232,16 @@ def test_cli_import_card_report(run_cli, tmp_path):
     assert json.loads(audit.read_text())["action"] == "clearing.imported"
     r = run_cli("clearing", "card", CARD, "--ledger", db)
     assert r.exit_code == 0 and "balance 17.50 yuan" in r.stdout and "rejected" in r.stdout
+    assert "counter None" not in r.stdout
+    # JSON: money as *_fen integers with *_yuan strings beside (the README's convention)
+    card = run_cli("clearing", "card", CARD, "--ledger", db, "--json").json()
+    transit = card["apps"]["transit"]
+    assert (transit["balance_fen"], transit["balance_yuan"]) == (1750, "17.50") and "balance" not in transit
+    first = card["history"][0]
+    assert {"amount_fen", "amount_yuan", "balance_after_fen", "balance_after_yuan"} <= set(first)
+    assert first["amount_yuan"] == f"{first['amount_fen'] // 100}.{first['amount_fen'] % 100:02d}"
+    row = json.loads(run_cli("clearing", "report", "--ledger", db, "--json").stdout.splitlines()[0])
+    assert (row["purchase_fen"], row["purchase_yuan"]) == (250, "2.50") and row["load_yuan"] == "20.00"
     r = run_cli("clearing", "report", "--ledger", db, "--csv")
     assert r.stdout.splitlines()[0].startswith("unit,purchases,purchase_fen") and "transit,1,250," in r.stdout
     r = run_cli("clearing", "report", "--ledger", db, "--from", "2026-13-01")

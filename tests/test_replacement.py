@@ -71,7 +71,7 @@ def test_replacement_carries_the_cleared_balance(run_cli, bureau):
     r = run_cli("clearing", "import", str(b["log"]), "--ledger", b["ledger"], "--profile", str(PROFILE), "--keys", KEYS,
                 "--json")
     assert r.exit_code == 0 and r.json()["verdicts"] == {"accepted": 1}, r.stdout
-    assert run_cli("clearing", "card", new, "--ledger", b["ledger"], "--json").json()["apps"]["transit"]["balance"] == 2750
+    assert run_cli("clearing", "card", new, "--ledger", b["ledger"], "--json").json()["apps"]["transit"]["balance_fen"] == 2750
     # a second replacement of the old card is refused; the new card's identity is unchanged
     again = b["tmp"] / "again.json"
     assert run_cli("sim", "new", str(again)).exit_code == 0

@@ -25,6 +25,25 @@ def _yuan(fen: int | None) -> str:
     return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
+#: the money fields of the ledger's records and cards (fen), shown as ``*_fen`` with ``*_yuan``
+#: beside them at this edge (README: the JSON conventions)
+_MONEY = ("balance", "amount", "balance_before", "balance_after")
+
+
+def _money(d: dict) -> dict:
+    """``d`` with every money field ``k`` as ``k_fen`` and ``k_yuan`` (other keys as they are);
+    a ``*_fen`` key of a report gets its ``*_yuan`` beside it."""
+    out: dict = {}
+    for k, v in d.items():
+        if k in _MONEY:
+            out[f"{k}_fen"], out[f"{k}_yuan"] = v, (None if v is None else _yuan(v))
+        elif k.endswith("_fen"):
+            out[k], out[k[:-4] + "_yuan"] = v, (None if v is None else _yuan(v))
+        else:
+            out[k] = v
+    return out
+
+
 @click.group()
 def clearing() -> None:
     """Back office: verify every terminal transaction's TAC, keep a ledger per card, settle."""
@@ -74,11 +93,13 @@ def card(serial: str, ledger: str, app: str | None, as_json: bool) -> None:
     with Ledger(ledger, create=False) as book:
         info = book.card(serial, app)
     if as_json:
-        click.echo(json.dumps(info, ensure_ascii=False))
+        click.echo(json.dumps({"card": info["card"], "apps": {n: _money(a) for n, a in info["apps"].items()},
+                               "history": [_money(h) for h in info["history"]]}, ensure_ascii=False))
         return
     for name, a in info["apps"].items():
+        online, offline = (("-" if c is None else c) for c in (a["online_counter"], a["offline_counter"]))
         click.echo(f"card {serial} {name}: balance {_yuan(a['balance'])} yuan, online counter "
-                   f"{a['online_counter']}, offline counter {a['offline_counter']}, {a['records']} records")
+                   f"{online}, offline counter {offline}, {a['records']} records")
     for h in info["history"]:
         click.echo(f"  {h['tx_date']} {h['tx_time']} {h['app']:<10} {h['kind']:<13} {_yuan(h['amount']):>9} "
                    f"ctr {h['counter']:<5} {h['verdict']}" + (f" ({h['reason']})" if h["reason"] else ""))
@@ -125,7 +146,7 @@ def report(ledger: str, date_from: str | None, date_to: str | None, by: str, as_
             return
         if as_json:
             for r in rows:
-                click.echo(json.dumps(r))
+                click.echo(json.dumps(_money(r)))
             return
         late = bool(closed)
         click.echo(f"{by.upper():<14} {'PURCHASES':>9} {'OWED (yuan)':>12} {'SUSPICIOUS':>10} {'LOADED':>10} "
@@ -173,7 +194,7 @@ def grey(ledger: str, days: int, as_json: bool) -> None:
     with Ledger(ledger, create=False) as book:
         for g in book.grey(cutoff):
             n += 1
-            click.echo(json.dumps(g) if as_json else
+            click.echo(json.dumps(_money(g)) if as_json else
                        f"{g['date']} {g['time']} card {g['card']} {g['app']} {g['kind']} {_yuan(g['amount'])} yuan "
                        f"counter {g['counter']} terminal {g['terminal']} ({g['file']}:{g['line']})")
     if not as_json:
