@@ -140,3 +140,11 @@ def test_hsm_import_knows_a_demo_keystore_holds_test_keys(tmp_path):
     Keystore.create(plain, PW, n=FAST_N).close()
     assert _holds_test_keys(str(KEYS)) and _holds_test_keys(str(demo))
     assert not _holds_test_keys(str(plain)) and not _holds_test_keys(str(tmp_path / "none.cks"))
+
+
+def test_the_warning_names_every_test_key_source_in_one_line():
+    two = KeyRing([DemoKeyFile(KEYS), DemoKeyFile(ROOT / "profiles/demo-keys-sm4.toml")])
+    message = check_test_keys(two) or ""
+    assert "demo-keys.toml" in message and "demo-keys-sm4.toml" in message and "\n" not in message
+    assert " hold published TEST KEYS" in message
+    assert " holds published TEST KEYS" in (check_test_keys(KeyRing([DemoKeyFile(KEYS)])) or "")

@@ -154,7 +154,8 @@ def check_test_keys(ring: KeyRing, *, production: bool = False, what: str = "car
         raise TestKeysRefused(f"{names}: TEST KEYS (published demo keys) refused next to the production "
                               f"keystore {', '.join(prod)}")
     log.warning("TEST KEYS in use for %s: %s", what, names)    # the audit line of every use
-    return f"{names} holds published TEST KEYS: anyone can read them; never use them for real {what}"
+    verb = "hold" if len(tests) > 1 else "holds"
+    return f"{names} {verb} published TEST KEYS: anyone can read them; never use them for real {what}"
 
 
 def is_keystore_source(source: str) -> bool:
