@@ -38,6 +38,14 @@ def select_df_command(df: DFSpec) -> CommandApdu:
     return iso.select_mf() if df.fid == iso.MF_FID else iso.select_name(df.aid)
 
 
+def select_unfetched(session: CardSession, cmd: CommandApdu) -> int:
+    """The status of a SELECT whose FCI the caller does not use, sent without GET RESPONSE:
+    under T=0 the card's ``61xx`` (done, FCI available: ISO/IEC 7816-4 5.1.3; an FMCOS contact
+    card answers SELECT so, tests/data/traces/codetd_fmsh_erase.trace) reads as ``9000``; a
+    reader that fetches by itself gives FCI ‖ ``9000``."""
+    sw = session.send(cmd, fetch=False).sw
+    return 0x9000 if sw >> 8 == 0x61 else sw
+
 def select_df(session: CardSession, df: DFSpec) -> ResponseApdu:
     """SELECT ``df`` (see :func:`select_df_command`); the card's answer (FCI and SW)."""
     return session.send(select_df_command(df))
@@ -71,12 +79,12 @@ class RecordsRead:
         return self.sw == 0x9000
 
 
-def read_binary_to_end(session: CardSession, size: int, *, sfi: int | None = None) -> BinaryRead:
-    """Read ``size`` bytes of EF ``sfi`` (the first chunk by SFI, which makes it current,
-    then by offset) or of the current EF, in chunks of at most 256 bytes."""
+def read_binary_to_end(session: CardSession, size: int, *, sfi: int | None = None, start: int = 0) -> BinaryRead:
+    """Read EF ``sfi`` (the first chunk by SFI, which makes it current, then by offset) or the
+    current EF from ``start`` up to ``size`` bytes, in chunks of at most 256 bytes."""
     out = b""
-    while len(out) < size:
-        off = len(out)
+    while start + len(out) < size:
+        off = start + len(out)
         want = min(size - off, MAX_NE)
         cmd = iso.read_binary(0, want, sfi=sfi) if off == 0 and sfi is not None else iso.read_binary(off, want)
         r = session.send(cmd)
@@ -85,7 +93,7 @@ def read_binary_to_end(session: CardSession, size: int, *, sfi: int | None = Non
         if not r.data:
             break
         out += r.data
-    return BinaryRead(out, 0x9000, len(out))
+    return BinaryRead(out, 0x9000, start + len(out))
 
 
 def read_file(session: CardSession, f: FileSpec) -> BinaryRead:

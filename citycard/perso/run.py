@@ -77,21 +77,11 @@ def run_plan(session: CardSession, plan: Plan, *, start: int = 0,
 
 
 def _play(session: CardSession, step: Step) -> ResponseApdu:
-    """Send one step of the plan.  A SELECT without Le goes without GET RESPONSE: the plan does
-    not use the FCI, and under T=0 the card's ``61xx`` (done, FCI available: ISO/IEC 7816-4
-    5.1.3; an FMCOS contact card answers SELECT so, tests/data/traces/codetd_fmsh_erase.trace)
-    is its success; a reader that fetches by itself gives FCI ‖ ``9000``, also success."""
+    """Send one step of the plan; a SELECT without Le goes without GET RESPONSE (the plan does
+    not use the FCI: :func:`~citycard.commands.walk.select_unfetched`)."""
     if step.kind == "apdu" and step.cmd.ins == 0xA4 and step.cmd.ne is None:
-        resp = session.send(step.cmd, fetch=False)
-        return ResponseApdu(b"", 0x9000) if resp.sw >> 8 == 0x61 else resp
+        return ResponseApdu(b"", walk.select_unfetched(session, step.cmd))
     return execute(session, step)
-
-
-def select_sw(session: CardSession, cmd: CommandApdu) -> int:
-    """The status of a SELECT whose FCI the caller does not use, sent without GET RESPONSE
-    (``61xx``, done with an FCI waiting, reads as ``9000``: see :func:`_play`)."""
-    sw = session.send(cmd, fetch=False).sw
-    return 0x9000 if sw >> 8 == 0x61 else sw
 
 
 def _mf_master(spec: CardSpec, plan: Plan) -> Key | None:
@@ -167,7 +157,7 @@ def identify_card(session: CardSession, spec: CardSpec, plan: Plan) -> CardIdent
 
     atr = session.atr
     check_line_protection(atr, spec.line_alg)
-    if select_sw(session, iso.select_mf()) != 0x9000:
+    if walk.select_unfetched(session, iso.select_mf()) != 0x9000:
         raise PersoError("SELECT MF refused: not an FMCOS card of this profile (nothing was tried)")
     serial, serial_file, readable = _read_card_serial(session, spec)
     # the serial file was just read: the MF's probe takes what that read found (not read twice)
@@ -179,7 +169,7 @@ def identify_card(session: CardSession, spec: CardSpec, plan: Plan) -> CardIdent
         missing.insert(0, "mf: the card serial is not written yet")
     apps_found: list[str] = []
     for app in spec.apps:
-        if select_sw(session, iso.select_name(app.aid)) in _PRESENT:
+        if walk.select_unfetched(session, iso.select_name(app.aid)) in _PRESENT:
             apps_found.append(app.name)
         else:
             missing.append(f"{app.name}: application {app.aid.hex().upper()} not created")
@@ -196,7 +186,7 @@ def identify_card(session: CardSession, spec: CardSpec, plan: Plan) -> CardIdent
         if app.name in apps_found:
             _probe_df(session, app, plan, missing, select=True)
     if serial_file:
-        select_sw(session, iso.select_mf())
+        walk.select_unfetched(session, iso.select_mf())
         _probe_df(session, spec.mf, plan, missing, select=False, known=known)
     if missing:
         return CardIdentity(atr, CardState.PARTIAL, serial, found, missing[0])
@@ -229,7 +219,7 @@ def _other_application(session: CardSession, spec: CardSpec) -> str:
     of them (SELECT by FID from the MF) is another profile's application; said with its AID."""
     from ..tlv import try_parse
 
-    select_sw(session, iso.select_mf())
+    walk.select_unfetched(session, iso.select_mf())
     for app in spec.apps:
         r = session.send(iso.select_fid(app.fid))
         if r.sw != 0x9000:
@@ -246,7 +236,7 @@ def _probe_df(session: CardSession, df: DFSpec, plan: Plan, missing: list[str], 
               known: dict[int, tuple[bool, bool]] | None = None) -> bool:
     """Whether any file of ``df`` exists; the files missing or not yet written go to ``missing``.
     ``known``: FID → (exists, written) of files already read (not read again)."""
-    if select and select_sw(session, walk.select_df_command(df)) != 0x9000:
+    if select and walk.select_unfetched(session, walk.select_df_command(df)) != 0x9000:
         return True          # a blocked application (6A81, 9303) of an issued card: there, files unseen
     any_found = False
     for f in df.files:
@@ -447,7 +437,7 @@ def _authenticate_master(session: CardSession, spec: CardSpec, plan: Plan) -> Re
     if master is None or m is None:
         raise PersoError("the card is personalized but the profile's MF has no master key to erase it")
     log.info("taking the card over with its MF master key to erase it")
-    sw = select_sw(session, iso.select_mf())
+    sw = walk.select_unfetched(session, iso.select_mf())
     if sw != 0x9000:
         raise CardError(sw, "SELECT MF", expected=0x9000)
     return walk.external_authenticate(session, m.kid, master, spec.line_alg)

@@ -245,22 +245,8 @@ def _protected_read(session: CardSession, df: DFSpec, f: FileSpec, proof: LinePr
             return None, False
     if len(data) < first:
         return walk.BinaryRead(data, 0x9000, len(data)), mac_ok
-    rest = _read_from(session, first, f.size)
+    rest = walk.read_binary_to_end(session, f.size, start=first)   # the current EF, plainly
     return walk.BinaryRead(data + rest.data, rest.sw, rest.offset), mac_ok
-
-
-def _read_from(session: CardSession, offset: int, size: int) -> walk.BinaryRead:
-    """The current EF from ``offset`` to ``size`` by plain READ BINARY (chunks of 256)."""
-    out = b""
-    while offset + len(out) < size:
-        off = offset + len(out)
-        r = session.send(iso.read_binary(off, min(size - off, walk.MAX_NE)))
-        if r.sw != 0x9000:
-            return walk.BinaryRead(out, r.sw, off)
-        if not r.data:
-            break
-        out += r.data
-    return walk.BinaryRead(out, 0x9000, offset + len(out))
 
 
 def _first_diff(a: bytes, b: bytes) -> int:
@@ -339,8 +325,7 @@ def probe_files(session: CardSession, spec: CardSpec) -> list[Check]:
     issuances rely on: EF0015 read as SFI 15, EF0006 as SFI 06, SPEC §2.5, §3); extra DFs and keys stay unseen (docs/profile.md, "What verification proves")."""
     checks: list[Check] = []
     for df in spec.dfs():
-        sw = session.send(walk.select_df_command(df), fetch=False).sw   # its FCI is not used
-        if sw != 0x9000 and sw >> 8 != 0x61:
+        if walk.select_unfetched(session, walk.select_df_command(df)) != 0x9000:   # its FCI is not used
             _add(checks, f"{df.name}: probe for unknown files", False, "SELECT refused")
             continue
         known = {f.fid & 0x1F for f in df.files} | {f.sfi for f in df.files if f.sfi is not None}
