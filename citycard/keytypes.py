@@ -62,6 +62,11 @@ _KEY_LABELS = {
 }
 _COUNTER_TYPES = frozenset({KeyType.LINE_PROTECTION, KeyType.PIN_UNBLOCK, KeyType.PIN_RELOAD,
                             KeyType.EXTERNAL_AUTH, KeyType.PIN})
+#: the keys whose cipher is the card's line protection: master / external auth 39, DAMK 36, PIN
+#: unblock 37, PIN reload 38 (docs/sm4.md "SM4 line protection"): 16-byte SM4 keys exactly on a
+#: card whose line protection is SM4 (the profile's ``[card] line_protection``, the card model's)
+LINE_CIPHER_TYPES = frozenset({KeyType.EXTERNAL_AUTH, KeyType.LINE_PROTECTION, KeyType.PIN_UNBLOCK,
+                               KeyType.PIN_RELOAD})
 
 
 class PsamKeyUsage(IntEnum):

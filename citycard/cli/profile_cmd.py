@@ -127,6 +127,6 @@ def _alg_text(k: KeySpec) -> str:
     is SM4 by the card's line protection (items 6, 12)."""
     if k.alg != "sm4":
         return ""
-    from ..profile.keys import LINE_CIPHER_TYPES
+    from ..keytypes import LINE_CIPHER_TYPES
 
     return ", SM4 (the card's line protection)" if k.ktype in LINE_CIPHER_TYPES else ", SM4 (algorithm 04)"

@@ -13,15 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..apdu import CommandApdu, ResponseApdu, describe_sw
-from ..crypto import ecb_encrypt
 from ..errors import CitycardError
 from ..keys.handles import Key
 from . import iso
 
 if TYPE_CHECKING:
     from ..crypto.cipher import Alg
-
-if TYPE_CHECKING:
     from ..spec import CardSpec, DFSpec, FileSpec
     from ..transport import CardSession
 
@@ -45,6 +42,7 @@ def select_unfetched(session: CardSession, cmd: CommandApdu) -> int:
     reader that fetches by itself gives FCI ‖ ``9000``."""
     sw = session.send(cmd, fetch=False).sw
     return 0x9000 if sw >> 8 == 0x61 else sw
+
 
 def select_df(session: CardSession, df: DFSpec) -> ResponseApdu:
     """SELECT ``df`` (see :func:`select_df_command`); the card's answer (FCI and SW)."""
@@ -174,11 +172,9 @@ def external_auth_cryptogram(key: Key, challenge: bytes, alg: Alg = "des") -> by
     """``E_K(challenge ‖ 00..)`` over one 8-byte block (SPEC §1.5, §4 vector 1); DES or
     3DES by key length.  ``alg="sm4"``: one 16-byte SM4 block, all 16 bytes sent (a card
     whose line protection is SM4: docs/sm4.md)."""
-    if alg == "sm4":
-        from ..crypto.secure import auth_cryptogram
+    from ..crypto.secure import auth_cryptogram
 
-        return auth_cryptogram(key, challenge, "sm4")   # type: ignore[arg-type]   # SM4 keys are bytes
-    return ecb_encrypt(key, challenge + bytes(8 - len(challenge)))
+    return auth_cryptogram(key, challenge, alg)   # type: ignore[arg-type]   # a DES key may be a token's handle
 
 
 def external_authenticate(session: CardSession, key_id: int, key: Key, alg: Alg = "des") -> ResponseApdu:

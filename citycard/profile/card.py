@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..keytypes import LINE_CIPHER_TYPES
 from ..spec import FACTORY_TRANSPORT_KEY, FACTORY_TRANSPORT_KEY_SM4, CardSpec, DFSpec, TransportKey
 from .bindings import binding_columns
 from .dfs import parse_df
 from .fields import Located, check_table, choice, hexbytes, integer, split_path, typed
-from .keys import LINE_CIPHER_TYPES, master_ref
+from .keys import master_ref
 
 PROFILE_FIELDS = {"name", "title", "cos", "version", "production"}
 CARD_FIELDS = {"transport_key", "serial_prefix", "serial_digits", "validity_years", "rerun", "replacement_wait_days",

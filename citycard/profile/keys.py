@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..keytypes import PSAM_KEY_NAMES, KeyType
+from ..keytypes import LINE_CIPHER_TYPES, PSAM_KEY_NAMES, KeyType
 from ..spec import KEY_TYPES, KeySpec
 from .bindings import check_binding
 from .fields import Located, access, check_table, choice, dotted, integer, required, typed
@@ -23,10 +23,6 @@ SM4_ALGORITHM_ID = 0x04
 #: types that may be SM4 (docs/sm4.md)
 PURSE_KEY_TYPES = (0x3C, 0x3D, 0x3E, 0x3F)
 _SM4_TYPES = (0x34, *PURSE_KEY_TYPES)
-#: the keys whose cipher is the card's line protection: master / external auth 39, DAMK 36, PIN
-#: unblock 37, PIN reload 38 (docs/sm4.md "SM4 line protection"): SM4 exactly when
-#: ``[card] line_protection = "sm4"`` (checked for the whole card: citycard.profile.card)
-LINE_CIPHER_TYPES = (0x36, 0x37, 0x38, 0x39)
 
 
 def pin_to_bytes(digits: str) -> bytes:

@@ -11,14 +11,12 @@ from ..crypto.cipher import Alg, block_size
 from ..crypto.mac import mac_alg1, mac_alg3
 from ..crypto.secure import auth_cryptogram, decipher, pin_reload_mac
 from ..errors import InputError
+from ..keytypes import LINE_CIPHER_TYPES
 from .core import CardCore, SwError, decipher_or_6a80
 from .fs import (COUNTER_TYPES, KT_DES_DEC, KT_DES_ENC, KT_DES_MAC, KT_EXT_AUTH, KT_LINE, KT_PIN,
                  KT_PIN_RELOAD, KT_PIN_UNBLOCK, VALID_KEY_TYPES, KeyRecord)
 
 
-#: the keys whose cipher is the card's line protection (docs/sm4.md "SM4 line protection"):
-#: on an SM4 card they are 16-byte SM4 keys
-LINE_CIPHER_TYPES = frozenset({KT_EXT_AUTH, KT_LINE, KT_PIN_UNBLOCK, KT_PIN_RELOAD})
 
 
 class SecurityCommands(CardCore):
