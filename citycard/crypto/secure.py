@@ -21,7 +21,7 @@ import hmac
 
 from ..apdu import CommandApdu
 from ..errors import InputError
-from .cipher import Alg, check_key, ecb_decrypt, ecb_encrypt, xor
+from .cipher import Alg, check_key, ecb_decrypt, ecb_encrypt
 from .mac import mac_alg1, mac_alg3, pad, unpad2
 
 
@@ -103,8 +103,6 @@ def pin_reload_mac(key: bytes, pin: bytes, alg: Alg = "des") -> bytes:
     D2; FMPY): DES with the reload key's left ⊕ right half (an 8-byte key as it is).  SM4
     (docs/sm4.md): the whole 16-byte key, SM4-CBC-MAC with ``80`` padding to 16, left 4 bytes
     (L ⊕ R would be 8 bytes, no SM4 key: as the SM4 TAC key, docs/sm4.md item 3)."""
-    if alg == "sm4":
-        check_key(key, "sm4", "PIN reload key")
-        return mac_alg1(key, pin, alg="sm4")[:4]
-    k8 = key if len(key) == 8 else xor(key[:8], key[8:])
-    return mac_alg1(k8, pin)[:4]
+    from .pboc import tac_key    # the same fold as the TAC key's (a token's key handle folds it itself)
+
+    return mac_alg1(tac_key(key, alg), pin, alg=alg)[:4]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..keytypes import LINE_CIPHER_TYPES
+from ..keytypes import LINE_CIPHER_TYPES, KeyType
 from ..spec import FACTORY_TRANSPORT_KEY, FACTORY_TRANSPORT_KEY_SM4, CardSpec, DFSpec, TransportKey
 from .bindings import binding_columns
 from .dfs import parse_df
@@ -61,13 +61,12 @@ def _check_line_keys(ctx: Located, mf: DFSpec, apps: tuple[DFSpec, ...], line_al
     """The master, line-protection and PIN keys (39, 36, 37, 38) have the card's line-protection
     cipher (docs/sm4.md "SM4 line protection"): ``alg = "sm4"`` exactly under
     ``[card] line_protection = "sm4"``."""
-    names = {0x36: "line-protection", 0x37: "PIN-unblock", 0x38: "PIN-reload", 0x39: "external-auth"}
     for df in (mf, *apps):
         for k in df.keys:
             if k.ktype not in LINE_CIPHER_TYPES or k.alg == line_alg:
                 continue
             path = [*split_path(k.path), "alg"]
-            what = f"a {names[k.ktype]} ({k.ktype:02X}) key"
+            what = f"a {KeyType(k.ktype).label} ({k.ktype:02X}) key"
             if line_alg == "sm4":
                 raise ctx.err(path, f"{what} has the card's line-protection cipher: [card] line_protection = "
                               "\"sm4\" needs alg = \"sm4\" here (docs/sm4.md)")

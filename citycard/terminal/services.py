@@ -15,7 +15,7 @@ from ..apdu import CommandApdu
 from ..commands import fmcos, iso, walk
 from ..commands.fmcos import KeyType
 from ..cos import check_line_protection
-from ..crypto import mac_alg1, pin_reload_mac, tac_key
+from ..crypto import pin_reload_mac
 from ..errors import CardError, CitycardError
 from ..keys import KeySource
 from ..keys.handles import Key
@@ -124,10 +124,7 @@ class CardServices:
         self._enter(df)
         pin = pin_to_bytes(new)
         check_line_protection(self.session.atr, self.spec.line_alg)   # no MAC of the wrong cipher (docs/sm4.md)
-        if self.spec.line_alg == "sm4":
-            mac = pin_reload_mac(key, pin, "sm4")   # type: ignore[arg-type]   # SM4 keys are bytes
-        else:
-            mac = mac_alg1(tac_key(key), pin)[:4]   # left ⊕ right (a key handle folds it in its source)
+        mac = pin_reload_mac(key, pin, self.spec.line_alg)   # type: ignore[arg-type]   # may be a token's handle
         self._send(fmcos.reload_pin(self._pin_key(df), pin, mac), "RELOAD PIN")
 
     def unblock_pin(self, df: DFSpec, pin: str) -> None:
