@@ -184,7 +184,8 @@ def test_amounts_refuse_exponents_and_state_the_limit(amount, message):
 
 
 def test_amounts_in_fen():
-    from citycard.cli.purse_cmd import parse_yuan, yuan
+    from citycard.cli.purse_cmd import parse_yuan
+    from citycard.money import yuan
 
     assert [parse_yuan(v) for v in ("10", "10.5", "10.05", ".5", "42949672.95")] == [1000, 1050, 1005, 50,
                                                                                        4294967295]

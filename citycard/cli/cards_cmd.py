@@ -8,6 +8,7 @@ import json
 import click
 
 from ..errors import InputError
+from ..money import yuan
 from .common import audit, card_options
 from .dualopts import approval_options, dual_control
 from .keyopts import keys_option
@@ -139,7 +140,7 @@ def close(register: str, serial: str, reason: str, ledger: str | None, approve: 
     if as_json:
         click.echo(json.dumps({**card.as_dict(), "balance_fen": balance}, ensure_ascii=False))
     else:
-        held = ("" if not balance else f"; it held {balance // 100}.{balance % 100:02d} yuan") if balance is not None \
+        held = ("" if not balance else f"; it held {yuan(balance)} yuan") if balance is not None \
             else "; its balance is not known to the ledger"
         click.echo(f"card {card.serial}: closed (on the hotlist){held}")
 
@@ -342,7 +343,7 @@ def replace(app, register: str, serial: str, journal: str, profile_path: str, da
                                "children": list(result.children)}))
         return
     click.echo(f"card {serial} replaced by {result.new_serial} for cardholder {result.cardholder_id}"
-               + "".join(f"; {a}: {f // 100}.{f % 100:02d} yuan restored" for a, f in result.balances.items())
+               + "".join(f"; {a}: {yuan(f)} yuan restored" for a, f in result.balances.items())
                + (f"; {len(result.children)} child card(s) relinked" if result.children else ""))
     click.echo(f"card {serial} is now replaced and on the hotlist (export a new hotlist)", err=True)
 

@@ -11,6 +11,7 @@ import sys
 import click
 
 from ..errors import InputError
+from ..money import yuan
 from .common import audit
 from .keyopts import keys_option, open_keys
 
@@ -19,10 +20,7 @@ _LEDGER = click.option("--ledger", required=True, envvar="CITYCARD_LEDGER", meta
 
 
 def _yuan(fen: int | None) -> str:
-    if fen is None:
-        return "-"
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+    return "-" if fen is None else yuan(fen)
 
 
 #: the money fields of the ledger's records and cards (fen), shown as ``*_fen`` with ``*_yuan``

@@ -9,6 +9,7 @@ from decimal import Decimal
 import click
 
 from ..errors import InputError
+from ..money import yuan
 from .common import card_options
 from .keyopts import keys_option, open_keys
 from .services_cmd import _pin_value, pin_stdin_option
@@ -34,12 +35,6 @@ def parse_yuan(value: str, what: str = "--amount") -> int:
         raise InputError(f"{what} {value!r}: too large: at most {yuan(MAX_AMOUNT_FEN)} yuan "
                          f"({MAX_AMOUNT_FEN} fen, the card's 4-byte amount)")
     return fen
-
-
-def yuan(fen: int) -> str:
-    """Fen as a yuan string with 2 decimals (the ``*_yuan`` keys of docs/json.md)."""
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
 def _fen(_ctx, _param, value):

@@ -9,7 +9,8 @@ from dataclasses import asdict
 import click
 
 from ..errors import InputError
-from .purse_cmd import _capp, _fen, yuan
+from ..money import yuan
+from .purse_cmd import _capp, _fen
 
 
 def _reader_or_image(which: str, reader: str | None, image: str | None) -> None:

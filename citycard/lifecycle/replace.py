@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import CitycardError
+from ..money import yuan
 from .register import Register, RegisterError
 
 
@@ -112,7 +113,7 @@ def replace_card(register: Register, old_serial: str, *, issue_new: Callable[[],
         try:
             load(app, fen)
         except CitycardError as exc:
-            left = ", ".join(f"{a} {f // 100}.{f % 100:02d} yuan" for a, f in balances.items() if a not in done)
+            left = ", ".join(f"{a} {yuan(f)} yuan" for a, f in balances.items() if a not in done)
             raise ReplacementRefused(f"card {old_serial} is replaced by {new_serial}, but the balance was not all "
                                      f"restored ({exc}); still to load on {new_serial}: {left} "
                                      "('citycard purse load ... --log', recorded as a load for clearing)") from None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import records, tlv
 from ..apdu import CommandApdu, ResponseApdu, describe_sw
 from ..commands import iso, purse, walk
+from ..money import yuan
 from ..commands.fmcos import KeyType
 from ..commands.purse import PurseKind
 from ..crypto import line_mac
@@ -408,7 +409,7 @@ class CardContext:
             if r.sw != 0x9000:
                 return ReadResult(f, error=f"{r.sw:04X} {describe_sw(r.sw)}")
             fen = int.from_bytes(r.data, "big")
-            return ReadResult(f, data=r.data, decoded={"balance": f"{fen // 100}.{fen % 100:02d}", "fen": fen})
+            return ReadResult(f, data=r.data, decoded={"balance": yuan(fen), "fen": fen})
         if f.kind == "binary":
             read = walk.read_file(self.session, f)
             out = read.data

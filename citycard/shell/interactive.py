@@ -17,6 +17,7 @@ from typing import IO, Any
 from ..apdu import CommandApdu, describe_sw
 from ..errors import CitycardError, InputError
 from ..hexutil import parse_hex
+from ..money import yuan
 from ..spec import ac_text
 from .card import CardContext, decoded_lines, exchange_lines
 from .record import Recorder
@@ -352,7 +353,7 @@ class CardShell(cmd.Cmd):
         self._record_plain()
         if resp.sw == 0x9000:
             fen = int.from_bytes(resp.data, "big")
-            self._say(f"balance: {fen // 100}.{fen % 100:02d} ({fen} fen)")
+            self._say(f"balance: {yuan(fen)} ({fen} fen)")
         return False
 
     def do_run(self, arg: str) -> bool:
