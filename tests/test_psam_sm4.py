@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from citycard.clearing import TacVerifier
-from citycard.commands import iso, psam
+from citycard.commands import psam
 from citycard.errors import CardError, CitycardError
 from citycard.profile import load_profile
 from citycard.sim import SimCard, image
@@ -23,7 +23,7 @@ from tests import sm4_gbt
 from tests.psamhost import (DEMO_KEYS, DEMO_KEYS_SM4, DPK_SM4_MASTER, DTK_SM4_MASTER, PSAM_SM4_PROFILE, PSAM_TERMINAL,
                             ROOT, SM4_CARD_PROFILE, WHEN, H, psam_card, session, sm4_card_spec, sm4_keys, sm4_loaded,
                             sm4_psam_card)
-from tests.test_psam_sim import add_keys
+from tests.test_psam_sim import add_keys, in_adf, send
 from tests.test_psam_terminal import purse_state, read_log, recorder
 
 FACTOR = H("3301000000000001")        # the demo card's transit application serial (row 1)
@@ -39,17 +39,6 @@ def sm4_session(dpk: bytes, random: bytes, counter: int, ttsn: int) -> bytes:
     """docs/sm4.md item 2: SESPK = SM4(DPK, random ‖ counter ‖ TTSN[2..3] ‖ 80 00 00 00 00 00 00 00)."""
     return sm4_gbt.encrypt_block(dpk, random + counter.to_bytes(2, "big") + ttsn.to_bytes(4, "big")[2:]
                                  + H("8000000000000000"))
-
-
-def send(card: SimCard, apdu: bytes) -> tuple[bytes, int]:
-    r = card.process(apdu)
-    return r[:-2], int.from_bytes(r[-2:], "big")
-
-
-def in_adf(card: SimCard) -> SimCard:
-    card.power_on()
-    assert send(card, iso.select_fid(0x1001).encode())[1] == 0x9000
-    return card
 
 
 def init(card: SimCard, *, version=1, algorithm=0x04, factors=(FACTOR,)) -> tuple[bytes, int]:

@@ -107,6 +107,11 @@ def _sm4_algorithm_byte(ctx: Located, t: dict[str, Any], path: list[Any], tname:
         raise ctx.err([*path, "alg"], f"a {tname} key cannot be SM4 here: {why} (docs/sm4.md); SM4 is for the "
                       "load, purchase, unload, overdraw and TAC keys, and on a card with [card] line_protection = "
                       "\"sm4\" for its master, DAMK and PIN unblock/reload keys")
+    return _sm4_byte(ctx, t, path)
+
+
+def _sm4_byte(ctx: Located, t: dict[str, Any], path: list[Any]) -> int:
+    """``04``, the algorithm byte of an SM4 key (PSAM-SM4 §4.1), refusing another one given."""
     given = t.get("algorithm")
     if given is not None and given != SM4_ALGORITHM_ID:
         raise ctx.err([*path, "algorithm"], f"an SM4 key has algorithm byte {SM4_ALGORITHM_ID:02X} (PSAM-SM4 §4.1), "
@@ -202,11 +207,7 @@ def _psam_key(ctx: Located, t: dict[str, Any], path: list[Any], name: str, unit:
             raise ctx.err([*path, "alg"], "only a psam-purchase or psam-maintenance key can be SM4 here (the "
                           "purchase of an SM4 purse; the APPLICATION BLOCK of a card with SM4 line protection: "
                           "docs/sm4.md)")
-        given = t.get("algorithm")
-        if given is not None and given != SM4_ALGORITHM_ID:
-            raise ctx.err([*path, "algorithm"], f"an SM4 key has algorithm byte {SM4_ALGORITHM_ID:02X} "
-                          f"(PSAM-SM4 §4.1), not {given!r}: leave 'algorithm' out")
-        b4 = SM4_ALGORITHM_ID
+        b4 = _sm4_byte(ctx, t, path)
     else:
         b4 = integer(ctx, t, "algorithm", path, 0, 1, 0)
     return KeySpec(name=name, ktype=usage.usage_byte(levels), kid=kid, usage_ac=access(ctx, t, "usage", path, "free"),
