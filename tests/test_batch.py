@@ -151,15 +151,34 @@ def test_batch_report_and_status(run_cli, tmp_path):
     assert changed.exit_code == 2 and "another version of its data file" in changed.stderr
 
 
+def _cards_done(journal: Path) -> int:
+    """Rows the journal has recorded as done (0 while it is not there yet)."""
+    try:
+        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return 0
+    try:
+        return conn.execute("SELECT COUNT(*) FROM cards WHERE status IN ('verified', 'personalized')").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
+
+
 def test_kill_and_resume(tmp_path):
+    """SIGKILL a running batch six times, each time once the journal shows more cards done
+    (progress, not wall-clock time: a fast machine must not finish before the kills), then
+    run it to the end: every row once, with its card."""
     data = make_csv(tmp_path / "d.csv", 1000)
     journal = tmp_path / "j.db"
     rnd = random.Random(20261124)
     kills = 0
-    for _ in range(6):
+    for i in range(6):
+        target = 120 * (i + 1) + rnd.randrange(0, 40)               # kill after this many cards in all
         p = subprocess.Popen(CLI + batch_args(data, journal, "--sims", "2"), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.6, 2.0))                           # start-up is ~0.5 s
+        while p.poll() is None and _cards_done(journal) < target:
+            time.sleep(0.01)                                         # waiting for progress
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             kills += 1
