@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,10 @@ def test_a_live_run_keeps_its_rows_whatever_the_label(journal_url):
     else:
         os.close(a._run_lock)
     a._run_lock = None
+    for _ in range(1000):          # PostgreSQL ends the closed session (and its lock) on its own: wait for that
+        if not b.run_alive(run_a):
+            break
+        time.sleep(0.01)
     assert b.reclaim("b", run_b, {"desk/sim-1"}) == [(1, "desk/sim-1", "resumed")]
     again = b.claim("b", "desk/sim-1", "P", lambda n: f"P{n:09d}", run=run_b)
     assert again is not None and again.row == 1 and again.resumed and again.card_serial == got.card_serial
