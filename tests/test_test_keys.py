@@ -54,7 +54,7 @@ def test_a_keystore_without_purpose_reads_as_before(tmp_path):
 
 def test_the_library_decides(tmp_path, caplog):
     demo = KeyRing([DemoKeyFile(KEYS)])
-    with caplog.at_level(logging.WARNING, logger="citycard.keys"):
+    with caplog.at_level(logging.INFO, logger="citycard.keys"):
         message = check_test_keys(demo)
     assert message is not None and "TEST KEYS" in message and str(KEYS) in message
     assert [r.getMessage() for r in caplog.records if r.name == "citycard.keys"] == [
@@ -92,6 +92,27 @@ def test_perso_with_test_keys_warns(run_cli, card, capture):
     purse = run_cli("purse", "load", "--profile", str(PROFILE), "--keys", str(KEYS), "--sim", str(card),
                     "--amount", "1.00")
     assert purse.exit_code == 0 and "TEST KEYS" in purse.stderr
+
+
+def test_the_console_shows_the_warning_once(tmp_path):
+    """The CLI prints the warning; the library's record of the use is an INFO line, shown only
+    with --log-level info (it was a WARNING too: two lines for one warning)."""
+    import subprocess
+    import sys
+
+    img = tmp_path / "c.json"
+    base = [sys.executable, "-m", "citycard"]
+    subprocess.run([*base, "sim", "new", str(img)], check=True, capture_output=True)
+    args = ["perso", "--sim", str(img), "--profile", str(PROFILE), "--keys", str(KEYS), "--data",
+            str(PROFILE.parent / "citycard-sample.csv"), "--row", "1"]
+    quiet = subprocess.run([*base, *args], capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr
+    assert [line for line in quiet.stderr.splitlines() if "TEST KEYS" in line] == [
+        f"citycard: warning: {KEYS} holds published TEST KEYS: anyone can read them; never use them for real cards"]
+    subprocess.run([*base, "sim", "new", "--force", str(img)], check=True, capture_output=True)
+    loud = subprocess.run([*base, "--log-level", "info", *args], capture_output=True, text=True)
+    assert loud.returncode == 0, loud.stderr
+    assert f"INFO citycard.keys: TEST KEYS in use for cards: {KEYS}" in loud.stderr.splitlines()
 
 
 def test_perso_with_a_demo_keystore_warns(run_cli, card, tmp_path, monkeypatch):

@@ -139,7 +139,7 @@ def check_test_keys(ring: KeyRing, *, production: bool = False, what: str = "car
     """Decide about TEST KEYS before they are used on ``what`` (issue 17 item 5).
 
     None when no source of ``ring`` holds test keys; else the warning for the caller to show
-    (and a log line on ``citycard.keys``, for the audit trail).  Refused with :class:`TestKeysRefused` when
+    (and an INFO log line on ``citycard.keys``, the record of the use).  Refused with :class:`TestKeysRefused` when
     production is declared: by the profile (``production``, ``[profile] production = true``)
     or by a keystore of the ring (``purpose = "production"``)."""
     tests = ring.test_key_sources
@@ -153,7 +153,9 @@ def check_test_keys(ring: KeyRing, *, production: bool = False, what: str = "car
     if prod:
         raise TestKeysRefused(f"{names}: TEST KEYS (published demo keys) refused next to the production "
                               f"keystore {', '.join(prod)}")
-    log.warning("TEST KEYS in use for %s: %s", what, names)    # the audit line of every use
+    # the log line of every use, at INFO: the caller shows the warning returned (the CLI prints it
+    # once on stderr; a WARNING here printed it a second time); `--log-level info` shows both
+    log.info("TEST KEYS in use for %s: %s", what, names)
     verb = "hold" if len(tests) > 1 else "holds"
     return f"{names} {verb} published TEST KEYS: anyone can read them; never use them for real {what}"
 
