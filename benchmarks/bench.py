@@ -488,7 +488,72 @@ def bench_card_time(cards: int) -> tuple[dict[str, float], dict[str, object]]:
             gets = fetches.count if fetches is not None else 0
             out["modelled_apdus_per_card"] = (per_family.apdus - gets) / cards
             out["modelled_get_responses_per_card"] = gets / cards
+    out.update(card_time_floor())
     return out, families
+
+
+class _Recorder:
+    """A card that passes everything to ``card`` and keeps (command, answer) of every APDU
+    (the answer as the card gave it: data ‖ SW, before any T=0 61xx of the timing model)."""
+
+    def __init__(self, card: object) -> None:
+        self.card = card
+        self.exchanges: list[tuple[bytes, bytes]] = []
+
+    def process(self, apdu: bytes) -> bytes:
+        response = self.card.process(apdu)  # type: ignore[attr-defined]
+        self.exchanges.append((apdu, response))
+        return response
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.card, name)
+
+
+def card_time_floor(preset: str = "contact-115200") -> dict[str, float]:
+    """How low the demo card's modelled time can go without dropping card safety or the
+    read-back of the data (docs/performance.md, "Card-time floor"): the card as personalized
+    today (identification before any key, then the plan, whose APDU count is at its lower
+    bound: `apdus_vs_lower_bound`), plus the least a verification can send and still compare
+    every byte written: per DF one SELECT (no FCI fetched) and per record one READ RECORD, per
+    binary file one plain READ BINARY of its content; no key, PIN, size, record-count or
+    access-condition proof, no balance.  Computed from the APDUs the verifier sends today,
+    each read kept at the length it reads (a protected read counted as a plain read of its
+    data, without the MAC): ``modelled_card_floor_s_{rate}``."""
+    import datetime
+
+    from citycard.perso.context import CardData
+    from citycard.perso.plan import Planner
+    from citycard.perso.run import personalize
+    from citycard.perso.verify import verify_card
+    from citycard.sim import SimCard
+    from citycard.sim.timing import TimedCard, apdu_timing
+    from citycard.sim.transport import SimTransport
+    from citycard.transport import CardSession
+
+    spec, keys, data = _demo_job()
+    plan = Planner(spec, keys).plan(CardData(data.row(1), 1000, datetime.date(2026, 11, 24), data.where(1)))
+    recorder = _Recorder(SimCard())
+    card = TimedCard(recorder, preset, t0_get_response="host")
+    t = SimTransport(card)
+    t.connect()
+    session = CardSession(t)
+    personalize(session, spec, plan, verify=False)
+    perso_s = card.clock.seconds
+    recorder.exchanges.clear()
+    verify_card(session, spec, plan)
+    floor_s = 0.0
+    for command, answer in recorder.exchanges:
+        ins, data_out, sw = command[1], answer[:-2], answer[-2:]
+        if ins == 0xA4:                                   # SELECT, its FCI not fetched
+            floor_s += apdu_timing(preset, command, b"\x61\x00", wrote=False).total_s
+        elif ins in (0xB0, 0xB2) and sw == b"\x90\x00" and data_out:
+            if command[0] & 0x0C:                         # protected read: the plain read of its data
+                data_out = data_out[:-4]
+                command = bytes((0x00,)) + command[1:4] + bytes((len(data_out),))
+            floor_s += apdu_timing(preset, command, data_out + sw, wrote=False).total_s
+    label = preset.rsplit("-", 1)[-1]
+    return {f"modelled_card_floor_s_{label}": perso_s + floor_s, f"modelled_identify_perso_s_{label}": perso_s,
+            f"modelled_verify_floor_s_{label}": floor_s}
 
 
 def generated_data(rows: int, directory: Path) -> Path:
