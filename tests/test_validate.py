@@ -149,6 +149,12 @@ def test_already_issued_cardholders_are_refused_unless_reissued(run_cli, tmp_pat
     assert done.json()["verified"] == 4
     conn = sqlite3.connect(journal)
     assert conn.execute("SELECT COUNT(*) FROM cards WHERE status = 'verified'").fetchone()[0] == 8
+    # the same file and --reissue again: the batch is done; said, not silently nothing
+    rerun = run_cli(*args, "--data", str(fixed), "--reissue", "all")
+    assert rerun.exit_code == 0 and rerun.json()["processed"] == 0
+    assert "nothing to do, every row of b.csv is already in the journal" in rerun.stderr
+    assert "citycard perso --reissue-card" in rerun.stderr
+    assert conn.execute("SELECT COUNT(*) FROM cards WHERE status = 'verified'").fetchone()[0] == 8
     with pytest.raises(InputError):
         parse_rows("3-1")
     assert parse_rows("1,3-4") == {1, 3, 4} and parse_rows("ALL") == "all"

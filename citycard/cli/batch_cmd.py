@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -115,12 +116,19 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
                "cards_per_minute": round(result.cards_per_minute, 1), "status": result.counts}
     if as_json:
         click.echo(json.dumps(summary))
-    else:
-        c = result.counts
+    c = result.counts
+    if not as_json:
         click.echo(f"batch {result.batch}: {result.processed} card(s) this run in {result.seconds:.1f} s "
                    f"({result.cards_per_minute:,.0f}/min), {result.failed} failed; "
                    f"journal: {c['verified'] + c['personalized']} done, {c['failed']} failed, "
                    f"{c['pending'] + c['in_progress']} to do")
+    if not result.processed and not (c["pending"] + c["in_progress"]):
+        note = ("; --reissue applies when the batch is registered (the file's first run): a card of this "
+                "batch is issued again with `citycard perso --reissue-card` or replaced with `citycard cards "
+                "replace`" if reissue else "")
+        retry = " (--retry-failed takes the failed ones again)" if c["failed"] else ""
+        click.echo(f"batch {result.batch}: nothing to do, every row of {Path(data_path).name} is already in the "
+                   f"journal as done or failed{retry}{note}", err=True)
 
 
 def _release_controls(job, b, reissue: str | None, approve, approve_pfiles):
