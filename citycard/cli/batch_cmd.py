@@ -114,10 +114,10 @@ def run(profile_path, keys, data_path, encoding, journal_url, readers, sims, kee
     summary = {"batch": result.batch, "processed": result.processed, "verified": result.verified,
                "failed": result.failed, "seconds": round(result.seconds, 2),
                "cards_per_minute": round(result.cards_per_minute, 1), "status": result.counts}
+    c = result.counts
     if as_json:
         click.echo(json.dumps(summary))
-    c = result.counts
-    if not as_json:
+    else:
         click.echo(f"batch {result.batch}: {result.processed} card(s) this run in {result.seconds:.1f} s "
                    f"({result.cards_per_minute:,.0f}/min), {result.failed} failed; "
                    f"journal: {c['verified'] + c['personalized']} done, {c['failed']} failed, "
