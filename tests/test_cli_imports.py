@@ -164,3 +164,43 @@ def test_calc_loads_neither_the_apdu_nor_the_status_word_modules():
     """)
     assert "citycard.cli.calc" in out and "citycard.crypto.cipher" in out
     assert [m for m in out if m in ("citycard.sw", "citycard.apdu", "logging") or m.startswith("smartcard")] == []
+
+
+def test_console_script_freezes_the_imports_but_the_cli_in_process_does_not():
+    code = """
+        import gc, json, sys
+        from citycard.cli import main as m
+        try:
+            {call}
+        except SystemExit:
+            pass
+        print(json.dumps({{"frozen": gc.get_freeze_count(), "calc_loaded": "citycard.cli.calc" in sys.modules}}))
+    """
+    script = _run(code.format(call='m.main(["calc", "kcv", "-k", "0123456789ABCDEF"])'))
+    in_process = _run(code.format(call='m.cli.main(args=["calc", "kcv", "-k", "0123456789ABCDEF"], '
+                                       'prog_name="citycard")'))
+    assert script["calc_loaded"] and in_process["calc_loaded"]
+    assert script["frozen"] > 1000            # the modules, classes and functions of the imports
+    assert in_process["frozen"] == 0
+
+
+def test_objects_made_after_the_freeze_are_still_collected():
+    out = _run("""
+        import gc, json, sys, weakref
+        from citycard.cli import main as m
+        try:
+            m.main(["calc", "kcv", "-k", "0123456789ABCDEF"])
+        except SystemExit:
+            pass
+
+        class Node:
+            pass
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a           # a reference cycle: only the cyclic collector frees it
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        print(json.dumps({"frozen": gc.get_freeze_count() > 0, "collected": gone() is None}))
+    """)
+    assert out == {"frozen": True, "collected": True}
