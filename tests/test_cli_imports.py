@@ -204,3 +204,24 @@ def test_objects_made_after_the_freeze_are_still_collected():
         print(json.dumps({"frozen": gc.get_freeze_count() > 0, "collected": gone() is None}))
     """)
     assert out == {"frozen": True, "collected": True}
+
+
+def test_calc_builds_only_the_calculation_asked_for_and_lists_them_all():
+    out = _run("""
+        import json
+        import click
+        from citycard.cli.main import cli
+        from citycard.cli.calc import calc
+        try:
+            cli.main(args=["calc", "des", "-k", "0123456789ABCDEF", "-d", "0000000000000000"], prog_name="citycard")
+        except SystemExit:
+            pass
+        built = sorted(calc.commands)
+        listed = calc.list_commands(click.Context(calc))
+        kcv = calc.get_command(click.Context(calc), "kcv")
+        print(json.dumps({"built": built, "listed": listed, "kcv": [p.name for p in kcv.params],
+                          "none": calc.get_command(click.Context(calc), "no-such") is None}))
+    """)
+    assert out["built"] == ["des"]
+    assert out["listed"] == ["3des", "des", "diversify", "kcv", "load", "mac", "purchase", "secure-apdu", "sm4"]
+    assert out["kcv"] == ["key", "cipher", "as_json"] and out["none"] is True
