@@ -225,3 +225,19 @@ def test_calc_builds_only_the_calculation_asked_for_and_lists_them_all():
     assert out["built"] == ["des"]
     assert out["listed"] == ["3des", "des", "diversify", "kcv", "load", "mac", "purchase", "secure-apdu", "sm4"]
     assert out["kcv"] == ["key", "cipher", "as_json"] and out["none"] is True
+
+
+def test_raw_apdus_on_a_session_load_no_line_protection(tmp_path):
+    out = _run(f"""
+        import json, sys
+        from citycard.cli.main import cli
+        for args in (["sim", "new", {str(tmp_path / "c.json")!r}],
+                     ["apdu", "--sim", {str(tmp_path / "c.json")!r}, "00A40000023F00=9000", "0084000004=9000"]):
+            try:
+                cli.main(args=args, prog_name="citycard")
+            except SystemExit as exc:
+                assert exc.code in (0, None), exc.code
+        print(json.dumps({_LOADED}))
+    """)
+    assert "citycard.transport.session" in out
+    assert "citycard.transport.protection" not in out
