@@ -241,3 +241,40 @@ def test_raw_apdus_on_a_session_load_no_line_protection(tmp_path):
     """)
     assert "citycard.transport.session" in out
     assert "citycard.transport.protection" not in out
+
+
+def test_every_summary_is_the_first_paragraph_of_its_commands_help():
+    import click
+
+    from citycard.cli.main import COMMANDS, SUMMARIES, cli
+
+    assert set(SUMMARIES) == set(COMMANDS)
+    for name in COMMANDS:
+        cmd = cli.get_command(click.Context(cli), name)
+        assert cmd is not None and cmd.help
+        assert (cmd.short_help, cmd.hidden, cmd.deprecated) == (None, False, False), name
+        end = cmd.help.find("\n\n")
+        first = cmd.help if end < 0 else cmd.help[:end]
+        assert SUMMARIES[name].split() == first.split(), f"{name}: update SUMMARIES in citycard/cli/main.py"
+
+
+def test_help_lists_the_commands_without_importing_them_and_as_if_they_were():
+    out = _run("""
+        import json, sys
+        import click
+        from citycard.cli.main import COMMANDS, cli
+
+        def text(width):
+            ctx = click.Context(cli, info_name="citycard", terminal_width=width, max_content_width=width)
+            return cli.get_help(ctx)
+
+        lazy = {w: text(w) for w in (60, 80, 200)}
+        loaded = sorted(m for m in sys.modules if m.startswith("citycard.cli.") and m != "citycard.cli.main")
+        for name in COMMANDS:
+            cli.get_command(click.Context(cli), name)
+        print(json.dumps({"loaded": loaded, "same": [lazy[w] == text(w) for w in lazy],
+                          "listed": [n for n in COMMANDS if f"\\n  {n} " in lazy[80]]}))
+    """)
+    assert out["loaded"] == []
+    assert out["same"] == [True, True, True]
+    assert len(out["listed"]) == 22
