@@ -6,8 +6,6 @@ it into one line and exit code 2.  Messages never carry key values or PINs.
 
 from __future__ import annotations
 
-from .sw import describe_sw   # sw.py imports nothing of citycard: no cycle
-
 
 class CitycardError(Exception):
     """Root of all citycard errors."""
@@ -40,6 +38,10 @@ class CardError(CitycardError):
 
     def __init__(self, sw: int, command: str = "", *, expected: int | None = None,
                  message: str | None = None) -> None:
+        # imported here: a command that never meets a card does not build the status-word
+        # table at start-up (issue 19 item 3)
+        from .sw import describe_sw
+
         self.sw = sw
         self.meaning = describe_sw(sw)
         self.command = command

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ..transport.pcsc import list_readers
@@ -15,6 +13,8 @@ def readers(as_json: bool) -> None:
     """List PC/SC readers, whether a card is present, and its ATR."""
     found = list_readers()
     if as_json:
+        import json
+
         click.echo(json.dumps([
             {"index": i, "name": r.name, "card_present": r.card_present, "atr": r.atr.hex().upper() or None}
             for i, r in enumerate(found)

@@ -12,10 +12,40 @@
 Builders return :class:`~citycard.apdu.CommandApdu` values and talk to no card; line
 protection is the transport stack's job (:class:`citycard.transport.LineProtection`).
 Every encoder is pinned by published bytes in ``tests/test_commands.py``.
+
+The submodules and the names below are imported when first used (PEP 562): the transport
+stack needs only :mod:`~citycard.commands.iso` (GET RESPONSE, GET CHALLENGE), so a raw
+``citycard apdu`` does not pay for the FMCOS and purse modules (issue 19 item 3, CLI start-up).
 """
 
-from . import fmcos, iso, purse
-from .fmcos import FileType, KeyType, Protection
-from .purse import PurseKind
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: the names this package re-exports -> the submodule defining them
+_NAMES = {"KeyType": "fmcos", "FileType": "fmcos", "Protection": "fmcos", "PurseKind": "purse"}
+#: the submodules reachable as attributes of the package (``commands.fmcos``) without an import
+_SUBMODULES = frozenset({"fmcos", "iso", "purse", "psam", "walk"})
+
+if TYPE_CHECKING:
+    from . import fmcos, iso, purse
+    from .fmcos import FileType, KeyType, Protection
+    from .purse import PurseKind
 
 __all__ = ["iso", "fmcos", "purse", "KeyType", "FileType", "Protection", "PurseKind"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        value: Any = importlib.import_module(f"{__name__}.{name}")
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES | set(_NAMES))

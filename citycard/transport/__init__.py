@@ -11,14 +11,23 @@ A :class:`Transport` moves raw APDU bytes to a card and back.  A
   with ``protect=LineProtection(key, encrypt=...)`` gets GET CHALLENGE and its MAC.
 
 Every command citycard sends goes through the same stack.
+
+:class:`CardSession` and :class:`LineProtection` are imported when first used (PEP 562): a
+module that needs only a part of the package (the transcript's formatting, the PC/SC
+transport) does not pay for the session stack and its commands (issue 19 item 3).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import importlib
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .protection import LineProtection
-from .session import CardSession
+if TYPE_CHECKING:
+    from .protection import LineProtection
+    from .session import CardSession
+
+#: the names this package re-exports -> the submodule defining them
+_NAMES = {"CardSession": "session", "LineProtection": "protection"}
 
 
 @runtime_checkable
@@ -42,3 +51,16 @@ class Transport(Protocol):
 
 
 __all__ = ["Transport", "CardSession", "LineProtection"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))

@@ -14,13 +14,68 @@ import logging
 import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import NoReaderError, TransportError
 
+
+def _import_scard() -> Any:
+    """pyscard's ``smartcard.scard``, without running the package's ``__init__`` first.
+
+    ``smartcard/__init__.py`` imports pyscard's high-level API (Session, System, the reader
+    and connection classes: ~5 ms of a ~75-ms ``citycard apdu --reader``, issue 19 item 3),
+    none of which this module uses.  When nothing has imported ``smartcard`` yet, the package
+    module is made from its spec without executing it, with a module ``__getattr__`` and
+    ``__dir__`` (PEP 562) that execute the real ``__init__`` the first time a name it defines
+    (or the list of names) is asked for: ``smartcard.scard`` and every other submodule import
+    as usual (they need only the package's ``__path__``), and ``import smartcard;
+    smartcard.Session``, ``from smartcard import listReaders`` or ``from smartcard import *``
+    anywhere later see the complete package (tests/test_cli_imports.py)."""
+    import importlib
+    import sys
+
+    if "smartcard" in sys.modules:
+        return importlib.import_module("smartcard.scard")
+    import importlib.util
+    import threading
+
+    spec = importlib.util.find_spec("smartcard")
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        raise ImportError("pyscard (the smartcard package) is not installed")
+    loader = spec.loader
+    package = importlib.util.module_from_spec(spec)
+    lock = threading.Lock()
+
+    def complete() -> None:
+        with lock:
+            if package.__dict__.get("__getattr__") is not deferred_getattr:
+                return                                  # done (or under way: lookups fail as usual)
+            del package.__dict__["__getattr__"], package.__dict__["__dir__"]
+            loader.exec_module(package)                 # the real smartcard/__init__.py, once
+
+    def deferred_getattr(name: str) -> Any:
+        complete()
+        return getattr(package, name)
+
+    def deferred_dir() -> list[str]:
+        complete()
+        return sorted(package.__dict__)
+
+    package.__getattr__ = deferred_getattr  # type: ignore[attr-defined]
+    package.__dir__ = deferred_dir  # type: ignore[attr-defined]
+    sys.modules["smartcard"] = package
+    try:
+        return importlib.import_module("smartcard.scard")
+    except BaseException:
+        if sys.modules.get("smartcard") is package:
+            del sys.modules["smartcard"]
+        raise
+
+
 try:
-    from smartcard import scard
+    scard = _import_scard()
 except ImportError:  # pragma: no cover - pyscard is a hard dependency
-    scard = None  # type: ignore[assignment]
+    scard = None
 
 _PROTOCOLS = {1: "T=0", 2: "T=1"}
 log = logging.getLogger(__name__)

@@ -8,10 +8,10 @@ from ..apdu import CommandApdu, ResponseApdu
 from ..commands import iso
 from ..errors import CardError
 from .processors import Processor, Send, T0Fetch
-from .protection import LineProtection, LineProtector
 
 if TYPE_CHECKING:
     from . import Transport
+    from .protection import LineProtection, LineProtector
 
 
 class CardSession:
@@ -26,7 +26,7 @@ class CardSession:
     def __init__(self, transport: Transport, processors: Iterable[Processor] | None = None) -> None:
         self.transport = transport
         self.processors = list(processors) if processors is not None else [T0Fetch()]
-        self._protector = LineProtector(lambda: getattr(self.transport, "atr", b""))
+        self._protector: LineProtector | None = None    # made at the first protected command
         self._send = self._build()
         self._send_unfetched = self._build(fetch=False)
 
@@ -64,7 +64,7 @@ class CardSession:
         if not isinstance(cmd, CommandApdu):
             cmd = CommandApdu.parse(cmd)
         if protect is not None:
-            resp = self._protector.process(cmd, self._send, protect)
+            resp = self._line_protector().process(cmd, self._send, protect)
         else:
             resp = self._send(cmd) if fetch else self._send_unfetched(cmd)
         if expect is not None and resp.sw != expect:
@@ -78,7 +78,16 @@ class CardSession:
     def line_challenge(self) -> bytes | None:
         """The challenge of the last command sent under line protection (the MAC of a
         protected read's answer is computed with it: SPEC §6 R14)."""
-        return self._protector.challenge
+        return self._protector.challenge if self._protector is not None else None
+
+    def _line_protector(self) -> LineProtector:
+        """The line-protection layer, made at the first protected command: a session that sends
+        none (raw APDUs, ``citycard apdu``) does not import it (start-up, issue 19 item 3)."""
+        if self._protector is None:
+            from .protection import LineProtector
+
+            self._protector = LineProtector(lambda: getattr(self.transport, "atr", b""))
+        return self._protector
 
     @property
     def atr(self) -> bytes:
