@@ -140,3 +140,86 @@ def test_simulated_readers_answer_ahead_by_a_bounded_lag_and_settle_when_done(tm
     timed = session.transport.card
     source.done(session, None)
     assert sum(slept) == pytest.approx(timed.clock.seconds)
+
+
+def test_readers_are_spread_round_robin_over_at_most_the_worker_processes():
+    from citycard.perso.pool import default_worker_processes, worker_groups
+
+    assert worker_groups(7, 3) == [[0, 3, 6], [1, 4], [2, 5]]
+    assert worker_groups(2, 4) == [[0], [1]]           # never more processes than readers
+    assert worker_groups(0, 4) == []
+    every = [i for g in worker_groups(64, 4) for i in g]
+    assert sorted(every) == list(range(64)) and len(worker_groups(64, 4)) == 4
+    assert default_worker_processes() >= 2
+
+
+def test_threads_of_one_worker_share_its_pipe_and_each_gets_its_own_answer(tmp_path):
+    """Several readers' threads in one worker process call the journal down one pipe: each call
+    gets the answer to that call (claims never mixed up), and every row is taken once."""
+    path = str(tmp_path / "j.db")
+    j = Journal(path)
+    try:
+        synthetic_batch(j, "b", 40, 0)
+        home = _Home()
+        mine, theirs = multiprocessing.Pipe()
+        client = JournalClient(theirs, j, home=home)
+        got: dict[str, list[int]] = {}
+
+        def reader(name: str) -> None:
+            rows = got.setdefault(name, [])
+            for _ in range(10):
+                claim = client.claim("b", name, "H", home.serial_of)
+                rows.append(claim.row)
+                client.finish("b", claim.row, claim.card_serial, name, "verified", None, "")
+
+        def workers() -> None:
+            threads = [threading.Thread(target=reader, args=(f"r{i}",)) for i in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            theirs.send(("done", {}))
+
+        t = threading.Thread(target=workers)
+        t.start()
+        JournalHub(j, lambda kind, value: None, home=home).serve({mine: "w"})
+        t.join(30)
+        rows = sorted(r for v in got.values() for r in v)
+        assert rows == list(range(1, 41))                     # 40 claims, 40 different rows
+        conn = sqlite3.connect(path)
+        by_reader = dict(conn.execute("SELECT row, reader FROM cards").fetchall())
+        conn.close()
+        for name, mine_rows in got.items():                   # each row is recorded as its own reader's
+            assert {by_reader[r] for r in mine_rows} == {name}
+        assert set(_statuses(path).values()) == {"verified"}
+    finally:
+        j.close()
+
+
+def test_a_batch_with_more_readers_than_worker_processes_personalizes_every_row(tmp_path):
+    import datetime
+    from pathlib import Path
+
+    from citycard.keys import KeyRing
+    from citycard.keys.demo import DemoKeyFile
+    from citycard.perso.batch import Batch
+    from citycard.perso.job import prepare
+
+    root = Path(__file__).resolve().parent.parent
+    lines = (root / "profiles/citycard-sample.csv").read_text(encoding="utf-8").splitlines()
+    data = tmp_path / "rows.csv"
+    data.write_text("\n".join(lines[:13]) + "\n", encoding="utf-8")
+    job = prepare(root / "profiles/citycard.toml", data, KeyRing([DemoKeyFile(root / "profiles/demo-keys.toml")]))
+    journal = str(tmp_path / "j.db")
+    b = Batch(job.spec, job.keys, job.data, journal, issue_date=datetime.date(2026, 11, 24))
+    b.worker_processes = 2                                    # 5 readers in 2 processes: threads inside
+    result = b.run(simulated_readers(5))
+    assert (result.processed, result.verified, result.failed) == (12, 12, 0)
+    conn = sqlite3.connect(journal)
+    rows = conn.execute("SELECT status, reader, card_serial FROM cards").fetchall()
+    conn.close()
+    assert {s for s, _r, _c in rows} == {"verified"}
+    # every reader worked, the threads of one process too (each reader's first row is claimed
+    # by the batch process before the forks)
+    assert {r for _s, r, _c in rows} == {f"sim-{i}" for i in range(1, 6)}
+    assert len({c for _s, _r, c in rows}) == 12               # one serial per card

@@ -35,9 +35,10 @@ from ..transport import CardSession
 from .card_sources import CardSource, PcscSource, pcsc_readers  # noqa: F401 (their home before)
 from .context import CardData
 from .data import DataFile, Record
-from .journal import RESUMED, VOID, Attempt, Journal, now
+from .journal import RESUMED, VOID, Attempt, Claim, Journal, now
 from .plan import Plan, Planner
-from .pool import JournalClient, JournalHub
+from .pool import (JournalClient, JournalHub, default_worker_processes, run_threads, worker_end,
+                   worker_groups)
 from .run import (AuthenticationRefused, CardAlreadyIssued, CardIdentity, CardState, ForeignCard, PersoError,
                   identify_card, personalize, read_uid, stable_uid)
 from .validate import ProblemTally, validate
@@ -115,18 +116,6 @@ class BatchResult:
         return self.processed / self.seconds * 60 if self.seconds > 0 else 0.0
 
 
-def _die_with_parent() -> None:
-    """Linux: a forked worker gets SIGKILL when the batch process dies (kill -9 included)."""
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def batch_name(data_path: str, sha: str) -> str:
     return f"{Path(data_path).stem}-{sha[:8]}"
 
@@ -159,6 +148,7 @@ class Batch:
         self.planner = Planner(spec, keys)
         self.stop = threading.Event()
         self._lock = threading.Lock()
+        self.worker_processes = default_worker_processes()   # for the readers of in-process cards
 
     def serial_of(self, number: int) -> str:
         """The serial of card number ``number`` (the profile's rule; the journal's claim asks
@@ -275,11 +265,15 @@ class Batch:
             finally:
                 j.close()
 
-        pipes = [mp.Pipe() for _s in forked]      # (batch end, worker end) per worker process
+        groups = worker_groups(len(forked), self.worker_processes)
+        pipes = [mp.Pipe() for _g in groups]      # (batch end, worker end) per worker process
+        firsts: list[Claim | None] = []
         if forked:
             self._warm_up(forked[0])
-        children = [mp.Process(target=self._child, args=(s, take, journal, pipes, i), name=f"batch-{s.name}",
-                               daemon=True) for i, s in enumerate(forked)]
+            firsts = self._first_claims(journal, forked, take, budget)
+        children = [mp.Process(target=self._child, name=f"batch-{forked[g[0]].name}", daemon=True,
+                               args=([forked[k] for k in g], [firsts[k] for k in g], take, journal, pipes, i))
+                    for i, g in enumerate(groups)]
         for c in children:            # fork before any thread starts
             c.start()
         for _mine, theirs in pipes:
@@ -307,7 +301,8 @@ class Batch:
 
         try:
             # the workers' journal calls, in groups on this process's connection (pool.py)
-            JournalHub(journal, on_message, home=self).serve({mine: s.name for (mine, _theirs), s in zip(pipes, forked)})
+            JournalHub(journal, on_message, home=self).serve(
+                {mine: ", ".join(forked[k].name for k in g) for (mine, _theirs), g in zip(pipes, groups)})
             for c in children:
                 c.join(30)
             for t in threads:
@@ -357,33 +352,63 @@ class Batch:
             pass
         gc.freeze()
 
-    def _child(self, src: CardSource, take: Callable[[], bool], journal: Journal, pipes: list[tuple[Any, Any]],
-               index: int) -> None:
-        """A worker process (forked): its journal calls go to the batch process
-        (:class:`~citycard.perso.pool.JournalClient`); dies with its parent."""
-        _die_with_parent()
-        conn = pipes[index][1]
-        for i, (mine, theirs) in enumerate(pipes):      # only its own end stays open here
-            mine.close()
-            if i != index:
-                theirs.close()
-        results = {"processed": 0, "verified": 0, "failed": 0}
-        try:
-            j = JournalClient(conn, journal, home=self)
-            while take():
-                ok = self._one(j, src, results)  # type: ignore[arg-type]
-                if ok is None:
+    def _first_claims(self, journal: Journal, forked: list[CardSource], take: Callable[[], bool],
+                      budget: Any) -> list[Claim | None]:
+        """Each forked reader's first row, claimed here before the forks in one transaction (the
+        claim its worker would make): a reader starts its first card as soon as its process is
+        forked, instead of every reader waiting for the last fork (the hub serves calls only
+        then) and all first cards starting at the same instant (docs/performance.md, "Timed
+        readers")."""
+        firsts: list[Claim | None] = []
+        with journal.group():
+            for s in forked:
+                if not take():
                     break
-                conn.send(("card", ok))
-        except BaseException as exc:
-            conn.send(("error", f"{src.name}: {exc}"))
+                claim = journal.claim(self.batch, self.label(s), self.spec.serial_prefix, self.serial_of,
+                                      run=self.run_id)
+                if claim is None:
+                    with budget.get_lock():
+                        budget.value += 1
+                    break
+                firsts.append(claim)
+        return firsts + [None] * (len(forked) - len(firsts))
+
+    def _child(self, sources: list[CardSource], firsts: list[Claim | None], take: Callable[[], bool],
+               journal: Journal, pipes: list[tuple[Any, Any]], index: int) -> None:
+        """A worker process (forked) driving ``sources``, one thread each: its journal calls go
+        to the batch process (:class:`~citycard.perso.pool.JournalClient`); dies with its
+        parent.  ``firsts``: each reader's first row, claimed by the batch process before the
+        fork (None: it claims its own)."""
+        conn = worker_end(pipes, index)
+        lock = threading.Lock()
+        j = JournalClient(conn, journal, home=self, lock=lock)
+        results = {"processed": 0, "verified": 0, "failed": 0}
+
+        def send(message: tuple[str, Any]) -> None:
+            with lock:
+                conn.send(message)
+
+        def drive(src: CardSource, first: Claim | None) -> None:
+            try:
+                while first is not None or take():
+                    ok = self._one(j, src, results, first)  # type: ignore[arg-type]
+                    first = None
+                    if ok is None:
+                        break
+                    send(("card", ok))
+            except BaseException as exc:
+                send(("error", f"{src.name}: {exc}"))
+
+        try:
+            run_threads(drive, list(zip(sources, firsts)), [f"batch-{s.name}" for s in sources])
         finally:
-            conn.send(("done", results))
+            send(("done", results))
             conn.close()
 
-    def _one(self, j: Journal, src: CardSource, results: dict[str, int]) -> bool | None:
+    def _one(self, j: Journal, src: CardSource, results: dict[str, int], claim: Claim | None = None) -> bool | None:
         spec = self.spec
-        claim = j.claim(self.batch, self.label(src), spec.serial_prefix, self.serial_of, run=self.run_id)
+        if claim is None:
+            claim = j.claim(self.batch, self.label(src), spec.serial_prefix, self.serial_of, run=self.run_id)
         if claim is None:
             return None
         started = now()

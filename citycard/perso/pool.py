@@ -13,18 +13,27 @@ fsync under the write lock, and a writer that found the lock taken slept in SQLi
 handler (1, 2, 5 … 100 ms between tries): claims took 30–250 ms in the median and seconds
 at worst (docs/performance.md, "Timed readers").  A group commits every waiting worker's
 change with one fsync.
+
+The readers are spread over a few worker processes (:func:`worker_groups`: twice the CPUs),
+one thread per reader inside each (:func:`run_threads`).  A simulated reader spends most of
+its time asleep (its card's modelled time), so a handful of processes keeps the CPUs busy,
+while 64 processes cost 64 forks (~2.4 ms each here, the last reader starting 0.15 s late)
+and 64 first cards whose copy-on-write faults and cold caches all fell in the same second
+(docs/performance.md, "Timed readers").
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import threading
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..errors import CitycardError
 from .journal import Journal, JournalError
 
-__all__ = ["JournalClient", "JournalHub"]
+__all__ = ["JournalClient", "JournalHub", "default_worker_processes", "run_threads", "worker_end", "worker_groups"]
 
 
 _METHOD = "citycard.pool.method"
@@ -39,9 +48,11 @@ class JournalClient:
     worker was forked from, so the batch process has the same object) goes by name and is
     called there (the claim's serial rule); any other function is refused (one line)."""
 
-    def __init__(self, conn: Connection, journal: Journal, home: object = None) -> None:
+    def __init__(self, conn: Connection, journal: Journal, home: object = None,
+                 lock: threading.Lock | None = None) -> None:
         self._conn = conn
         self._home = home
+        self._lock = lock or threading.Lock()    # the readers' threads of one process share the pipe
         self.url, self.pg, self.journal_id = journal.url, journal.pg, journal.journal_id
 
     def _arg(self, value: Any) -> Any:
@@ -57,9 +68,10 @@ class JournalClient:
             raise AttributeError(name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            self._conn.send(("call", (name, tuple(self._arg(a) for a in args),
-                                      {k: self._arg(v) for k, v in kwargs.items()})))
-            kind, value = self._conn.recv()
+            message = ("call", (name, tuple(self._arg(a) for a in args), {k: self._arg(v) for k, v in kwargs.items()}))
+            with self._lock:                     # one call at a time on the pipe: the answer is this one's
+                self._conn.send(message)
+                kind, value = self._conn.recv()
             if kind == "raise":
                 raise value
             return value
@@ -141,3 +153,50 @@ class JournalHub:
                 conn.send(answer)
             except (BrokenPipeError, OSError):     # that worker is gone (its row stays in progress)
                 pass
+
+
+def default_worker_processes() -> int:
+    """How many worker processes a batch gives its in-process (simulated) readers: twice the
+    CPUs (the card OS is pure Python, one process runs on one CPU at a time), at least 2."""
+    return max(2, 2 * (os.cpu_count() or 1))
+
+
+def worker_groups(readers: int, processes: int) -> list[list[int]]:
+    """The readers (by index) of each worker process: round robin over at most ``processes``."""
+    n = max(1, min(processes, readers)) if readers else 0
+    return [list(range(i, readers, n)) for i in range(n)]
+
+
+def _die_with_parent() -> None:
+    """Linux: a forked worker gets SIGKILL when the batch process dies (kill -9 included)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_end(pipes: Sequence[tuple[Connection, Connection]], index: int) -> Connection:
+    """In a forked worker: die with the batch process, close every pipe end but this worker's
+    own, and return it."""
+    _die_with_parent()
+    for i, (mine, theirs) in enumerate(pipes):
+        mine.close()
+        if i != index:
+            theirs.close()
+    return pipes[index][1]
+
+
+def run_threads(target: Callable[..., None], arguments: Sequence[tuple], names: Sequence[str]) -> None:
+    """``target(*arguments[i])`` in a thread each (in this thread when there is one), until all end."""
+    if len(arguments) == 1:
+        target(*arguments[0])
+        return
+    threads = [threading.Thread(target=target, args=a, name=n, daemon=True) for a, n in zip(arguments, names)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
