@@ -3,7 +3,8 @@ reader's own row in progress first (only its run's with a run), then the lowest 
 a row keeps its serial and number, a new number only for a row without one, never a number
 given twice; nothing taken when the serial rule fails; on PostgreSQL a row another station
 holds is skipped, not waited for, and no pending row is locked when the reader resumes its
-own; stations claiming at once never share a row or a number."""
+own; stations claiming at once never share a row or a number; a station opening the
+journal does not stop the others (no schema statement for what exists)."""
 
 from __future__ import annotations
 
@@ -205,3 +206,29 @@ def test_stations_claiming_at_once_never_share_a_row_or_a_number(postgres):
     numbers = [n for _r, n, _s in claims] + spare
     assert sorted(numbers) == list(range(1, len(numbers) + 1))                 # no number twice, none lost
     assert all(s == serial(n) for _r, n, s in claims)
+
+
+@pytest.mark.postgres
+def test_a_station_opening_the_journal_does_not_stop_the_others(postgres):
+    """A station opening the journal while another's group holds written rows (attempts and
+    cards, not committed): the opening creates nothing that exists (CREATE INDEX IF NOT
+    EXISTS locks the table even then, and waited here for the group: lock_timeout fails it),
+    and the group goes on claiming."""
+    url = postgres.fresh_database("joining")
+    a = Journal(url)
+    with a.register_batch("b", "p.toml", "d.csv", "sha") as w:
+        for n in range(1, 5):
+            w.add(n, f"CH{n}", n * 10)
+    joining = None
+    try:
+        with a.group():
+            got = a.claim("b", "desk/r1", "P", serial)
+            a.begin_attempt("b", got.row, got.card_serial, reader="desk/r1", station="desk", run=None,
+                            atr=bytes.fromhex("3B00"), uid=None)
+            joining = Journal(url + "&options=-c%20lock_timeout%3D5000")
+            assert a.claim("b", "desk/r2", "P", serial).row == 2
+        assert joining.claim("b", "other/r1", "P", serial).row == 3
+    finally:
+        if joining is not None:
+            joining.close()
+        a.close()

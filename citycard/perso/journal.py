@@ -24,7 +24,7 @@ once.
 
 Claiming is one transaction: SQLite takes the write lock first (``BEGIN IMMEDIATE``);
 PostgreSQL uses ``SELECT ... FOR UPDATE SKIP LOCKED`` so that stations sharing the
-journal never get the same row.  Every state change is committed durably (SQLite: WAL,
+journal never get the same row (its statements: :mod:`citycard.perso.journal_claim`).  Every state change is committed durably (SQLite: WAL,
 ``synchronous=FULL``) before the card moves on.
 """
 
@@ -72,6 +72,11 @@ _SCHEMA = [
     # a cardholder already issued in another batch of the journal (issue 17)
     """CREATE INDEX IF NOT EXISTS cards_holder ON cards (cardholder_id)""",
 ]
+
+
+def _created(stmt: str) -> str:
+    """The table or index a ``CREATE TABLE|INDEX IF NOT EXISTS name ...`` statement makes."""
+    return stmt.split()[5]
 
 
 FORMAT = "citycard-journal"
@@ -123,15 +128,21 @@ class Journal(AttemptLog):
                 cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
                 tables = {r[0] for r in cur.fetchall()}
                 self._check_stamp(cur, tables)
+                # only what is missing: CREATE INDEX IF NOT EXISTS locks its table (SHARE) even when the
+                # index is there, until this transaction ends: a station opening the journal would stop
+                # the others' writes, and deadlock with a group that wrote attempts before cards
+                cur.execute("SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace")
+                existing = {r[0] for r in cur.fetchall()}
                 for stmt in _SCHEMA:
-                    cur.execute(stmt.format(serial="BIGSERIAL"))
+                    if _created(stmt) not in existing:
+                        cur.execute(stmt.format(serial="BIGSERIAL"))
                 cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'cards' "
                             "AND table_schema = current_schema()")
                 have = {r[0] for r in cur.fetchall()}
                 for col in ("data_offset", "run"):   # a journal of an earlier version (ALTER locks: only then)
                     if col not in have:
                         cur.execute(f"ALTER TABLE cards ADD COLUMN {col} BIGINT")
-                upgrade_schema(cur, True)
+                upgrade_schema(cur, True, existing)
                 self._stamp(cur)
             self._conn.commit()
             return
