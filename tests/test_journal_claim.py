@@ -93,6 +93,25 @@ def test_a_failing_serial_rule_takes_nothing(journal):
     assert (got.row, got.card_number, got.attempts) == (1, 1, 1)   # the failed claim's number was undone
 
 
+def test_a_refused_write_takes_nothing_and_the_journal_goes_on(journal):
+    """The database refuses the row's write (the serial is another row's): nothing taken, no
+    number spent, and the connection's transactions are whole again afterwards (a group that
+    raises records nothing: the claim's own transaction mode did not stay on)."""
+    j = journal
+    first = j.claim("b", "r1", "P", serial)
+    with pytest.raises(Exception) as refused:
+        j.claim("b", "r2", "P", lambda n: first.card_serial)          # UNIQUE card_serial
+    assert "unique" in str(refused.value).lower() or "could not be written" in str(refused.value)
+    assert _row(j, 2) == ("pending", None, None, None, 0, None)
+    with pytest.raises(KeyError):
+        with j.group():
+            j.claim("b", "r2", "P", serial)
+            raise KeyError("stop")
+    assert _row(j, 2) == ("pending", None, None, None, 0, None)
+    got = j.claim("b", "r2", "P", serial)
+    assert (got.row, got.card_number) == (2, 2)
+
+
 def test_a_failing_serial_rule_in_a_group_is_undone_alone(journal):
     j = journal
     with j.group():

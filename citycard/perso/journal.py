@@ -24,8 +24,9 @@ once.
 
 Claiming is one transaction: SQLite takes the write lock first (``BEGIN IMMEDIATE``);
 PostgreSQL uses ``SELECT ... FOR UPDATE SKIP LOCKED`` so that stations sharing the
-journal never get the same row (its statements: :mod:`citycard.perso.journal_claim`).  Every state change is committed durably (SQLite: WAL,
-``synchronous=FULL``) before the card moves on.
+journal never get the same row (its statements: :mod:`citycard.perso.journal_claim`).
+Every state change is committed durably (SQLite: WAL, ``synchronous=FULL``) before the
+card moves on.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import journal_claim
 from .journal_attempts import RESUMED, VOID, Attempt, AttemptLog, upgrade_schema
-from .journal_tx import BatchWriter, JournalError, _Tx, now
+from .journal_tx import BatchWriter, JournalError, _Tx, can_pipeline, now, pg_pipelined
 
 __all__ = ["RESUMED", "STATUSES", "VOID", "Attempt", "BatchWriter", "Claim", "Journal", "JournalError", "now"]
 
@@ -437,7 +438,8 @@ class Journal(AttemptLog):
         ``resume_reader_only``, the lowest pending row.  A row without a serial gets the next
         card number of ``prefix`` in the same transaction and the serial ``serial_of`` makes of
         it (:mod:`citycard.perso.journal_claim`)."""
-        with self._tx() as cur:
+        pipelined = self.pg and not self._group and can_pipeline(self._conn)
+        with pg_pipelined(self._conn) if pipelined else self._tx() as cur:
             got = (self._pick_pg if self.pg else self._pick_sqlite)(cur, batch, reader, prefix, resume_reader_only,
                                                                     run)
             if got is None:

@@ -9,12 +9,15 @@ costs the same at the first and the millionth row (issue 19).
 
 PostgreSQL: one statement picks the row (``FOR UPDATE SKIP LOCKED``: stations sharing the
 journal never get the same row, and none waits for a row another station holds) and
-allocates the number when the row has no serial; a second statement writes the row with
-the serial the profile's rule made of that number (a Python function), then the commit.
-Four round trips (BEGIN, pick, take, COMMIT) where the claim took six, and one new version
-of the row.  Measured and kept out (issue 19 item 2): updating the row inside the pick
-statement needs a second update for the serial (two row versions, slower), and psycopg's
-pipeline mode (two round trips) spent more client time than the round trips it saved.
+allocates the number when the row has no serial (the counter's row is taken by one
+transaction at a time, as before); a second statement writes the row with
+the serial the profile's rule made of that number (a Python function).  BEGIN goes with
+the first and COMMIT with the second in psycopg's pipeline mode
+(:func:`citycard.perso.journal_tx.pg_pipelined`): two round trips where the claim took six
+(BEGIN, two searches, the number, the write, COMMIT); inside a journal group (the worker
+pool's hub) the two statements run in a savepoint, four round trips.  Measured and left
+out (issue 19 item 2): writing the row inside the pick statement needs a second write for
+the serial (two row versions, slower than one).
 
 SQLite: the same steps one query at a time, under the write lock ``BEGIN IMMEDIATE`` took.
 """
