@@ -43,6 +43,20 @@ def test_postgresql_claim_uses_the_partial_index(postgres):
         assert "cards_pending" in plan and "Seq Scan" not in plan and "Sort" not in plan, plan
         got = j.claim("big", "desk/r1", "P", lambda n: f"P{n:09d}")
         assert got is not None and got.row == ROWS // 2 + 1
+        # the whole statement the claim sends: the reader's own row and the lowest pending row
+        # are searches of the partial indexes, in the plan a prepared statement uses too
+        for run in (None, 7):
+            for generic in (False, True):
+                plan = claim_plan(j, "big", "desk/r1", run=run, generic=generic)
+                assert "Index Scan using cards_in_progress" in plan, plan
+                assert "Index Scan using cards_pending" in plan, plan
+                assert "Seq Scan" not in plan and "Sort" not in plan and "Bitmap" not in plan, plan
+                assert ("$1" in plan) == generic, plan
+        for _ in range(6):          # psycopg prepares the statement from its fifth run: the same rows
+            j.finish("big", got.row, got.card_serial, "desk/r1", "verified", None, "")
+            nxt = j.claim("big", "desk/r1", "P", lambda n: f"P{n:09d}")
+            assert (nxt.row, nxt.card_number) == (got.row + 1, got.card_number + 1)
+            got = nxt
     finally:
         j.close()
 

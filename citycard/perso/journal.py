@@ -24,8 +24,9 @@ once.
 
 Claiming is one transaction: SQLite takes the write lock first (``BEGIN IMMEDIATE``);
 PostgreSQL uses ``SELECT ... FOR UPDATE SKIP LOCKED`` so that stations sharing the
-journal never get the same row.  Every state change is committed durably (SQLite: WAL,
-``synchronous=FULL``) before the card moves on.
+journal never get the same row (its statements: :mod:`citycard.perso.journal_claim`).
+Every state change is committed durably (SQLite: WAL, ``synchronous=FULL``) before the
+card moves on.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+from . import journal_claim
 from .journal_attempts import RESUMED, VOID, Attempt, AttemptLog, upgrade_schema
-from .journal_tx import BatchWriter, JournalError, _Tx, now
+from .journal_tx import BatchWriter, JournalError, _Tx, can_pipeline, now, pg_pipelined
 
 __all__ = ["RESUMED", "STATUSES", "VOID", "Attempt", "BatchWriter", "Claim", "Journal", "JournalError", "now"]
 
@@ -71,6 +73,11 @@ _SCHEMA = [
     # a cardholder already issued in another batch of the journal (issue 17)
     """CREATE INDEX IF NOT EXISTS cards_holder ON cards (cardholder_id)""",
 ]
+
+
+def _created(stmt: str) -> str:
+    """The table or index a ``CREATE TABLE|INDEX IF NOT EXISTS name ...`` statement makes."""
+    return stmt.split()[5]
 
 
 FORMAT = "citycard-journal"
@@ -122,15 +129,21 @@ class Journal(AttemptLog):
                 cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
                 tables = {r[0] for r in cur.fetchall()}
                 self._check_stamp(cur, tables)
+                # only what is missing: CREATE INDEX IF NOT EXISTS locks its table (SHARE) even when the
+                # index is there, until this transaction ends: a station opening the journal would stop
+                # the others' writes, and deadlock with a group that wrote attempts before cards
+                cur.execute("SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace")
+                existing = {r[0] for r in cur.fetchall()}
                 for stmt in _SCHEMA:
-                    cur.execute(stmt.format(serial="BIGSERIAL"))
+                    if _created(stmt) not in existing:
+                        cur.execute(stmt.format(serial="BIGSERIAL"))
                 cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'cards' "
                             "AND table_schema = current_schema()")
                 have = {r[0] for r in cur.fetchall()}
                 for col in ("data_offset", "run"):   # a journal of an earlier version (ALTER locks: only then)
                     if col not in have:
                         cur.execute(f"ALTER TABLE cards ADD COLUMN {col} BIGINT")
-                upgrade_schema(cur, True)
+                upgrade_schema(cur, True, existing)
                 self._stamp(cur)
             self._conn.commit()
             return
@@ -418,40 +431,51 @@ class Journal(AttemptLog):
                     out.append((row, reader, what))
         return out
 
-    #: the claim's queries (the partial indexes cards_in_progress and cards_pending serve them)
-    CLAIM_IN_PROGRESS = ("SELECT row, cardholder_id, card_serial, card_number, attempts, data_offset FROM cards "
-                         "WHERE batch = ? AND status = 'in_progress' AND reader = ? ORDER BY row LIMIT 1")
-    CLAIM_PENDING = ("SELECT row, cardholder_id, card_serial, card_number, attempts, data_offset FROM cards "
-                     "WHERE batch = ? AND status = 'pending' ORDER BY row LIMIT 1")
-
     def claim(self, batch: str, reader: str, prefix: str, serial_of: Callable[[int], str], *,
               resume_reader_only: bool = False, run: int | None = None) -> Claim | None:
         """Take the next row for ``reader``: first a row this reader left in progress (its card
-        may still be in the reader, half done), then the lowest pending row.  The card number
-        comes from the serial counter in the same transaction."""
-        with self._tx() as cur:
-            lock = " FOR UPDATE SKIP LOCKED" if self.pg else ""
-            if run is None:
-                cur.execute(self._q(self.CLAIM_IN_PROGRESS + lock), (batch, reader))
-            else:   # only this run's own rows (another live run under the same label keeps its rows)
-                cur.execute(self._q(self.CLAIM_IN_PROGRESS.replace("ORDER BY", "AND run = ? ORDER BY") + lock),
-                            (batch, reader, run))
-            got = cur.fetchone()
-            resumed = got is not None
-            if got is None and not resume_reader_only:
-                cur.execute(self._q(self.CLAIM_PENDING + lock), (batch,))
-                got = cur.fetchone()
+        may still be in the reader, half done; with ``run``, only that run's rows), then, unless
+        ``resume_reader_only``, the lowest pending row.  A row without a serial gets the next
+        card number of ``prefix`` in the same transaction and the serial ``serial_of`` makes of
+        it (:mod:`citycard.perso.journal_claim`)."""
+        pipelined = self.pg and not self._group and can_pipeline(self._conn)
+        with pg_pipelined(self._conn) if pipelined else self._tx() as cur:
+            got = (self._pick_pg if self.pg else self._pick_sqlite)(cur, batch, reader, prefix, resume_reader_only,
+                                                                    run)
             if got is None:
                 return None
-            row, cid, serial, number, attempts, offset = got
+            row, cid, serial, number, attempts, offset, resumed = got
             if serial is None:
-                number = self._next_number(cur, prefix)
                 serial = serial_of(number)
-            cur.execute(self._q("UPDATE cards SET status = 'in_progress', reader = ?, attempts = attempts + 1, "
-                                "started = ?, card_number = ?, card_serial = ?, error = NULL, run = ? "
-                                "WHERE batch = ? AND row = ?"),
-                        (reader, now(), number, serial, run, batch, row))
-            return Claim(batch, row, cid, serial, int(number), attempts + 1, resumed, offset)
+            cur.execute(self._q(journal_claim.TAKE), (reader, now(), number, serial, run, batch, row))
+            return Claim(batch, row, cid, serial, int(number), attempts + 1, bool(resumed), offset)
+
+    def _pick_pg(self, cur: Any, batch: str, reader: str, prefix: str, resume_reader_only: bool,
+                 run: int | None) -> tuple | None:
+        """One statement: the row (FOR UPDATE SKIP LOCKED) and, if it has no serial, its number."""
+        cur.execute(journal_claim.pg_pick(run is not None, not resume_reader_only),
+                    {"batch": batch, "reader": reader, "prefix": prefix, "run": run})
+        return cur.fetchone()
+
+    def _pick_sqlite(self, cur: Any, batch: str, reader: str, prefix: str, resume_reader_only: bool,
+                     run: int | None) -> tuple | None:
+        """The same as :meth:`_pick_pg`, one query at a time (the write lock is held)."""
+        if run is None:
+            cur.execute(journal_claim.IN_PROGRESS, (batch, reader))
+        else:   # only this run's own rows (another live run under the same label keeps its rows)
+            cur.execute(journal_claim.IN_PROGRESS.replace("ORDER BY", journal_claim.OWN_RUN + "ORDER BY"),
+                        (batch, reader, run))
+        got = cur.fetchone()
+        resumed = got is not None
+        if got is None and not resume_reader_only:
+            cur.execute(journal_claim.PENDING, (batch,))
+            got = cur.fetchone()
+        if got is None:
+            return None
+        row, cid, serial, number, attempts, offset = got
+        if serial is None:
+            number = self._next_number(cur, prefix)
+        return row, cid, serial, number, attempts, offset, resumed
 
     def orphans(self, batch: str) -> list[tuple[int, str]]:
         """Rows left in progress by readers that are not part of this run: (row, reader)."""

@@ -29,7 +29,7 @@ a later attempt of the row), ``void`` (its card is gone, see above).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Collection
 
 from .journal_tx import now
 
@@ -51,9 +51,10 @@ ATTEMPT_INDEXES = (
 )
 
 
-def upgrade_schema(cur: Any, pg: bool) -> None:
+def upgrade_schema(cur: Any, pg: bool, existing: Collection[str] = ()) -> None:
     """Add the attempt and re-issue columns and indexes to a journal that lacks them (inside
-    the opening transaction of :class:`~citycard.perso.journal.Journal`)."""
+    the opening transaction of :class:`~citycard.perso.journal.Journal`; ``existing``: the
+    tables and indexes it has, whose creation is skipped)."""
     for table, columns in (("attempts", ATTEMPT_COLUMNS), ("cards", CARD_COLUMNS)):
         if pg:
             cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s "
@@ -65,7 +66,8 @@ def upgrade_schema(cur: Any, pg: bool) -> None:
             if name not in have:
                 cur.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
     for stmt in ATTEMPT_INDEXES:
-        cur.execute(stmt)
+        if stmt.split()[5] not in existing:
+            cur.execute(stmt)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ registration of a batch (:class:`BatchWriter`).  See :mod:`citycard.perso.journa
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import functools
 import sqlite3
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from ..errors import CitycardError
 
@@ -151,6 +153,50 @@ class _Tx:
                     raise _storage_error(self.j, exc) from None
         finally:
             self.cur.close()
+
+
+@contextlib.contextmanager
+def pg_pipelined(conn: Any) -> Iterator[Any]:
+    """A PostgreSQL transaction in psycopg's pipeline mode, for a step that must wait for one
+    answer only (the claim, :mod:`citycard.perso.journal_claim`): BEGIN goes with the first
+    statement, COMMIT with the last, so the step takes two round trips instead of one per
+    statement.  The connection is in autocommit meanwhile (else psycopg sends its own BEGIN
+    alone and waits for it).  An error inside, or from the server, rolls everything back;
+    a connection that cannot be brought back to the normal mode is closed (its later
+    statements must not be committed one by one).  Use :func:`can_pipeline` first."""
+    from psycopg.pq import TransactionStatus
+
+    conn.autocommit = True
+    try:
+        with conn.pipeline(), conn.cursor() as cur:
+            cur.execute("BEGIN")
+            yield cur
+            cur.execute("COMMIT")
+    except BaseException:
+        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            with contextlib.suppress(Exception):
+                conn.rollback()
+        raise
+    finally:
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            conn.autocommit = False
+        else:
+            conn.close()
+
+
+def can_pipeline(conn: Any) -> bool:
+    """True when :func:`pg_pipelined` may run on ``conn``: libpq has pipeline mode (14 and
+    later) and no transaction is open."""
+    from psycopg.pq import TransactionStatus
+
+    return _pipeline_supported() and conn.info.transaction_status == TransactionStatus.IDLE
+
+
+@functools.lru_cache(maxsize=1)
+def _pipeline_supported() -> bool:
+    from psycopg import Pipeline
+
+    return bool(Pipeline.is_supported())
 
 
 def _storage_error(j: Journal, exc: BaseException) -> JournalError:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ..perso import journal_claim
 from ..perso.journal import Journal, now
 
 
@@ -36,15 +37,41 @@ def synthetic_batch(journal: Journal, batch: str, rows: int, done: int) -> None:
         journal._conn.execute("ANALYZE")
 
 
-def claim_plan(journal: Journal, batch: str) -> str:
-    """The database's query plan of the claim of the next pending card (one text)."""
-    sql = journal._q(Journal.CLAIM_PENDING)
-    with journal._tx() as cur:
-        if journal.pg:
-            cur.execute("EXPLAIN " + sql, (batch,))
+def claim_plan(journal: Journal, batch: str, reader: str = "desk/r1", *, run: int | None = None,
+               generic: bool = False) -> str:
+    """The database's query plan of the claim of the next card (one text): on SQLite the
+    search of the lowest pending row, on PostgreSQL the whole statement the claim sends
+    (the reader's own row, the lowest pending row, the number), nothing executed.  With
+    ``generic``, PostgreSQL's generic plan: the one a prepared statement (psycopg prepares
+    a statement run five times) may use whatever the parameters."""
+    if not journal.pg:
+        with journal._tx() as cur:
+            cur.execute("EXPLAIN QUERY PLAN " + journal_claim.PENDING, (batch,))
+            return "\n".join(str(r[-1]) for r in cur.fetchall())
+    from psycopg import sql as sql_text
+
+    sql = journal_claim.pg_pick(run is not None, True)
+    args = {"batch": batch, "reader": reader, "prefix": "P", "run": run}
+    cur = journal._conn.cursor()
+    try:
+        if not generic:
+            cur.execute("EXPLAIN " + sql, args)
             return "\n".join(r[0] for r in cur.fetchall())
-        cur.execute("EXPLAIN QUERY PLAN " + sql, (batch,))
-        return "\n".join(str(r[-1]) for r in cur.fetchall())
+        names = ["batch", "reader", "prefix"] + (["run"] if run is not None else [])
+        numbered = sql
+        for i, name in enumerate(names, 1):
+            numbered = numbered.replace(f"%({name})s", f"${i}")
+        types = ", ".join(["text"] * 3 + (["bigint"] if run is not None else []))
+        cur.execute(f"PREPARE citycard_claim_plan ({types}) AS {numbered}")
+        cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cur.execute(sql_text.SQL("EXPLAIN EXECUTE citycard_claim_plan ({})").format(
+            sql_text.SQL(", ").join(sql_text.Literal(args[n]) for n in names)))
+        plan = "\n".join(r[0] for r in cur.fetchall())
+        cur.execute("DEALLOCATE citycard_claim_plan")
+        return plan
+    finally:
+        cur.close()
+        journal._conn.rollback()
 
 
 def write_cardholders(path: str, rows: int, sample: str) -> str:
