@@ -14,7 +14,7 @@ handler (1, 2, 5 … 100 ms between tries): claims took 30–250 ms in the media
 at worst (docs/performance.md, "Timed readers").  A group commits every waiting worker's
 change with one fsync.
 
-The readers are spread over a few worker processes (:func:`worker_groups`: twice the CPUs),
+The readers are spread over a few worker processes (:func:`worker_groups`: four per CPU),
 one thread per reader inside each (:func:`run_threads`).  A simulated reader spends most of
 its time asleep (its card's modelled time), so a handful of processes keeps the CPUs busy,
 while 64 processes cost 64 forks (~2.4 ms each here, the last reader starting 0.15 s late)
@@ -156,9 +156,12 @@ class JournalHub:
 
 
 def default_worker_processes() -> int:
-    """How many worker processes a batch gives its in-process (simulated) readers: twice the
-    CPUs (the card OS is pure Python, one process runs on one CPU at a time), at least 2."""
-    return max(2, 2 * (os.cpu_count() or 1))
+    """How many worker processes a batch gives its in-process (simulated) readers: four per
+    CPU (the card OS is pure Python: one process runs on one CPU at a time, and its readers'
+    threads wait for each other's turn), at least 2.  64 timed readers on 2 CPUs, 6 cards
+    each, 3 rounds: 8 processes 0.94–0.95 of linear, 4 processes 0.93–0.95, 64 processes
+    0.89–0.92 (docs/performance.md, "Timed readers")."""
+    return max(2, 4 * (os.cpu_count() or 1))
 
 
 def worker_groups(readers: int, processes: int) -> list[list[int]]:
