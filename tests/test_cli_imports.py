@@ -278,3 +278,22 @@ def test_help_lists_the_commands_without_importing_them_and_as_if_they_were():
     assert out["loaded"] == []
     assert out["same"] == [True, True, True]
     assert len(out["listed"]) == 22
+
+
+def test_pyscard_modules_that_the_package_init_imports_import_after_citycard():
+    """``from smartcard.Session import Session`` (pyscard's documented import) after citycard
+    loaded ``smartcard.scard``: the package's ``__init__`` runs first, as in a plain import
+    (it ran halfway through Session.py, whose own import of ``smartcard.CardService`` asked
+    the package for a name: a circular ImportError), and ``smartcard.Session`` is the class."""
+    code = """
+        import json, sys
+        {first}
+        from smartcard.Session import Session
+        from smartcard.PassThruCardService import PassThruCardService
+        import smartcard
+        print(json.dumps([Session.__module__, Session is smartcard.Session, PassThruCardService.__name__,
+                          sys.modules["smartcard.Session"].Session is Session]))
+    """
+    plain = _run(code.format(first=""))
+    assert plain == ["smartcard.Session", True, "PassThruCardService", True]
+    assert _run(code.format(first="import citycard.transport.pcsc")) == plain

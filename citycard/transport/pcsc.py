@@ -30,7 +30,10 @@ def _import_scard() -> Any:
     (or the list of names) is asked for: ``smartcard.scard`` and every other submodule import
     as usual (they need only the package's ``__path__``), and ``import smartcard;
     smartcard.Session``, ``from smartcard import listReaders`` or ``from smartcard import *``
-    anywhere later see the complete package (tests/test_cli_imports.py)."""
+    anywhere later see the complete package (tests/test_cli_imports.py).  Meanwhile, the
+    import of any other submodule (``from smartcard.Session import Session``) runs the real
+    ``__init__`` first, as a plain import does (:class:`_InitFirst`): run halfway through
+    such a submodule, the ``__init__`` would import it back half-made."""
     import importlib
     import sys
 
@@ -46,9 +49,12 @@ def _import_scard() -> Any:
     package = importlib.util.module_from_spec(spec)
     lock = threading.Lock()
 
+    def deferred() -> bool:
+        return package.__dict__.get("__getattr__") is deferred_getattr
+
     def complete() -> None:
         with lock:
-            if package.__dict__.get("__getattr__") is not deferred_getattr:
+            if not deferred():
                 return                                  # done (or under way: lookups fail as usual)
             del package.__dict__["__getattr__"], package.__dict__["__dir__"]
             loader.exec_module(package)                 # the real smartcard/__init__.py, once
@@ -65,11 +71,85 @@ def _import_scard() -> Any:
     package.__dir__ = deferred_dir  # type: ignore[attr-defined]
     sys.modules["smartcard"] = package
     try:
-        return importlib.import_module("smartcard.scard")
+        module = importlib.import_module("smartcard.scard")
     except BaseException:
         if sys.modules.get("smartcard") is package:
             del sys.modules["smartcard"]
         raise
+    sys.meta_path.insert(0, _InitFirst(deferred, complete))
+    return module
+
+
+class _InitFirst:
+    """A finder of ``sys.meta_path`` (:func:`_import_scard`): while the ``smartcard``
+    package is deferred, the import of one of its submodules (but ``smartcard.scard``) runs
+    the package's ``__init__`` first, as a plain import does, then goes on as usual; a
+    submodule that ``__init__`` imported is the one handed out (never run twice).  Inert
+    afterwards (it stays in the list: removing a finder while an import walks the list
+    would skip the next one)."""
+
+    def __init__(self, deferred: Callable[[], bool], complete: Callable[[], None]) -> None:
+        self._deferred, self._complete = deferred, complete
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if not self._deferred() or not fullname.startswith("smartcard.") or fullname.startswith("smartcard.scard"):
+            return None
+        import importlib.machinery
+
+        found = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if found is None:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, _AfterInit(self._complete, found), origin=found.origin,
+                                              is_package=found.submodule_search_locations is not None)
+
+
+class _AfterInit:
+    """The loader :class:`_InitFirst` gives: the package's ``__init__`` runs (before the
+    module exists), then the module is the one it imported, or is found and run as usual."""
+
+    def __init__(self, complete: Callable[[], None], found: Any) -> None:
+        self._complete, self._spec = complete, found
+        self._ran = False
+
+    def create_module(self, spec: Any) -> Any:
+        import importlib.util
+        import sys
+
+        self._complete()
+        module = sys.modules.get(spec.name)
+        if module is not None:                    # imported (and run) by the package's __init__
+            self._spec, self._ran = module.__spec__, True
+            parent, _dot, child = spec.name.rpartition(".")
+            _keep_binding(sys.modules[parent], child)
+            return module
+        return importlib.util.module_from_spec(self._spec)
+
+    def exec_module(self, module: Any) -> None:
+        module.__spec__ = self._spec              # its own (the import system gave it this one's)
+        if not self._ran:
+            self._spec.loader.exec_module(module)
+
+
+def _keep_binding(package: Any, child: str) -> None:
+    """The import that :class:`_AfterInit` completes binds its module as an attribute of the
+    package once it is loaded, where a plain import (the module was imported by the
+    package's ``__init__``) binds nothing: that one binding is skipped, so that a name the
+    ``__init__`` gave another value keeps it (pyscard: ``smartcard.Session`` is the class,
+    not the module of the same name)."""
+    import sys
+    import types
+
+    if child not in package.__dict__ or isinstance(package.__dict__[child], types.ModuleType):
+        return                                    # nothing else bound there: nothing to keep
+
+    class _KeepOnce(types.ModuleType):
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name == child and value is sys.modules.get(f"{self.__name__}.{name}"):
+                object.__setattr__(self, "__class__", types.ModuleType)     # once: a plain module again
+                return
+            super().__setattr__(name, value)
+
+    package.__class__ = _KeepOnce
 
 
 try:
