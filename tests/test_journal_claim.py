@@ -251,3 +251,29 @@ def test_a_station_opening_the_journal_does_not_stop_the_others(postgres):
         if joining is not None:
             joining.close()
         a.close()
+
+
+@pytest.mark.postgres
+def test_a_journal_in_a_schema_whose_name_needs_quotes_opens_and_reopens(postgres):
+    """The journal's tables in a schema named ``Bureau-1`` (search_path): opening it finds
+    what exists there (the schema's name is a value, never parsed as an identifier)."""
+    import urllib.parse
+
+    import psycopg
+
+    url = postgres.fresh_database("quoted")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute('CREATE SCHEMA "Bureau-1"')
+    url += "&options=" + urllib.parse.quote('-c search_path="Bureau-1"')
+    j = Journal(url)
+    try:
+        with j.register_batch("b", "p.toml", "d.csv", "sha") as w:
+            w.add(1, "CH1", 10)
+    finally:
+        j.close()
+    again = Journal(url)
+    try:
+        assert again._rows("SELECT current_schema()") == [("Bureau-1",)]
+        assert again.claim("b", "r1", "P", serial).row == 1
+    finally:
+        again.close()

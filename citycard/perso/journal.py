@@ -132,7 +132,8 @@ class Journal(AttemptLog):
                 # only what is missing: CREATE INDEX IF NOT EXISTS locks its table (SHARE) even when the
                 # index is there, until this transaction ends: a station opening the journal would stop
                 # the others' writes, and deadlock with a group that wrote attempts before cards
-                cur.execute("SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace")
+                cur.execute("SELECT relname FROM pg_class WHERE relnamespace = "   # the name as a value: "Bureau-1" too
+                            "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())")
                 existing = {r[0] for r in cur.fetchall()}
                 for stmt in _SCHEMA:
                     if _created(stmt) not in existing:
