@@ -1,7 +1,7 @@
 """The batch's worker processes and their journal: one writer, group commits (issue 19).
 
-A batch gives each reader of an in-process (simulated) card a forked worker process
-(:meth:`citycard.perso.batch.Batch.run`).  Those workers do not open the journal
+A batch runs the readers of in-process (simulated) cards in forked worker processes, a few
+readers each (:meth:`citycard.perso.batch.Batch.run`, below).  Those workers do not open the journal
 themselves: each holds a :class:`JournalClient`, whose every call (claim, finish, …) goes
 down a pipe to the batch process.  The batch process (:class:`JournalHub`) runs the calls
 that arrived together as one journal transaction (:meth:`Journal.group`: one savepoint per
