@@ -223,3 +223,48 @@ def test_a_batch_with_more_readers_than_worker_processes_personalizes_every_row(
     # by the batch process before the forks)
     assert {r for _s, r, _c in rows} == {f"sim-{i}" for i in range(1, 6)}
     assert len({c for _s, _r, c in rows}) == 12               # one serial per card
+
+
+def test_a_readers_row_left_by_a_dead_run_is_resumed_whichever_reader_asks_first(tmp_path):
+    """The last row of a batch was in progress on sim-3 when its run died: the next run (the
+    row is its only work: a budget of one card) resumes it on sim-3, though sim-1 and sim-2
+    ask first and find nothing (a reader that found no row kept the budget's one card, and
+    sim-3 never asked: the row stayed in progress run after run)."""
+    import datetime
+    from pathlib import Path
+
+    from citycard.keys import KeyRing
+    from citycard.keys.demo import DemoKeyFile
+    from citycard.perso.batch import Batch
+    from citycard.perso.job import prepare
+
+    root = Path(__file__).resolve().parent.parent
+    lines = (root / "profiles/citycard-sample.csv").read_text(encoding="utf-8").splitlines()
+    data = tmp_path / "rows.csv"
+    data.write_text("\n".join(lines[:5]) + "\n", encoding="utf-8")
+    job = prepare(root / "profiles/citycard.toml", data, KeyRing([DemoKeyFile(root / "profiles/demo-keys.toml")]))
+    journal = str(tmp_path / "j.db")
+
+    def batch() -> Batch:
+        b = Batch(job.spec, job.keys, job.data, journal, issue_date=datetime.date(2026, 11, 24))
+        b.worker_processes = 1                  # the three readers as threads of one process
+        return b
+
+    first = batch()
+    j = first.prepare()
+    try:                                        # the run that died: three rows done, the fourth on sim-3
+        dead = j.start_run(first.batch, None)
+        for reader in ("sim-1", "sim-1", "sim-1", "sim-3"):
+            claim = j.claim(first.batch, reader, job.spec.serial_prefix, first.serial_of, run=dead)
+            if reader == "sim-1":
+                j.finish(first.batch, claim.row, claim.card_serial, reader, "verified", None, "")
+        assert claim.row == 4
+        j.end_run(dead)
+    finally:
+        j.close()
+    result = batch().run(simulated_readers(3))
+    assert (result.processed, result.verified) == (1, 1)
+    conn = sqlite3.connect(journal)
+    row = conn.execute("SELECT status, reader, card_serial, attempts FROM cards WHERE row = 4").fetchone()
+    conn.close()
+    assert row == ("verified", "sim-3", claim.card_serial, 2)

@@ -358,7 +358,8 @@ class Batch:
         claim its worker would make): a reader starts its first card as soon as its process is
         forked, instead of every reader waiting for the last fork (the hub serves calls only
         then) and all first cards starting at the same instant (docs/performance.md, "Timed
-        readers")."""
+        readers").  A reader that finds no row gives its card of the budget back, and the next
+        reader still asks: it may have a row of its own to resume (left by a run that died)."""
         firsts: list[Claim | None] = []
         with journal.group():
             for s in forked:
@@ -369,7 +370,6 @@ class Batch:
                 if claim is None:
                     with budget.get_lock():
                         budget.value += 1
-                    break
                 firsts.append(claim)
         return firsts + [None] * (len(forked) - len(firsts))
 
