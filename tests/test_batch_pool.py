@@ -225,7 +225,8 @@ def test_a_batch_with_more_readers_than_worker_processes_personalizes_every_row(
     assert len({c for _s, _r, c in rows}) == 12               # one serial per card
 
 
-def test_a_readers_row_left_by_a_dead_run_is_resumed_whichever_reader_asks_first(tmp_path):
+@pytest.mark.parametrize("processes", [True, False], ids=["worker-processes", "threads"])
+def test_a_readers_row_left_by_a_dead_run_is_resumed_whichever_reader_asks_first(tmp_path, processes):
     """The last row of a batch was in progress on sim-3 when its run died: the next run (the
     row is its only work: a budget of one card) resumes it on sim-3, though sim-1 and sim-2
     ask first and find nothing (a reader that found no row kept the budget's one card, and
@@ -262,7 +263,7 @@ def test_a_readers_row_left_by_a_dead_run_is_resumed_whichever_reader_asks_first
         j.end_run(dead)
     finally:
         j.close()
-    result = batch().run(simulated_readers(3))
+    result = batch().run(simulated_readers(3), processes=processes)   # threads: as PC/SC readers run
     assert (result.processed, result.verified) == (1, 1)
     conn = sqlite3.connect(journal)
     row = conn.execute("SELECT status, reader, card_serial, attempts FROM cards WHERE row = 4").fetchone()

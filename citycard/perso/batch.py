@@ -256,7 +256,9 @@ class Batch:
                     if not take():
                         return
                     ok = self._one(j, src, results)
-                    if ok is None:
+                    if ok is None:      # no row (or no card): its card of the budget goes back, for
+                        with budget.get_lock():     # a reader with a row of its own to resume
+                            budget.value += 1
                         return
                     progress.add(ok)
             except BaseException as exc:  # a worker must not die silently
