@@ -1,8 +1,7 @@
 """The import diet of CLI start-up (issue 19 item 3), pinned on the modules a fresh
 interpreter holds after an import, never on wall time: the packages' lazy ``__init__``s
-(PEP 562), pyscard's ``smartcard.scard`` loaded without pyscard's high-level API (and that
-package still complete for whoever imports it later), the status-word table built only
-when a card answered, and the console script's :func:`gc.freeze` after the imports."""
+(PEP 562), the status-word table built only when a card answered, and the console script's
+:func:`gc.freeze` after the imports."""
 
 from __future__ import annotations
 
@@ -32,66 +31,6 @@ def test_apdu_command_module_loads_no_fmcos_purse_session_or_pyscard():
                    "citycard.transport.session", "citycard.transport.protection", "smartcard", "cryptography"):
         assert module not in out, module
     assert "citycard.transport.transcript" in out and "citycard.apdu" in out     # what it does use
-
-
-def test_pcsc_transport_loads_scard_without_pyscards_high_level_api():
-    out = _run(f"""
-        import json, sys
-        import citycard.transport.pcsc as pcsc
-        print(json.dumps({{"loaded": {_LOADED}, "success": pcsc.scard.SCARD_S_SUCCESS,
-                          "t1": pcsc.scard.SCARD_PROTOCOL_T1}}))
-    """)
-    assert "smartcard.scard" in out["loaded"]
-    for module in ("smartcard.System", "smartcard.Session", "smartcard.CardConnection", "smartcard.reader.Reader",
-                   "citycard.commands.iso"):
-        assert module not in out["loaded"], module
-    assert (out["success"], out["t1"]) == (0, 2)       # PC/SC: SCARD_S_SUCCESS, SCARD_PROTOCOL_T1
-
-
-_SMARTCARD_SEEN = textwrap.dedent("""
-    import json, sys
-    import smartcard
-    names = sorted(n for n in dir(smartcard) if not n.startswith("__"))
-    from smartcard import *                          # noqa: F403
-    from smartcard.System import readers
-    from smartcard.util import toHexString
-    seen = {"names": names, "all": sorted(smartcard.__all__), "session": smartcard.Session.__module__,
-            "star": [listReaders.__module__, Session.__name__], "readers": readers.__module__,
-            "hex": toHexString([0x3B, 0x88]), "scard_is_one": smartcard.scard is sys.modules["smartcard.scard"]}
-""")
-
-
-def test_smartcard_imported_after_citycard_is_the_complete_package():
-    plain = _run(_SMARTCARD_SEEN + "print(json.dumps(seen))")
-    after = _run("import citycard.transport.pcsc as pcsc\n" + _SMARTCARD_SEEN
-                 + "seen['pcsc_scard'] = pcsc.scard is smartcard.scard\nprint(json.dumps(seen))")
-    assert after.pop("pcsc_scard") is True
-    assert after == plain
-    assert "Session" in plain["names"] and plain["all"] == ["Session", "listReaders"]
-    assert plain["hex"] == "3B 88" and plain["scard_is_one"] is True
-
-
-def test_smartcard_package_names_complete_on_first_attribute():
-    out = _run("""
-        import json, sys
-        import citycard.transport.pcsc
-        import smartcard
-        before = "Session" in vars(smartcard)
-        from smartcard import listReaders       # a name of the package's __init__: runs it
-        print(json.dumps({"before": before, "after": sorted(smartcard.__all__),
-                          "hooks": [h for h in ("__getattr__", "__dir__") if h in vars(smartcard)]}))
-    """)
-    assert out == {"before": False, "after": ["Session", "listReaders"], "hooks": []}
-
-
-def test_smartcard_imported_first_is_used_as_it_is():
-    out = _run("""
-        import json, sys
-        import smartcard
-        import citycard.transport.pcsc as pcsc
-        print(json.dumps([pcsc.scard is smartcard.scard, sys.modules["smartcard"] is smartcard]))
-    """)
-    assert out == [True, True]
 
 
 def test_commands_package_imports_its_submodules_when_used():
@@ -278,22 +217,3 @@ def test_help_lists_the_commands_without_importing_them_and_as_if_they_were():
     assert out["loaded"] == []
     assert out["same"] == [True, True, True]
     assert len(out["listed"]) == 22
-
-
-def test_pyscard_modules_that_the_package_init_imports_import_after_citycard():
-    """``from smartcard.Session import Session`` (pyscard's documented import) after citycard
-    loaded ``smartcard.scard``: the package's ``__init__`` runs first, as in a plain import
-    (it ran halfway through Session.py, whose own import of ``smartcard.CardService`` asked
-    the package for a name: a circular ImportError), and ``smartcard.Session`` is the class."""
-    code = """
-        import json, sys
-        {first}
-        from smartcard.Session import Session
-        from smartcard.PassThruCardService import PassThruCardService
-        import smartcard
-        print(json.dumps([Session.__module__, Session is smartcard.Session, PassThruCardService.__name__,
-                          sys.modules["smartcard.Session"].Session is Session]))
-    """
-    plain = _run(code.format(first=""))
-    assert plain == ["smartcard.Session", True, "PassThruCardService", True]
-    assert _run(code.format(first="import citycard.transport.pcsc")) == plain
