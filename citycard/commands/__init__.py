@@ -20,8 +20,9 @@ stack needs only :mod:`~citycard.commands.iso` (GET RESPONSE, GET CHALLENGE), so
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
 
 #: the names this package re-exports -> the submodule defining them
 _NAMES = {"KeyType": "fmcos", "FileType": "fmcos", "Protection": "fmcos", "PurseKind": "purse"}
@@ -36,16 +37,4 @@ if TYPE_CHECKING:
 __all__ = ["iso", "fmcos", "purse", "KeyType", "FileType", "Protection", "PurseKind"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        value: Any = importlib.import_module(f"{__name__}.{name}")
-    elif name in _NAMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | _SUBMODULES | set(_NAMES))
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES, _SUBMODULES)

@@ -5,8 +5,9 @@ Every function here is pinned by the published vectors of SPEC.md §4 (tests/tes
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
 
 # The names of the submodules, imported when first used (PEP 562): a command that only
 # enciphers (``citycard calc des``) does not pay for the purse, MAC and line-protection
@@ -38,14 +39,4 @@ if TYPE_CHECKING:
 __all__ = sorted(_MODULE_OF)
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_MODULE_OF))
+__getattr__, __dir__ = lazy_attributes(__name__, _MODULE_OF)

@@ -19,8 +19,9 @@ transport) does not pay for the session stack and its commands (issue 19 item 3)
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ..lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .protection import LineProtection
@@ -53,14 +54,4 @@ class Transport(Protocol):
 __all__ = ["Transport", "CardSession", "LineProtection"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_NAMES))
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES)
