@@ -269,3 +269,35 @@ def test_a_readers_row_left_by_a_dead_run_is_resumed_whichever_reader_asks_first
     row = conn.execute("SELECT status, reader, card_serial, attempts FROM cards WHERE row = 4").fetchone()
     conn.close()
     assert row == ("verified", "sim-3", claim.card_serial, 2)
+
+
+def test_a_worker_interrupted_while_its_readers_threads_run_reports_it(tmp_path, monkeypatch):
+    """A worker process driving several readers' threads and interrupted (its main thread
+    waiting for them) sends an error before its 'done', so the batch does not take the
+    worker's end for a normal one."""
+    import datetime
+    from pathlib import Path
+
+    from citycard.keys import KeyRing
+    from citycard.keys.demo import DemoKeyFile
+    from citycard.perso import batch as batch_module
+    from citycard.perso.job import prepare
+
+    root = Path(__file__).resolve().parent.parent
+    job = prepare(root / "profiles/citycard.toml", root / "profiles/citycard-sample.csv",
+                  KeyRing([DemoKeyFile(root / "profiles/demo-keys.toml")]))
+    journal = Journal(str(tmp_path / "j.db"))
+    b = batch_module.Batch(job.spec, job.keys, job.data, str(tmp_path / "j.db"), issue_date=datetime.date(2026, 11, 24))
+    mine, theirs = multiprocessing.Pipe()
+    monkeypatch.setattr(batch_module, "worker_end", lambda pipes, index: pipes[index][1])
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module, "run_threads", interrupted)
+    sources = simulated_readers(2)
+    b._child(sources, [None, None], lambda: False, journal, [(mine, theirs)], 0)
+    messages = [mine.recv(), mine.recv()]
+    assert messages[0][0] == "error" and "sim-1, sim-2: stopped: KeyboardInterrupt()" in messages[0][1]
+    assert messages[1][0] == "done"
+    journal.close()

@@ -403,6 +403,8 @@ class Batch:
 
         try:
             run_threads(drive, list(zip(sources, firsts)), [f"batch-{s.name}" for s in sources])
+        except BaseException as exc:     # an interrupt of this process while its readers' threads ran
+            send(("error", f"{', '.join(s.name for s in sources)}: stopped: {exc!r}"))
         finally:
             send(("done", results))
             conn.close()
