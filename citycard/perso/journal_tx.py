@@ -166,8 +166,8 @@ def pg_pipelined(conn: Any) -> Iterator[Any]:
     statements must not be committed one by one).  Use :func:`can_pipeline` first."""
     from psycopg.pq import TransactionStatus
 
-    conn.autocommit = True
     try:
+        conn.autocommit = True          # inside: an interrupt right after it still reaches the finally
         with conn.pipeline(), conn.cursor() as cur:
             cur.execute("BEGIN")
             yield cur
