@@ -131,7 +131,7 @@ def test_timed_card_with_a_lag_sleeps_all_its_modelled_time_in_fewer_pieces():
 
 
 def test_simulated_readers_answer_ahead_by_a_bounded_lag_and_settle_when_done(tmp_path):
-    assert {r.max_lag for r in simulated_readers(2, timing="contact-9600")} == {0.05}
+    assert {r.max_lag for r in simulated_readers(2, timing="contact-9600")} == {0.2}
     slept: list[float] = []
     source = SimSource("sim-1", None, timing="contact-9600", sleep=slept.append, max_lag=0.05)
     session = source.next_card(threading.Event())
