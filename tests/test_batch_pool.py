@@ -301,3 +301,26 @@ def test_a_worker_interrupted_while_its_readers_threads_run_reports_it(tmp_path,
     assert messages[0][0] == "error" and "sim-1, sim-2: stopped: KeyboardInterrupt()" in messages[0][1]
     assert messages[1][0] == "done"
     journal.close()
+
+
+def test_the_budget_keeps_a_reader_waiting_while_a_card_may_come_back():
+    """One card left and another reader's reservation open: a reader does not stop (the card
+    may come back: that reader found no row) and gets it when it comes back; once the card is
+    used, the next reader stops (nothing left, nothing open)."""
+    from citycard.perso.pool import Budget
+
+    budget = Budget(multiprocessing.get_context("fork"), 1)
+    assert budget.reserve()                       # reader A, about to claim
+    got: list[bool] = []
+    b = threading.Thread(target=lambda: got.append(budget.reserve()))
+    b.start()
+    b.join(0.05)
+    assert got == []                              # B waits: A's card may come back
+    budget.settle(False)                          # A found no row: the card goes back
+    b.join(10)
+    assert got == [True] and budget.left == 0     # B has it
+    budget.settle(True)                           # B claimed a row: the card is used
+    assert budget.reserve() is False              # nothing left, nothing open: stop
+    stop = threading.Event()
+    stop.set()
+    assert Budget(multiprocessing.get_context("fork"), 3).reserve(stop) is False

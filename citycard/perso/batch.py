@@ -37,7 +37,7 @@ from .context import CardData
 from .data import DataFile, Record
 from .journal import RESUMED, VOID, Attempt, Claim, Journal, now
 from .plan import Plan, Planner
-from .pool import (JournalClient, JournalHub, default_worker_processes, run_threads, worker_end,
+from .pool import (Budget, JournalClient, JournalHub, default_worker_processes, run_threads, worker_end,
                    worker_groups)
 from .run import (AuthenticationRefused, CardAlreadyIssued, CardIdentity, CardState, ForeignCard, PersoError,
                   identify_card, personalize, read_uid, stable_uid)
@@ -234,7 +234,7 @@ class Batch:
             todo = min(todo, self.limit)
         progress = _Tally(todo, on_progress)
         mp = multiprocessing.get_context("fork")
-        budget = mp.Value("q", todo)
+        budget = Budget(mp, todo)
         t0 = time.monotonic()
         results = {"processed": 0, "verified": 0, "failed": 0}
         errors: list[BaseException | str] = []
@@ -242,23 +242,15 @@ class Batch:
             if processes and len(sources) > 1 and not self.keys.in_hsm else []
         threaded = [s for s in sources if s not in forked]
 
-        def take() -> bool:
-            with budget.get_lock():
-                if budget.value <= 0:
-                    return False
-                budget.value -= 1
-                return True
-
         def worker(src: CardSource) -> None:
             j = journal.connect()
             try:
-                while not self.stop.is_set():
-                    if not take():
+                while True:
+                    claim = self._claim(j, src, budget)
+                    if claim is None:
                         return
-                    ok = self._one(j, src, results)
-                    if ok is None:      # no row (or no card): its card of the budget goes back, for
-                        with budget.get_lock():     # a reader with a row of its own to resume
-                            budget.value += 1
+                    ok = self._one(j, src, results, claim)
+                    if ok is None:
                         return
                     progress.add(ok)
             except BaseException as exc:  # a worker must not die silently
@@ -272,9 +264,9 @@ class Batch:
         firsts: list[Claim | None] = []
         if forked:
             self._warm_up(forked[0])
-            firsts = self._first_claims(journal, forked, take, budget)
+            firsts = self._first_claims(journal, forked, budget)
         children = [mp.Process(target=self._child, name=f"batch-{forked[g[0]].name}", daemon=True,
-                               args=([forked[k] for k in g], [firsts[k] for k in g], take, journal, pipes, i))
+                               args=([forked[k] for k in g], [firsts[k] for k in g], budget, journal, pipes, i))
                     for i, g in enumerate(groups)]
         for c in children:            # fork before any thread starts
             c.start()
@@ -354,8 +346,19 @@ class Batch:
             pass
         gc.freeze()
 
-    def _first_claims(self, journal: Journal, forked: list[CardSource], take: Callable[[], bool],
-                      budget: Any) -> list[Claim | None]:
+    def _claim(self, j: Journal, src: CardSource, budget: Budget) -> Claim | None:
+        """The reader's next row under ``budget`` (:class:`~citycard.perso.pool.Budget`), or None:
+        nothing left for it, or the run is stopping."""
+        if not budget.reserve(self.stop):
+            return None
+        claim = None
+        try:
+            claim = j.claim(self.batch, self.label(src), self.spec.serial_prefix, self.serial_of, run=self.run_id)
+        finally:
+            budget.settle(claim is not None)
+        return claim
+
+    def _first_claims(self, journal: Journal, forked: list[CardSource], budget: Budget) -> list[Claim | None]:
         """Each forked reader's first row, claimed here before the forks in one transaction (the
         claim its worker would make): a reader starts its first card as soon as its process is
         forked, instead of every reader waiting for the last fork (the hub serves calls only
@@ -365,17 +368,12 @@ class Batch:
         firsts: list[Claim | None] = []
         with journal.group():
             for s in forked:
-                if not take():
+                if budget.left <= 0:
                     break
-                claim = journal.claim(self.batch, self.label(s), self.spec.serial_prefix, self.serial_of,
-                                      run=self.run_id)
-                if claim is None:
-                    with budget.get_lock():
-                        budget.value += 1
-                firsts.append(claim)
+                firsts.append(self._claim(journal, s, budget))
         return firsts + [None] * (len(forked) - len(firsts))
 
-    def _child(self, sources: list[CardSource], firsts: list[Claim | None], take: Callable[[], bool],
+    def _child(self, sources: list[CardSource], firsts: list[Claim | None], budget: Budget,
                journal: Journal, pipes: list[tuple[Any, Any]], index: int) -> None:
         """A worker process (forked) driving ``sources``, one thread each: its journal calls go
         to the batch process (:class:`~citycard.perso.pool.JournalClient`); dies with its
@@ -392,9 +390,10 @@ class Batch:
 
         def drive(src: CardSource, first: Claim | None) -> None:
             try:
-                while first is not None or take():
-                    ok = self._one(j, src, results, first)  # type: ignore[arg-type]
-                    first = None
+                claim = first
+                while claim is not None or (claim := self._claim(j, src, budget)) is not None:  # type: ignore[arg-type]
+                    ok = self._one(j, src, results, claim)  # type: ignore[arg-type]
+                    claim = None
                     if ok is None:
                         break
                     send(("card", ok))
@@ -409,12 +408,8 @@ class Batch:
             send(("done", results))
             conn.close()
 
-    def _one(self, j: Journal, src: CardSource, results: dict[str, int], claim: Claim | None = None) -> bool | None:
+    def _one(self, j: Journal, src: CardSource, results: dict[str, int], claim: Claim) -> bool | None:
         spec = self.spec
-        if claim is None:
-            claim = j.claim(self.batch, self.label(src), spec.serial_prefix, self.serial_of, run=self.run_id)
-        if claim is None:
-            return None
         started = now()
         row = claim.row
         values = self.data.row_at(claim.data_offset, row) if claim.data_offset is not None else self.data.row(row)

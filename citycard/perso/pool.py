@@ -27,13 +27,15 @@ from __future__ import annotations
 import os
 import pickle
 import threading
+import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Sequence
 
 from ..errors import CitycardError
 from .journal import Journal, JournalError
 
-__all__ = ["JournalClient", "JournalHub", "default_worker_processes", "run_threads", "worker_end", "worker_groups"]
+__all__ = ["Budget", "JournalClient", "JournalHub", "default_worker_processes", "run_threads", "worker_end",
+           "worker_groups"]
 
 
 _METHOD = "citycard.pool.method"
@@ -203,3 +205,46 @@ def run_threads(target: Callable[..., None], arguments: Sequence[tuple], names: 
         t.start()
     for t in threads:
         t.join()
+
+
+class Budget:
+    """How many cards a run may still start (``--limit``, or the rows to do), shared by the
+    readers of every worker process (made before the forks).
+
+    A reader reserves a card before it claims a row and settles the reservation when the claim
+    has answered: used if it got a row, given back if not (a reader finds only pending rows and
+    its own rows left in progress, so another reader may still have one: a row left on it by a
+    run that died).  A reader that finds nothing left waits while reservations are open (one
+    may come back) and stops only when none is: no reader stops while a card it could use may
+    still be given back."""
+
+    POLL_S = 0.005
+
+    def __init__(self, ctx: Any, cards: int) -> None:
+        self._v = ctx.Array("q", [cards, 0])          # cards left, reservations open
+
+    def reserve(self, stop: threading.Event | None = None) -> bool:
+        """A card for one claim (then :meth:`settle`), or False: none is left and none can come
+        back (or ``stop`` is set)."""
+        while stop is None or not stop.is_set():
+            with self._v.get_lock():
+                left, open_ = self._v[0], self._v[1]
+                if left > 0:
+                    self._v[0], self._v[1] = left - 1, open_ + 1
+                    return True
+                if open_ == 0:
+                    return False
+            time.sleep(self.POLL_S)
+        return False
+
+    def settle(self, used: bool) -> None:
+        """Close a reservation: the card is used (a row was claimed) or goes back."""
+        with self._v.get_lock():
+            self._v[1] -= 1
+            if not used:
+                self._v[0] += 1
+
+    @property
+    def left(self) -> int:
+        with self._v.get_lock():
+            return int(self._v[0])
