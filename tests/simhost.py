@@ -4,6 +4,7 @@ Everything a test expects is computed here on the host side, from SPEC.md and th
 ``citycard.crypto`` functions (pinned by the published vectors), never from the card OS.
 
 * :class:`Host` sends raw APDUs to a :class:`SimCard` and checks status words.
+* :class:`Recording` is the in-process transport that keeps every exchange.
 * :func:`personalized` builds the standard test card: the factory MF with one PBOC
   application (EF0015, EF0016, CAPP file EF0017, EF0018, ED and EP) and a full key set.
 """
@@ -17,6 +18,7 @@ from citycard import crypto
 from citycard.apdu import CommandApdu
 from citycard.crypto import pboc
 from citycard.sim import CardModel, SimCard
+from citycard.sim.transport import SimTransport
 
 H = bytes.fromhex
 
@@ -42,6 +44,19 @@ TERMINAL = H("000000000001")
 DATE = H("20261124")
 TIME = H("120000")
 EF15 = bytes(range(0x10, 0x10 + 30))
+
+
+class Recording(SimTransport):
+    """The simulated card in process; every exchange kept as (command, answer) bytes."""
+
+    def __init__(self, card: SimCard) -> None:
+        super().__init__(card)
+        self.log: list[tuple[bytes, bytes]] = []
+
+    def transmit(self, apdu: bytes) -> bytes:
+        rsp = super().transmit(apdu)
+        self.log.append((apdu, rsp))
+        return rsp
 
 
 def sw_of(resp: bytes) -> int:

@@ -25,8 +25,9 @@ from citycard.perso.run import personalize
 from citycard.perso.verify import verify_card
 from citycard.profile import load_profile, parse_profile
 from citycard.sim import SimCard
-from citycard.sim.transport import SimTransport
 from citycard.transport import CardSession
+
+from tests.simhost import Recording
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "profiles/citycard.toml"
@@ -50,19 +51,6 @@ def ref_line_mac(key: bytes, data: bytes, challenge: bytes) -> bytes:
     if len(key) == 16:
         h = ref_des(key[:8], ref_des(key[8:], h, decrypt=True))
     return h[:4]
-
-
-class Recording(SimTransport):
-    """The simulated card in process; every exchange kept as (command, answer) bytes."""
-
-    def __init__(self, card: SimCard) -> None:
-        super().__init__(card)
-        self.log: list[tuple[bytes, bytes]] = []
-
-    def transmit(self, apdu: bytes) -> bytes:
-        rsp = super().transmit(apdu)
-        self.log.append((apdu, rsp))
-        return rsp
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ from citycard.terminal.purse import PurseTerminal
 from citycard.terminal.services import CardServices, ServiceRefused
 from citycard.transport import CardSession
 from tests import sm4_gbt as ref
+from tests import simhost
 from tests.psamhost import ISSUE, WHEN, sm4_psam_card
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,17 +62,8 @@ def line_mac(key: bytes, challenge: bytes, data: bytes) -> bytes:
     return ref.cbc_mac4(key, data, challenge + bytes(16 - len(challenge)))
 
 
-class Recording(SimTransport):
+class Recording(simhost.Recording):
     """The in-process card, every APDU and answer kept (bytes)."""
-
-    def __init__(self, card: SimCard) -> None:
-        super().__init__(card)
-        self.log: list[tuple[bytes, bytes]] = []
-
-    def transmit(self, apdu: bytes) -> bytes:
-        resp = super().transmit(apdu)
-        self.log.append((apdu, resp))
-        return resp
 
     def after_challenge(self, prefix: bytes, start: int = 0) -> tuple[bytes, bytes]:
         """(challenge, command) of the first command from ``start`` on that begins with
