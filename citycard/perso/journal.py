@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from . import journal_claim
-from .journal_attempts import RESUMED, VOID, Attempt, AttemptLog, upgrade_schema
+from .journal_attempts import RESUMED, VOID, Attempt, AttemptLog, created_by, upgrade_schema
 from .journal_tx import BatchWriter, JournalError, _Tx, can_pipeline, now, pg_pipelined
 
 __all__ = ["RESUMED", "STATUSES", "VOID", "Attempt", "BatchWriter", "Claim", "Journal", "JournalError", "now"]
@@ -73,11 +73,6 @@ _SCHEMA = [
     # a cardholder already issued in another batch of the journal (issue 17)
     """CREATE INDEX IF NOT EXISTS cards_holder ON cards (cardholder_id)""",
 ]
-
-
-def _created(stmt: str) -> str:
-    """The table or index a ``CREATE TABLE|INDEX IF NOT EXISTS name ...`` statement makes."""
-    return stmt.split()[5]
 
 
 FORMAT = "citycard-journal"
@@ -136,7 +131,7 @@ class Journal(AttemptLog):
                             "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())")
                 existing = {r[0] for r in cur.fetchall()}
                 for stmt in _SCHEMA:
-                    if _created(stmt) not in existing:
+                    if created_by(stmt) not in existing:
                         cur.execute(stmt.format(serial="BIGSERIAL"))
                 cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'cards' "
                             "AND table_schema = current_schema()")

@@ -51,6 +51,11 @@ ATTEMPT_INDEXES = (
 )
 
 
+def created_by(stmt: str) -> str:
+    """The table or index a ``CREATE TABLE|INDEX IF NOT EXISTS name ...`` statement makes."""
+    return stmt.split()[5]
+
+
 def upgrade_schema(cur: Any, pg: bool, existing: Collection[str] = ()) -> None:
     """Add the attempt and re-issue columns and indexes to a journal that lacks them (inside
     the opening transaction of :class:`~citycard.perso.journal.Journal`; ``existing``: the
@@ -66,7 +71,7 @@ def upgrade_schema(cur: Any, pg: bool, existing: Collection[str] = ()) -> None:
             if name not in have:
                 cur.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
     for stmt in ATTEMPT_INDEXES:
-        if stmt.split()[5] not in existing:
+        if created_by(stmt) not in existing:
             cur.execute(stmt)
 
 
