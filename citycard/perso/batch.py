@@ -245,14 +245,7 @@ class Batch:
         def worker(src: CardSource) -> None:
             j = journal.connect()
             try:
-                while True:
-                    claim = self._claim(j, src, budget)
-                    if claim is None:
-                        return
-                    ok = self._one(j, src, results, claim)
-                    if ok is None:
-                        return
-                    progress.add(ok)
+                self._reader(j, src, budget, results, None, progress.add)
             except BaseException as exc:  # a worker must not die silently
                 errors.append(exc)
                 self.stop.set()
@@ -365,13 +358,20 @@ class Batch:
         then) and all first cards starting at the same instant (docs/performance.md, "Timed
         readers").  A reader that finds no row gives its card of the budget back, and the next
         reader still asks: it may have a row of its own to resume (left by a run that died)."""
-        firsts: list[Claim | None] = []
         with journal.group():
-            for s in forked:
-                if budget.left <= 0:
-                    break
-                firsts.append(self._claim(journal, s, budget))
-        return firsts + [None] * (len(forked) - len(firsts))
+            return [self._claim(journal, s, budget) for s in forked]
+
+    def _reader(self, j: Journal, src: CardSource, budget: Budget, results: dict[str, int], first: Claim | None,
+                report: Callable[[bool], None]) -> None:
+        """One reader's cards: its rows (``first``, then its claims under ``budget``), one card
+        each, until none is left for it or it has no card; ``report(ok)`` after each card."""
+        claim = first or self._claim(j, src, budget)
+        while claim is not None:
+            ok = self._one(j, src, results, claim)
+            if ok is None:
+                return
+            report(ok)
+            claim = self._claim(j, src, budget)
 
     def _child(self, sources: list[CardSource], firsts: list[Claim | None], budget: Budget,
                journal: Journal, pipes: list[tuple[Any, Any]], index: int) -> None:
@@ -390,13 +390,7 @@ class Batch:
 
         def drive(src: CardSource, first: Claim | None) -> None:
             try:
-                claim = first
-                while claim is not None or (claim := self._claim(j, src, budget)) is not None:  # type: ignore[arg-type]
-                    ok = self._one(j, src, results, claim)  # type: ignore[arg-type]
-                    claim = None
-                    if ok is None:
-                        break
-                    send(("card", ok))
+                self._reader(j, src, budget, results, first, lambda ok: send(("card", ok)))  # type: ignore[arg-type]
             except BaseException as exc:
                 send(("error", f"{src.name}: {exc}"))
 
